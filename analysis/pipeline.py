@@ -1,0 +1,187 @@
+"""``dynstudy analyze``: signal files -> metric tables.
+
+For every run in the store, one capture at a time (memory stays bounded by
+one capture, whatever the study's size):
+
+1. read the capture's activations (channel-major, probe order) through the
+   DuckDB catalog and rebuild ``acts`` [P x C] and ``labels`` [P];
+2. compute the capture's metrics with :func:`analysis.dynamics.capture_metrics`,
+   and the same metrics for the noise control (i.i.d. Gaussian features with
+   the same labels, P, C and preprocessing) and the order control (random
+   instead of label order);
+3. over the run's epochs >= 1, compute Psi, its volatility, r(Hz,Mz),
+   r(Psi,acc), the trigger and the state with :func:`analysis.dynamics.run_metrics`.
+
+Each run's results are written to ``capture_metrics``, ``controls`` and
+``run_summary`` (one file per run, atomically); then ``cell_variability`` is
+rebuilt from all run summaries. A run whose outputs are newer than all its
+input files is skipped unless ``force``; a run whose files cannot be read is
+named and skipped, and the rest of the analysis completes.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import sys
+from glob import glob
+
+import numpy as np
+import pyarrow as pa
+
+from analysis import dynamics
+from analysis.catalog import open_catalog
+from analysis.schema import ANALYSIS_TABLES
+from analysis.variability import cell_variability
+from jobs.store import is_remote, resolve_store, table_dir, write_table_atomic
+
+#: analysis settings a run's config may set (spec section ``analysis``); SPEC defaults.
+DEFAULT_PARAMS = {"smooth_window": 5, "h_opt": 0.7, "sigma_h": 0.15, "w_h": 0.5, "min_scale": 16,
+                  "n_scales": 10, "vol_window": 3, "vol_threshold": 0.35, "vol_patience": 3}
+
+
+def _write(store: str, table: str, rows: list[dict], run_id: str | None = None, name: str = "part") -> None:
+    schema = ANALYSIS_TABLES[table]
+    cols = {f.name: pa.array([r.get(f.name) for r in rows], type=f.type) for f in schema}
+    path = f"{table_dir(store, table, run_id)}/{name}.parquet"
+    write_table_atomic(pa.table(cols, schema=schema), path)
+
+
+def _clean(x):
+    """NaN -> None for nullable columns; numpy scalars -> python."""
+    if x is None:
+        return None
+    if isinstance(x, (float, np.floating)):
+        return None if not math.isfinite(float(x)) else float(x)
+    if isinstance(x, np.integer):
+        return int(x)
+    return x
+
+
+def _run_is_current(store: str, run_id: str) -> bool:
+    """True when the run's summary is newer than every input file of the run."""
+    if is_remote(store):
+        return False
+    out = f"{table_dir(store, 'run_summary', run_id)}/part.parquet"
+    if not os.path.exists(out):
+        return False
+    inputs = [p for t in ("runs", "activations", "train_metrics") for p in glob(f"{table_dir(store, t, run_id)}/*.parquet")]
+    return all(os.path.getmtime(p) <= os.path.getmtime(out) for p in inputs)
+
+
+def _noise_seed(run_id: str, capture: int) -> list[int]:
+    return [int(hashlib.sha1(run_id.encode()).hexdigest()[:8], 16), capture]
+
+
+def capture_arrays(con, run_id: str, capture: int) -> tuple[np.ndarray, np.ndarray]:
+    """acts [P x C] and labels [P] of one capture, channels in (stage, channel) order."""
+    got = con.execute(
+        "SELECT sample, label, value FROM activations WHERE run_id = ? AND capture = ? "
+        "ORDER BY stage, channel, sample", [run_id, capture]).fetchnumpy()
+    n_samples = int(got["sample"].max()) + 1
+    if len(got["value"]) % n_samples:
+        raise ValueError(f"run {run_id} capture {capture}: {len(got['value'])} values is not channels x {n_samples} samples")
+    acts = np.asarray(got["value"], dtype=np.float64).reshape(-1, n_samples).T
+    return acts, np.asarray(got["label"][:n_samples])
+
+
+def _metric_kwargs(params: dict) -> dict:
+    return {k: params[k] for k in ("smooth_window", "h_opt", "sigma_h", "min_scale", "n_scales")}
+
+
+def analyze_run(con, run: dict, params: dict) -> tuple[list[dict], list[dict], dict]:
+    """Capture metrics, control rows and the summary row of one run."""
+    run_id = run["run_id"]
+    kw = _metric_kwargs(params)
+    caps = con.execute("SELECT DISTINCT capture, epoch, step FROM activations WHERE run_id = ? ORDER BY capture",
+                       [run_id]).fetchall()
+    cap_rows, control_rows = [], []
+    for capture, epoch, step in caps:
+        acts, labels = capture_arrays(con, run_id, capture)
+        m = dynamics.capture_metrics(acts, labels, **kw)
+        cap_rows.append({"run_id": run_id, "capture": capture, "epoch": epoch, "step": step, **m})
+        noise = np.random.default_rng(_noise_seed(run_id, capture)).standard_normal(acts.shape)
+        controls = {"noise": dynamics.capture_metrics(noise, labels, **kw),
+                    "order": dynamics.capture_metrics(acts, labels, order="random", seed=capture, **kw)}
+        for name, c in controls.items():
+            control_rows.append({"run_id": run_id, "capture": capture, "epoch": epoch, "control": name,
+                                 **{k: c[k] for k in ("h_raw", "h_eff", "metastability", "synchrony")}})
+
+    acc = dict(con.execute("SELECT epoch, val_acc FROM train_metrics WHERE run_id = ?", [run_id]).fetchall()) \
+        if "train_metrics" in _views(con) else {}
+    trained = [r for r in cap_rows if r["epoch"] >= 1]
+    summary = {k: run[k] for k in ("run_id", "study", "model", "dataset", "optimizer", "seed", "status")}
+    summary["n_epochs"] = len(trained)
+    if trained:
+        rm = dynamics.run_metrics(
+            np.array([r["h_eff"] for r in trained], dtype=float),
+            np.array([r["metastability"] for r in trained], dtype=float),
+            np.array([acc.get(r["epoch"], np.nan) for r in trained], dtype=float),
+            epochs=np.array([r["epoch"] for r in trained]), w_h=params["w_h"], vol_window=params["vol_window"],
+            vol_threshold=params["vol_threshold"], vol_patience=params["vol_patience"])
+        for i, r in enumerate(trained):
+            r.update(hz=rm["hz"][i], mz=rm["mz"][i], psi=rm["psi"][i], volatility=rm["volatility"][i])
+        summary.update({k: rm[k] for k in ("h_eff_mean", "metastability_mean", "psi_mean", "psi_std", "r_hz_mz",
+                                            "r_psi_acc", "trigger_epoch", "state")})
+        summary["h_raw_mean"] = np.nanmean([r["h_raw"] for r in trained]) if _any_finite(trained, "h_raw") else None
+        summary["synchrony_mean"] = np.nanmean([r["synchrony"] for r in trained]) if _any_finite(trained, "synchrony") else None
+    for name in ("noise", "order"):
+        vals = [c["h_raw"] for c in control_rows if c["control"] == name and c["epoch"] >= 1]
+        summary[f"{name}_h_raw_mean"] = np.nanmean(vals) if np.isfinite(vals).any() else None
+    init = [r["h_raw"] for r in cap_rows if r["epoch"] == 0]
+    summary["init_h_raw"] = init[0] if init else None
+    if acc:
+        best_epoch = max(acc, key=lambda e: (acc[e], -e))
+        summary.update(best_val_acc=acc[best_epoch], best_epoch=best_epoch, final_val_acc=acc[max(acc)])
+    clean = lambda rows: [{k: _clean(v) for k, v in r.items()} for r in rows]  # noqa: E731
+    return clean(cap_rows), clean(control_rows), clean([summary])[0]
+
+
+def _any_finite(rows, key) -> bool:
+    return any(r[key] is not None and np.isfinite(r[key]) for r in rows)
+
+
+def _views(con) -> set[str]:
+    return {r[0] for r in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
+
+
+def run_params(config_json: str | None) -> dict:
+    """The analysis settings of a run: its config's ``analysis`` section over the defaults."""
+    cfg = json.loads(config_json) if config_json else {}
+    return {**DEFAULT_PARAMS, **(cfg.get("analysis") or {})}
+
+
+def analyze(store: str, *, force: bool = False, out=sys.stdout) -> dict:
+    """Analyse every run of ``store``; return counts of analysed/skipped/failed runs."""
+    store = resolve_store(store)
+    con = open_catalog(store)
+    views = _views(con)
+    if "runs" not in views or "activations" not in views:
+        raise FileNotFoundError(f"store {store!r} has no runs/activations tables yet; run a study first")
+    runs = [dict(zip(("run_id", "study", "model", "dataset", "optimizer", "seed", "status", "config"), r))
+            for r in con.execute("SELECT run_id, study, model, dataset, optimizer, seed, status, config "
+                                 "FROM runs ORDER BY run_id").fetchall()]
+    done = current = 0
+    failed = {}
+    for run in runs:
+        if not force and _run_is_current(store, run["run_id"]):
+            current += 1
+            continue
+        try:
+            caps, controls, summary = analyze_run(con, run, run_params(run["config"]))
+        except Exception as err:  # a corrupt or truncated file: name it, skip the run
+            failed[run["run_id"]] = f"{type(err).__name__}: {err}"
+            print(f"analyze: skipped run {run['run_id']}: {failed[run['run_id']]}", file=out, flush=True)
+            continue
+        _write(store, "capture_metrics", caps, run["run_id"])
+        _write(store, "controls", controls, run["run_id"])
+        _write(store, "run_summary", [summary], run["run_id"])
+        done += 1
+        print(f"analyze: {run['run_id']}: {len(caps)} captures, state {summary.get('state')}", file=out, flush=True)
+    con = open_catalog(store)  # re-open: run_summary may be new
+    cols = [c[0] for c in con.execute("DESCRIBE run_summary").fetchall()]
+    summaries = [dict(zip(cols, r)) for r in con.execute("SELECT * FROM run_summary").fetchall()]
+    _write(store, "cell_variability", cell_variability(summaries))
+    print(f"analyze: {done} runs analysed, {current} already current, {len(failed)} skipped", file=out, flush=True)
+    return {"store": store, "analysed": done, "current": current, "failed": failed}

@@ -1,0 +1,78 @@
+"""How much each metric varies across the seeds of a cell.
+
+Pure functions over arrays and rows; scipy only for the t quantile.
+"""
+from __future__ import annotations
+
+import math
+from collections import Counter, defaultdict
+
+import numpy as np
+from scipy import stats
+
+#: run_summary columns summarised across seeds, in report order.
+SEED_METRICS = (
+    "h_eff_mean", "h_raw_mean", "metastability_mean", "synchrony_mean", "psi_std",
+    "r_hz_mz", "r_psi_acc", "trigger_epoch", "best_val_acc", "noise_h_raw_mean", "order_h_raw_mean", "init_h_raw",
+)
+CELL_KEYS = ("model", "dataset", "optimizer")
+
+
+def seed_stats(values, confidence: float = 0.95) -> dict:
+    """n, mean, std (ddof 1), CV and a t-interval of the finite ``values``.
+
+    Parameters
+    ----------
+    values : array-like of float; NaN and None are skipped.
+    confidence : coverage of the interval.
+
+    Returns
+    -------
+    dict with n, mean, std, cv, ci_low, ci_high. With n = 1 the std and
+    interval are NaN (one seed says nothing about spread); CV is NaN when the
+    mean is 0.
+    """
+    x = np.array([np.nan if v is None else v for v in values], dtype=float)
+    x = x[np.isfinite(x)]
+    n = len(x)
+    if n == 0:
+        return {"n": 0, "mean": math.nan, "std": math.nan, "cv": math.nan, "ci_low": math.nan, "ci_high": math.nan}
+    mean = float(x.mean())
+    if n == 1:
+        return {"n": 1, "mean": mean, "std": math.nan, "cv": math.nan, "ci_low": math.nan, "ci_high": math.nan}
+    std = float(x.std(ddof=1))
+    half = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * std / math.sqrt(n)
+    cv = std / abs(mean) if mean != 0 else math.nan
+    return {"n": n, "mean": mean, "std": std, "cv": cv, "ci_low": mean - half, "ci_high": mean + half}
+
+
+def state_agreement(states) -> tuple:
+    """(modal state, share of seeds in it) over the non-null ``states``."""
+    present = [s for s in states if s]
+    if not present:
+        return None, math.nan
+    state, count = Counter(present).most_common(1)[0]
+    return state, count / len(present)
+
+
+def cell_variability(rows: list[dict], metrics=SEED_METRICS) -> list[dict]:
+    """One row per (cell, metric) from run_summary rows.
+
+    Only runs that finished count (diverged and failed runs are not seeds of
+    a completed training); each row carries the cell's modal state and the
+    share of its seeds that agree on it.
+    """
+    cells = defaultdict(list)
+    for row in rows:
+        if row.get("status") == "finished":
+            cells[tuple(row[k] for k in CELL_KEYS)].append(row)
+    out = []
+    for key in sorted(cells):
+        runs = cells[key]
+        modal, agree = state_agreement([r.get("state") for r in runs])
+        for metric in metrics:
+            s = seed_stats([r.get(metric) for r in runs])
+            out.append({**dict(zip(CELL_KEYS, key)), "metric": metric, "n_seeds": s["n"], "mean": s["mean"],
+                        "std": s["std"], "cv": s["cv"], "ci_low": s["ci_low"], "ci_high": s["ci_high"],
+                        "modal_state": modal, "state_agreement": agree})
+    return out

@@ -1,0 +1,123 @@
+"""Activation capture: the paper protocol's signal of one network state.
+
+At every capture the same probe images (the first P validation images, in
+their fixed order) go through the model in eval mode without gradients.
+Forward hooks on the four stage modules global-average-pool each stage output
+to [P, C_stage] on the model's device; a fixed subset of K channels per stage
+(drawn once per run from the seed, or re-drawn per capture as the authors
+did) is kept, and one transfer per stage brings [P, K] to the host.
+
+The result is written in long format (one row per stage, channel, sample) by
+:func:`capture_columns`; the analysis layer builds the pseudo-time series.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from jobs.data import normalize
+from jobs.models import pool_stage_output, stage_modules
+
+
+@dataclass
+class StageSignal:
+    """One stage's pooled activations at one capture."""
+
+    stage: str
+    channels: np.ndarray  # int [K], indices into the stage's output channels
+    values: np.ndarray    # float32 [P, K]
+
+
+def draw_channels(n_channels: int, k: int, seed: int, stage_index: int, capture: int | None = None) -> np.ndarray:
+    """Sorted indices of ``k`` channels out of ``n_channels``, fixed by the seed.
+
+    With ``capture`` given the draw also depends on the capture (re-drawing).
+    ``k >= n_channels`` keeps every channel.
+    """
+    if k >= n_channels:
+        return np.arange(n_channels)
+    key = [seed, stage_index] if capture is None else [seed, stage_index, capture]
+    rng = np.random.default_rng(key)
+    return np.sort(rng.choice(n_channels, size=k, replace=False))
+
+
+class ActivationProbe:
+    """Captures the four stage signals of ``model`` on a fixed probe set.
+
+    Parameters
+    ----------
+    model, model_name : the network and its registry name (for its stages).
+    probe_x : uint8 tensor [P, C, H, W], the probe images in fixed order.
+    probe_y : int tensor [P], their labels.
+    mean, std : per-channel normalisation, as in training.
+    channels_per_stage : K, channels kept per stage.
+    seed : the run's seed (fixes the channel subset).
+    redraw : re-draw the subset at every capture instead.
+    batch_size : probe images per forward pass.
+    """
+
+    def __init__(self, model, model_name, probe_x, probe_y, mean, std, channels_per_stage, seed,
+                 redraw=False, batch_size=256):
+        self.model = model
+        self.stages = stage_modules(model, model_name)
+        self.probe_x = probe_x
+        self.labels = probe_y.cpu().numpy().astype(np.int32)
+        self.mean, self.std = mean, std
+        self.k = channels_per_stage
+        self.seed = seed
+        self.redraw = redraw
+        self.batch_size = batch_size
+
+    @torch.no_grad()
+    def capture(self, capture_index: int) -> list[StageSignal]:
+        """Pooled, channel-subsampled stage outputs; restores the train/eval mode."""
+        device = next(self.model.parameters()).device
+        pooled: dict[str, list[torch.Tensor]] = {name: [] for name, _ in self.stages}
+        hooks = [
+            module.register_forward_hook(lambda _m, _i, out, name=name: pooled[name].append(pool_stage_output(out).float()))
+            for name, module in self.stages
+        ]
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            for start in range(0, len(self.probe_x), self.batch_size):
+                xb = self.probe_x[start:start + self.batch_size].to(device, non_blocking=True)
+                self.model(normalize(xb, self.mean, self.std))
+        finally:
+            for h in hooks:
+                h.remove()
+            self.model.train(was_training)
+        signals = []
+        for i, (name, _) in enumerate(self.stages):
+            full = torch.cat(pooled[name])  # [P, C_stage] on device
+            idx = draw_channels(full.shape[1], self.k, self.seed, i, capture_index if self.redraw else None)
+            values = full[:, torch.as_tensor(idx, device=full.device)].cpu().numpy()
+            signals.append(StageSignal(name, idx, values.astype(np.float32, copy=False)))
+        return signals
+
+
+def capture_columns(signals: list[StageSignal], labels: np.ndarray, run_id: str, capture: int,
+                    epoch: int, step: int) -> dict:
+    """Long-format columns of the ``activations`` table for one capture."""
+    parts = {k: [] for k in ("stage", "channel", "sample", "label", "value")}
+    for sig in signals:
+        p, k = sig.values.shape
+        # channel-major order: all samples of channel 0, then channel 1, ...
+        parts["stage"].append(np.full(p * k, sig.stage, dtype=object))
+        parts["channel"].append(np.repeat(sig.channels.astype(np.int32), p))
+        parts["sample"].append(np.tile(np.arange(p, dtype=np.int32), k))
+        parts["label"].append(np.tile(labels, k))
+        parts["value"].append(sig.values.T.reshape(-1))
+    cols = {k: np.concatenate(v) for k, v in parts.items()}
+    n = len(cols["value"])
+    cols["run_id"] = np.full(n, run_id, dtype=object)
+    cols["capture"] = np.full(n, capture, dtype=np.int32)
+    cols["epoch"] = np.full(n, epoch, dtype=np.int32)
+    cols["step"] = np.full(n, step, dtype=np.int64)
+    return cols
+
+
+def signals_finite(signals: list[StageSignal]) -> bool:
+    return all(np.isfinite(s.values).all() for s in signals)

@@ -1,0 +1,196 @@
+"""The ``dynstudy`` command line.
+
+    dynstudy run [SPEC]                 run a study (default: the built-in demo), analyse, report
+    dynstudy analyze --store DIR        signal files -> metric tables
+    dynstudy sql --store DIR "SELECT"   read-only SQL over every table of the store
+    dynstudy report --store DIR --out F write the HTML report (+ CSV tables)
+    dynstudy status --store DIR         runs per cell by status
+    dynstudy presets                    list the shipped specs
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+from pathlib import Path
+
+from jobs.store import resolve_store
+from study.spec import DEFAULT_STORE, SpecError, load_spec, preset_names, preset_text
+
+#: DuckDB statement types ``dynstudy sql`` runs; everything else is refused.
+READ_ONLY_STATEMENTS = ("SELECT", "EXPLAIN")
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "NULL"
+    if isinstance(v, float):
+        return "NaN" if math.isnan(v) else f"{v:.6g}"
+    return str(v)
+
+
+def format_table(columns: list[str], rows: list[tuple], max_width: int = 40) -> str:
+    """Rows as an aligned text table, long cells cut to ``max_width``."""
+    cells = [[_fmt(v) for v in row] for row in rows]
+    cells = [[c if len(c) <= max_width else c[:max_width - 1] + "…" for c in row] for row in cells]
+    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
+    line = lambda vals: "  ".join(v.ljust(w) for v, w in zip(vals, widths)).rstrip()  # noqa: E731
+    return "\n".join([line(columns), line(["-" * w for w in widths])] + [line(r) for r in cells])
+
+
+def check_read_only(con, sql: str) -> list:
+    """Parse ``sql`` with DuckDB and refuse any statement that is not a query."""
+    import duckdb
+
+    try:
+        statements = con.extract_statements(sql)
+    except duckdb.Error as err:
+        raise SystemExit(f"dynstudy sql: cannot parse the query: {err}")
+    if not statements:
+        raise SystemExit("dynstudy sql: no statement given")
+    for st in statements:
+        kind = st.type.name
+        if kind not in READ_ONLY_STATEMENTS:
+            raise SystemExit(f"dynstudy sql is read-only: a {kind} statement is not allowed "
+                             f"(only {', '.join(READ_ONLY_STATEMENTS)}); query the tables, or open the Parquet "
+                             "files with DuckDB directly to write elsewhere")
+    return statements
+
+
+def cmd_sql(args) -> int:
+    import duckdb
+
+    from analysis.catalog import existing_tables, open_catalog
+
+    con = open_catalog(args.store)
+    statements = check_read_only(con, args.query)
+    try:
+        for st in statements:
+            rel = con.sql(st.query)
+            if rel is None:
+                continue
+            rows = rel.fetchmany(args.limit + 1)
+            print(format_table(rel.columns, rows[:args.limit]))
+            if len(rows) > args.limit:
+                print(f"... (more than {args.limit} rows; raise --limit or aggregate)")
+    except duckdb.CatalogException as err:
+        print(f"dynstudy sql: {err}\ntables in this store: {', '.join(existing_tables(resolve_store(args.store)))}",
+              file=sys.stderr)
+        return 2
+    except duckdb.Error as err:
+        print(f"dynstudy sql: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def cmd_analyze(args) -> int:
+    from analysis.pipeline import analyze
+
+    result = analyze(args.store, force=args.force)
+    return 1 if result["failed"] else 0
+
+
+def cmd_report(args) -> int:
+    from analysis.catalog import open_catalog
+    from analysis.report import write_report
+
+    out = write_report(open_catalog(args.store), args.out)
+    print(f"report: {Path(out).resolve()}")
+    return 0
+
+
+def cmd_status(args) -> int:
+    from analysis.catalog import open_catalog
+
+    con = open_catalog(args.store)
+    rel = con.sql("""
+        SELECT study, model, dataset, optimizer, count(*) AS runs,
+               count(*) FILTER (status = 'finished') AS finished,
+               count(*) FILTER (status = 'running') AS running,
+               count(*) FILTER (status = 'failed') AS failed,
+               count(*) FILTER (status = 'diverged') AS diverged
+        FROM runs GROUP BY ALL ORDER BY ALL""")
+    print(format_table(rel.columns, rel.fetchall()))
+    return 0
+
+
+def cmd_presets(args) -> int:
+    for name in preset_names():
+        spec = load_spec(name)
+        print(f"{name:8s} {spec.n_trials:4d} runs  {spec.description}")
+    if args.show:
+        print(preset_text(args.show))
+    return 0
+
+
+def cmd_run(args) -> int:
+    spec = load_spec(args.spec, {"store": args.store})
+    from study.orchestrate import run_study
+
+    summary = run_study(spec, resume=args.resume, address=args.address)
+    if args.no_analyze:
+        return 0 if summary["failed"] == 0 else 1
+    from analysis.catalog import open_catalog
+    from analysis.pipeline import analyze
+    from analysis.report import write_report
+
+    analyze(summary["store"])
+    out = Path(args.report or Path(summary["store"]) / "report.html") if "://" not in summary["store"] else \
+        Path(args.report or f"{spec.name}-report.html")
+    write_report(open_catalog(summary["store"]), out, title=f"dynstudy: {spec.name}")
+    print(f"\nreport: {out.resolve()}\nquery:  dynstudy sql --store {summary['store']} \"SELECT * FROM run_summary\"")
+    return 0 if summary["failed"] == 0 else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    default_store = os.environ.get("DYNSTUDY_STORE", DEFAULT_STORE)
+    p = argparse.ArgumentParser(prog="dynstudy", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("run", help="run a study (default: the demo), then analyse and report")
+    r.add_argument("spec", nargs="?", default="demo", help="YAML spec file or preset name (default: demo)")
+    r.add_argument("--store", default=None, help="store directory or s3:// / gs:// URI (default: the spec's)")
+    r.add_argument("--resume", action="store_true", help="continue an interrupted run of this study")
+    r.add_argument("--address", default=None, help="Ray cluster address (default: local, or RAY_ADDRESS)")
+    r.add_argument("--no-analyze", action="store_true", help="stop after training")
+    r.add_argument("--report", default=None, help="HTML report path (default: <store>/report.html)")
+    r.set_defaults(func=cmd_run)
+
+    a = sub.add_parser("analyze", help="compute metric tables from the signal files")
+    a.add_argument("--store", default=default_store)
+    a.add_argument("--force", action="store_true", help="re-analyse runs that are already current")
+    a.set_defaults(func=cmd_analyze)
+
+    s = sub.add_parser("sql", help="read-only SQL over the store's tables")
+    s.add_argument("query")
+    s.add_argument("--store", default=default_store)
+    s.add_argument("--limit", type=int, default=50, help="rows printed at most (default 50)")
+    s.set_defaults(func=cmd_sql)
+
+    rep = sub.add_parser("report", help="write the HTML report and CSV tables")
+    rep.add_argument("--store", default=default_store)
+    rep.add_argument("--out", default="dynstudy-report.html")
+    rep.set_defaults(func=cmd_report)
+
+    st = sub.add_parser("status", help="runs per cell by status")
+    st.add_argument("--store", default=default_store)
+    st.set_defaults(func=cmd_status)
+
+    pr = sub.add_parser("presets", help="list the shipped study specs")
+    pr.add_argument("--show", metavar="NAME", help="print one preset's YAML")
+    pr.set_defaults(func=cmd_presets)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (SpecError, FileNotFoundError, ValueError) as err:
+        print(f"dynstudy {args.command}: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

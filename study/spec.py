@@ -1,0 +1,261 @@
+"""Study specs: one typed, validated description of a multi-seed study.
+
+A spec is YAML (or a preset name) with the axes ``models x datasets x
+optimizers x seeds`` and the settings every trial shares. Every default is the
+paper protocol's (``../shared/SPEC.md``) unless the field says otherwise.
+Validation happens before Ray starts: a bad field raises :class:`SpecError`
+whose message names the field, the bad value and what is allowed.
+"""
+from __future__ import annotations
+
+import os
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from jobs.store import check_store_uri
+
+MODEL_NAMES = (
+    "tiny_cnn", "tiny_resnet",
+    "resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
+    "densenet121", "mobilenet_v2", "vgg16_bn", "vit_b_16", "vit_tiny",
+)
+DATASET_NAMES = ("digits", "synthetic", "cifar10", "cifar100", "imagefolder")
+#: Datasets that are read from a local root (or downloaded into it).
+ROOTED_DATASETS = ("cifar10", "cifar100", "imagefolder")
+DEFAULT_STORE = "dynstudy-store"
+
+
+class SpecError(ValueError):
+    """A study spec that cannot run; the message says which field and why."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatasetSpec(_Strict):
+    name: Literal["digits", "synthetic", "cifar10", "cifar100", "imagefolder"]
+    root: Optional[str] = Field(None, description="local data root (CIFAR, ImageFolder)")
+    download: bool = Field(False, description="download CIFAR into root when online")
+    n_train: Optional[int] = Field(None, ge=1, description="use only the first n training images")
+    n_val: Optional[int] = Field(None, ge=1, description="use only the first n validation images")
+    image_size: Optional[int] = Field(None, ge=4, description="ImageFolder resize target")
+
+    @model_validator(mode="after")
+    def _root_needed(self) -> "DatasetSpec":
+        if self.name == "imagefolder" and not self.root:
+            raise ValueError("imagefolder needs 'root': a folder with train/ and val/ class folders")
+        if self.name in ("cifar10", "cifar100") and not self.root and not self.download:
+            raise ValueError(f"{self.name} needs 'root' (an extracted copy) or 'download: true' on an online machine")
+        if self.root and not self.download and not Path(self.root).expanduser().exists():
+            raise ValueError(f"data root {self.root!r} does not exist; point 'root' at the extracted data")
+        return self
+
+
+class OptimizerSpec(_Strict):
+    name: Literal["sgd", "adam", "adamw"] = "sgd"
+    label: Optional[str] = Field(None, description="name of this optimiser in cells and run ids (default: name)")
+    lr: float = Field(0.1, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(5e-4, ge=0)
+
+    @property
+    def cell_label(self) -> str:
+        return self.label or self.name
+
+    @field_validator("label")
+    @classmethod
+    def _label_chars(cls, v: Optional[str]) -> Optional[str]:
+        if v is not None and not _is_slug(v):
+            raise ValueError("use letters, digits, '_' and '.' only")
+        return v
+
+
+class TrainSpec(_Strict):
+    epochs: int = Field(100, ge=1, description="maximum epochs")
+    batch_size: int = Field(512, ge=1)
+    scheduler: Literal["plateau", "cosine", "none"] = "plateau"
+    plateau_patience: int = Field(5, ge=0)
+    plateau_factor: float = Field(0.5, gt=0, lt=1)
+    early_stopping_patience: Optional[int] = Field(10, ge=1, description="epochs without val-loss gain; null = off")
+    stem: Literal["stock", "cifar"] = "stock"
+    threads: int = Field(1, ge=1, description="torch CPU threads per trial")
+
+
+class CaptureSpec(_Strict):
+    probe_size: int = Field(2048, ge=2, description="first P validation images, fixed order")
+    channels_per_stage: int = Field(32, ge=1)
+    redraw_channels: bool = Field(False, description="re-draw the channel subset at every capture (the authors' code)")
+    batch_size: int = Field(256, ge=1)
+
+
+class AnalysisSpec(_Strict):
+    smooth_window: int = Field(5, ge=1)
+    h_opt: float = 0.7
+    sigma_h: float = Field(0.15, gt=0)
+    w_h: float = Field(0.5, ge=0, le=1)
+    min_scale: int = Field(16, ge=4)
+    n_scales: int = Field(10, ge=2)
+    vol_window: int = Field(3, ge=2)
+    vol_threshold: float = Field(0.35, gt=0)
+    vol_patience: int = Field(3, ge=1)
+
+
+class ResourceSpec(_Strict):
+    cpus_per_trial: float = Field(1, gt=0)
+    gpus_per_trial: float = Field(0, ge=0)
+    max_concurrent_trials: Optional[int] = Field(None, ge=1)
+    max_failures: int = Field(2, ge=0, description="retries of a failed trial, from its last checkpoint")
+
+
+class StudySpec(_Strict):
+    name: str
+    description: str = ""
+    models: list[str] = Field(min_length=1)
+    datasets: list[DatasetSpec] = Field(min_length=1)
+    optimizers: list[OptimizerSpec] = Field(default_factory=lambda: [OptimizerSpec()], min_length=1)
+    seeds: list[int] = Field(min_length=1)
+    train: TrainSpec = TrainSpec()
+    capture: CaptureSpec = CaptureSpec()
+    analysis: AnalysisSpec = AnalysisSpec()
+    resources: ResourceSpec = ResourceSpec()
+    store: str = DEFAULT_STORE
+
+    @field_validator("name")
+    @classmethod
+    def _name_chars(cls, v: str) -> str:
+        if not _is_slug(v):
+            raise ValueError("use letters, digits, '_', '-' and '.' only")
+        return v
+
+    @field_validator("models")
+    @classmethod
+    def _known_models(cls, v: list[str]) -> list[str]:
+        bad = [m for m in v if m not in MODEL_NAMES]
+        if bad:
+            raise ValueError(f"unknown model(s) {bad}; allowed: {', '.join(MODEL_NAMES)}")
+        return _unique(v, "models")
+
+    @field_validator("datasets", mode="before")
+    @classmethod
+    def _names_to_dicts(cls, v: Any) -> Any:
+        if isinstance(v, list):
+            return [{"name": d} if isinstance(d, str) else d for d in v]
+        return v
+
+    @field_validator("seeds", mode="before")
+    @classmethod
+    def _integer_seeds(cls, v: Any) -> Any:
+        if isinstance(v, list):
+            bad = [s for s in v if isinstance(s, bool) or not isinstance(s, int) or s < 0]
+            if bad:
+                raise ValueError(f"seeds must be non-negative integers; got {bad}")
+            _unique(v, "seeds")
+        return v
+
+    @field_validator("store")
+    @classmethod
+    def _store_scheme(cls, v: str) -> str:
+        check_store_uri(v)
+        return v
+
+    @model_validator(mode="after")
+    def _cells_unique(self) -> "StudySpec":
+        _unique([o.cell_label for o in self.optimizers], "optimizers (labels)")
+        _unique([d.name for d in self.datasets], "datasets")
+        cpus = os.cpu_count() or 1
+        if self.resources.gpus_per_trial == 0 and self.resources.cpus_per_trial > cpus and not os.environ.get("RAY_ADDRESS"):
+            raise ValueError(
+                f"resources.cpus_per_trial={self.resources.cpus_per_trial} exceeds this machine's {cpus} CPUs; "
+                "lower it, or submit to a cluster (ray job submit)"
+            )
+        if self.capture.probe_size < 2 * self.analysis.min_scale:
+            raise ValueError(
+                f"capture.probe_size={self.capture.probe_size} is too short for DFA with analysis.min_scale="
+                f"{self.analysis.min_scale}: need at least {2 * self.analysis.min_scale} points"
+            )
+        return self
+
+    @property
+    def n_trials(self) -> int:
+        return len(self.models) * len(self.datasets) * len(self.optimizers) * len(self.seeds)
+
+
+def _is_slug(s: str) -> bool:
+    return bool(s) and all(c.isalnum() or c in "_-." for c in s)
+
+
+def _unique(values: list, field: str) -> list:
+    seen, dup = set(), []
+    for v in values:
+        if v in seen:
+            dup.append(v)
+        seen.add(v)
+    if dup:
+        raise ValueError(f"{field} must be unique; repeated: {dup}")
+    return values
+
+
+def _format_errors(err: ValidationError, source: str) -> str:
+    lines = [f"invalid study spec {source}:"]
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = e["msg"].removeprefix("Value error, ")
+        got = e.get("input")
+        shown = "" if isinstance(got, (dict, list)) and e["type"] != "extra_forbidden" else f" (got {got!r})"
+        if e["type"] == "extra_forbidden":
+            msg = "unknown field; check its spelling against the README's spec reference"
+        lines.append(f"  - {loc}: {msg}{shown}")
+    return "\n".join(lines)
+
+
+def preset_names() -> list[str]:
+    """Names of the specs shipped in ``study/presets``."""
+    files = resources.files("study.presets").iterdir()
+    return sorted(p.name.removesuffix(".yaml") for p in files if p.name.endswith(".yaml"))
+
+
+def preset_text(name: str) -> str:
+    return resources.files("study.presets").joinpath(f"{name}.yaml").read_text()
+
+
+def parse_spec(data: Any, source: str = "<dict>") -> StudySpec:
+    """Validate a mapping as a :class:`StudySpec`, or raise :class:`SpecError`."""
+    if not isinstance(data, dict) or not data:
+        raise SpecError(f"invalid study spec {source}: expected a non-empty YAML mapping with name, models, datasets, seeds")
+    try:
+        return StudySpec.model_validate(data)
+    except ValidationError as err:
+        raise SpecError(_format_errors(err, source)) from None
+
+
+def load_spec(ref: str, overrides: Optional[dict] = None) -> StudySpec:
+    """Load a spec from a YAML path or a preset name, apply top-level overrides.
+
+    Parameters
+    ----------
+    ref : str
+        Path to a YAML file, or the name of a preset (``dynstudy presets``).
+    overrides : dict, optional
+        Top-level fields to replace before validation (e.g. ``{"store": ...}``).
+    """
+    path = Path(ref)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise SpecError(f"spec file {ref!r} not found; give a YAML path or one of the presets: {', '.join(preset_names())}")
+        text, source = path.read_text(), str(path)
+    elif ref in preset_names():
+        text, source = preset_text(ref), f"preset {ref!r}"
+    else:
+        raise SpecError(f"{ref!r} is neither a spec file nor a preset; presets: {', '.join(preset_names())}")
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise SpecError(f"invalid study spec {source}: not valid YAML: {err}") from None
+    if overrides and isinstance(data, dict):
+        data = {**data, **{k: v for k, v in overrides.items() if v is not None}}
+    return parse_spec(data, source)

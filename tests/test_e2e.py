@@ -1,0 +1,123 @@
+"""A tiny study end to end through Ray Tune: spec -> trials -> signal files -> tables -> report."""
+from __future__ import annotations
+
+import io
+import math
+
+import pytest
+
+from analysis.catalog import open_catalog
+from analysis.pipeline import analyze
+from analysis.variability import SEED_METRICS
+from study.cli import main
+from study.orchestrate import run_study
+from study.spec import parse_spec
+
+EPOCHS, PROBE, K, STAGES = 3, 64, 8, 4
+SPEC = {
+    "name": "e2e",
+    "models": ["tiny_cnn"],
+    "datasets": [{"name": "digits"}, {"name": "synthetic", "n_train": 256, "n_val": 96}],
+    "optimizers": [{"name": "sgd", "lr": 0.05}],
+    "seeds": [0, 1],
+    "train": {"epochs": EPOCHS, "batch_size": 64, "early_stopping_patience": None},
+    "capture": {"probe_size": PROBE, "channels_per_stage": K},
+    "resources": {"cpus_per_trial": 1, "max_failures": 0},
+}
+N_RUNS, N_CAPTURES = 4, EPOCHS + 1
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    path = tmp_path_factory.mktemp("store")
+    out = io.StringIO()
+    summary = run_study(parse_spec(SPEC), store=str(path), num_cpus=2, out=out)
+    assert summary == {"store": str(path), "runs": N_RUNS, "failed": 0, "diverged": 0, "finished": N_RUNS}, out.getvalue()
+    assert "epoch 3" in out.getvalue()  # progress lines were printed
+    result = analyze(str(path), out=io.StringIO())
+    assert result["analysed"] == N_RUNS and not result["failed"]
+    return path
+
+
+def _one(con, sql):
+    return con.execute(sql).fetchone()
+
+
+@pytest.mark.slow
+def test_worker_tables(store):
+    con = open_catalog(str(store))
+    assert _one(con, "SELECT count(*), count(DISTINCT run_id), min(status), max(status), max(epochs_completed) FROM runs") \
+        == (N_RUNS, N_RUNS, "finished", "finished", EPOCHS)
+    n, runs, caps, stages, nan = _one(con, """SELECT count(*), count(DISTINCT run_id), count(DISTINCT capture),
+        count(DISTINCT stage), count(*) FILTER (NOT isfinite(value)) FROM activations""")
+    assert (n, runs, caps, stages, nan) == (N_RUNS * N_CAPTURES * STAGES * K * PROBE, N_RUNS, N_CAPTURES, STAGES, 0)
+    # exactly one row per (run, capture, stage, channel, sample)
+    assert _one(con, "SELECT count(*) FROM (SELECT DISTINCT run_id, capture, stage, channel, sample FROM activations)")[0] == n
+    # the probe set is the same images, in the same order, at every capture
+    assert _one(con, "SELECT count(DISTINCT label_list) FROM (SELECT run_id, capture, list(label ORDER BY sample) AS label_list "
+                     "FROM activations WHERE stage = 'stage1' AND channel = (SELECT min(channel) FROM activations WHERE stage = 'stage1') "
+                     "GROUP BY ALL) GROUP BY run_id ORDER BY 1 DESC LIMIT 1")[0] == 1
+    # the channel subset is fixed per run
+    assert _one(con, "SELECT max(c) FROM (SELECT run_id, stage, count(DISTINCT channel) AS c FROM activations GROUP BY ALL)")[0] == K
+    rows, bad = _one(con, """SELECT count(*), count(*) FILTER (NOT (isfinite(train_loss) AND val_acc BETWEEN 0 AND 1
+        AND lr > 0 AND epoch BETWEEN 1 AND 3)) FROM train_metrics""")
+    assert (rows, bad) == (N_RUNS * EPOCHS, 0)
+    # digits is real and learnable: a tiny CNN beats chance (10%) by far in 3 epochs
+    assert _one(con, "SELECT min(val_acc) FROM train_metrics WHERE epoch = 3 AND run_id LIKE '%digits%'")[0] > 0.5
+
+
+@pytest.mark.slow
+def test_analysis_tables(store):
+    con = open_catalog(str(store))
+    n, finite = _one(con, "SELECT count(*), count(*) FILTER (isfinite(h_raw) AND h_eff BETWEEN 0 AND 1 "
+                          "AND metastability >= 0 AND synchrony BETWEEN 0 AND 1 AND n_channels = 32) FROM capture_metrics")
+    assert n == finite == N_RUNS * N_CAPTURES
+    # Psi is defined on trained epochs only; epoch 0 is the init control
+    assert _one(con, "SELECT count(*) FROM capture_metrics WHERE epoch = 0 AND psi IS NOT NULL")[0] == 0
+    assert _one(con, "SELECT count(*) FROM capture_metrics WHERE epoch >= 1 AND isfinite(psi)")[0] == N_RUNS * EPOCHS
+    assert _one(con, "SELECT count(*), count(DISTINCT run_id) FROM run_summary") == (N_RUNS, N_RUNS)
+    cols = [c[0] for c in con.execute("DESCRIBE run_summary").fetchall()]
+    for row in con.execute("SELECT * FROM run_summary").fetchall():
+        r = dict(zip(cols, row))
+        for key in ("h_eff_mean", "h_raw_mean", "metastability_mean", "psi_std", "best_val_acc",
+                    "noise_h_raw_mean", "order_h_raw_mean", "init_h_raw"):
+            assert r[key] is not None and math.isfinite(r[key]), (key, r)
+        assert r["n_epochs"] == EPOCHS and r["best_epoch"] in (1, 2, 3)
+    assert _one(con, "SELECT count(*) FROM controls") == (N_RUNS * N_CAPTURES * 2,)
+    cells = 2  # tiny_cnn x {digits, synthetic} x sgd
+    assert _one(con, "SELECT count(*), min(n_seeds), max(n_seeds) FROM cell_variability") == (cells * len(SEED_METRICS), 2, 2)
+    lo_ok = _one(con, "SELECT bool_and(ci_low <= mean AND mean <= ci_high) FROM cell_variability "
+                      "WHERE metric = 'h_eff_mean'")[0]
+    assert lo_ok
+
+
+@pytest.mark.slow
+def test_analyze_is_incremental_and_idempotent(store):
+    again = analyze(str(store), out=io.StringIO())
+    assert again["analysed"] == 0 and again["current"] == N_RUNS
+    forced = analyze(str(store), force=True, out=io.StringIO())
+    assert forced["analysed"] == N_RUNS
+    con = open_catalog(str(store))
+    assert _one(con, "SELECT count(*) FROM capture_metrics")[0] == N_RUNS * N_CAPTURES
+
+
+@pytest.mark.slow
+def test_cli_sql_report_status(store, tmp_path, capsys):
+    assert main(["sql", "--store", str(store), "SELECT model, dataset, count(*) AS n FROM run_summary GROUP BY ALL ORDER BY ALL"]) == 0
+    out = capsys.readouterr().out
+    assert "tiny_cnn  digits" in out and "n" in out.splitlines()[0]
+    target = tmp_path / "x.csv"
+    with pytest.raises(SystemExit, match="read-only: a COPY"):
+        main(["sql", "--store", str(store), f"COPY (SELECT 1) TO '{target}'"])
+    assert not target.exists()
+    for stmt, kind in [("ATTACH 'x.db'", "ATTACH"), ("INSTALL httpfs", "LOAD"), ("SET threads = 1", "SET"),
+                       ("SELECT 1; CREATE TABLE t AS SELECT 1", "CREATE")]:
+        with pytest.raises(SystemExit, match=f"a {kind} statement"):
+            main(["sql", "--store", str(store), stmt])
+    assert main(["sql", "--store", str(store), "SELECT * FROM no_such_table"]) == 2
+    assert "tables in this store: runs" in capsys.readouterr().err
+    html = tmp_path / "r.html"
+    assert main(["report", "--store", str(store), "--out", str(html)]) == 0
+    assert html.stat().st_size > 10_000 and "data:image/png;base64," in html.read_text()
+    assert main(["status", "--store", str(store)]) == 0
+    assert "finished" in capsys.readouterr().out

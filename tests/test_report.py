@@ -1,0 +1,229 @@
+"""The HTML study report over a synthetic in-memory store."""
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import re
+import struct
+import subprocess
+import sys
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pytest
+from matplotlib import image as mpimg
+
+from analysis import report
+from analysis import report_data as rd
+from analysis.schema import TABLES
+
+MODELS = ("resnet18", "vgg16_bn")
+DATASETS = ("cifar10", "cifar100")
+SEEDS = (0, 1, 2)
+EPOCHS = 6
+EVIL = "<script>alert(1)</script>"
+STATES = ("Partial Integration", "Transitional", "Metastable High-Integration")
+
+
+def _table(name: str, rows: list[dict]) -> pa.Table:
+    schema = TABLES[name]
+    return pa.Table.from_pylist([{f.name: r.get(f.name) for f in schema} for r in rows], schema=schema)
+
+
+def synthetic_tables(seed: int = 0) -> dict:
+    """Plausible rows for every table but activations: 2 models x 2 datasets x 3 seeds x 6 epochs."""
+    rng = np.random.default_rng(seed)
+    runs, train, caps, summary, controls = [], [], [], [], []
+    for mi, model in enumerate(MODELS):
+        for di, dataset in enumerate(DATASETS):
+            for s in SEEDS:
+                rid = f"{model}-{dataset}-sgd-s{s}"
+                status = "diverged" if (mi, di, s) == (1, 1, 2) else "finished"
+                runs.append({"run_id": rid, "study": f"demo {EVIL}", "model": model, "dataset": dataset,
+                             "optimizer": "sgd", "seed": s, "status": status, "stop_reason": "max_epochs",
+                             "epochs_completed": EPOCHS, "config": "{}", "versions": "{}", "device": "cpu"})
+                top = 0.9 - 0.3 * di + 0.02 * rng.standard_normal()
+                acc = top * (1 - np.exp(-np.arange(1, EPOCHS + 1) / 1.5))
+                for e in range(1, EPOCHS + 1):
+                    train.append({"run_id": rid, "epoch": e, "step": e * 100, "train_loss": 2.0 / e,
+                                  "train_acc": acc[e - 1] + 0.02, "val_loss": 2.2 / e, "val_acc": acc[e - 1],
+                                  "lr": 0.1, "epoch_time_s": 10.0, "capture_time_s": 1.0})
+                h_raw = 0.55 + 0.1 * di + 0.04 * rng.standard_normal(EPOCHS + 1)
+                h_eff = np.exp(-(h_raw - 0.7) ** 2 / (2 * 0.15 ** 2))
+                meta = 0.05 + 0.01 * rng.standard_normal(EPOCHS + 1)
+                z = lambda x: (x - x.mean()) / x.std(ddof=1)  # noqa: E731
+                psi = 0.5 * z(h_eff[1:]) + 0.5 * z(meta[1:])
+                vol = [np.nan, np.nan] + [float(np.std(psi[i - 2:i + 1], ddof=1)) for i in range(2, EPOCHS)]
+                for e in range(EPOCHS + 1):
+                    later = e >= 1
+                    caps.append({"run_id": rid, "capture": e, "epoch": e, "step": e * 100, "h_raw": h_raw[e],
+                                 "h_eff": h_eff[e], "metastability": meta[e], "synchrony": 0.3, "n_channels": 128,
+                                 "n_valid": 128, "hz": z(h_eff[1:])[e - 1] if later else None,
+                                 "mz": z(meta[1:])[e - 1] if later else None, "psi": psi[e - 1] if later else None,
+                                 "volatility": vol[e - 1] if later and np.isfinite(vol[e - 1]) else None})
+                    for control, shift in (("noise", -0.05), ("order", 0.1)):
+                        ch = h_raw[e] + shift + 0.02 * rng.standard_normal()
+                        controls.append({"run_id": rid, "capture": e, "epoch": e, "control": control, "h_raw": ch,
+                                         "h_eff": float(np.exp(-(ch - 0.7) ** 2 / 0.045)), "metastability": 0.04,
+                                         "synchrony": 0.3})
+                noise = [c["h_raw"] for c in controls if c["run_id"] == rid and c["control"] == "noise"]
+                order = [c["h_raw"] for c in controls if c["run_id"] == rid and c["control"] == "order"]
+                summary.append({"run_id": rid, "study": f"demo {EVIL}", "model": model, "dataset": dataset,
+                                "optimizer": "sgd", "seed": s, "status": status, "n_epochs": EPOCHS,
+                                "h_raw_mean": float(h_raw[1:].mean()), "h_eff_mean": float(h_eff[1:].mean()),
+                                "metastability_mean": float(meta[1:].mean()), "synchrony_mean": 0.3,
+                                "psi_mean": 0.0, "psi_std": float(psi.std(ddof=1)),
+                                "r_hz_mz": float(np.corrcoef(h_eff[1:], meta[1:])[0, 1]), "r_psi_acc": 0.1,
+                                "state": STATES[(mi + di + s) % 3] if s < 2 else EVIL,
+                                "trigger_epoch": 4 if s != 1 else None, "best_val_acc": float(acc.max()),
+                                "best_epoch": EPOCHS, "final_val_acc": float(acc[-1]),
+                                "noise_h_raw_mean": float(np.mean(noise)), "order_h_raw_mean": float(np.mean(order)),
+                                "init_h_raw": float(h_raw[0])})
+    from analysis.variability import cell_variability
+    return {"runs": runs, "train_metrics": train, "capture_metrics": caps, "run_summary": summary,
+            "cell_variability": cell_variability(summary), "controls": controls}
+
+
+def make_con(tables: dict) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB with one table per entry of ``tables``."""
+    con = duckdb.connect()
+    for name, rows in tables.items():
+        arrow = _table(name, rows)
+        con.register("_tmp", arrow)
+        con.execute(f"CREATE TABLE {name} AS SELECT * FROM _tmp")
+        con.unregister("_tmp")
+    return con
+
+
+def png_images(page: str) -> list[bytes]:
+    """Decoded bytes of every <img>, asserting each is a base64 PNG data URI."""
+    srcs = re.findall(r"<img\b[^>]*\bsrc=\"([^\"]*)\"", page)
+    assert len(srcs) == page.count("<img")
+    out = []
+    for src in srcs:
+        assert src.startswith("data:image/png;base64,")
+        out.append(base64.b64decode(src.split(",", 1)[1], validate=True))
+    return out
+
+
+@pytest.fixture(scope="module")
+def full(tmp_path_factory):
+    tables = synthetic_tables()
+    out = tmp_path_factory.mktemp("rep") / "study.html"
+    path = report.write_report(make_con(tables), out, title="Demo <b>study</b>")
+    return tables, path, path.read_text(encoding="utf-8")
+
+
+def test_full_report_figures_are_valid_pngs(full):
+    _, path, page = full
+    assert path.exists() and path.suffix == ".html"
+    images = png_images(page)
+    # 4 cells -> 4 trajectory figures, plus the H-M plane and the controls chart
+    assert len(images) == len(MODELS) * len(DATASETS) + 2
+    for png in images:
+        assert png[:8] == b"\x89PNG\r\n\x1a\n"
+        width, height = struct.unpack(">II", png[16:24])
+        assert width >= 400 and height >= 250
+        pixels = mpimg.imread(io.BytesIO(png), format="png")
+        assert pixels.shape[:2] == (height, width)
+        assert pixels.std() > 0.01  # not a blank canvas
+
+
+def test_full_report_content(full):
+    tables, _, page = full
+    for row in tables["runs"]:
+        assert row["run_id"] in page
+    assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "Demo &lt;b&gt;study&lt;/b&gt;" in page
+    assert "Not analysed yet" not in page
+    assert "finished: 11" in page and "diverged: 1" in page
+    assert "i.i.d. Gaussian features" in page
+    heads = [page.index(h) for h in ("1. Cell metrics", "2. Trajectories", "3. The H-M plane", "4. Metrics beside",
+                                     "5. Runs")]
+    assert heads == sorted(heads)
+    # one cell's H_eff line: mean ± std [ci] with the values of cell_variability
+    row = next(r for r in tables["cell_variability"] if r["metric"] == "h_eff_mean")
+    assert f"{row['mean']:.3g} ± {row['std']:.3g}" in page
+    assert f"[{row['ci_low']:.3g}, {row['ci_high']:.3g}]" in page
+
+
+def test_full_report_csv_tables(full):
+    tables, path, _ = full
+    folder = path.parent / "study_tables"
+    expected = {"cell_variability.csv": len(tables["cell_variability"]), "runs.csv": len(tables["runs"]),
+                "controls_by_run.csv": len(tables["runs"]),
+                "controls_by_cell.csv": len(MODELS) * len(DATASETS) * 4}
+    assert sorted(p.name for p in folder.iterdir()) == sorted(expected)
+    for name, n in expected.items():
+        with open(folder / name, newline="") as f:
+            rows = list(csv.DictReader(f))
+        assert len(rows) == n, name
+    with open(folder / "runs.csv", newline="") as f:
+        runs = {r["run_id"]: r for r in csv.DictReader(f)}
+    # plateau: first epoch within 0.5 points of the best (accuracy rises to epoch 6)
+    for row in tables["runs"]:
+        acc = [t["val_acc"] * 100 for t in tables["train_metrics"] if t["run_id"] == row["run_id"]]
+        want = 1 + next(i for i, a in enumerate(acc) if a >= max(acc) - 0.5)
+        assert int(runs[row["run_id"]]["plateau_epoch"]) == want
+
+
+def test_unanalysed_store_renders(tmp_path):
+    tables = synthetic_tables()
+    con = make_con({k: tables[k] for k in ("runs", "train_metrics")})
+    csv_dir = tmp_path / "csv"
+    path = report.write_report(con, tmp_path / "r.html", csv_dir=csv_dir)
+    page = path.read_text(encoding="utf-8")
+    assert page.count("Not analysed yet") >= 4
+    assert "cell_variability" in page and "dynstudy analyze" in page
+    images = png_images(page)
+    assert len(images) == 1  # accuracy-only trajectories: all 4 cells in one grid figure
+    for row in tables["runs"]:
+        assert row["run_id"] in page
+    assert sorted(p.name for p in csv_dir.iterdir()) == ["runs.csv"]
+
+
+def test_empty_and_missing_control_tables(tmp_path):
+    tables = synthetic_tables()
+    tables["controls"] = []
+    for row in tables["run_summary"]:
+        row["noise_h_raw_mean"] = row["order_h_raw_mean"] = None
+    page = report.write_report(make_con(tables), tmp_path / "r.html").read_text(encoding="utf-8")
+    assert "no noise and order controls here" in page and "Not analysed yet" in page
+    assert "controls (0 rows)" not in page and "missing or empty: controls" in page
+    assert len(png_images(page)) == len(MODELS) * len(DATASETS) + 2
+
+
+def test_empty_store(tmp_path):
+    page = report.write_report(duckdb.connect(), tmp_path / "r.html").read_text(encoding="utf-8")
+    assert "<img" not in page and page.count("Not analysed yet") == 5
+
+
+def test_control_fallback_from_tables():
+    tables = synthetic_tables()
+    index = rd.run_index(tables["runs"], [])
+    per_run = rd.control_values(index, tables["capture_metrics"], tables["controls"])
+    rid = tables["runs"][0]["run_id"]
+    summary = next(r for r in tables["run_summary"] if r["run_id"] == rid)
+    for key, col in (("signal", "h_raw_mean"), ("noise", "noise_h_raw_mean"), ("order", "order_h_raw_mean"),
+                     ("init", "init_h_raw")):
+        assert per_run[rid][key] == pytest.approx(summary[col])
+
+
+def test_helpers():
+    assert rd.plateau_epoch([1, 2, 3, 4], [50.0, 79.6, 80.0, 79.0]) == 2
+    assert rd.plateau_epoch([], []) is None
+    assert rd.accuracy_scale([{"val_acc": 0.9}]) == 100.0
+    assert rd.accuracy_scale([{"val_acc": 91.0}]) == 1.0
+    cells = {(f"m{i}", "d", "o"): [] for i in range(23)}
+    groups = report.trajectory_groups(cells)
+    assert len(groups) <= report.MAX_TRAJECTORY_FIGURES and sum(map(len, groups)) == 23
+    assert len(report.trajectory_groups({k: [] for k in list(cells)[:4]})) == 4
+    assert [len(g) for g in report.trajectory_groups(cells, 12)] == [12, 11]
+
+
+def test_analysis_report_imports_neither_torch_nor_ray():
+    code = ("import sys, analysis.report; bad = [m for m in ('torch', 'ray', 'matplotlib.pyplot') "
+            "if m in sys.modules]; assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True)

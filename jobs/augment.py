@@ -95,3 +95,14 @@ def augment_batch(x: torch.Tensor, kind: str, generator: torch.Generator | None)
     if kind == "flip_crop":
         out = random_crop_reflect(out, generator)
     return out
+
+
+def resize_batch(x: torch.Tensor, size: int | None) -> torch.Tensor:
+    """Bilinearly resize a float batch to ``size`` x ``size``; ``None`` keeps it.
+
+    Used for models with a fixed input side (ViT-B/16 at 224 on 32x32 CIFAR),
+    on the batch's device.
+    """
+    if size is None or (x.shape[-2] == size and x.shape[-1] == size):
+        return x
+    return torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from jobs.augment import resize_batch
 from jobs.data import normalize
 from jobs.models import pool_stage_output, stage_modules
 
@@ -56,10 +57,11 @@ class ActivationProbe:
     seed : the run's seed (fixes the channel subset).
     redraw : re-draw the subset at every capture instead.
     batch_size : probe images per forward pass.
+    input_size : resize the probe to this side (models with a fixed input, e.g. ViT-B/16 at 224).
     """
 
     def __init__(self, model, model_name, probe_x, probe_y, mean, std, channels_per_stage, seed,
-                 redraw=False, batch_size=256):
+                 redraw=False, batch_size=256, input_size=None):
         self.model = model
         self.stages = stage_modules(model, model_name)
         self.probe_x = probe_x
@@ -69,6 +71,7 @@ class ActivationProbe:
         self.seed = seed
         self.redraw = redraw
         self.batch_size = batch_size
+        self.input_size = input_size
 
     @torch.no_grad()
     def capture(self, capture_index: int) -> list[StageSignal]:
@@ -84,7 +87,7 @@ class ActivationProbe:
         try:
             for start in range(0, len(self.probe_x), self.batch_size):
                 xb = self.probe_x[start:start + self.batch_size].to(device, non_blocking=True)
-                self.model(normalize(xb, self.mean, self.std))
+                self.model(resize_batch(normalize(xb, self.mean, self.std), self.input_size))
         finally:
             for h in hooks:
                 h.remove()

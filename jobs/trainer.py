@@ -33,10 +33,10 @@ import torch
 import torch.nn.functional as F
 
 from jobs import faults
-from jobs.augment import augment_batch
+from jobs.augment import augment_batch, resize_batch
 from jobs.capture import ActivationProbe, capture_columns, signals_finite
 from jobs.data import iterate_batches, load_dataset, normalize
-from jobs.models import build_model
+from jobs.models import build_model, model_info
 from jobs.store import write_rows
 
 
@@ -74,13 +74,14 @@ def make_scheduler(optimizer, train: dict):
 
 
 @torch.no_grad()
-def evaluate(model, split, mean, std, batch_size, device) -> tuple[float, float]:
+def evaluate(model, split, mean, std, batch_size, device, size=None, amp=False) -> tuple[float, float]:
     """Mean cross-entropy and accuracy (0..1) over a split, in eval mode."""
     model.eval()
     loss_sum, correct = 0.0, 0
     for xb, yb in iterate_batches(split, batch_size, shuffle=False, generator=None):
         xb, yb = xb.to(device), yb.to(device)
-        logits = model(normalize(xb, mean, std)).float()
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            logits = model(resize_batch(normalize(xb, mean, std), size)).float()
         loss_sum += F.cross_entropy(logits, yb, reduction="sum").item()
         correct += (logits.argmax(1) == yb).sum().item()
     model.train()
@@ -114,13 +115,19 @@ def run_trial(config: dict, session) -> dict:
                     ds_cfg.get("n_train"), ds_cfg.get("n_val"), ds_cfg.get("image_size"))
 
     gen = seed_everything(seed)
-    model = build_model(config["model"], data.num_classes, in_chans=data.in_chans,
-                        image_size=data.image_size, stem=train.get("stem", "stock")).to(device)
+    input_size = model_info(config["model"]).input_size
+    size = input_size if input_size and input_size != data.image_size else None
+    model = build_model(config["model"], data.num_classes, in_chans=data.in_chans, image_size=size or data.image_size,
+                        stem=train.get("stem", "stock"), pretrained=train.get("pretrained")).to(device)
+    amp = device.type == "cuda" and train.get("amp", True)
+    if amp:
+        model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(model.parameters(), config["optimizer"])
     scheduler = make_scheduler(optimizer, train)
     probe = ActivationProbe(model, config["model"], data.val.x[:cap["probe_size"]], data.val.y[:cap["probe_size"]],
                             data.mean, data.std, cap["channels_per_stage"], seed,
-                            redraw=cap.get("redraw_channels", False), batch_size=cap.get("batch_size", 256))
+                            redraw=cap.get("redraw_channels", False), batch_size=cap.get("batch_size", 256),
+                            input_size=size)
     run_row = {"run_id": [run_id], "study": [config["study"]], "model": [config["model"]],
                "dataset": [ds_cfg["name"]], "optimizer": [config["optimizer"].get("label") or config["optimizer"]["name"]],
                "seed": [seed], "config": [json.dumps(config, sort_keys=True)],
@@ -164,9 +171,10 @@ def run_trial(config: dict, session) -> dict:
         loss_sum, correct, seen, diverged = 0.0, 0, 0, False
         for xb, yb in iterate_batches(data.train, train["batch_size"], shuffle=True, generator=gen):
             xb, yb = xb.to(device), yb.to(device)
-            x = augment_batch(normalize(xb, data.mean, data.std), data.augment, gen)
-            logits = model(x)
-            loss = F.cross_entropy(logits, yb)
+            x = resize_batch(augment_batch(normalize(xb, data.mean, data.std), data.augment, gen), size)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                logits = model(x)
+                loss = F.cross_entropy(logits.float(), yb)
             if not torch.isfinite(loss):
                 diverged = True
                 break
@@ -182,7 +190,7 @@ def run_trial(config: dict, session) -> dict:
         if diverged:
             status, stop_reason = "diverged", "diverged"
             break
-        val_loss, val_acc = evaluate(model, data.val, data.mean, data.std, train["batch_size"], device)
+        val_loss, val_acc = evaluate(model, data.val, data.mean, data.std, train["batch_size"], device, size, amp)
         lr = optimizer.param_groups[0]["lr"]
         if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             scheduler.step(val_loss)

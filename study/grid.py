@@ -28,7 +28,8 @@ def expand(spec: StudySpec, store: str) -> list[dict]:
     """
     trials = []
     for model, dataset, optimizer, seed in product(spec.models, spec.datasets, spec.optimizers, spec.seeds):
-        opt = optimizer.model_dump()
+        cell = spec.cell_settings(model, dataset.name, optimizer)
+        opt = cell["optimizer"].model_dump()
         opt["label"] = optimizer.cell_label
         trials.append({
             "run_id": make_run_id(spec.name, model, dataset.name, optimizer.cell_label, seed),
@@ -38,9 +39,9 @@ def expand(spec: StudySpec, store: str) -> list[dict]:
             "dataset": dataset.model_dump(),
             "optimizer": opt,
             "seed": seed,
-            "train": spec.train.model_dump(),
-            "capture": spec.capture.model_dump(),
-            "analysis": spec.analysis.model_dump(),
+            "train": cell["train"].model_dump(),
+            "capture": cell["capture"].model_dump(),
+            "analysis": cell["analysis"].model_dump(),
             "use_gpu": spec.resources.gpus_per_trial > 0,
         })
     return trials

@@ -79,6 +79,17 @@ def _mark_failed(store: str, run_ids: list[str], errors: dict) -> None:
             write_rows(store, "runs", run_id, "run", {k: [v] for k, v in row.items()})
 
 
+def check_resources(spec: StudySpec, available: dict) -> None:
+    """Refuse per-trial resources that the local Ray instance can never grant."""
+    from study.spec import SpecError
+
+    for key, field in (("CPU", "cpus_per_trial"), ("GPU", "gpus_per_trial")):
+        want, have = getattr(spec.resources, field), available.get(key, 0)
+        if want > have:
+            raise SpecError(f"invalid study spec: resources.{field}={want} but this machine offers {have:g} {key}; "
+                            f"lower it, or submit the study to a cluster that has them (ray job submit)")
+
+
 def run_study(spec: StudySpec, *, store: Optional[str] = None, resume: bool = False,
               address: Optional[str] = None, num_cpus: Optional[int] = None, out=sys.stdout) -> dict:
     """Run every trial of ``spec``; return counts of finished/diverged/failed runs.
@@ -104,6 +115,8 @@ def run_study(spec: StudySpec, *, store: Optional[str] = None, resume: bool = Fa
           f"{len(spec.optimizers)} optimizers x {len(spec.seeds)} seeds) -> store {store}", file=out, flush=True)
     started = _connect(address, num_cpus)
     try:
+        if started:
+            check_resources(spec, ray.cluster_resources())
         res = {"cpu": spec.resources.cpus_per_trial, "gpu": spec.resources.gpus_per_trial}
         trainable = tune.with_resources(tune_trainable, res)
         storage = f"{store}/_tune"

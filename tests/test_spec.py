@@ -10,7 +10,7 @@ BASE = {"name": "t", "models": ["tiny_cnn"], "datasets": ["digits"], "seeds": [0
 
 
 def test_presets_are_listed_and_valid():
-    assert {"demo", "smoke"} <= set(preset_names())
+    assert {"demo", "smoke", "paper"} <= set(preset_names())
     demo = load_spec("demo")
     assert demo.n_trials == 2 * 2 * 1 * 2
     assert load_spec("smoke").n_trials == 2
@@ -35,7 +35,6 @@ def test_defaults_are_the_paper_protocol():
     ({"datasets": [{"name": "cifar10"}]}, "datasets.0", ["root", "download"]),
     ({"datasets": ["mnist"]}, "datasets.0.name", ["mnist", "digits"]),
     ({"store": "ftp://host/x"}, "store", ["ftp", "s3://"]),
-    ({"resources": {"cpus_per_trial": 10_000}}, "(top level)", ["cpus_per_trial", "exceeds"]),
     ({"trian": {"epochs": 3}}, "trian", ["unknown field"]),
     ({"capture": {"probe_size": 20}}, "(top level)", ["probe_size=20", "at least 32"]),
     ({"optimizers": [{"name": "sgd"}, {"name": "sgd"}]}, "(top level)", ["unique", "sgd"]),
@@ -77,3 +76,29 @@ def test_run_ids_are_stable_unique_and_study_scoped():
     assert ids == [t["run_id"] for t in expand(spec, "/elsewhere")]
     assert make_run_id("a", "m", "d", "o", 0) != make_run_id("b", "m", "d", "o", 0)
     assert all(c.isalnum() or c in "_-." for i in ids for c in i)
+
+
+def test_resources_no_local_node_can_grant():
+    from study.orchestrate import check_resources
+
+    spec = parse_spec({**BASE, "resources": {"cpus_per_trial": 4, "gpus_per_trial": 1}})
+    with pytest.raises(SpecError, match=r"resources.cpus_per_trial=4\.?0? but this machine offers 2 CPU"):
+        check_resources(spec, {"CPU": 2.0})
+    with pytest.raises(SpecError, match=r"resources.gpus_per_trial=1\.?0? but this machine offers 0 GPU"):
+        check_resources(spec, {"CPU": 8.0})
+    check_resources(spec, {"CPU": 8.0, "GPU": 1.0})
+
+
+def test_overrides_apply_per_cell_and_are_validated():
+    spec = load_spec("paper")
+    trials = {(t["model"], t["dataset"]["name"]): t for t in expand(spec, "/s")}
+    assert len(trials) == 18 and spec.n_trials == 90
+    assert trials[("vgg16_bn", "cifar10")]["optimizer"]["lr"] == 0.01
+    assert trials[("vgg16_bn", "cifar10")]["analysis"]["smooth_window"] == 15
+    assert trials[("densenet121", "cifar100")]["optimizer"]["weight_decay"] == 1e-4
+    assert trials[("vit_b_16", "cifar10")]["capture"]["probe_size"] == 256
+    assert trials[("resnet18", "cifar10")]["optimizer"]["lr"] == 0.1
+    with pytest.raises(SpecError, match=r"overrides.0.match.models: \['vgg16_bn'\] not in"):
+        parse_spec({**BASE, "overrides": [{"match": {"models": ["vgg16_bn"]}, "optimizer": {"lr": 0.01}}]})
+    with pytest.raises(SpecError, match=r"overrides.0: lr: .*greater than 0"):
+        parse_spec({**BASE, "overrides": [{"match": {"models": ["tiny_cnn"]}, "optimizer": {"lr": -1}}]})

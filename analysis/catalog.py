@@ -18,6 +18,10 @@ from analysis.schema import TABLES
 from jobs.store import is_remote, resolve_store, table_dir
 
 
+#: Tables written whole, not one partition per run.
+UNPARTITIONED = ("cell_variability",)
+
+
 def _sql_str(s: str) -> str:
     return "'" + s.replace("'", "''") + "'"
 
@@ -52,8 +56,9 @@ def open_catalog(store: str) -> duckdb.DuckDBPyConnection:
     if is_remote(store):
         con.execute("INSTALL httpfs; LOAD httpfs;")
     for table in existing_tables(store):
+        hive = ", hive_types = {'run_id': VARCHAR}" if table not in UNPARTITIONED else ""
         con.execute(
             f"CREATE VIEW {table} AS SELECT * FROM read_parquet({_sql_str(table_glob(store, table))}, "
-            "hive_partitioning = true, union_by_name = true, hive_types = {'run_id': VARCHAR})"
+            f"hive_partitioning = true, union_by_name = true{hive})"
         )
     return con

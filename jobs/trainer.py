@@ -215,16 +215,18 @@ def run_trial(config: dict, session) -> dict:
         done = epoch >= train["epochs"] or (patience is not None and best["bad_epochs"] >= patience)
         if patience is not None and best["bad_epochs"] >= patience:
             stop_reason = "early_stopping"
-        write_run("running", epochs=epoch)
-        session.report({**metrics, "run_id": run_id, "best_val_acc": best["val_acc"], "done": done}, {
+        # the final status is written before the last report: Tune may end the
+        # trial as soon as it has the last result
+        write_run("finished" if done else "running", stop_reason if done else None, epochs=epoch)
+        session.report({**metrics, "run_id": run_id, "best_val_acc": best["val_acc"], "last": done}, {
             "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict() if scheduler is not None else None,
             "generator": gen.get_state(), "torch_rng": torch.get_rng_state(), "numpy_rng": np.random.get_state(),
             "python_rng": random.getstate(), "epoch": epoch, "step": step, "best": best})
         if done:
             break
-    write_run(status, stop_reason, epochs=epoch)
     final = {**metrics, "run_id": run_id, "status": status, "stop_reason": stop_reason, "best_val_acc": best["val_acc"]}
     if status != "finished":
-        session.report({**final, "done": True}, None)
+        write_run(status, stop_reason, epochs=epoch)
+        session.report({**final, "last": True}, None)
     return final

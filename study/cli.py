@@ -70,7 +70,7 @@ def cmd_sql(args) -> int:
             rel = con.sql(st.query)
             if rel is None:
                 continue
-            rows = rel.fetchmany(args.limit + 1)
+            rows = rel.limit(args.limit + 1).fetchall()
             print(format_table(rel.columns, rows[:args.limit]))
             if len(rows) > args.limit:
                 print(f"... (more than {args.limit} rows; raise --limit or aggregate)")

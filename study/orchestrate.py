@@ -103,6 +103,7 @@ def run_study(spec: StudySpec, *, store: Optional[str] = None, resume: bool = Fa
     address : Ray cluster address; default local (or ``RAY_ADDRESS``).
     num_cpus : CPUs of a local Ray instance (default: all).
     """
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's terse output; progress comes from our callback
     import ray
     from ray import tune

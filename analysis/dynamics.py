@@ -168,10 +168,17 @@ def dfa_exponents(X, min_scale=16, n_scales=10, order=1, overlap=False, return_r
         reasons[i] = "constant channel"
     if ok.any():
         Y = np.cumsum(X[ok] - X[ok].mean(axis=1, keepdims=True), axis=1)
-        logF = np.array([np.log(_fluctuation(Y, s, order, overlap)) for s in scales])
+        F = np.array([_fluctuation(Y, s, order, overlap) for s in scales])  # [scales, rows]
+        # F(s) at rounding level (|residual| ~ 1e-8 |profile| in float64) means exactly polynomial
+        # segments, e.g. a mostly-dead ReLU channel: log F would be noise, so alpha is undefined
+        flat = (F <= 1e-6 * np.sqrt((Y ** 2).mean(axis=1))).any(axis=0)
+        logF = np.log(np.where(flat, 1.0, F))
         logS = np.log(scales.astype(float))
         ls = logS - logS.mean()
-        alpha[ok] = (ls[:, None] * (logF - logF.mean(axis=0))).sum(axis=0) / (ls ** 2).sum()
+        slope = (ls[:, None] * (logF - logF.mean(axis=0))).sum(axis=0) / (ls ** 2).sum()
+        alpha[ok] = np.where(flat, np.nan, slope)
+        for i in np.flatnonzero(ok)[flat]:
+            reasons[i] = "zero fluctuation at some scale (piecewise-polynomial or mostly constant channel)"
     return (alpha, reasons) if return_reasons else alpha
 
 

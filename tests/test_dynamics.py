@@ -155,6 +155,10 @@ def test_edge_cases_never_make_up_numbers():
     alpha, why = dyn.dfa_exponents(x, return_reasons=True)
     assert np.isnan(alpha[:2]).all() and np.isfinite(alpha[2])
     assert why[:2] == ["constant channel", "non-finite values"] and why[2] is None
+    dead = np.zeros((1, 512))
+    dead[0, 100] = 1.0  # one spike: every other segment of the profile is exactly linear
+    alpha, why = dyn.dfa_exponents(dead, return_reasons=True)
+    assert np.isnan(alpha[0]) and "zero fluctuation" in why[0]
     short = dyn.capture_metrics(rng.standard_normal((20, 8)), np.zeros(20, int))
     assert math.isnan(short["h_raw"]) and math.isnan(short["h_eff"]) and "too short" in short["reason"]
     one = dyn.capture_metrics(rng.standard_normal((256, 1)), rng.integers(0, 4, 256))

@@ -74,11 +74,15 @@ def _noise_seed(run_id: str, capture: int) -> list[int]:
     return [int(hashlib.sha1(run_id.encode()).hexdigest()[:8], 16), capture]
 
 
-def capture_arrays(con, run_id: str, capture: int) -> tuple[np.ndarray, np.ndarray]:
-    """acts [P x C] and labels [P] of one capture, channels in (stage, channel) order."""
+def capture_arrays(con, run_id: str, capture: int, k: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """acts [P x C] and labels [P] of one capture, channels in (stage, rank) order.
+
+    ``k``: use the channels of rank < k in each stage (the run's metric
+    subset; more may be stored for the channel-draw control); None: all.
+    """
     got = con.execute(
-        "SELECT sample, label, value FROM activations WHERE run_id = ? AND capture = ? "
-        "ORDER BY stage, channel, sample", [run_id, capture]).fetchnumpy()
+        "SELECT sample, label, value FROM activations WHERE run_id = ? AND capture = ? AND (? IS NULL OR rank < ?) "
+        "ORDER BY stage, rank, sample", [run_id, capture, k, k]).fetchnumpy()
     n_samples = int(got["sample"].max()) + 1
     if len(got["value"]) % n_samples:
         raise ValueError(f"run {run_id} capture {capture}: {len(got['value'])} values is not channels x {n_samples} samples")
@@ -90,27 +94,32 @@ def _metric_kwargs(params: dict) -> dict:
     return {k: params[k] for k in ("smooth_window", "h_opt", "sigma_h", "min_scale", "n_scales")}
 
 
-def analyze_run(con, run: dict, params: dict) -> tuple[list[dict], list[dict], dict]:
-    """Capture metrics, control rows and the summary row of one run."""
+def analyze_run(con, run: dict, params: dict, k: int | None = None) -> tuple[list[dict], list[dict], dict]:
+    """Capture metrics, control rows and the summary row of one run.
+
+    The run-level series (Psi, volatility, r, state) is over the captures
+    taken after each epoch's validation; capture 0 is the init control and
+    every-N-step captures get capture metrics only.
+    """
     run_id = run["run_id"]
     kw = _metric_kwargs(params)
-    caps = con.execute("SELECT DISTINCT capture, epoch, step FROM activations WHERE run_id = ? ORDER BY capture",
+    caps = con.execute("SELECT DISTINCT capture, kind, epoch, step FROM activations WHERE run_id = ? ORDER BY capture",
                        [run_id]).fetchall()
     cap_rows, control_rows = [], []
-    for capture, epoch, step in caps:
-        acts, labels = capture_arrays(con, run_id, capture)
+    for capture, kind, epoch, step in caps:
+        acts, labels = capture_arrays(con, run_id, capture, k)
         m = dynamics.capture_metrics(acts, labels, **kw)
-        cap_rows.append({"run_id": run_id, "capture": capture, "epoch": epoch, "step": step, **m})
+        cap_rows.append({"run_id": run_id, "capture": capture, "kind": kind, "epoch": epoch, "step": step, **m})
         noise = np.random.default_rng(_noise_seed(run_id, capture)).standard_normal(acts.shape)
         controls = {"noise": dynamics.capture_metrics(noise, labels, **kw),
                     "order": dynamics.capture_metrics(acts, labels, order="random", seed=capture, **kw)}
         for name, c in controls.items():
-            control_rows.append({"run_id": run_id, "capture": capture, "epoch": epoch, "control": name,
+            control_rows.append({"run_id": run_id, "capture": capture, "kind": kind, "epoch": epoch, "control": name,
                                  **{k: c[k] for k in ("h_raw", "h_eff", "metastability", "synchrony")}})
 
     acc = dict(con.execute("SELECT epoch, val_acc FROM train_metrics WHERE run_id = ?", [run_id]).fetchall()) \
         if "train_metrics" in _views(con) else {}
-    trained = [r for r in cap_rows if r["epoch"] >= 1]
+    trained = [r for r in cap_rows if r["kind"] == "epoch"]
     summary = {k: run[k] for k in ("run_id", "study", "model", "dataset", "optimizer", "seed", "status")}
     summary["n_epochs"] = len(trained)
     if trained:
@@ -127,9 +136,9 @@ def analyze_run(con, run: dict, params: dict) -> tuple[list[dict], list[dict], d
         summary["h_raw_mean"] = np.nanmean([r["h_raw"] for r in trained]) if _any_finite(trained, "h_raw") else None
         summary["synchrony_mean"] = np.nanmean([r["synchrony"] for r in trained]) if _any_finite(trained, "synchrony") else None
     for name in ("noise", "order"):
-        vals = [c["h_raw"] for c in control_rows if c["control"] == name and c["epoch"] >= 1]
+        vals = [c["h_raw"] for c in control_rows if c["control"] == name and c["kind"] == "epoch"]
         summary[f"{name}_h_raw_mean"] = np.nanmean(vals) if np.isfinite(vals).any() else None
-    init = [r["h_raw"] for r in cap_rows if r["epoch"] == 0]
+    init = [r["h_raw"] for r in cap_rows if r["kind"] == "init"]
     summary["init_h_raw"] = init[0] if init else None
     if acc:
         best_epoch = max(acc, key=lambda e: (acc[e], -e))
@@ -146,10 +155,11 @@ def _views(con) -> set[str]:
     return {r[0] for r in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
 
 
-def run_params(config_json: str | None) -> dict:
-    """The analysis settings of a run: its config's ``analysis`` section over the defaults."""
+def run_params(config_json: str | None) -> tuple[dict, int | None]:
+    """A run's analysis settings (its config's ``analysis`` section over the
+    defaults) and its metric channel count per stage."""
     cfg = json.loads(config_json) if config_json else {}
-    return {**DEFAULT_PARAMS, **(cfg.get("analysis") or {})}
+    return {**DEFAULT_PARAMS, **(cfg.get("analysis") or {})}, (cfg.get("capture") or {}).get("channels_per_stage")
 
 
 def analyze(store: str, *, force: bool = False, out=sys.stdout) -> dict:
@@ -169,7 +179,7 @@ def analyze(store: str, *, force: bool = False, out=sys.stdout) -> dict:
             current += 1
             continue
         try:
-            caps, controls, summary = analyze_run(con, run, run_params(run["config"]))
+            caps, controls, summary = analyze_run(con, run, *run_params(run["config"]))
         except Exception as err:  # a corrupt or truncated file: name it, skip the run
             failed[run["run_id"]] = f"{type(err).__name__}: {err}"
             print(f"analyze: skipped run {run['run_id']}: {failed[run['run_id']]}", file=out, flush=True)

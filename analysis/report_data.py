@@ -146,7 +146,7 @@ def capture_series(capture_rows: list[dict]) -> dict:
     """
     first = {}
     for r in capture_rows:
-        if r.get("epoch") is None:
+        if r.get("epoch") is None or r.get("kind") == "step":
             continue
         key = (str(r["run_id"]), int(r["epoch"]))
         cap = r.get("capture") if r.get("capture") is not None else 0
@@ -182,7 +182,7 @@ def control_values(index: dict, capture_rows: list[dict], control_rows: list[dic
     sig, init = defaultdict(list), {}
     for r in capture_rows:
         epoch = r.get("epoch")
-        if epoch is None:
+        if epoch is None or r.get("kind") == "step":
             continue
         if int(epoch) >= 1:
             sig[str(r["run_id"])].append(r.get("h_raw"))
@@ -190,6 +190,8 @@ def control_values(index: dict, capture_rows: list[dict], control_rows: list[dic
             init[str(r["run_id"])] = finite_or_none(r.get("h_raw"))
     ctrl = defaultdict(list)
     for r in control_rows:
+        if r.get("kind") == "step":
+            continue
         ctrl[(str(r["run_id"]), str(r.get("control")))].append(r.get("h_raw"))
     out = {}
     for rid, info in index.items():

@@ -19,6 +19,7 @@ from jobs.store import ACTIVATIONS, RUNS, TRAIN_METRICS, WORKER_TABLES
 CAPTURE_METRICS = pa.schema([
     ("run_id", pa.string()),
     ("capture", pa.int32()),
+    ("kind", pa.string()),            # init | epoch | step
     ("epoch", pa.int32()),
     ("step", pa.int64()),
     ("h_raw", pa.float64()),
@@ -28,7 +29,7 @@ CAPTURE_METRICS = pa.schema([
     ("n_channels", pa.int32()),
     ("n_valid", pa.int32()),          # channels with a defined DFA exponent
     ("reason", pa.string()),          # why h_raw is missing, if it is
-    ("hz", pa.float64()),             # run-level z-scores (captures with epoch >= 1)
+    ("hz", pa.float64()),             # run-level z-scores over the end-of-epoch captures
     ("mz", pa.float64()),
     ("psi", pa.float64()),
     ("volatility", pa.float64()),
@@ -80,6 +81,7 @@ CONTROLS = pa.schema([
     ("run_id", pa.string()),
     ("capture", pa.int32()),
     ("epoch", pa.int32()),
+    ("kind", pa.string()),
     ("control", pa.string()),         # noise | order (the init control is capture 0)
     ("h_raw", pa.float64()),
     ("h_eff", pa.float64()),

@@ -27,21 +27,22 @@ class StageSignal:
     """One stage's pooled activations at one capture."""
 
     stage: str
-    channels: np.ndarray  # int [K], indices into the stage's output channels
-    values: np.ndarray    # float32 [P, K]
+    channels: np.ndarray  # int [S], indices into the stage's output channels, in draw order
+    values: np.ndarray    # float32 [P, S]
 
 
-def draw_channels(n_channels: int, k: int, seed: int, stage_index: int, capture: int | None = None) -> np.ndarray:
-    """Sorted indices of ``k`` channels out of ``n_channels``, fixed by the seed.
+def draw_channels(n_channels: int, k: int | None, seed: int, stage_index: int, capture: int | None = None) -> np.ndarray:
+    """The first ``k`` channels of a random order of ``n_channels``, fixed by the seed.
 
-    With ``capture`` given the draw also depends on the capture (re-drawing).
-    ``k >= n_channels`` keeps every channel.
+    The position in the returned array is the channel's *rank*: the metrics
+    use ranks < ``channels_per_stage``, and storing more (``k`` larger) keeps
+    extra channels for the channel-draw control. ``k=None`` or ``k >=
+    n_channels`` returns every channel (still in draw order). With
+    ``capture`` given the order also depends on the capture (re-drawing).
     """
-    if k >= n_channels:
-        return np.arange(n_channels)
     key = [seed, stage_index] if capture is None else [seed, stage_index, capture]
-    rng = np.random.default_rng(key)
-    return np.sort(rng.choice(n_channels, size=k, replace=False))
+    order = np.random.default_rng(key).permutation(n_channels)
+    return order if k is None else order[:k]
 
 
 class ActivationProbe:
@@ -53,7 +54,7 @@ class ActivationProbe:
     probe_x : uint8 tensor [P, C, H, W], the probe images in fixed order.
     probe_y : int tensor [P], their labels.
     mean, std : per-channel normalisation, as in training.
-    channels_per_stage : K, channels kept per stage.
+    channels_per_stage : channels kept per stage (None: all), in draw order.
     seed : the run's seed (fixes the channel subset).
     redraw : re-draw the subset at every capture instead.
     batch_size : probe images per forward pass.
@@ -102,14 +103,15 @@ class ActivationProbe:
 
 
 def capture_columns(signals: list[StageSignal], labels: np.ndarray, run_id: str, capture: int,
-                    epoch: int, step: int) -> dict:
+                    epoch: int, step: int, kind: str) -> dict:
     """Long-format columns of the ``activations`` table for one capture."""
-    parts = {k: [] for k in ("stage", "channel", "sample", "label", "value")}
+    parts = {k: [] for k in ("stage", "channel", "rank", "sample", "label", "value")}
     for sig in signals:
         p, k = sig.values.shape
         # channel-major order: all samples of channel 0, then channel 1, ...
         parts["stage"].append(np.full(p * k, sig.stage, dtype=object))
         parts["channel"].append(np.repeat(sig.channels.astype(np.int32), p))
+        parts["rank"].append(np.repeat(np.arange(k, dtype=np.int32), p))
         parts["sample"].append(np.tile(np.arange(p, dtype=np.int32), k))
         parts["label"].append(np.tile(labels, k))
         parts["value"].append(sig.values.T.reshape(-1))
@@ -119,6 +121,7 @@ def capture_columns(signals: list[StageSignal], labels: np.ndarray, run_id: str,
     cols["capture"] = np.full(n, capture, dtype=np.int32)
     cols["epoch"] = np.full(n, epoch, dtype=np.int32)
     cols["step"] = np.full(n, step, dtype=np.int64)
+    cols["kind"] = np.full(n, kind, dtype=object)
     return cols
 
 

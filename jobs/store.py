@@ -50,11 +50,13 @@ RUNS = pa.schema([
 
 ACTIVATIONS = pa.schema([
     ("run_id", pa.string()),
-    ("capture", pa.int32()),          # 0 = initialisation, then one per epoch (or per N steps)
+    ("capture", pa.int32()),          # 0 = initialisation, then numbered in training order
+    ("kind", pa.string()),            # init | epoch (after an epoch's validation) | step (every N steps)
     ("epoch", pa.int32()),            # epochs completed when captured
     ("step", pa.int64()),             # optimiser steps completed when captured
     ("stage", pa.string()),           # e.g. layer1..layer4
     ("channel", pa.int32()),          # channel index within the stage's output
+    ("rank", pa.int32()),             # position in the run's random channel order; metrics use rank < K
     ("sample", pa.int32()),           # position in the probe set (fixed, unshuffled order)
     ("label", pa.int32()),
     ("value", pa.float32()),          # global-average-pooled activation

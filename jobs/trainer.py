@@ -37,7 +37,8 @@ from jobs.augment import augment_batch, resize_batch
 from jobs.capture import ActivationProbe, capture_columns, signals_finite
 from jobs.data import iterate_batches, load_dataset, normalize
 from jobs.models import build_model, model_info
-from jobs.store import write_rows
+from jobs.online import OnlineDynamics
+from jobs.store import TRAIN_METRICS, write_rows
 
 
 @lru_cache(maxsize=4)
@@ -124,8 +125,9 @@ def run_trial(config: dict, session) -> dict:
         model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(model.parameters(), config["optimizer"])
     scheduler = make_scheduler(optimizer, train)
+    stored = cap.get("store_channels")
     probe = ActivationProbe(model, config["model"], data.val.x[:cap["probe_size"]], data.val.y[:cap["probe_size"]],
-                            data.mean, data.std, cap["channels_per_stage"], seed,
+                            data.mean, data.std, None if stored == "all" else (stored or cap["channels_per_stage"]), seed,
                             redraw=cap.get("redraw_channels", False), batch_size=cap.get("batch_size", 256),
                             input_size=size)
     run_row = {"run_id": [run_id], "study": [config["study"]], "model": [config["model"]],
@@ -138,19 +140,30 @@ def run_trial(config: dict, session) -> dict:
         write_rows(store, "runs", run_id, "run", {**run_row, "status": [status], "stop_reason": [stop_reason],
                                                    "epochs_completed": [epochs], "updated_at": [_now()], "error": [error]})
 
-    def capture(index, epoch, step):
+    capture_on = cap.get("enabled", True)
+    every = cap.get("every_n_steps")
+    online = OnlineDynamics(cap["channels_per_stage"], config.get("analysis") or {})
+
+    def capture(kind):
+        """Capture the probe set now, as capture number counters['capture']; return (seconds, finite)."""
+        if not capture_on:
+            return 0.0, True
         t0 = time.perf_counter()
+        index = counters["capture"]
         signals = probe.capture(index)
         write_rows(store, "activations", run_id, f"capture={index:06d}",
-                   capture_columns(signals, probe.labels, run_id, index, epoch, step))
+                   capture_columns(signals, probe.labels, run_id, index, epoch, step, kind))
+        counters["capture"] += 1
+        if kind == "epoch":
+            online.add(signals, probe.labels)
         return time.perf_counter() - t0, signals_finite(signals)
 
     state = session.restore()
     if state is None:
-        epoch, step = 0, 0
+        epoch, step, counters = 0, 0, {"capture": 0}
         best = {"val_loss": math.inf, "val_acc": -1.0, "epoch": 0, "bad_epochs": 0}
         write_run("running")
-        capture(0, 0, 0)
+        capture("init")
     else:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -160,71 +173,83 @@ def run_trial(config: dict, session) -> dict:
         torch.set_rng_state(state["torch_rng"])
         np.random.set_state(state["numpy_rng"])
         random.setstate(state["python_rng"])
-        epoch, step, best = state["epoch"], state["step"], state["best"]
+        epoch, step, best, counters = state["epoch"], state["step"], state["best"], state["counters"]
+        online.history = state["online"]
         write_run("running", epochs=epoch)
 
     status, stop_reason, metrics = "finished", "max_epochs", {}
     model.train()
-    while epoch < train["epochs"]:
-        epoch += 1
-        t0 = time.perf_counter()
-        loss_sum, correct, seen, diverged = 0.0, 0, 0, False
-        for xb, yb in iterate_batches(data.train, train["batch_size"], shuffle=True, generator=gen):
-            xb, yb = xb.to(device), yb.to(device)
-            x = resize_batch(augment_batch(normalize(xb, data.mean, data.std), data.augment, gen), size)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                logits = model(x)
-                loss = F.cross_entropy(logits.float(), yb)
-            if not torch.isfinite(loss):
-                diverged = True
+    try:
+        while epoch < train["epochs"]:
+            epoch += 1
+            t0 = time.perf_counter()
+            loss_sum, correct, seen, diverged, capture_time = 0.0, 0, 0, False, 0.0
+            for xb, yb in iterate_batches(data.train, train["batch_size"], shuffle=True, generator=gen):
+                xb, yb = xb.to(device), yb.to(device)
+                x = resize_batch(augment_batch(normalize(xb, data.mean, data.std), data.augment, gen), size)
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                    logits = model(x)
+                    loss = F.cross_entropy(logits.float(), yb)
+                if not torch.isfinite(loss):
+                    diverged = True
+                    break
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                step += 1
+                faults.maybe_inject(epoch=epoch, step=step, run_id=run_id)
+                loss_sum += loss.item() * len(yb)
+                correct += (logits.argmax(1) == yb).sum().item()
+                seen += len(yb)
+                if every and step % every == 0:
+                    capture_time += capture("step")[0]
+            epoch_time = time.perf_counter() - t0 - capture_time
+            if diverged:
+                status, stop_reason = "diverged", "diverged"
                 break
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            step += 1
-            faults.maybe_inject(epoch=epoch, step=step, run_id=run_id)
-            loss_sum += loss.item() * len(yb)
-            correct += (logits.argmax(1) == yb).sum().item()
-            seen += len(yb)
-        epoch_time = time.perf_counter() - t0
-        if diverged:
-            status, stop_reason = "diverged", "diverged"
-            break
-        val_loss, val_acc = evaluate(model, data.val, data.mean, data.std, train["batch_size"], device, size, amp)
-        lr = optimizer.param_groups[0]["lr"]
-        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            scheduler.step(val_loss)
-        elif scheduler is not None:
-            scheduler.step()
-        capture_time, finite = capture(epoch, epoch, step)
-        metrics = {"epoch": epoch, "step": step, "train_loss": loss_sum / max(seen, 1), "train_acc": correct / max(seen, 1),
-                   "val_loss": val_loss, "val_acc": val_acc, "lr": lr, "epoch_time_s": epoch_time,
-                   "capture_time_s": capture_time}
-        write_rows(store, "train_metrics", run_id, f"epoch={epoch:06d}",
-                   {"run_id": [run_id], **{k: [v] for k, v in metrics.items()}})
-        if val_loss < best["val_loss"]:
-            best.update(val_loss=val_loss, bad_epochs=0)
-        else:
-            best["bad_epochs"] += 1
-        if val_acc > best["val_acc"]:
-            best.update(val_acc=val_acc, epoch=epoch)
-        if not (math.isfinite(val_loss) and finite):
-            status, stop_reason = "diverged", "diverged"
-            break
-        patience = train.get("early_stopping_patience")
-        done = epoch >= train["epochs"] or (patience is not None and best["bad_epochs"] >= patience)
-        if patience is not None and best["bad_epochs"] >= patience:
-            stop_reason = "early_stopping"
-        # the final status is written before the last report: Tune may end the
-        # trial as soon as it has the last result
-        write_run("finished" if done else "running", stop_reason if done else None, epochs=epoch)
-        session.report({**metrics, "run_id": run_id, "best_val_acc": best["val_acc"], "last": done}, {
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict() if scheduler is not None else None,
-            "generator": gen.get_state(), "torch_rng": torch.get_rng_state(), "numpy_rng": np.random.get_state(),
-            "python_rng": random.getstate(), "epoch": epoch, "step": step, "best": best})
-        if done:
-            break
+            val_loss, val_acc = evaluate(model, data.val, data.mean, data.std, train["batch_size"], device, size, amp)
+            lr = optimizer.param_groups[0]["lr"]
+            if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                scheduler.step(val_loss)
+            elif scheduler is not None:
+                scheduler.step()
+            seconds, finite = capture("epoch")
+            capture_time += seconds
+            dyn = online.summary(val_acc)
+            metrics = {"epoch": epoch, "step": step, "train_loss": loss_sum / max(seen, 1), "train_acc": correct / max(seen, 1),
+                       "val_loss": val_loss, "val_acc": val_acc, "lr": lr, "epoch_time_s": epoch_time,
+                       "capture_time_s": capture_time, **dyn}
+            write_rows(store, "train_metrics", run_id, f"epoch={epoch:06d}",
+                       {"run_id": [run_id], **{k: [v] for k, v in metrics.items() if k in TRAIN_METRICS.names}})
+            if val_loss < best["val_loss"]:
+                best.update(val_loss=val_loss, bad_epochs=0)
+            else:
+                best["bad_epochs"] += 1
+            if val_acc > best["val_acc"]:
+                best.update(val_acc=val_acc, epoch=epoch)
+            if not (math.isfinite(val_loss) and finite):
+                status, stop_reason = "diverged", "diverged"
+                break
+            patience = train.get("early_stopping_patience")
+            done = epoch >= train["epochs"] or (patience is not None and best["bad_epochs"] >= patience)
+            if patience is not None and best["bad_epochs"] >= patience:
+                stop_reason = "early_stopping"
+            if train.get("volatility_stopping") and dyn["volatility_trigger"] is not None:
+                done, stop_reason = True, "volatility"
+            # the final status is written before the last report: Tune may end the
+            # trial as soon as it has the last result
+            write_run("finished" if done else "running", stop_reason if done else None, epochs=epoch)
+            session.report({**metrics, "run_id": run_id, "best_val_acc": best["val_acc"], "last": done}, {
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                "generator": gen.get_state(), "torch_rng": torch.get_rng_state(), "numpy_rng": np.random.get_state(),
+                "python_rng": random.getstate(), "epoch": epoch, "step": step, "best": best, "counters": counters,
+                "online": online.history})
+            if done:
+                break
+    except Exception as err:  # recorded, then re-raised so that Ray Tune retries from the checkpoint
+        write_run("failed", "error", epochs=epoch, error=f"{type(err).__name__}: {err}"[:2000])
+        raise
     final = {**metrics, "run_id": run_id, "status": status, "stop_reason": stop_reason, "best_val_acc": best["val_acc"]}
     if status != "finished":
         write_run(status, stop_reason, epochs=epoch)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -84,6 +84,7 @@ class TrainSpec(_Strict):
     stem: Literal["stock", "cifar"] = "stock"
     pretrained: Optional[str] = Field(None, description="null (from scratch), a local weights file, or 'hub'")
     amp: bool = Field(True, description="bf16 autocast and channels_last on GPU (ignored on CPU)")
+    volatility_stopping: bool = Field(False, description="stop when the Psi-volatility rule fires (opt-in)")
     threads: int = Field(1, ge=1, description="torch CPU threads per trial")
 
     @field_validator("pretrained")
@@ -98,7 +99,18 @@ class CaptureSpec(_Strict):
     probe_size: int = Field(2048, ge=2, description="first P validation images, fixed order")
     channels_per_stage: int = Field(32, ge=1)
     redraw_channels: bool = Field(False, description="re-draw the channel subset at every capture (the authors' code)")
+    store_channels: Union[int, Literal["all"], None] = Field(
+        None, description="channels stored per stage (>= channels_per_stage, or 'all'); null = channels_per_stage")
+    every_n_steps: Optional[int] = Field(None, ge=1, description="also capture every N optimiser steps")
+    enabled: bool = Field(True, description="false only to measure capture overhead: nothing can be analysed")
     batch_size: int = Field(256, ge=1)
+
+    @model_validator(mode="after")
+    def _stored_covers_used(self) -> "CaptureSpec":
+        if isinstance(self.store_channels, int) and self.store_channels < self.channels_per_stage:
+            raise ValueError(f"capture.store_channels={self.store_channels} must be >= channels_per_stage="
+                             f"{self.channels_per_stage} (or 'all')")
+        return self
 
 
 class AnalysisSpec(_Strict):

@@ -109,6 +109,7 @@ def run_study(spec: StudySpec, *, store: Optional[str] = None, resume: bool = Fa
     from ray import tune
 
     from jobs.session import tune_trainable
+    from study.stoppers import VolatilityStopper
 
     store = resolve_store(store or spec.store)
     trials = expand(spec, store)
@@ -127,6 +128,7 @@ def run_study(spec: StudySpec, *, store: Optional[str] = None, resume: bool = Fa
             failure_config=tune.FailureConfig(max_failures=spec.resources.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             callbacks=[_progress_callback(len(trials), out)],
+            stop=VolatilityStopper() if spec.train.volatility_stopping else None,
         )
         if resume and tune.Tuner.can_restore(exp_path):
             print(f"resuming {exp_path}", file=out, flush=True)

@@ -1,0 +1,99 @@
+"""Studies through Ray Tune that fail and recover: injected faults, --resume, ray job submit."""
+from __future__ import annotations
+
+import io
+import os
+import secrets
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from jobs import faults
+from study.orchestrate import run_study
+from study.spec import load_spec
+
+ROOT = Path(__file__).resolve().parent.parent
+KEYS = "r.seed, a.capture, a.stage, a.rank, a.sample"
+
+
+def activations(store):
+    """(seed, capture, stage, rank, sample, value) of a store, and whether each key is unique."""
+    con = duckdb.connect()
+    src = (f"read_parquet('{store}/activations/**/*.parquet') a JOIN "
+           f"read_parquet('{store}/runs/**/*.parquet') r USING (run_id)")
+    rows = con.sql(f"SELECT {KEYS}, a.value FROM {src} ORDER BY {KEYS}").fetchall()
+    unique = con.sql(f"SELECT count(*) = count(DISTINCT ({KEYS})) FROM {src}").fetchall()[0][0]
+    status = con.sql(f"SELECT list(DISTINCT status) FROM read_parquet('{store}/runs/**/*.parquet')").fetchall()[0][0]
+    return rows, unique, status
+
+
+@pytest.fixture(scope="module")
+def clean(tmp_path_factory):
+    store = tmp_path_factory.mktemp("clean")
+    assert run_study(load_spec("smoke"), store=str(store), num_cpus=2, out=io.StringIO())["finished"] == 2
+    return activations(store)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["exception", "exit"])
+def test_injected_faults_recover_exactly_once(tmp_path, monkeypatch, clean, mode):
+    monkeypatch.setenv(faults.ENV, f"epoch=2,times=1,mode={mode}")
+    out = io.StringIO()
+    summary = run_study(load_spec("smoke"), store=str(tmp_path), num_cpus=2, out=out)
+    assert summary["finished"] == 2 and summary["failed"] == 0, out.getvalue()
+    assert out.getvalue().count("retrying from its last checkpoint") == 2
+    rows, unique, status = activations(tmp_path)
+    assert unique and status == ["finished"]
+    assert rows == clean[0]  # the same values a clean run of each seed gives
+
+
+@pytest.mark.slow
+def test_resume_continues_a_failed_study(tmp_path, monkeypatch, clean):
+    spec = load_spec("smoke")
+    spec = spec.model_copy(update={"resources": spec.resources.model_copy(update={"max_failures": 0})})
+    monkeypatch.setenv(faults.ENV, "epoch=3,times=1,mode=exit")
+    first = run_study(spec, store=str(tmp_path), num_cpus=2, out=io.StringIO())
+    assert first["failed"] == 2
+    assert activations(tmp_path)[2] == ["failed"]
+    monkeypatch.delenv(faults.ENV)
+    out = io.StringIO()
+    second = run_study(spec, store=str(tmp_path), num_cpus=2, resume=True, out=out)
+    assert "resuming" in out.getvalue() and second["failed"] == 0
+    rows, unique, status = activations(tmp_path)
+    assert unique and status == ["finished"] and rows == clean[0]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_ray_job_submit_to_a_local_head(tmp_path):
+    """`ray start --head` on loopback, `ray job submit` the smoke study, check the store, stop the head."""
+    bindir = Path(sys.executable).parent
+    token = tmp_path / "token"
+    token.write_text(secrets.token_hex(32))
+    env = {**os.environ, "PATH": f"{bindir}{os.pathsep}{os.environ['PATH']}", "RAY_AUTH_MODE": "token",
+           "RAY_AUTH_TOKEN_PATH": str(token)}
+    port, dash = _free_port(), _free_port()
+    ray = str(bindir / "ray")
+    store = tmp_path / "store"
+    start = subprocess.run([ray, "start", "--head", f"--port={port}", f"--dashboard-port={dash}",
+                            "--dashboard-host=127.0.0.1", "--num-cpus=2", "--include-dashboard=true"],
+                           env=env, capture_output=True, text=True, timeout=180)
+    try:
+        assert start.returncode == 0, start.stderr[-2000:]
+        job = subprocess.run([ray, "job", "submit", "--address", f"http://127.0.0.1:{dash}", "--working-dir", str(ROOT),
+                              "--", "python", "-m", "study.cli", "run", "smoke", "--store", str(store), "--no-analyze"],
+                             env=env, capture_output=True, text=True, timeout=600, cwd=ROOT)
+        assert job.returncode == 0 and "succeeded" in job.stdout + job.stderr, (job.stdout + job.stderr)[-3000:]
+        rows, unique, status = activations(store)
+        assert unique and status == ["finished"] and len(rows) == 2 * 4 * 4 * 32 * 128
+    finally:
+        subprocess.run([ray, "stop"], env=env, capture_output=True, timeout=120)

@@ -6,6 +6,9 @@ per table folder found in the store (``runs``, ``activations``,
 ``controls``), each over ``read_parquet('<store>/<table>/**/*.parquet',
 hive_partitioning = true, union_by_name = true)``. Nothing is copied: queries
 read the Parquet files, pushing filters on ``run_id`` down to file pruning.
+A file whose footer cannot be read (truncated, corrupt) is left out of its
+view and listed in the table ``unreadable_files``, so one bad file never
+hides the rest of a store.
 """
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ import os
 from glob import glob
 
 import duckdb
+import pyarrow.parquet as pq
 
 from analysis.schema import TABLES
 from jobs.store import is_remote, resolve_store, table_dir
@@ -55,10 +59,34 @@ def open_catalog(store: str) -> duckdb.DuckDBPyConnection:
     con = duckdb.connect()
     if is_remote(store):
         con.execute("INSTALL httpfs; LOAD httpfs;")
+    con.execute("CREATE TABLE unreadable_files (table_name VARCHAR, path VARCHAR, error VARCHAR)")
     for table in existing_tables(store):
         hive = ", hive_types = {'run_id': VARCHAR}" if table not in UNPARTITIONED else ""
-        con.execute(
-            f"CREATE VIEW {table} AS SELECT * FROM read_parquet({_sql_str(table_glob(store, table))}, "
-            f"hive_partitioning = true, union_by_name = true{hive})"
-        )
+        options = f"hive_partitioning = true, union_by_name = true{hive}"
+        try:
+            con.execute(f"CREATE VIEW {table} AS SELECT * FROM read_parquet({_sql_str(table_glob(store, table))}, {options})")
+        except duckdb.Error:
+            if is_remote(store):
+                raise
+            good = _skip_unreadable(con, store, table)
+            if good:
+                files = "[" + ", ".join(_sql_str(f) for f in good) + "]"
+                con.execute(f"CREATE VIEW {table} AS SELECT * FROM read_parquet({files}, {options})")
     return con
+
+
+def _skip_unreadable(con, store: str, table: str) -> list[str]:
+    """Record the files of ``table`` whose Parquet footer cannot be read; return the others."""
+    good = []
+    for path in sorted(glob(table_glob(store, table), recursive=True)):
+        try:
+            pq.read_metadata(path)
+            good.append(path)
+        except Exception as err:  # truncated, corrupt, not Parquet
+            con.execute("INSERT INTO unreadable_files VALUES (?, ?, ?)", [table, path, f"{type(err).__name__}: {err}"])
+    return good
+
+
+def unreadable_files(con) -> list[tuple[str, str, str]]:
+    """(table, path, error) of every file the catalog had to leave out."""
+    return con.execute("SELECT table_name, path, error FROM unreadable_files ORDER BY path").fetchall()

@@ -31,7 +31,7 @@ import numpy as np
 import pyarrow as pa
 
 from analysis import dynamics
-from analysis.catalog import open_catalog
+from analysis.catalog import open_catalog, unreadable_files
 from analysis.schema import ANALYSIS_TABLES
 from analysis.variability import cell_variability
 from jobs.store import is_remote, resolve_store, table_dir, write_table_atomic
@@ -174,7 +174,14 @@ def analyze(store: str, *, force: bool = False, out=sys.stdout) -> dict:
                                  "FROM runs ORDER BY run_id").fetchall()]
     done = current = 0
     failed = {}
+    for table, path, error in unreadable_files(con):
+        run_id = next((part[len("run_id="):] for part in path.split("/") if part.startswith("run_id=")), None)
+        if run_id:
+            failed[run_id] = f"unreadable file {path} ({error})"
+            print(f"analyze: skipped run {run_id}: unreadable file {path}: {error}", file=out, flush=True)
     for run in runs:
+        if run["run_id"] in failed:
+            continue
         if not force and _run_is_current(store, run["run_id"]):
             current += 1
             continue

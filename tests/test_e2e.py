@@ -124,3 +124,22 @@ def test_cli_sql_report_status(store, tmp_path, capsys):
     assert html.stat().st_size > 10_000 and "data:image/png;base64," in html.read_text()
     assert main(["status", "--store", str(store)]) == 0
     assert "finished" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_a_corrupt_file_is_named_and_only_its_run_skipped(store, tmp_path):
+    import shutil
+
+    copy = tmp_path / "store"
+    shutil.copytree(store, copy)
+    victim = sorted((copy / "activations").glob("run_id=*/capture=000002.parquet"))[0]
+    victim.write_bytes(victim.read_bytes()[:2000])  # truncated mid-write by something other than dynstudy
+    out = io.StringIO()
+    result = analyze(str(copy), force=True, out=out)
+    bad_run = victim.parent.name.removeprefix("run_id=")
+    assert list(result["failed"]) == [bad_run] and str(victim) in result["failed"][bad_run]
+    assert result["analysed"] == N_RUNS - 1 and str(victim) in out.getvalue()
+    con = open_catalog(str(copy))
+    assert _one(con, "SELECT count(*) FROM unreadable_files")[0] == 1
+    assert _one(con, "SELECT count(*) FROM cell_variability")[0] > 0
+    assert main(["sql", "--store", str(copy), "SELECT count(*) FROM runs"]) == 0

@@ -73,6 +73,8 @@ CELL_VARIABILITY = pa.schema([
     ("cv", pa.float64()),
     ("ci_low", pa.float64()),
     ("ci_high", pa.float64()),
+    ("boot_low", pa.float64()),       # percentile bootstrap interval of the mean (>= 3 seeds)
+    ("boot_high", pa.float64()),
     ("modal_state", pa.string()),     # the state most seeds of the cell reach
     ("state_agreement", pa.float64()),  # share of seeds in the modal state
 ])

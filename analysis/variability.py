@@ -28,22 +28,29 @@ def seed_stats(values, confidence: float = 0.95) -> dict:
 
     Returns
     -------
-    dict with n, mean, std, cv, ci_low, ci_high. With n = 1 the std and
-    interval are NaN (one seed says nothing about spread); CV is NaN when the
-    mean is 0.
+    dict with n, mean, std, cv, ci_low, ci_high (t-interval) and boot_low,
+    boot_high (percentile bootstrap of the mean, 2000 resamples, fixed seed;
+    NaN below 3 seeds). With n = 1 the std and intervals are NaN (one seed
+    says nothing about spread); CV is NaN when the mean is 0.
     """
     x = np.array([np.nan if v is None else v for v in values], dtype=float)
     x = x[np.isfinite(x)]
     n = len(x)
+    nan = math.nan
+    out = {"n": n, "mean": nan, "std": nan, "cv": nan, "ci_low": nan, "ci_high": nan, "boot_low": nan, "boot_high": nan}
     if n == 0:
-        return {"n": 0, "mean": math.nan, "std": math.nan, "cv": math.nan, "ci_low": math.nan, "ci_high": math.nan}
-    mean = float(x.mean())
+        return out
+    out["mean"] = mean = float(x.mean())
     if n == 1:
-        return {"n": 1, "mean": mean, "std": math.nan, "cv": math.nan, "ci_low": math.nan, "ci_high": math.nan}
+        return out
     std = float(x.std(ddof=1))
     half = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * std / math.sqrt(n)
-    cv = std / abs(mean) if mean != 0 else math.nan
-    return {"n": n, "mean": mean, "std": std, "cv": cv, "ci_low": mean - half, "ci_high": mean + half}
+    out.update(std=std, cv=std / abs(mean) if mean != 0 else nan, ci_low=mean - half, ci_high=mean + half)
+    if n >= 3 and std > 0:
+        boot = stats.bootstrap((x,), np.mean, confidence_level=confidence, n_resamples=2000, method="percentile",
+                               random_state=np.random.default_rng(0))
+        out.update(boot_low=float(boot.confidence_interval.low), boot_high=float(boot.confidence_interval.high))
+    return out
 
 
 def state_agreement(states) -> tuple:
@@ -74,5 +81,6 @@ def cell_variability(rows: list[dict], metrics=SEED_METRICS) -> list[dict]:
             s = seed_stats([r.get(metric) for r in runs])
             out.append({**dict(zip(CELL_KEYS, key)), "metric": metric, "n_seeds": s["n"], "mean": s["mean"],
                         "std": s["std"], "cv": s["cv"], "ci_low": s["ci_low"], "ci_high": s["ci_high"],
+                        "boot_low": s["boot_low"], "boot_high": s["boot_high"],
                         "modal_state": modal, "state_agreement": agree})
     return out

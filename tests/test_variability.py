@@ -19,6 +19,10 @@ def test_seed_stats_matches_t_interval():
     lo, hi = stats.t.interval(0.95, 4, loc=np.mean(x), scale=stats.sem(x))
     assert (s["ci_low"], s["ci_high"]) == pytest.approx((lo, hi))
     assert s["cv"] == pytest.approx(np.std(x, ddof=1) / np.mean(x))
+    # the bootstrap interval of the mean lies within the data's range, around the mean, and is reproducible
+    assert min(x) <= s["boot_low"] < s["mean"] < s["boot_high"] <= max(x)
+    assert seed_stats(x)["boot_low"] == s["boot_low"]
+    assert math.isnan(seed_stats(x[:2])["boot_low"])
 
 
 def test_seed_stats_degenerate():

@@ -25,6 +25,7 @@ import json
 import math
 import os
 import sys
+from collections import defaultdict
 from glob import glob
 
 import numpy as np
@@ -32,6 +33,7 @@ import pyarrow as pa
 
 from analysis import dynamics
 from analysis.catalog import open_catalog, unreadable_files
+from analysis.claims import all_claims
 from analysis.schema import ANALYSIS_TABLES
 from analysis.variability import cell_variability
 from jobs.store import is_remote, resolve_store, table_dir, write_table_atomic
@@ -197,8 +199,18 @@ def analyze(store: str, *, force: bool = False, out=sys.stdout) -> dict:
         done += 1
         print(f"analyze: {run['run_id']}: {len(caps)} captures, state {summary.get('state')}", file=out, flush=True)
     con = open_catalog(store)  # re-open: run_summary may be new
+    if "run_summary" not in _views(con):
+        print(f"analyze: no run could be analysed ({len(failed)} skipped)", file=out, flush=True)
+        return {"store": store, "analysed": done, "current": current, "failed": failed}
     cols = [c[0] for c in con.execute("DESCRIBE run_summary").fetchall()]
     summaries = [dict(zip(cols, r)) for r in con.execute("SELECT * FROM run_summary").fetchall()]
     _write(store, "cell_variability", cell_variability(summaries))
+    curves = defaultdict(lambda: ([], [], []))
+    for run_id, epoch, acc, loss in con.execute(
+            "SELECT run_id, epoch, val_acc, val_loss FROM train_metrics ORDER BY run_id, epoch").fetchall():
+        for part, v in zip(curves[run_id], (epoch, acc, loss)):
+            part.append(v)
+    curves = {k: tuple(np.array(p, dtype=float if i else int) for i, p in enumerate(v)) for k, v in curves.items()}
+    _write(store, "claims", all_claims(summaries, curves))
     print(f"analyze: {done} runs analysed, {current} already current, {len(failed)} skipped", file=out, flush=True)
     return {"store": store, "analysed": done, "current": current, "failed": failed}

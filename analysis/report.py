@@ -23,6 +23,7 @@ import duckdb
 
 from analysis import plots
 from analysis import report_data as rd
+from analysis.report_claims import claims_section
 
 #: At most this many trajectory figures; beyond it, several cells share a figure (one row each).
 MAX_TRAJECTORY_FIGURES = 10
@@ -57,6 +58,7 @@ th,td{border:1px solid #ddd;padding:3px 8px;text-align:left;vertical-align:top}
 th{background:#f3f3f3}td.num{text-align:right;white-space:nowrap;font-variant-numeric:tabular-nums}
 .note{background:#fff8e1;border-left:4px solid #f0b400;padding:6px 10px;margin:8px 0}
 .missing{background:#fdecea;border-left:4px solid #d93025;padding:6px 10px;margin:8px 0}
+.ok{color:#137333;font-weight:600}.bad{color:#b3261e;font-weight:600}.muted{color:#777}
 .state{display:inline-block;width:10px;height:10px;border-radius:2px;margin-right:4px}
 figure{margin:12px 0}figure img{max-width:100%;height:auto;border:1px solid #eee}
 figcaption{font-size:13px;color:#555}td.rid{white-space:nowrap;font-family:monospace;font-size:12px}.meta{color:#555;font-size:14px}
@@ -339,6 +341,7 @@ def write_report(con: duckdb.DuckDBPyConnection, out_path, *, title: str = "dyns
     train = rd.read_rows(con, "train_metrics", counts)
     capture_rows = rd.read_rows(con, "capture_metrics", counts)
     variability = rd.read_rows(con, "cell_variability", counts)
+    claims = rd.read_rows(con, "claims", counts)
     index = rd.run_index(runs, summary)
     cells = rd.runs_by_cell(index)
     scale = rd.accuracy_scale(train)
@@ -356,6 +359,7 @@ def write_report(con: duckdb.DuckDBPyConnection, out_path, *, title: str = "dyns
         "controls_by_run.csv": [{"run_id": rid, **{f"{k}_h_raw": v for k, v in vals.items()}}
                                 for rid, vals in sorted(per_run.items())],
         "controls_by_cell.csv": by_cell,
+        "claims.csv": claims,
     }
     csv_dir.mkdir(parents=True, exist_ok=True)
     links = []
@@ -373,6 +377,7 @@ def write_report(con: duckdb.DuckDBPyConnection, out_path, *, title: str = "dyns
         _hm_section(index),
         _controls_section(cells, per_run, by_cell),
         _run_section(runs_rows, bool(summary), colours),
+        claims_section(claims),
         f'<h2>Tables</h2><p class="meta">CSV: {" · ".join(links) or "none"}</p>',
     ]
     page = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>'

@@ -91,11 +91,26 @@ CONTROLS = pa.schema([
     ("synchrony", pa.float64()),
 ])
 
+CLAIMS = pa.schema([
+    ("claim", pa.string()),
+    ("model", pa.string()),
+    ("optimizer", pa.string()),
+    ("dataset", pa.string()),         # one dataset, or "a vs b" for the integration claim
+    ("n", pa.int32()),                # runs (or seeds) the test used
+    ("statistic", pa.float64()),
+    ("effect_size", pa.float64()),
+    ("effect_name", pa.string()),
+    ("p_value", pa.float64()),
+    ("verdict", pa.string()),         # supported | not supported | untested
+    ("detail", pa.string()),
+])
+
 #: Tables written by ``dynstudy analyze``.
 ANALYSIS_TABLES = {
     "capture_metrics": CAPTURE_METRICS,
     "run_summary": RUN_SUMMARY,
     "cell_variability": CELL_VARIABILITY,
     "controls": CONTROLS,
+    "claims": CLAIMS,
 }
 TABLES = {**WORKER_TABLES, **ANALYSIS_TABLES}

@@ -89,6 +89,10 @@ def test_analysis_tables(store):
     # 3 epochs are too few for the volatility rule (window 3 + patience 3): no trigger, so no seeds for it
     assert _one(con, "SELECT min(n_seeds), max(n_seeds) FROM cell_variability WHERE metric <> 'trigger_epoch'") == (2, 2)
     assert _one(con, "SELECT max(n_seeds) FROM cell_variability WHERE metric = 'trigger_epoch'")[0] == 0
+    # claims: integration (2 variants, 1 dataset pair), trigger and state (one row per cell each)
+    assert dict(con.execute("SELECT claim, count(*) FROM claims GROUP BY 1").fetchall()) == {
+        "integration separates datasets": 1, "integration separates datasets beyond noise": 1,
+        "volatility trigger precedes accuracy plateau": cells, "state stable across seeds": cells}
     lo_ok = _one(con, "SELECT bool_and(ci_low <= mean AND mean <= ci_high) FROM cell_variability "
                       "WHERE metric = 'h_eff_mean'")[0]
     assert lo_ok

@@ -23,7 +23,7 @@ from jobs.store import is_remote, resolve_store, table_dir
 
 
 #: Tables written whole, not one partition per run.
-UNPARTITIONED = ("cell_variability", "claims")
+UNPARTITIONED = ("cell_variability", "claims", "sensitivity")
 
 
 def _sql_str(s: str) -> str:

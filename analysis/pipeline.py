@@ -34,11 +34,16 @@ import pyarrow as pa
 from analysis import dynamics
 from analysis.catalog import open_catalog, unreadable_files
 from analysis.claims import all_claims
+from analysis.sensitivity import run_series, sensitivity
 from analysis.schema import ANALYSIS_TABLES
 from analysis.variability import cell_variability
 from jobs.store import is_remote, resolve_store, table_dir, write_table_atomic
 
 #: analysis settings a run's config may set (spec section ``analysis``); SPEC defaults.
+#: smoothing windows every end-of-epoch capture is also analysed at (sensitivity).
+SENSITIVITY_WINDOWS = (1, 5, 15)
+#: re-drawn channel subsets per capture for the channel-draw control.
+CHANNEL_DRAWS = 8
 DEFAULT_PARAMS = {"smooth_window": 5, "h_opt": 0.7, "sigma_h": 0.15, "w_h": 0.5, "min_scale": 16,
                   "n_scales": 10, "vol_window": 3, "vol_threshold": 0.35, "vol_patience": 3}
 
@@ -76,48 +81,76 @@ def _noise_seed(run_id: str, capture: int) -> list[int]:
     return [int(hashlib.sha1(run_id.encode()).hexdigest()[:8], 16), capture]
 
 
-def capture_arrays(con, run_id: str, capture: int, k: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """acts [P x C] and labels [P] of one capture, channels in (stage, rank) order.
+def capture_arrays(con, run_id: str, capture: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """One capture as acts [P x C], labels [P], and each column's stage and rank.
 
-    ``k``: use the channels of rank < k in each stage (the run's metric
-    subset; more may be stored for the channel-draw control); None: all.
+    Columns are every stored channel, in (stage, rank) order; the run's metric
+    subset is rank < channels_per_stage (more may be stored for the
+    channel-draw control).
     """
     got = con.execute(
-        "SELECT sample, label, value FROM activations WHERE run_id = ? AND capture = ? AND (? IS NULL OR rank < ?) "
-        "ORDER BY stage, rank, sample", [run_id, capture, k, k]).fetchnumpy()
+        "SELECT stage, rank, sample, label, value FROM activations WHERE run_id = ? AND capture = ? "
+        "ORDER BY stage, rank, sample", [run_id, capture]).fetchnumpy()
     n_samples = int(got["sample"].max()) + 1
     if len(got["value"]) % n_samples:
         raise ValueError(f"run {run_id} capture {capture}: {len(got['value'])} values is not channels x {n_samples} samples")
     acts = np.asarray(got["value"], dtype=np.float64).reshape(-1, n_samples).T
-    return acts, np.asarray(got["label"][:n_samples])
+    return acts, np.asarray(got["label"][:n_samples]), got["stage"][::n_samples], np.asarray(got["rank"][::n_samples])
+
+
+def channel_draws(stages: np.ndarray, k: int, n_draws: int, seed: list[int]) -> list[np.ndarray]:
+    """``n_draws`` column subsets with ``k`` random stored channels per stage (the channel-draw control)."""
+    rng = np.random.default_rng(seed)
+    groups = [np.flatnonzero(stages == s) for s in np.unique(stages)]
+    return [np.concatenate([rng.choice(g, size=min(k, len(g)), replace=False) for g in groups]) for _ in range(n_draws)]
 
 
 def _metric_kwargs(params: dict) -> dict:
     return {k: params[k] for k in ("smooth_window", "h_opt", "sigma_h", "min_scale", "n_scales")}
 
 
-def analyze_run(con, run: dict, params: dict, k: int | None = None) -> tuple[list[dict], list[dict], dict]:
-    """Capture metrics, control rows and the summary row of one run.
+def analyze_run(con, run: dict, params: dict, k: int | None = None) -> dict[str, list[dict]]:
+    """The rows one run contributes to capture_metrics, controls, window_sensitivity and run_summary.
 
     The run-level series (Psi, volatility, r, state) is over the captures
     taken after each epoch's validation; capture 0 is the init control and
-    every-N-step captures get capture metrics only.
+    every-N-step captures get capture metrics only. End-of-epoch captures are
+    also analysed at every smoothing window of :data:`SENSITIVITY_WINDOWS`
+    (signal and noise control) for the sensitivity analysis, and, when the run
+    stored more channels than it uses, over :data:`CHANNEL_DRAWS` re-drawn
+    channel subsets (the channel-draw control).
     """
     run_id = run["run_id"]
     kw = _metric_kwargs(params)
     caps = con.execute("SELECT DISTINCT capture, kind, epoch, step FROM activations WHERE run_id = ? ORDER BY capture",
                        [run_id]).fetchall()
-    cap_rows, control_rows = [], []
+    cap_rows, control_rows, window_rows = [], [], []
     for capture, kind, epoch, step in caps:
-        acts, labels = capture_arrays(con, run_id, capture, k)
+        acts_all, labels, stages, ranks = capture_arrays(con, run_id, capture)
+        used = ranks < k if k is not None else np.ones(len(ranks), bool)
+        acts = acts_all[:, used]
         m = dynamics.capture_metrics(acts, labels, **kw)
-        cap_rows.append({"run_id": run_id, "capture": capture, "kind": kind, "epoch": epoch, "step": step, **m})
+        where = {"run_id": run_id, "capture": capture, "kind": kind, "epoch": epoch}
+        cap_rows.append({**where, "step": step, **m})
         noise = np.random.default_rng(_noise_seed(run_id, capture)).standard_normal(acts.shape)
         controls = {"noise": dynamics.capture_metrics(noise, labels, **kw),
                     "order": dynamics.capture_metrics(acts, labels, order="random", seed=capture, **kw)}
+        if kind == "epoch" and k is not None and not used.all():
+            draws = [dynamics.capture_metrics(acts_all[:, cols], labels, **kw)
+                     for cols in channel_draws(stages, k, CHANNEL_DRAWS, _noise_seed(run_id, capture))]
+            controls["channel_draw"] = {key: float(np.nanmean([d[key] for d in draws]))
+                                        for key in ("h_raw", "h_eff", "metastability", "synchrony")}
+            controls["channel_draw"]["spread"] = float(np.nanstd([d["h_raw"] for d in draws], ddof=1))
         for name, c in controls.items():
-            control_rows.append({"run_id": run_id, "capture": capture, "kind": kind, "epoch": epoch, "control": name,
-                                 **{k: c[k] for k in ("h_raw", "h_eff", "metastability", "synchrony")}})
+            control_rows.append({**where, "control": name, "spread": c.get("spread"),
+                                 **{key: c[key] for key in ("h_raw", "h_eff", "metastability", "synchrony")}})
+        if kind == "epoch":
+            for window in sorted(set(SENSITIVITY_WINDOWS) | {kw["smooth_window"]}):
+                same = window == kw["smooth_window"]
+                sig = m if same else dynamics.capture_metrics(acts, labels, **{**kw, "smooth_window": window})
+                noi = controls["noise"] if same else dynamics.capture_metrics(noise, labels, **{**kw, "smooth_window": window})
+                window_rows.append({**where, "smooth_window": window, "h_raw": sig["h_raw"],
+                                    "metastability": sig["metastability"], "noise_h_raw": noi["h_raw"]})
 
     acc = dict(con.execute("SELECT epoch, val_acc FROM train_metrics WHERE run_id = ?", [run_id]).fetchall()) \
         if "train_metrics" in _views(con) else {}
@@ -146,7 +179,8 @@ def analyze_run(con, run: dict, params: dict, k: int | None = None) -> tuple[lis
         best_epoch = max(acc, key=lambda e: (acc[e], -e))
         summary.update(best_val_acc=acc[best_epoch], best_epoch=best_epoch, final_val_acc=acc[max(acc)])
     clean = lambda rows: [{k: _clean(v) for k, v in r.items()} for r in rows]  # noqa: E731
-    return clean(cap_rows), clean(control_rows), clean([summary])[0]
+    return {"capture_metrics": clean(cap_rows), "controls": clean(control_rows),
+            "window_sensitivity": clean(window_rows), "run_summary": clean([summary])}
 
 
 def _any_finite(rows, key) -> bool:
@@ -188,16 +222,16 @@ def analyze(store: str, *, force: bool = False, out=sys.stdout) -> dict:
             current += 1
             continue
         try:
-            caps, controls, summary = analyze_run(con, run, *run_params(run["config"]))
+            tables = analyze_run(con, run, *run_params(run["config"]))
         except Exception as err:  # a corrupt or truncated file: name it, skip the run
             failed[run["run_id"]] = f"{type(err).__name__}: {err}"
             print(f"analyze: skipped run {run['run_id']}: {failed[run['run_id']]}", file=out, flush=True)
             continue
-        _write(store, "capture_metrics", caps, run["run_id"])
-        _write(store, "controls", controls, run["run_id"])
-        _write(store, "run_summary", [summary], run["run_id"])
+        for table, rows in tables.items():
+            _write(store, table, rows, run["run_id"])
         done += 1
-        print(f"analyze: {run['run_id']}: {len(caps)} captures, state {summary.get('state')}", file=out, flush=True)
+        print(f"analyze: {run['run_id']}: {len(tables['capture_metrics'])} captures, "
+              f"state {tables['run_summary'][0].get('state')}", file=out, flush=True)
     con = open_catalog(store)  # re-open: run_summary may be new
     if "run_summary" not in _views(con):
         print(f"analyze: no run could be analysed ({len(failed)} skipped)", file=out, flush=True)
@@ -212,5 +246,12 @@ def analyze(store: str, *, force: bool = False, out=sys.stdout) -> dict:
             part.append(v)
     curves = {k: tuple(np.array(p, dtype=float if i else int) for i, p in enumerate(v)) for k, v in curves.items()}
     _write(store, "claims", all_claims(summaries, curves))
+    if "window_sensitivity" in _views(con):
+        windows = [dict(zip(("run_id", "kind", "epoch", "smooth_window", "h_raw", "metastability", "noise_h_raw"), r))
+                   for r in con.execute("SELECT run_id, kind, epoch, smooth_window, h_raw, metastability, noise_h_raw "
+                                        "FROM window_sensitivity").fetchall()]
+        params = {r["run_id"]: run_params(r["config"])[0] for r in runs}
+        known = [s for s in summaries if s["run_id"] in params]
+        _write(store, "sensitivity", sensitivity(known, params, run_series(windows), curves))
     print(f"analyze: {done} runs analysed, {current} already current, {len(failed)} skipped", file=out, flush=True)
     return {"store": store, "analysed": done, "current": current, "failed": failed}

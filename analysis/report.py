@@ -23,7 +23,7 @@ import duckdb
 
 from analysis import plots
 from analysis import report_data as rd
-from analysis.report_claims import claims_section
+from analysis.report_conclusions import claims_section, sensitivity_section
 
 #: At most this many trajectory figures; beyond it, several cells share a figure (one row each).
 MAX_TRAJECTORY_FIGURES = 10
@@ -342,6 +342,7 @@ def write_report(con: duckdb.DuckDBPyConnection, out_path, *, title: str = "dyns
     capture_rows = rd.read_rows(con, "capture_metrics", counts)
     variability = rd.read_rows(con, "cell_variability", counts)
     claims = rd.read_rows(con, "claims", counts)
+    sens = rd.read_rows(con, "sensitivity", counts)
     index = rd.run_index(runs, summary)
     cells = rd.runs_by_cell(index)
     scale = rd.accuracy_scale(train)
@@ -360,6 +361,7 @@ def write_report(con: duckdb.DuckDBPyConnection, out_path, *, title: str = "dyns
                                 for rid, vals in sorted(per_run.items())],
         "controls_by_cell.csv": by_cell,
         "claims.csv": claims,
+        "sensitivity.csv": sens,
     }
     csv_dir.mkdir(parents=True, exist_ok=True)
     links = []
@@ -378,6 +380,7 @@ def write_report(con: duckdb.DuckDBPyConnection, out_path, *, title: str = "dyns
         _controls_section(cells, per_run, by_cell),
         _run_section(runs_rows, bool(summary), colours),
         claims_section(claims),
+        sensitivity_section(sens),
         f'<h2>Tables</h2><p class="meta">CSV: {" · ".join(links) or "none"}</p>',
     ]
     page = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>'

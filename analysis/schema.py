@@ -84,11 +84,23 @@ CONTROLS = pa.schema([
     ("capture", pa.int32()),
     ("epoch", pa.int32()),
     ("kind", pa.string()),
-    ("control", pa.string()),         # noise | order (the init control is capture 0)
+    ("control", pa.string()),         # noise | order | channel_draw (the init control is capture 0)
     ("h_raw", pa.float64()),
     ("h_eff", pa.float64()),
     ("metastability", pa.float64()),
     ("synchrony", pa.float64()),
+    ("spread", pa.float64()),         # channel_draw: std of h_raw over the re-drawn subsets
+])
+
+WINDOW_SENSITIVITY = pa.schema([
+    ("run_id", pa.string()),
+    ("capture", pa.int32()),
+    ("kind", pa.string()),
+    ("epoch", pa.int32()),
+    ("smooth_window", pa.int32()),
+    ("h_raw", pa.float64()),
+    ("metastability", pa.float64()),
+    ("noise_h_raw", pa.float64()),    # the noise control at the same window
 ])
 
 CLAIMS = pa.schema([
@@ -105,12 +117,28 @@ CLAIMS = pa.schema([
     ("detail", pa.string()),
 ])
 
+SENSITIVITY = pa.schema([
+    ("parameter", pa.string()),       # h_opt | sigma_h | smooth_window | w_h
+    ("value", pa.float64()),
+    ("claim", pa.string()),
+    ("model", pa.string()),
+    ("optimizer", pa.string()),
+    ("dataset", pa.string()),
+    ("verdict", pa.string()),
+    ("default_verdict", pa.string()), # at the runs' own settings
+    ("flipped", pa.bool_()),
+    ("states_changed", pa.int32()),   # runs whose taxonomy state differs from the default
+    ("n_runs", pa.int32()),
+])
+
 #: Tables written by ``dynstudy analyze``.
 ANALYSIS_TABLES = {
     "capture_metrics": CAPTURE_METRICS,
     "run_summary": RUN_SUMMARY,
     "cell_variability": CELL_VARIABILITY,
     "controls": CONTROLS,
+    "window_sensitivity": WINDOW_SENSITIVITY,
     "claims": CLAIMS,
+    "sensitivity": SENSITIVITY,
 }
 TABLES = {**WORKER_TABLES, **ANALYSIS_TABLES}

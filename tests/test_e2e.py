@@ -13,7 +13,7 @@ from study.cli import main
 from study.orchestrate import run_study
 from study.spec import parse_spec
 
-EPOCHS, PROBE, K, STAGES = 3, 64, 8, 4
+EPOCHS, PROBE, K, STORED, STAGES = 3, 64, 8, 16, 4
 SPEC = {
     "name": "e2e",
     "models": ["tiny_cnn"],
@@ -21,7 +21,7 @@ SPEC = {
     "optimizers": [{"name": "sgd", "lr": 0.05}],
     "seeds": [0, 1],
     "train": {"epochs": EPOCHS, "batch_size": 64, "early_stopping_patience": None},
-    "capture": {"probe_size": PROBE, "channels_per_stage": K},
+    "capture": {"probe_size": PROBE, "channels_per_stage": K, "store_channels": STORED},
     "resources": {"cpus_per_trial": 1, "max_failures": 0},
 }
 N_RUNS, N_CAPTURES = 4, EPOCHS + 1
@@ -50,15 +50,16 @@ def test_worker_tables(store):
         == (N_RUNS, N_RUNS, "finished", "finished", EPOCHS)
     n, runs, caps, stages, nan = _one(con, """SELECT count(*), count(DISTINCT run_id), count(DISTINCT capture),
         count(DISTINCT stage), count(*) FILTER (NOT isfinite(value)) FROM activations""")
-    assert (n, runs, caps, stages, nan) == (N_RUNS * N_CAPTURES * STAGES * K * PROBE, N_RUNS, N_CAPTURES, STAGES, 0)
+    assert (n, runs, caps, stages, nan) == (N_RUNS * N_CAPTURES * STAGES * STORED * PROBE, N_RUNS, N_CAPTURES, STAGES, 0)
     # exactly one row per (run, capture, stage, channel, sample)
     assert _one(con, "SELECT count(*) FROM (SELECT DISTINCT run_id, capture, stage, channel, sample FROM activations)")[0] == n
     # the probe set is the same images, in the same order, at every capture
     assert _one(con, "SELECT count(DISTINCT label_list) FROM (SELECT run_id, capture, list(label ORDER BY sample) AS label_list "
                      "FROM activations WHERE stage = 'stage1' AND channel = (SELECT min(channel) FROM activations WHERE stage = 'stage1') "
                      "GROUP BY ALL) GROUP BY run_id ORDER BY 1 DESC LIMIT 1")[0] == 1
-    # the channel subset is fixed per run
-    assert _one(con, "SELECT max(c) FROM (SELECT run_id, stage, count(DISTINCT channel) AS c FROM activations GROUP BY ALL)")[0] == K
+    # the channel subset is fixed per run: STORED channels per stage, ranks 0..STORED-1
+    assert _one(con, "SELECT min(c), max(c), max(r) FROM (SELECT run_id, stage, count(DISTINCT channel) AS c, "
+                     "max(rank) AS r FROM activations GROUP BY ALL)") == (STORED, STORED, STORED - 1)
     rows, bad = _one(con, """SELECT count(*), count(*) FILTER (NOT (isfinite(train_loss) AND val_acc BETWEEN 0 AND 1
         AND lr > 0 AND epoch BETWEEN 1 AND 3)) FROM train_metrics""")
     assert (rows, bad) == (N_RUNS * EPOCHS, 0)
@@ -83,7 +84,9 @@ def test_analysis_tables(store):
                     "noise_h_raw_mean", "order_h_raw_mean", "init_h_raw"):
             assert r[key] is not None and math.isfinite(r[key]), (key, r)
         assert r["n_epochs"] == EPOCHS and r["best_epoch"] in (1, 2, 3)
-    assert _one(con, "SELECT count(*) FROM controls") == (N_RUNS * N_CAPTURES * 2,)
+    assert dict(con.execute("SELECT control, count(*) FROM controls GROUP BY 1").fetchall()) == {
+        "noise": N_RUNS * N_CAPTURES, "order": N_RUNS * N_CAPTURES, "channel_draw": N_RUNS * EPOCHS}
+    assert _one(con, "SELECT bool_and(spread > 0) FROM controls WHERE control = 'channel_draw'")[0]
     cells = 2  # tiny_cnn x {digits, synthetic} x sgd
     assert _one(con, "SELECT count(*) FROM cell_variability")[0] == cells * len(SEED_METRICS)
     # 3 epochs are too few for the volatility rule (window 3 + patience 3): no trigger, so no seeds for it
@@ -93,6 +96,11 @@ def test_analysis_tables(store):
     assert dict(con.execute("SELECT claim, count(*) FROM claims GROUP BY 1").fetchall()) == {
         "integration separates datasets": 1, "integration separates datasets beyond noise": 1,
         "volatility trigger precedes accuracy plateau": cells, "state stable across seeds": cells}
+    n_claims = _one(con, "SELECT count(*) FROM claims")[0]
+    assert _one(con, "SELECT count(*) FROM sensitivity")[0] == 13 * n_claims  # 4 + 3 + 3 + 3 settings
+    assert _one(con, "SELECT count(*) FROM sensitivity WHERE flipped AND ((parameter = 'h_opt' AND value = 0.7) "
+                     "OR (parameter = 'smooth_window' AND value = 5))")[0] == 0
+    assert _one(con, "SELECT count(*) FROM window_sensitivity")[0] == N_RUNS * EPOCHS * 3
     lo_ok = _one(con, "SELECT bool_and(ci_low <= mean AND mean <= ci_high) FROM cell_variability "
                       "WHERE metric = 'h_eff_mean'")[0]
     assert lo_ok

@@ -1,4 +1,4 @@
-"""The report's section on the paper's three claims (table ``claims``)."""
+"""The report's conclusions: the paper's three claims (table ``claims``) and their sensitivity."""
 from __future__ import annotations
 
 from html import escape
@@ -32,5 +32,31 @@ def claims_section(rows: list[dict]) -> str:
                   f'<span class="{VERDICT_CLASS.get(verdict, "")}">{escape(verdict)}</span>',
                   escape(str(r.get("detail") or ""))]
         out.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    out.append("</table>")
+    return "".join(out)
+
+
+def sensitivity_section(rows: list[dict]) -> str:
+    """HTML: for each parameter setting, how many conclusions flip and how many runs change state."""
+    out = ["<h2>Sensitivity</h2>",
+           '<p class="note">Each free parameter of the protocol varied in turn (the others at the runs\' own '
+           "values): H_opt, sigma_H, the smoothing window and w_H. A conclusion <em>flips</em> when its verdict "
+           "differs from the one at the runs' own settings.</p>"]
+    if not rows:
+        out.append('<p class="missing">No sensitivity table: run <code>dynstudy analyze</code>.</p>')
+        return "".join(out)
+    settings: dict = {}
+    for r in rows:
+        s = settings.setdefault((r["parameter"], r["value"]), {"flips": [], "n": 0, "states": r["states_changed"],
+                                                               "runs": r["n_runs"]})
+        s["n"] += 1
+        if r.get("flipped"):
+            s["flips"].append(f"{r['claim']} ({r['model']}, {r['dataset']}): {r['default_verdict']} → {r['verdict']}")
+    out.append("<table><tr><th>parameter</th><th>value</th><th>conclusions flipped</th><th>runs changing state</th>"
+               "<th>which</th></tr>")
+    for (param, value), s in settings.items():
+        which = "<br>".join(escape(f) for f in s["flips"]) or "none"
+        out.append(f"<tr><td>{escape(param)}</td><td>{value:g}</td><td>{len(s['flips'])} / {s['n']}</td>"
+                   f"<td>{s['states']} / {s['runs']}</td><td>{which}</td></tr>")
     out.append("</table>")
     return "".join(out)

@@ -30,22 +30,24 @@ def _sql_str(s: str) -> str:
     return "'" + s.replace("'", "''") + "'"
 
 
-def table_glob(store: str, table: str) -> str:
+def table_glob(store: str, table: str, run_id: str | None = None) -> str:
+    if run_id is not None and table not in UNPARTITIONED:
+        return f"{table_dir(store, table, run_id)}/*.parquet"
     return f"{table_dir(store, table)}/**/*.parquet"
 
 
-def _has_files(store: str, table: str) -> bool:
+def _has_files(store: str, table: str, run_id: str | None = None) -> bool:
     if is_remote(store):
         return True  # listing is left to DuckDB; a missing table fails on first use
-    return bool(glob(table_glob(store, table), recursive=True))
+    return bool(glob(table_glob(store, table, run_id), recursive=True))
 
 
-def existing_tables(store: str) -> list[str]:
-    """Tables of the contract that have at least one file in ``store``."""
-    return [t for t in TABLES if _has_files(store, t)]
+def existing_tables(store: str, run_id: str | None = None) -> list[str]:
+    """Tables of the contract that have at least one file in ``store`` (for ``run_id``, if given)."""
+    return [t for t in TABLES if _has_files(store, t, run_id)]
 
 
-def open_catalog(store: str) -> duckdb.DuckDBPyConnection:
+def open_catalog(store: str, run_id: str | None = None) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection with a view per table present in ``store``.
 
     Parameters
@@ -60,25 +62,26 @@ def open_catalog(store: str) -> duckdb.DuckDBPyConnection:
     if is_remote(store):
         con.execute("INSTALL httpfs; LOAD httpfs;")
     con.execute("CREATE TABLE unreadable_files (table_name VARCHAR, path VARCHAR, error VARCHAR)")
-    for table in existing_tables(store):
+    for table in existing_tables(store, run_id):
         hive = ", hive_types = {'run_id': VARCHAR}" if table not in UNPARTITIONED else ""
         options = f"hive_partitioning = true, union_by_name = true{hive}"
         try:
-            con.execute(f"CREATE VIEW {table} AS SELECT * FROM read_parquet({_sql_str(table_glob(store, table))}, {options})")
+            con.execute(f"CREATE VIEW {table} AS SELECT * FROM read_parquet("
+                        f"{_sql_str(table_glob(store, table, run_id))}, {options})")
         except duckdb.Error:
             if is_remote(store):
                 raise
-            good = _skip_unreadable(con, store, table)
+            good = _skip_unreadable(con, store, table, run_id)
             if good:
                 files = "[" + ", ".join(_sql_str(f) for f in good) + "]"
                 con.execute(f"CREATE VIEW {table} AS SELECT * FROM read_parquet({files}, {options})")
     return con
 
 
-def _skip_unreadable(con, store: str, table: str) -> list[str]:
+def _skip_unreadable(con, store: str, table: str, run_id: str | None = None) -> list[str]:
     """Record the files of ``table`` whose Parquet footer cannot be read; return the others."""
     good = []
-    for path in sorted(glob(table_glob(store, table), recursive=True)):
+    for path in sorted(glob(table_glob(store, table, run_id), recursive=True)):
         try:
             pq.read_metadata(path)
             good.append(path)

@@ -23,8 +23,10 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import multiprocessing
 import os
 import sys
+from concurrent.futures import ProcessPoolExecutor
 from collections import defaultdict
 from glob import glob
 
@@ -198,8 +200,28 @@ def run_params(config_json: str | None) -> tuple[dict, int | None]:
     return {**DEFAULT_PARAMS, **(cfg.get("analysis") or {})}, (cfg.get("capture") or {}).get("channels_per_stage")
 
 
-def analyze(store: str, *, force: bool = False, out=sys.stdout) -> dict:
-    """Analyse every run of ``store``; return counts of analysed/skipped/failed runs."""
+def analyze_and_write(store: str, run: dict, con=None) -> tuple[str, str | None, int, str | None]:
+    """Analyse one run and write its tables; return (run_id, error, captures, state).
+
+    Without ``con`` a catalog restricted to the run's files is opened (the
+    parallel workers do this). An unreadable or inconsistent file makes the
+    error, naming it; nothing of the run is written then.
+    """
+    try:
+        tables = analyze_run(con or open_catalog(store, run["run_id"]), run, *run_params(run["config"]))
+    except Exception as err:  # a corrupt or truncated file: name it, skip the run
+        return run["run_id"], f"{type(err).__name__}: {err}", 0, None
+    for table, rows in tables.items():
+        _write(store, table, rows, run["run_id"])
+    return run["run_id"], None, len(tables["capture_metrics"]), tables["run_summary"][0].get("state")
+
+
+def analyze(store: str, *, force: bool = False, workers: int | None = 1, out=sys.stdout) -> dict:
+    """Analyse every run of ``store``; return counts of analysed/skipped/failed runs.
+
+    ``workers`` processes analyse runs in parallel (None: one per CPU); each
+    holds one capture at a time, so memory grows with workers, not with the store.
+    """
     store = resolve_store(store)
     con = open_catalog(store)
     views = _views(con)
@@ -215,23 +237,32 @@ def analyze(store: str, *, force: bool = False, out=sys.stdout) -> dict:
         if run_id:
             failed[run_id] = f"unreadable file {path} ({error})"
             print(f"analyze: skipped run {run_id}: unreadable file {path}: {error}", file=out, flush=True)
+    todo = []
     for run in runs:
         if run["run_id"] in failed:
             continue
         if not force and _run_is_current(store, run["run_id"]):
             current += 1
             continue
-        try:
-            tables = analyze_run(con, run, *run_params(run["config"]))
-        except Exception as err:  # a corrupt or truncated file: name it, skip the run
-            failed[run["run_id"]] = f"{type(err).__name__}: {err}"
-            print(f"analyze: skipped run {run['run_id']}: {failed[run['run_id']]}", file=out, flush=True)
-            continue
-        for table, rows in tables.items():
-            _write(store, table, rows, run["run_id"])
-        done += 1
-        print(f"analyze: {run['run_id']}: {len(tables['capture_metrics'])} captures, "
-              f"state {tables['run_summary'][0].get('state')}", file=out, flush=True)
+        todo.append(run)
+    workers = max(1, min(workers or os.cpu_count() or 1, len(todo)))
+    if workers > 1:
+        # spawn, not fork: the parent holds a multi-threaded DuckDB connection
+        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+        results = pool.map(analyze_and_write, [store] * len(todo), todo)
+    else:
+        pool, results = None, (analyze_and_write(store, run, con) for run in todo)
+    try:
+        for run_id, error, n_captures, state in results:
+            if error:
+                failed[run_id] = error
+                print(f"analyze: skipped run {run_id}: {error}", file=out, flush=True)
+            else:
+                done += 1
+                print(f"analyze: {run_id}: {n_captures} captures, state {state}", file=out, flush=True)
+    finally:
+        if pool is not None:
+            pool.shutdown()
     con = open_catalog(store)  # re-open: run_summary may be new
     if "run_summary" not in _views(con):
         print(f"analyze: no run could be analysed ({len(failed)} skipped)", file=out, flush=True)

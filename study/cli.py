@@ -87,7 +87,7 @@ def cmd_sql(args) -> int:
 def cmd_analyze(args) -> int:
     from analysis.pipeline import analyze
 
-    result = analyze(args.store, force=args.force)
+    result = analyze(args.store, force=args.force, workers=args.workers)
     return 1 if result["failed"] else 0
 
 
@@ -135,7 +135,7 @@ def cmd_run(args) -> int:
     from analysis.pipeline import analyze
     from analysis.report import write_report
 
-    analyze(summary["store"])
+    analyze(summary["store"], workers=None)
     out = Path(args.report or Path(summary["store"]) / "report.html") if "://" not in summary["store"] else \
         Path(args.report or f"{spec.name}-report.html")
     write_report(open_catalog(summary["store"]), out, title=f"dynstudy: {spec.name}")
@@ -160,6 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     a = sub.add_parser("analyze", help="compute metric tables from the signal files")
     a.add_argument("--store", default=default_store)
     a.add_argument("--force", action="store_true", help="re-analyse runs that are already current")
+    a.add_argument("--workers", type=int, default=None, help="parallel processes (default: one per CPU)")
     a.set_defaults(func=cmd_analyze)
 
     s = sub.add_parser("sql", help="read-only SQL over the store's tables")

@@ -1,0 +1,86 @@
+"""Benchmark: analyse a large generated store (default: the issue's 100 runs x 60
+captures x 128 channels x 2048 samples = 1.6 G values), reporting wall time and
+peak memory of ``dynstudy analyze``.
+
+The store is written in the worker's own format (jobs.store.write_rows): each
+run is an AR(1) process per channel whose persistence drifts over training, so
+the metrics have something to find. Generation time is reported separately.
+
+    .venv/bin/python bench/bench_scale.py --runs 100 --captures 60 --out /tmp/scale-store
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from analysis.pipeline import analyze  # noqa: E402
+from jobs.store import write_rows  # noqa: E402
+from study.grid import make_run_id  # noqa: E402
+
+STAGES = ("layer1", "layer2", "layer3", "layer4")
+
+
+def generate(out: Path, runs: int, captures: int, channels: int, samples: int) -> None:
+    per_stage = channels // len(STAGES)
+    labels = np.repeat(np.arange(10), -(-samples // 10))[:samples].astype(np.int32)
+    for r in range(runs):
+        model, dataset, seed = f"m{r % 5}", ("cifar10", "cifar100")[r % 2], r // 10
+        run_id = make_run_id("scale", model, dataset, "sgd", seed)
+        rng = np.random.default_rng(r)
+        config = {"capture": {"channels_per_stage": per_stage}, "analysis": {}}
+        write_rows(str(out), "runs", run_id, "run", {
+            "run_id": [run_id], "study": ["scale"], "model": [model], "dataset": [dataset], "optimizer": ["sgd"],
+            "seed": [seed], "status": ["finished"], "epochs_completed": [captures - 1], "config": [json.dumps(config)]})
+        for c in range(captures):
+            phi = 0.2 + 0.7 * c / captures
+            x = rng.standard_normal((samples, channels)).astype(np.float32)
+            for t in range(1, 4):  # short AR smoothing along the probe order
+                x[t:] += phi / t * x[:-t]
+            cols = {"run_id": np.full(samples * channels, run_id, dtype=object),
+                    "capture": np.full(samples * channels, c, np.int32),
+                    "kind": np.full(samples * channels, "init" if c == 0 else "epoch", dtype=object),
+                    "epoch": np.full(samples * channels, c, np.int32), "step": np.full(samples * channels, c * 98),
+                    "stage": np.repeat(np.array(STAGES, dtype=object), per_stage * samples),
+                    "channel": np.repeat(np.tile(np.arange(per_stage, dtype=np.int32), 4), samples),
+                    "rank": np.repeat(np.tile(np.arange(per_stage, dtype=np.int32), 4), samples),
+                    "sample": np.tile(np.arange(samples, dtype=np.int32), channels),
+                    "label": np.tile(labels, channels), "value": x.T.reshape(-1)}
+            write_rows(str(out), "activations", run_id, f"capture={c:06d}", cols)
+            if c:
+                write_rows(str(out), "train_metrics", run_id, f"epoch={c:06d}", {
+                    "run_id": [run_id], "epoch": [c], "step": [c * 98], "val_acc": [min(0.9, 0.3 + 0.02 * c)],
+                    "val_loss": [1.0 / c]})
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--runs", type=int, default=100)
+    ap.add_argument("--captures", type=int, default=60)
+    ap.add_argument("--channels", type=int, default=128)
+    ap.add_argument("--samples", type=int, default=2048)
+    ap.add_argument("--out", default="/tmp/dynstudy-scale-store")
+    args = ap.parse_args()
+    out = Path(args.out)
+    if not (out / "runs").exists():
+        t0 = time.perf_counter()
+        generate(out, args.runs, args.captures, args.channels, args.samples)
+        print(f"generated {args.runs * args.captures * args.channels * args.samples / 1e9:.2f} G values "
+              f"in {time.perf_counter() - t0:.0f} s -> {out}", flush=True)
+    t0 = time.perf_counter()
+    result = analyze(str(out), force=True, out=io.StringIO())
+    wall = time.perf_counter() - t0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"analyze: {result['analysed']} runs in {wall:.0f} s ({wall / max(result['analysed'], 1):.1f} s per run), "
+          f"peak RSS {peak:.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()

@@ -110,10 +110,13 @@ def test_analysis_tables(store):
 def test_analyze_is_incremental_and_idempotent(store):
     again = analyze(str(store), out=io.StringIO())
     assert again["analysed"] == 0 and again["current"] == N_RUNS
-    forced = analyze(str(store), force=True, out=io.StringIO())
+    query = "SELECT * EXCLUDE (run_id), run_id FROM capture_metrics ORDER BY run_id, capture"
+    before = open_catalog(str(store)).execute(query).fetchall()
+    forced = analyze(str(store), force=True, workers=2, out=io.StringIO())  # parallel workers, same numbers
     assert forced["analysed"] == N_RUNS
     con = open_catalog(str(store))
     assert _one(con, "SELECT count(*) FROM capture_metrics")[0] == N_RUNS * N_CAPTURES
+    assert con.execute(query).fetchall() == before
 
 
 @pytest.mark.slow

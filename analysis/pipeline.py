@@ -35,7 +35,7 @@ import pyarrow as pa
 
 from analysis import dynamics
 from analysis.catalog import open_catalog, unreadable_files
-from analysis.claims import all_claims
+from analysis.claims import PLATEAU_POINTS, all_claims
 from analysis.sensitivity import run_series, sensitivity
 from analysis.schema import ANALYSIS_TABLES
 from analysis.variability import cell_variability
@@ -216,11 +216,14 @@ def analyze_and_write(store: str, run: dict, con=None) -> tuple[str, str | None,
     return run["run_id"], None, len(tables["capture_metrics"]), tables["run_summary"][0].get("state")
 
 
-def analyze(store: str, *, force: bool = False, workers: int | None = 1, out=sys.stdout) -> dict:
+def analyze(store: str, *, force: bool = False, workers: int | None = 1, plateau_points: float = PLATEAU_POINTS,
+            out=sys.stdout) -> dict:
     """Analyse every run of ``store``; return counts of analysed/skipped/failed runs.
 
     ``workers`` processes analyse runs in parallel (None: one per CPU); each
     holds one capture at a time, so memory grows with workers, not with the store.
+    ``plateau_points``: a run's accuracy plateau is its first epoch within this
+    many percentage points of its best val_acc (claims and sensitivity).
     """
     store = resolve_store(store)
     con = open_catalog(store)
@@ -276,13 +279,14 @@ def analyze(store: str, *, force: bool = False, workers: int | None = 1, out=sys
         for part, v in zip(curves[run_id], (epoch, acc, loss)):
             part.append(v)
     curves = {k: tuple(np.array(p, dtype=float if i else int) for i, p in enumerate(v)) for k, v in curves.items()}
-    _write(store, "claims", all_claims(summaries, curves))
+    _write(store, "claims", all_claims(summaries, curves, plateau_points))
     if "window_sensitivity" in _views(con):
         windows = [dict(zip(("run_id", "kind", "epoch", "smooth_window", "h_raw", "metastability", "noise_h_raw"), r))
                    for r in con.execute("SELECT run_id, kind, epoch, smooth_window, h_raw, metastability, noise_h_raw "
                                         "FROM window_sensitivity").fetchall()]
         params = {r["run_id"]: run_params(r["config"])[0] for r in runs}
         known = [s for s in summaries if s["run_id"] in params]
-        _write(store, "sensitivity", sensitivity(known, params, run_series(windows), curves))
+        _write(store, "sensitivity", sensitivity(known, params, run_series(windows), curves,
+                                                       plateau_points))
     print(f"analyze: {done} runs analysed, {current} already current, {len(failed)} skipped", file=out, flush=True)
     return {"store": store, "analysed": done, "current": current, "failed": failed}

@@ -37,6 +37,7 @@ CONTROL_BARS = (
     ("noise", "noise control", "#7f7f7f"),
     ("order", "order control", "#ff7f0e"),
     ("init", "init (epoch 0)", "#2ca02c"),
+    ("channel_draw", "channel re-draw", "#9467bd"),
 )
 #: Trajectory panels: key, axes title, y label.
 TRAJECTORY_PANELS = {
@@ -247,7 +248,7 @@ def controls_png(cells: list[dict], h_opt: float = 0.7) -> bytes:
     PNG bytes: bars at the seed mean, whiskers one std, dots the seeds.
     """
     n = len(cells)
-    width = 0.2
+    width = 0.8 / len(CONTROL_BARS)
     fig = Figure(figsize=(min(14.0, max(7.0, 1.1 * n + 3.0)), 5.0), dpi=DPI)
     ax = fig.add_subplot(1, 1, 1)
     rng = np.random.default_rng(0)
@@ -271,7 +272,7 @@ def controls_png(cells: list[dict], h_opt: float = 0.7) -> bytes:
     ax.set_xticks(range(n))
     ax.set_xticklabels([c["label"] for c in cells], fontsize=8)
     ax.set_ylabel("H_raw (mean DFA exponent)")
-    ax.set_title("H_raw: trained signal vs noise / order / init controls (bars: seed mean, whiskers: std, dots: seeds)",
+    ax.set_title("H_raw: trained signal vs noise / order / init / channel re-draw controls (bars: seed mean, whiskers: std, dots: seeds)",
                  fontsize=9)
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))

@@ -239,16 +239,16 @@ def _controls_section(cells: dict, per_run: dict, by_cell: list[dict]) -> str:
     fig_cells = []
     for cell, runs in cells.items():
         values = {k: [per_run[r["run_id"]][k] if per_run[r["run_id"]][k] is not None else math.nan
-                      for r in runs if r["run_id"] in per_run] for k in ("signal", "noise", "order", "init")}
+                      for r in runs if r["run_id"] in per_run] for k in rd.CONTROL_KEYS}
         if any(values.values()):
             fig_cells.append({"label": rd.cell_label(cell).replace(" · ", "\n"), "values": values})
-    out.append(_img(plots.controls_png(fig_cells), "controls", "H_raw per cell: signal vs noise, order and init "
-                    "controls, across seeds."))
+    out.append(_img(plots.controls_png(fig_cells), "controls", "H_raw per cell: signal vs noise, order, init and "
+                    "channel re-draw controls, across seeds."))
     stats = {(rd.cell_of(r), r["control"]): r for r in by_cell}
     out.append("<table><tr><th>cell</th><th>n seeds</th><th>signal</th><th>noise</th><th>order</th><th>init</th>"
-               "<th>signal − noise</th></tr>")
+               "<th>channel re-draw</th><th>signal − noise</th></tr>")
     for cell in cells:
-        got = {k: stats.get((cell, k)) for k in ("signal", "noise", "order", "init")}
+        got = {k: stats.get((cell, k)) for k in rd.CONTROL_KEYS}
         if not any(got.values()):
             continue
         tds = "".join(f"<td class=num>{_num(s['mean'])} ± {_num(s['std'])}</td>" if s else "<td>–</td>"

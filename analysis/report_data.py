@@ -201,19 +201,25 @@ def control_values(index: dict, capture_rows: list[dict], control_rows: list[dic
             "order": finite_or_none(info.get("order_h_raw_mean")),
             "init": finite_or_none(info.get("init_h_raw")),
         }
+        vals["channel_draw"] = None  # only in the controls table (runs that store extra channels)
         fallback = {"signal": _mean(sig.get(rid, [])), "noise": _mean(ctrl.get((rid, "noise"), [])),
-                    "order": _mean(ctrl.get((rid, "order"), [])), "init": init.get(rid)}
+                    "order": _mean(ctrl.get((rid, "order"), [])), "init": init.get(rid),
+                    "channel_draw": _mean(ctrl.get((rid, "channel_draw"), []))}
         vals = {k: v if v is not None else fallback[k] for k, v in vals.items()}
         if any(v is not None for v in vals.values()):
             out[rid] = vals
     return out
 
 
+#: H_raw of the signal and of each control, in report order.
+CONTROL_KEYS = ("signal", "noise", "order", "init", "channel_draw")
+
+
 def controls_by_cell(cells: dict, per_run: dict) -> list[dict]:
     """Per cell and control: n seeds, mean and std (ddof 1) of H_raw."""
     out = []
     for cell, runs in cells.items():
-        for key in ("signal", "noise", "order", "init"):
+        for key in CONTROL_KEYS:
             vals = [per_run[r["run_id"]][key] for r in runs if r["run_id"] in per_run]
             vals = np.array([v for v in vals if v is not None], dtype=float)
             if not len(vals):

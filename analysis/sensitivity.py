@@ -15,7 +15,7 @@ from collections import defaultdict
 import numpy as np
 
 from analysis import dynamics
-from analysis.claims import all_claims
+from analysis.claims import PLATEAU_POINTS, all_claims
 
 GRID = {
     "h_opt": (0.5, 0.6, 0.7, 0.8),
@@ -55,7 +55,8 @@ def run_series(window_rows: list[dict]) -> dict:
     return out
 
 
-def sensitivity(summaries: list[dict], params_by_run: dict, series: dict, curves: dict) -> list[dict]:
+def sensitivity(summaries: list[dict], params_by_run: dict, series: dict, curves: dict,
+                plateau_points: float = PLATEAU_POINTS) -> list[dict]:
     """Rows of the ``sensitivity`` table; see the module docstring.
 
     Parameters
@@ -74,7 +75,8 @@ def sensitivity(summaries: list[dict], params_by_run: dict, series: dict, curves
             key = (s["run_id"], params["smooth_window"])
             if key in series:
                 runs.append(_recompute(s, series[key], params, curves.get(s["run_id"])))
-        claims = {(c["claim"], c["model"], c["optimizer"], c["dataset"]): c["verdict"] for c in all_claims(runs, curves)}
+        claims = {(c["claim"], c["model"], c["optimizer"], c["dataset"]): c["verdict"]
+                  for c in all_claims(runs, curves, plateau_points)}
         return claims, {r["run_id"]: r["state"] for r in runs}
 
     base_claims, base_states = verdicts({})

@@ -67,6 +67,7 @@ def main():
     ap.add_argument("--channels", type=int, default=128)
     ap.add_argument("--samples", type=int, default=2048)
     ap.add_argument("--out", default="/tmp/dynstudy-scale-store")
+    ap.add_argument("--workers", type=int, default=None, help="analysis processes (default: one per CPU)")
     args = ap.parse_args()
     out = Path(args.out)
     if not (out / "runs").exists():
@@ -75,11 +76,11 @@ def main():
         print(f"generated {args.runs * args.captures * args.channels * args.samples / 1e9:.2f} G values "
               f"in {time.perf_counter() - t0:.0f} s -> {out}", flush=True)
     t0 = time.perf_counter()
-    result = analyze(str(out), force=True, out=io.StringIO())
+    result = analyze(str(out), force=True, workers=args.workers, out=io.StringIO())
     wall = time.perf_counter() - t0
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = max(resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)) / 1024
     print(f"analyze: {result['analysed']} runs in {wall:.0f} s ({wall / max(result['analysed'], 1):.1f} s per run), "
-          f"peak RSS {peak:.0f} MiB")
+          f"peak RSS of one process {peak:.0f} MiB")
 
 
 if __name__ == "__main__":

@@ -87,7 +87,7 @@ def cmd_sql(args) -> int:
 def cmd_analyze(args) -> int:
     from analysis.pipeline import analyze
 
-    result = analyze(args.store, force=args.force, workers=args.workers)
+    result = analyze(args.store, force=args.force, workers=args.workers, plateau_points=args.plateau_points)
     return 1 if result["failed"] else 0
 
 
@@ -161,6 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--store", default=default_store)
     a.add_argument("--force", action="store_true", help="re-analyse runs that are already current")
     a.add_argument("--workers", type=int, default=None, help="parallel processes (default: one per CPU)")
+    a.add_argument("--plateau-points", type=float, default=0.5,
+                   help="accuracy plateau: first epoch within this many points of the run's best (default 0.5)")
     a.set_defaults(func=cmd_analyze)
 
     s = sub.add_parser("sql", help="read-only SQL over the store's tables")

@@ -272,7 +272,8 @@ def controls_png(cells: list[dict], h_opt: float = 0.7) -> bytes:
     ax.set_xticks(range(n))
     ax.set_xticklabels([c["label"] for c in cells], fontsize=8)
     ax.set_ylabel("H_raw (mean DFA exponent)")
-    ax.set_title("H_raw: trained signal vs noise / order / init / channel re-draw controls (bars: seed mean, whiskers: std, dots: seeds)",
+    ax.set_title("H_raw: trained signal vs noise / order / init / channel re-draw controls\n"
+                 "(bars: seed mean, whiskers: std, dots: seeds)",
                  fontsize=9)
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))

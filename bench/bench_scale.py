@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from analysis.pipeline import analyze  # noqa: E402
@@ -28,12 +29,18 @@ from study.grid import make_run_id  # noqa: E402
 STAGES = ("layer1", "layer2", "layer3", "layer4")
 
 
+def _repeat_str(value: str, n: int) -> pa.Array:
+    return pa.DictionaryArray.from_arrays(np.zeros(n, np.int32), pa.array([value])).cast(pa.string())
+
+
 def generate(out: Path, runs: int, captures: int, channels: int, samples: int) -> None:
     per_stage = channels // len(STAGES)
     labels = np.repeat(np.arange(10), -(-samples // 10))[:samples].astype(np.int32)
     for r in range(runs):
         model, dataset, seed = f"m{r % 5}", ("cifar10", "cifar100")[r % 2], r // 10
         run_id = make_run_id("scale", model, dataset, "sgd", seed)
+        if (out / "activations" / f"run_id={run_id}" / f"capture={captures - 1:06d}.parquet").exists():
+            continue  # generation is resumable
         rng = np.random.default_rng(r)
         config = {"capture": {"channels_per_stage": per_stage}, "analysis": {}}
         write_rows(str(out), "runs", run_id, "run", {
@@ -44,11 +51,14 @@ def generate(out: Path, runs: int, captures: int, channels: int, samples: int) -
             x = rng.standard_normal((samples, channels)).astype(np.float32)
             for t in range(1, 4):  # short AR smoothing along the probe order
                 x[t:] += phi / t * x[:-t]
-            cols = {"run_id": np.full(samples * channels, run_id, dtype=object),
-                    "capture": np.full(samples * channels, c, np.int32),
-                    "kind": np.full(samples * channels, "init" if c == 0 else "epoch", dtype=object),
+            n = samples * channels
+            cols = {"run_id": _repeat_str(run_id, n),
+                    "capture": np.full(n, c, np.int32),
+                    "kind": _repeat_str("init" if c == 0 else "epoch", n),
                     "epoch": np.full(samples * channels, c, np.int32), "step": np.full(samples * channels, c * 98),
-                    "stage": np.repeat(np.array(STAGES, dtype=object), per_stage * samples),
+                    "stage": pa.DictionaryArray.from_arrays(
+                        np.repeat(np.arange(len(STAGES), dtype=np.int32), per_stage * samples),
+                        pa.array(STAGES)).cast(pa.string()),
                     "channel": np.repeat(np.tile(np.arange(per_stage, dtype=np.int32), 4), samples),
                     "rank": np.repeat(np.tile(np.arange(per_stage, dtype=np.int32), 4), samples),
                     "sample": np.tile(np.arange(samples, dtype=np.int32), channels),
@@ -70,11 +80,10 @@ def main():
     ap.add_argument("--workers", type=int, default=None, help="analysis processes (default: one per CPU)")
     args = ap.parse_args()
     out = Path(args.out)
-    if not (out / "runs").exists():
-        t0 = time.perf_counter()
-        generate(out, args.runs, args.captures, args.channels, args.samples)
-        print(f"generated {args.runs * args.captures * args.channels * args.samples / 1e9:.2f} G values "
-              f"in {time.perf_counter() - t0:.0f} s -> {out}", flush=True)
+    t0 = time.perf_counter()
+    generate(out, args.runs, args.captures, args.channels, args.samples)
+    print(f"generated {args.runs * args.captures * args.channels * args.samples / 1e9:.2f} G values "
+          f"in {time.perf_counter() - t0:.0f} s -> {out}", flush=True)
     t0 = time.perf_counter()
     result = analyze(str(out), force=True, workers=args.workers, out=io.StringIO())
     wall = time.perf_counter() - t0

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from jobs.store import ACTIVATIONS, RUNS, TRAIN_METRICS, WORKER_TABLES
+from jobs.store import ACTIVATIONS, RUNS, TRAIN_METRICS, WORKER_TABLES  # noqa: F401  (re-exported: all tables here)
 
 CAPTURE_METRICS = pa.schema([
     ("run_id", pa.string()),

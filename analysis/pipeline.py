@@ -118,7 +118,8 @@ def analyze_run(con, run: dict, params: dict, k: int | None = None) -> dict[str,
     taken after each epoch's validation; capture 0 is the init control and
     every-N-step captures get capture metrics only. End-of-epoch captures are
     also analysed at every smoothing window of :data:`SENSITIVITY_WINDOWS`
-    (signal and noise control) for the sensitivity analysis, and, when the run
+    for the sensitivity analysis (the noise control at other windows once per
+    run: the probe's labels and size, all it depends on, are fixed), and, when the run
     stored more channels than it uses, over :data:`CHANNEL_DRAWS` re-drawn
     channel subsets (the channel-draw control).
     """
@@ -126,7 +127,7 @@ def analyze_run(con, run: dict, params: dict, k: int | None = None) -> dict[str,
     kw = _metric_kwargs(params)
     caps = con.execute("SELECT DISTINCT capture, kind, epoch, step FROM activations WHERE run_id = ? ORDER BY capture",
                        [run_id]).fetchall()
-    cap_rows, control_rows, window_rows = [], [], []
+    cap_rows, control_rows, window_rows, noise_at = [], [], [], {}
     for capture, kind, epoch, step in caps:
         acts_all, labels, stages, ranks = capture_arrays(con, run_id, capture)
         used = ranks < k if k is not None else np.ones(len(ranks), bool)
@@ -150,9 +151,11 @@ def analyze_run(con, run: dict, params: dict, k: int | None = None) -> dict[str,
             for window in sorted(set(SENSITIVITY_WINDOWS) | {kw["smooth_window"]}):
                 same = window == kw["smooth_window"]
                 sig = m if same else dynamics.capture_metrics(acts, labels, **{**kw, "smooth_window": window})
-                noi = controls["noise"] if same else dynamics.capture_metrics(noise, labels, **{**kw, "smooth_window": window})
+                if not same and window not in noise_at:  # the probe (labels, P, C) is fixed per run
+                    noise_at[window] = dynamics.capture_metrics(noise, labels, **{**kw, "smooth_window": window})["h_raw"]
                 window_rows.append({**where, "smooth_window": window, "h_raw": sig["h_raw"],
-                                    "metastability": sig["metastability"], "noise_h_raw": noi["h_raw"]})
+                                    "metastability": sig["metastability"],
+                                    "noise_h_raw": controls["noise"]["h_raw"] if same else noise_at[window]})
 
     acc = dict(con.execute("SELECT epoch, val_acc FROM train_metrics WHERE run_id = ?", [run_id]).fetchall()) \
         if "train_metrics" in _views(con) else {}

@@ -33,7 +33,9 @@ def _repeat_str(value: str, n: int) -> pa.Array:
     return pa.DictionaryArray.from_arrays(np.zeros(n, np.int32), pa.array([value])).cast(pa.string())
 
 
-def generate(out: Path, runs: int, captures: int, channels: int, samples: int) -> None:
+def generate(out: Path, runs: int, captures: int, channels: int, samples: int) -> int:
+    """Write the runs not yet in ``out``; return how many were written."""
+    written = 0
     per_stage = channels // len(STAGES)
     labels = np.repeat(np.arange(10), -(-samples // 10))[:samples].astype(np.int32)
     for r in range(runs):
@@ -42,6 +44,7 @@ def generate(out: Path, runs: int, captures: int, channels: int, samples: int) -
         if (out / "activations" / f"run_id={run_id}" / f"capture={captures - 1:06d}.parquet").exists():
             continue  # generation is resumable
         rng = np.random.default_rng(r)
+        written += 1
         config = {"capture": {"channels_per_stage": per_stage}, "analysis": {}}
         write_rows(str(out), "runs", run_id, "run", {
             "run_id": [run_id], "study": ["scale"], "model": [model], "dataset": [dataset], "optimizer": ["sgd"],
@@ -68,6 +71,7 @@ def generate(out: Path, runs: int, captures: int, channels: int, samples: int) -
                 write_rows(str(out), "train_metrics", run_id, f"epoch={c:06d}", {
                     "run_id": [run_id], "epoch": [c], "step": [c * 98], "val_acc": [min(0.9, 0.3 + 0.02 * c)],
                     "val_loss": [1.0 / c]})
+    return written
 
 
 def main():
@@ -81,9 +85,9 @@ def main():
     args = ap.parse_args()
     out = Path(args.out)
     t0 = time.perf_counter()
-    generate(out, args.runs, args.captures, args.channels, args.samples)
-    print(f"generated {args.runs * args.captures * args.channels * args.samples / 1e9:.2f} G values "
-          f"in {time.perf_counter() - t0:.0f} s -> {out}", flush=True)
+    written = generate(out, args.runs, args.captures, args.channels, args.samples)
+    print(f"store of {args.runs * args.captures * args.channels * args.samples / 1e9:.2f} G values at {out}: "
+          f"{written} runs generated in {time.perf_counter() - t0:.0f} s", flush=True)
     t0 = time.perf_counter()
     result = analyze(str(out), force=True, workers=args.workers, out=io.StringIO())
     wall = time.perf_counter() - t0

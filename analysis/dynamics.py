@@ -16,18 +16,54 @@ r(Psi, acc), the convergence trigger and the taxonomy state.
 Nothing here makes up a number: an undefined value is NaN with a reason
 (a series too short for two DFA scales, a constant channel, non-finite input).
 Only numpy and scipy are imported; training workers use these kernels too.
-Measured speed: ``bench/bench_dynamics.py`` (numbers in the README).
+Rows go through in chunks of about 1 MiB with reused scratch space: fresh
+large temporaries cost as much as the arithmetic. Speed: bench/bench_dynamics.py.
 """
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.signal import hilbert
+from scipy import fft
+from scipy.ndimage import uniform_filter1d
 
 STATES = ("Stable Convergent", "Rigidly Synchronised", "Metastable High-Integration", "Transitional",
           "Partial Integration")
+
+#: Per-class-centred values all within this fraction of the channel's largest raw value are rounding noise
+#: of a channel with no within-class variation: it is set to exactly zero (a constant channel).
+_ROUNDING = 1e-12
+#: Values per chunk of rows (1 MiB of float64).
+_CHUNK = 1 << 17
+
+
+def _check_int(name: str, value, low: int, fix: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+        raise ValueError(f"{name}={value!r} is invalid: {fix}")
+    return int(value)
+
+
+def _check_series(X) -> np.ndarray:
+    X = np.asarray(X, dtype=float)
+    if X.ndim not in (1, 2):
+        raise ValueError(f"X has shape {X.shape}: pass one series [N] or rows of series [C, N]")
+    return np.atleast_2d(X)
+
+
+def _rows_per_chunk(n: int) -> int:
+    return max(1, _CHUNK // max(n, 1))
+
+
+def _rolling_mean(x: np.ndarray, window: int) -> np.ndarray:
+    """Centred rolling mean along axis 1 over t - (window - 1) // 2 .. t + window // 2, shrinking at the edges."""
+    n = x.shape[1]
+    before, after = (window - 1) // 2, window // 2
+    sums = uniform_filter1d(x, window, axis=1, mode="constant", cval=0.0, origin=-(window % 2 == 0))
+    t = np.arange(n)
+    sums *= window / (np.minimum(t + after + 1, n) - np.maximum(t - before, 0))  # mean over the points inside
+    return sums
 
 
 def pseudo_time(acts, labels, smooth_window=5, order="label", seed=0):
@@ -40,146 +76,184 @@ def pseudo_time(acts, labels, smooth_window=5, order="label", seed=0):
     labels : array [P]
         Class of each sample.
     smooth_window : int
-        Width of the centred rolling mean; it shrinks at the edges
-        (``min_periods=1``). 1 means no smoothing.
+        Width of the centred rolling mean, shrinking at the edges (pandas
+        ``center=True, min_periods=1``; an even window has one more point
+        after t than before). 1 means no smoothing.
     order : {"label", "random"}
-        "label" stable-sorts samples by label (the paper); "random" puts them
-        in a random permutation instead (the order control). Per-class
-        centring applies in both.
+        "label" stable-sorts samples by label (the paper); "random" puts the
+        centred samples in the order ``default_rng(seed).permutation(P)`` of
+        label order instead (the order control). Per-class centring applies
+        in both.
     seed : int
         Seed of the permutation when ``order="random"``.
 
     Returns
     -------
-    X : array [C, P]
+    X : array [C, P], C-contiguous
+        A channel with no within-class variation comes out exactly zero (its
+        centred values are rounding noise), so the metrics see it as constant.
     """
     acts = np.asarray(acts, dtype=float)
     labels = np.asarray(labels)
-    if acts.ndim != 2 or labels.ndim != 1 or len(labels) != acts.shape[0]:
-        raise ValueError(f"acts must be [samples x channels] with one label per sample; got acts {acts.shape}, "
-                         f"labels {labels.shape}")
-    if smooth_window < 1:
-        raise ValueError(f"smooth_window={smooth_window} must be >= 1 (1 = no smoothing)")
+    if acts.ndim != 2 or labels.ndim != 1 or len(labels) != acts.shape[0] or acts.size == 0:
+        raise ValueError(f"acts must be a non-empty [samples x channels] array with one label per sample; got acts "
+                         f"{acts.shape}, labels {labels.shape}: pass acts [P, C] and labels [P]")
+    window = _check_int("smooth_window", smooth_window, 1, "use an integer >= 1 (1 = no smoothing)")
     if order not in ("label", "random"):
-        raise ValueError(f"order={order!r}; allowed: 'label' (the paper) or 'random' (the order control)")
+        raise ValueError(f"order={order!r} is invalid: use 'label' (the paper) or 'random' (the order control)")
     idx = np.argsort(labels, kind="stable")
-    x, lab = acts[idx], labels[idx]
+    lab = labels[idx]
     starts = np.flatnonzero(np.r_[True, lab[1:] != lab[:-1]])
     counts = np.diff(np.r_[starts, len(lab)])
-    x = x - np.repeat(np.add.reduceat(x, starts, axis=0) / counts[:, None], counts, axis=0)
-    if order == "random":
-        x = x[np.random.default_rng(seed).permutation(len(lab))]
-    if smooth_window > 1:
-        n = x.shape[0]
-        half_lo, half_hi = (smooth_window - 1) // 2, smooth_window // 2
-        c = np.vstack([np.zeros((1, x.shape[1])), np.cumsum(x, axis=0)])
-        i = np.arange(n)
-        lo, hi = np.clip(i - half_lo, 0, n), np.clip(i + half_hi + 1, 0, n)
-        x = (c[hi] - c[lo]) / (hi - lo)[:, None]
-    return x.T
+    perm = np.random.default_rng(seed).permutation(len(lab)) if order == "random" else None
+    peak = np.maximum(acts.max(axis=0), -acts.min(axis=0))  # largest |value| per channel
+    x = np.empty((acts.shape[1], len(idx)))
+    for i in range(0, len(idx), 512):  # acts[idx].T in blocks that stay in cache
+        x[:, i:i + 512] = acts[idx[i:i + 512]].T
+    step = _rows_per_chunk(x.shape[1])
+    for start in range(0, x.shape[0], step):
+        rows = slice(start, start + step)
+        xc = x[rows]
+        xc -= np.repeat(np.add.reduceat(xc, starts, axis=1) / counts, counts, axis=1)
+        xc[np.maximum(xc.max(axis=1), -xc.min(axis=1)) <= _ROUNDING * peak[rows]] = 0.0
+        if perm is not None:
+            xc = xc[:, perm]
+        x[rows] = _rolling_mean(xc, window) if window > 1 else xc
+    return x
 
 
 def dfa_scales(n, min_scale=16, n_scales=10):
     """The DFA scales of a series of length ``n`` (SPEC rule).
 
-    The distinct integers of ``logspace(log10 min_scale, log10 n/4, n_scales)``,
-    truncated; when n/4 <= min_scale the top is n/2 instead. Empty when even
-    n/2 is below ``min_scale``.
+    The distinct integers of ``logspace(log10 min_scale, log10 top, n_scales)``,
+    truncated, with top = n/4, or n/2 when n/4 <= min_scale; none when top <
+    min_scale. Exact values are truncated: a point that is an integer up to
+    rounding (64 for n = 256) stays that integer instead of dropping to 63.
+    Two scales need n >= 2 min_scale + 2 (34 for 16); the rule also gives a
+    single scale for n = 4 min_scale + 1 .. + 3 (65-67), n/4 just above min_scale.
     """
+    n = _check_int("n", n, 0, "use the series length, an integer >= 0")
+    min_scale = _check_int("min_scale", min_scale, 2, "use an integer >= 2 (the paper uses 16)")
+    n_scales = _check_int("n_scales", n_scales, 2, "use an integer >= 2 (the paper uses 10)")
     top = n / 4 if n / 4 > min_scale else n / 2
     if top < min_scale:
         return np.array([], dtype=int)
-    return np.unique(np.logspace(np.log10(min_scale), np.log10(top), n_scales).astype(int))
+    v = np.logspace(np.log10(min_scale), np.log10(top), n_scales)
+    return np.unique(np.floor(v * (1 + 1e-12)).astype(int))
 
 
 def _detrend_basis(s: int, order: int) -> np.ndarray:
-    """Orthonormal basis [s, order + 1] of polynomials of degree <= order on 0..s-1."""
-    t = np.arange(s, dtype=float) / max(s - 1, 1)
-    q, _ = np.linalg.qr(np.vander(t, order + 1, increasing=True))
+    """Orthonormal basis [s, order + 1] of the polynomials of degree <= order on s equally spaced points."""
+    q, _ = np.linalg.qr(np.vander(np.linspace(-1.0, 1.0, s), order + 1, increasing=True))
     return q
 
 
-def _fluctuation(Y: np.ndarray, s: int, order: int, overlap: bool, chunk: int = 1 << 22) -> np.ndarray:
+def _fluctuation(Y: np.ndarray, q: np.ndarray, overlap: bool, work: np.ndarray) -> np.ndarray:
     """F(s) per row of the profiles Y: mean over segments of the RMS detrending residual.
 
-    Segments are the N // s non-overlapping windows from the start, or, with
-    ``overlap``, every window of length s (step 1), processed in chunks so
-    memory stays bounded. The least-squares fit is a projection on an
-    orthonormal polynomial basis Q: the residual's sum of squares is
-    |seg|^2 - |seg @ Q|^2 (disjoint segments), or the residual itself,
-    seg - (seg @ Q) @ Q.T (overlapping windows).
+    Segments are the N // s disjoint windows from the start, or with
+    ``overlap`` every window of length s. The least-squares fit is the
+    projection on the orthonormal basis Q [s, order + 1]; the residual
+    seg - (seg @ Q) @ Q.T is formed explicitly (|seg|^2 - |seg @ Q|^2 loses
+    digits on steep profiles such as a random walk's), in batches through the
+    scratch buffer ``work`` (at least rows x (s + order + 1) values).
     """
-    q = _detrend_basis(s, order)
+    s, j = q.shape
     c, n = Y.shape
-    if not overlap:
-        k = n // s
-        segs = Y[:, :k * s].reshape(c, k, s)
-        # residual sum of squares = |seg|^2 - |projection|^2 (q is orthonormal); one pass over the data
-        rss = np.einsum("cks,cks->ck", segs, segs) - ((segs @ q) ** 2).sum(axis=2)
-        return np.sqrt(np.clip(rss, 0, None) / s).mean(axis=1)
-    windows = np.lib.stride_tricks.sliding_window_view(Y, s, axis=1)  # [c, n - s + 1, s], a view
+    if overlap:
+        segs = np.lib.stride_tricks.sliding_window_view(Y, s, axis=1)  # [c, n - s + 1, s], a view
+    else:
+        segs = Y[:, :n // s * s].reshape(c, n // s, s)  # a view
+    step = len(work) // (c * (s + j))
     total = np.zeros(c)
-    step = max(1, chunk // (c * s))
-    for start in range(0, windows.shape[1], step):
-        w = windows[:, start:start + step]
-        res = w - (w @ q) @ q.T
-        total += np.sqrt((res ** 2).mean(axis=2)).sum(axis=1)
-    return total / windows.shape[1]
+    for start in range(0, segs.shape[1], step):
+        w = segs[:, start:start + step]
+        size = w.shape[0] * w.shape[1]
+        proj = np.matmul(w, q, out=work[:size * j].reshape(c, -1, j))
+        res = np.matmul(proj, q.T, out=work[size * j:size * (j + s)].reshape(w.shape))
+        np.subtract(w, res, out=res)
+        total += np.sqrt(np.einsum("cks,cks->ck", res, res) / s).sum(axis=1)
+    return total / segs.shape[1]
 
 
 def dfa_exponents(X, min_scale=16, n_scales=10, order=1, overlap=False, return_reasons=False):
-    """DFA exponent of every row of ``X``.
+    """DFA exponent of every row of ``X`` ([C, N], or [N] for one series).
 
-    Profile y = cumsum(x - mean x); for each scale s, the segments of y
-    (N // s non-overlapping from the start, or every window with ``overlap``)
-    are detrended by a least-squares polynomial of degree ``order``;
-    F(s) = mean over segments of the residual RMS; alpha = least-squares slope
-    of log F(s) on log s.
-
-    Parameters
-    ----------
-    X : array [C, N] (or [N] for one series)
-    min_scale, n_scales : see :func:`dfa_scales`.
-    order : detrending polynomial degree (1 = DFA1, the paper).
-    overlap : use every window (step 1) instead of disjoint segments.
-    return_reasons : also return why each NaN is NaN.
+    Profile y = cumsum(x - mean x); for each scale s of :func:`dfa_scales`
+    the segments of y (N // s disjoint from the start, or every window with
+    ``overlap``) are detrended by a least-squares polynomial of degree
+    ``order`` (1 = DFA1, the paper; min_scale must exceed order + 1);
+    F(s) = mean over segments of the residual RMS; alpha = least-squares
+    slope of log F(s) on log s.
 
     Returns
     -------
-    alpha : array [C], NaN where undefined (fewer than two scales, a constant
-        or non-finite row).
-    reasons : list of str or None, with ``return_reasons``.
+    alpha : array [C]
+        NaN where undefined: fewer than two scales, a non-finite or constant
+        row, or F(s) at rounding level at some scale (a row exactly
+        polynomial on every segment, e.g. a mostly dead ReLU channel).
+    reasons : list of str or None, one per row, with ``return_reasons``.
     """
-    X = np.atleast_2d(np.asarray(X, dtype=float))
+    X = _check_series(X)
+    order = _check_int("order", order, 0, "use the detrending degree, an integer >= 0 (1 = DFA1)")
+    if _check_int("min_scale", min_scale, 2, "use an integer >= 2") <= order + 1:
+        raise ValueError(f"min_scale={min_scale} is invalid for order={order}: a segment of <= order + 1 points "
+                         f"is fitted exactly; use min_scale >= {order + 2}")
     c, n = X.shape
     alpha = np.full(c, np.nan)
-    reasons = [None] * c
     scales = dfa_scales(n, min_scale, n_scales)
-    finite = np.isfinite(X).all(axis=1)
-    const = np.ptp(np.where(finite[:, None], X, 0), axis=1) == 0
     if len(scales) < 2:
-        reasons = [f"series too short for DFA: N={n} gives {len(scales)} scale(s) from min_scale={min_scale}, "
-                   "two are needed"] * c
-        return (alpha, reasons) if return_reasons else alpha
-    ok = finite & ~const
-    for i in np.flatnonzero(~finite):
-        reasons[i] = "non-finite values"
-    for i in np.flatnonzero(finite & const):
-        reasons[i] = "constant channel"
-    if ok.any():
-        Y = np.cumsum(X[ok] - X[ok].mean(axis=1, keepdims=True), axis=1)
-        F = np.array([_fluctuation(Y, s, order, overlap) for s in scales])  # [scales, rows]
-        # F(s) at rounding level (|residual| ~ 1e-8 |profile| in float64) means exactly polynomial
-        # segments, e.g. a mostly-dead ReLU channel: log F would be noise, so alpha is undefined
-        flat = (F <= 1e-6 * np.sqrt((Y ** 2).mean(axis=1))).any(axis=0)
-        logF = np.log(np.where(flat, 1.0, F))
-        logS = np.log(scales.astype(float))
-        ls = logS - logS.mean()
-        slope = (ls[:, None] * (logF - logF.mean(axis=0))).sum(axis=0) / (ls ** 2).sum()
-        alpha[ok] = np.where(flat, np.nan, slope)
-        for i in np.flatnonzero(ok)[flat]:
-            reasons[i] = "zero fluctuation at some scale (piecewise-polynomial or mostly constant channel)"
-    return (alpha, reasons) if return_reasons else alpha
+        why = (f"series too short for DFA: N={n} gives {len(scales)} distinct scale(s) from min_scale={min_scale}; "
+               f"two are needed (N >= {2 * min_scale + 2}, and N not in {4 * min_scale + 1}..{4 * min_scale + 3})")
+        return (alpha, [why] * c) if return_reasons else alpha
+    finite = np.isfinite(X).all(axis=1)
+    const = finite & (X == X[:, :1]).all(axis=1)
+    ok = np.flatnonzero(finite & ~const)
+    flat = np.zeros(c, dtype=bool)
+    ls = np.log(scales.astype(float))
+    ls -= ls.mean()
+    bases = [_detrend_basis(s, order) for s in scales]
+    step = _rows_per_chunk(n)
+    profiles = np.empty((min(step, len(ok)), n))  # scratch space, reused by every chunk of rows
+    work = np.empty(len(profiles) * max(n + (order + 1) * (n // min_scale), scales[-1] + order + 1))
+    for start in range(0, len(ok), step):
+        rows = ok[start:start + step]
+        Y = np.take(X, rows, axis=0, out=profiles[:len(rows)])
+        Y -= Y.mean(axis=1, keepdims=True)
+        np.cumsum(Y, axis=1, out=Y)
+        F = np.array([_fluctuation(Y, q, overlap, work) for q in bases])  # [scales, rows]
+        # F(s) at rounding level (float64 residuals are ~1e-16 of the profile) means exactly polynomial
+        # segments at that scale: log F would be noise, so alpha is undefined
+        tiny = (F <= 1e-10 * np.sqrt(np.einsum("cn,cn->c", Y, Y) / n)).any(axis=0)
+        logF = np.log(np.where(tiny, 1.0, F))
+        alpha[rows] = np.where(tiny, np.nan, ls @ (logF - logF.mean(axis=0)) / (ls @ ls))
+        flat[rows] = tiny
+    if not return_reasons:
+        return alpha
+    reasons = np.select([~finite, const, flat], ["non-finite values", "constant channel", "zero fluctuation at some "
+                                                 "scale (piecewise-polynomial or mostly constant channel)"], "")
+    return alpha, [r or None for r in reasons.tolist()]
+
+
+def _phase_sums(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sums over rows of cos and sin of the analytic-signal phase of each row minus its mean, [N] each.
+
+    Real part x - mean x; imaginary part the Hilbert transform, spectrum -i X(f)
+    (at DC and, for even N, Nyquist that is imaginary and irfft drops it, as
+    it should). Where the analytic signal is exactly 0 the phase is 0.
+    """
+    spec = fft.rfft(X, axis=1)
+    spec *= -1j
+    im = fft.irfft(spec, n=X.shape[1], axis=1)
+    re = X - X.mean(axis=1, keepdims=True)
+    inv = re * re
+    inv += np.square(im)
+    zero = inv == 0
+    if zero.any():
+        re[zero], inv[zero] = 1.0, 1.0
+    np.sqrt(inv, out=inv)
+    np.divide(1.0, inv, out=inv)  # 1 / |z|
+    return np.einsum("ct,ct->t", re, inv), np.einsum("ct,ct->t", im, inv)
 
 
 def kuramoto(X):
@@ -188,56 +262,83 @@ def kuramoto(X):
     Each row minus its mean -> analytic signal (Hilbert transform, no
     band-pass) -> phase; R(t) = |mean over rows of exp(i phase)|;
     metastability = population std of R over t, synchrony = mean of R.
-    NaN for non-finite input or fewer than two time points.
+    A constant row has no phase and is left out (counted, it would be a
+    phase locked at 0). NaN for non-finite input, fewer than two time points
+    or no non-constant row.
     """
-    X = np.atleast_2d(np.asarray(X, dtype=float))
-    if not np.isfinite(X).all() or X.shape[1] < 2:
+    X = _check_series(X)
+    n = X.shape[1]
+    if n < 2 or not np.isfinite(X).all():
         return math.nan, math.nan
-    z = hilbert(X - X.mean(axis=1, keepdims=True), axis=1)
-    mag = np.abs(z)
-    unit = np.divide(z, mag, out=np.ones_like(z), where=mag > 0)  # exp(i phase); phase 0 where |z| = 0
-    R = np.abs(unit.mean(axis=0))
+    keep = np.flatnonzero(~(X == X[:, :1]).all(axis=1))
+    if len(keep) == 0:
+        return math.nan, math.nan
+    cos, sin = np.zeros(n), np.zeros(n)
+    step = _rows_per_chunk(n)
+    for start in range(0, len(keep), step):
+        c, s = _phase_sums(X[keep[start:start + step]])
+        cos += c
+        sin += s
+    R = np.sqrt(cos * cos + sin * sin) / len(keep)
     return float(R.std()), float(R.mean())
 
 
 def integration(h_raw, h_opt=0.7, sigma_h=0.15):
-    """H_eff = exp(-(H_raw - h_opt)^2 / (2 sigma_h^2)); NaN passes through."""
+    """H_eff = exp(-(H_raw - h_opt)^2 / (2 sigma_h^2)) for a scalar or an array; NaN passes through."""
+    if not sigma_h > 0:
+        raise ValueError(f"sigma_h={sigma_h!r} is invalid: use a width > 0 (the paper uses 0.15)")
     return np.exp(-(np.asarray(h_raw, dtype=float) - h_opt) ** 2 / (2 * sigma_h ** 2))
 
 
 def capture_metrics(acts, labels, *, smooth_window=5, order="label", seed=0, h_opt=0.7, sigma_h=0.15,
                     min_scale=16, n_scales=10, dfa_order=1, overlap=False):
-    """All metrics of one capture.
+    """All metrics of one capture: :func:`pseudo_time`, then DFA and Kuramoto on it.
+
+    ``acts`` [P, C] and ``labels`` [P]; the keywords go to :func:`pseudo_time`,
+    :func:`integration` and :func:`dfa_exponents` (``dfa_order`` is its ``order``).
 
     Returns
     -------
-    dict with h_raw (mean DFA exponent over the channels that have one),
-    h_eff, metastability, synchrony, n_channels, n_valid (channels with an
-    exponent) and reason (why h_raw is NaN, else None).
+    dict
+        h_raw: mean DFA exponent over the channels that have one (NaN if none);
+        h_eff; metastability and synchrony (constant channels left out);
+        n_channels; n_valid (channels with an exponent); reason: why h_raw is
+        NaN (each distinct cause with its count when they differ), else None.
     """
     X = pseudo_time(acts, labels, smooth_window, order, seed)
     alpha, reasons = dfa_exponents(X, min_scale, n_scales, dfa_order, overlap, return_reasons=True)
     valid = np.isfinite(alpha)
     h_raw = float(alpha[valid].mean()) if valid.any() else math.nan
+    reason = None
+    if not valid.any():
+        causes = Counter(reasons)
+        reason = reasons[0] if len(causes) == 1 else "no channel has a DFA exponent: " + "; ".join(
+            f"{why} ({count})" for why, count in causes.most_common())
     m, s = kuramoto(X)
-    reason = None if valid.any() else (reasons[0] if reasons else "no channels")
     return {"h_raw": h_raw, "h_eff": float(integration(h_raw, h_opt, sigma_h)), "metastability": m, "synchrony": s,
             "n_channels": int(X.shape[0]), "n_valid": int(valid.sum()), "reason": reason}
 
 
-def _z(x):
+def _z(x: np.ndarray) -> np.ndarray:
+    """z-scores over the present values (sample std); all NaN with < 2 values or all of them equal."""
     ok = np.isfinite(x)
     out = np.full(len(x), np.nan)
-    if ok.sum() >= 2 and np.std(x[ok], ddof=1) > 0:
+    if ok.sum() >= 2 and np.ptp(x[ok]) > 0:  # equal values: the std is 0 or rounding noise, no z-score
         out[ok] = (x[ok] - x[ok].mean()) / np.std(x[ok], ddof=1)
     return out
 
 
-def _pearson(a, b):
+def _pearson(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson r over complete pairs; NaN with fewer than 3 pairs or no variance."""
     ok = np.isfinite(a) & np.isfinite(b)
-    if ok.sum() < 3 or np.std(a[ok]) == 0 or np.std(b[ok]) == 0:
+    if ok.sum() < 3 or np.ptp(a[ok]) == 0 or np.ptp(b[ok]) == 0:
         return math.nan
     return float(np.corrcoef(a[ok], b[ok])[0, 1])
+
+
+def _mean(x: np.ndarray) -> float:
+    ok = np.isfinite(x)
+    return float(x[ok].mean()) if ok.any() else math.nan
 
 
 def psi_volatility(psi, window=3):
@@ -247,8 +348,9 @@ def psi_volatility(psi, window=3):
     window is missing.
     """
     psi = np.asarray(psi, dtype=float)
-    if window < 2:
-        raise ValueError(f"window={window} must be >= 2 for a sample std")
+    window = _check_int("window", window, 2, "use an integer >= 2 (a sample std needs two values)")
+    if psi.ndim != 1:
+        raise ValueError(f"psi has shape {psi.shape}: pass a 1-D series over epochs")
     out = np.full(len(psi), np.nan)
     if len(psi) >= window:
         out[window - 1:] = np.lib.stride_tricks.sliding_window_view(psi, window).std(axis=1, ddof=1)
@@ -259,15 +361,16 @@ def convergence_trigger(volatility, threshold=0.35, patience=3, epochs=None):
     """First epoch at which volatility has been below ``threshold`` for ``patience`` entries in a row.
 
     A missing value breaks the run. ``epochs`` labels the entries (default
-    1, 2, ...). Returns None when the rule never fires.
+    1, 2, ...). Returns the epoch label (int), or None when the rule never fires.
     """
-    epochs = np.arange(1, len(volatility) + 1) if epochs is None else np.asarray(epochs)
-    run = 0
-    for v, e in zip(volatility, epochs):
-        run = run + 1 if np.isfinite(v) and v < threshold else 0
-        if run >= patience:
-            return int(e)
-    return None
+    vol = np.asarray(volatility, dtype=float)
+    patience = _check_int("patience", patience, 1, "use an integer >= 1")
+    epochs = np.arange(1, len(vol) + 1) if epochs is None else np.asarray(epochs)
+    if vol.ndim != 1 or epochs.shape != vol.shape:
+        raise ValueError(f"volatility {vol.shape} and epochs {epochs.shape} must be 1-D of the same length")
+    below = np.cumsum(np.r_[0, vol < threshold])  # NaN < threshold is False: it breaks the run
+    hits = np.flatnonzero(below[patience:] - below[:-patience] == patience)  # entries i .. i + patience - 1
+    return int(epochs[hits[0] + patience - 1]) if len(hits) else None
 
 
 @dataclass(frozen=True)
@@ -283,14 +386,17 @@ class TaxonomyThresholds:
 
 
 def taxonomy_state(h_eff_mean, r_hz_mz, thresholds=None):
-    """The training-dynamics state of a run, by the first rule that holds.
+    """The training-dynamics state of a run (one of :data:`STATES`), by the first rule that holds.
 
     r < 0: Stable Convergent; mean H_eff < 0.1 and r > 0.8: Rigidly
     Synchronised; mean H_eff >= 0.9: Metastable High-Integration;
-    0.8 <= mean H_eff < 0.9 and r > 0.5: Transitional; else Partial Integration.
+    0.8 <= mean H_eff < 0.9 and r > 0.5: Transitional; else Partial
+    Integration (thresholds from ``thresholds``, a :class:`TaxonomyThresholds`).
+    A NaN input is a ValueError: such a run has no state.
     """
     if not (np.isfinite(h_eff_mean) and np.isfinite(r_hz_mz)):
-        raise ValueError(f"taxonomy_state needs finite h_eff_mean and r_hz_mz; got {h_eff_mean}, {r_hz_mz}")
+        raise ValueError(f"taxonomy_state needs finite h_eff_mean and r_hz_mz; got {h_eff_mean}, {r_hz_mz}: "
+                         "a run without them has no state")
     t = thresholds or TaxonomyThresholds()
     if r_hz_mz < t.r_stable:
         return STATES[0]
@@ -305,36 +411,46 @@ def taxonomy_state(h_eff_mean, r_hz_mz, thresholds=None):
 
 def run_metrics(h_eff, metastability, val_acc=None, *, epochs=None, w_h=0.5, vol_window=3, vol_threshold=0.35,
                 vol_patience=3, thresholds=None):
-    """Run-level metrics from per-epoch H_eff, metastability and accuracy.
+    """Run-level metrics from per-epoch H_eff, metastability and (optional) validation accuracy.
 
     Missing values stay missing: each z-score uses the values it has, Psi is
     missing where either part is, means and correlations skip missing pairs.
-    A Pearson r needs three complete pairs and non-zero variance, else NaN;
-    the state is None (with ``state_reason``) when r or mean H_eff is NaN.
+    A z-score is all missing with fewer than two values or no spread; a
+    Pearson r needs three complete pairs and non-zero variance, else NaN; the
+    state is None, with ``state_reason``, when r(Hz, Mz) or mean H_eff is NaN.
 
     Returns
     -------
-    dict with arrays hz, mz, psi, volatility and scalars h_eff_mean,
-    metastability_mean, psi_mean, psi_std (ddof 1), r_hz_mz, r_psi_acc,
-    trigger_epoch (int or None), state, state_reason.
+    dict with arrays hz, mz, psi, volatility (one entry per epoch) and scalars
+    h_eff_mean, metastability_mean, psi_mean, psi_std (ddof 1), r_hz_mz,
+    r_psi_acc, trigger_epoch (epoch label or None), state, state_reason.
     """
     h = np.asarray(h_eff, dtype=float)
     m = np.asarray(metastability, dtype=float)
     if h.ndim != 1 or h.shape != m.shape or len(h) == 0:
-        raise ValueError(f"h_eff and metastability must be 1-D of the same, non-zero length; got {h.shape}, {m.shape}")
+        raise ValueError(f"h_eff and metastability must be 1-D of the same, non-zero length; got {h.shape}, "
+                         f"{m.shape}: pass one value per epoch (NaN where missing)")
+    acc = np.full(len(h), np.nan) if val_acc is None else np.asarray(val_acc, dtype=float)
+    if acc.shape != h.shape:
+        raise ValueError(f"val_acc has shape {acc.shape}, h_eff {h.shape}: pass one accuracy per epoch")
+    if not 0 <= w_h <= 1:
+        raise ValueError(f"w_h={w_h!r} is invalid: use a weight in [0, 1] (the paper uses 0.5)")
     hz, mz = _z(h), _z(m)
     psi = w_h * hz + (1 - w_h) * mz
     vol = psi_volatility(psi, vol_window)
     r = _pearson(hz, mz)
-    acc = np.full(len(h), np.nan) if val_acc is None else np.asarray(val_acc, dtype=float)
-    hm = float(np.nanmean(h)) if np.isfinite(h).any() else math.nan
-    state = taxonomy_state(hm, r, thresholds) if np.isfinite(r) and np.isfinite(hm) else None
-    state_reason = None if state else "r(Hz, Mz) undefined: fewer than 3 complete epochs or no variance"
-    pf = psi[np.isfinite(psi)]
-    return {"hz": hz, "mz": mz, "psi": psi, "volatility": vol, "h_eff_mean": hm,
-            "metastability_mean": float(np.nanmean(m)) if np.isfinite(m).any() else math.nan,
-            "psi_mean": float(pf.mean()) if len(pf) else math.nan,
-            "psi_std": float(pf.std(ddof=1)) if len(pf) > 1 else math.nan,
+    hm = _mean(h)
+    state, state_reason = None, None
+    if math.isnan(hm):
+        state_reason = "mean H_eff undefined: no epoch has H_eff"
+    elif math.isnan(r):
+        state_reason = "r(Hz, Mz) undefined: fewer than 3 epochs with both H_eff and M, or no variance"
+    else:
+        state = taxonomy_state(hm, r, thresholds)
+    present = psi[np.isfinite(psi)]
+    return {"hz": hz, "mz": mz, "psi": psi, "volatility": vol, "h_eff_mean": hm, "metastability_mean": _mean(m),
+            "psi_mean": float(present.mean()) if len(present) else math.nan,
+            "psi_std": float(present.std(ddof=1)) if len(present) > 1 else math.nan,
             "r_hz_mz": r, "r_psi_acc": _pearson(psi, acc),
             "trigger_epoch": convergence_trigger(vol, vol_threshold, vol_patience, epochs), "state": state,
             "state_reason": state_reason}

@@ -31,7 +31,6 @@ from collections import defaultdict
 from glob import glob
 
 import numpy as np
-import pyarrow as pa
 
 from analysis import dynamics
 from analysis.catalog import open_catalog, unreadable_files
@@ -39,7 +38,7 @@ from analysis.claims import PLATEAU_POINTS, all_claims
 from analysis.sensitivity import run_series, sensitivity
 from analysis.schema import ANALYSIS_TABLES
 from analysis.variability import cell_variability
-from jobs.store import is_remote, resolve_store, table_dir, write_table_atomic
+from jobs.store import is_remote, resolve_store, table_dir, write_rows
 
 #: analysis settings a run's config may set (spec section ``analysis``); SPEC defaults.
 #: smoothing windows every end-of-epoch capture is also analysed at (sensitivity).
@@ -52,9 +51,7 @@ DEFAULT_PARAMS = {"smooth_window": 5, "h_opt": 0.7, "sigma_h": 0.15, "w_h": 0.5,
 
 def _write(store: str, table: str, rows: list[dict], run_id: str | None = None, name: str = "part") -> None:
     schema = ANALYSIS_TABLES[table]
-    cols = {f.name: pa.array([r.get(f.name) for r in rows], type=f.type) for f in schema}
-    path = f"{table_dir(store, table, run_id)}/{name}.parquet"
-    write_table_atomic(pa.table(cols, schema=schema), path)
+    write_rows(store, table, run_id, name, {f.name: [r.get(f.name) for r in rows] for f in schema}, schema)
 
 
 def _clean(x):

@@ -139,13 +139,14 @@ def write_table_atomic(table: pa.Table, path: str) -> None:
             tmp.unlink()
 
 
-def write_rows(store: str, table: str, run_id: str, name: str, columns: dict) -> str:
-    """Write one file of ``table`` for ``run_id`` from a dict of columns.
+def write_rows(store: str, table: str, run_id: str | None, name: str, columns: dict, schema=None) -> str:
+    """Write one file of ``table`` (for ``run_id``, or the whole table) from a dict of columns.
 
-    The columns are cast to the table's schema (missing optional columns are
-    filled with nulls), so every file of a table has the same types.
+    The columns are cast to ``schema`` (default: the worker table's; missing
+    optional columns are filled with nulls), so every file of a table has the
+    same types.
     """
-    schema = WORKER_TABLES[table]
+    schema = schema if schema is not None else WORKER_TABLES[table]
     n = len(next(iter(columns.values())))
     arrays = []
     for field in schema:

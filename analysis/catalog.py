@@ -1,93 +1,80 @@
 """A DuckDB catalog over a store: every table queryable by its name.
 
-``open_catalog(store)`` returns an in-memory DuckDB connection with one view
-per table folder found in the store (``runs``, ``activations``,
-``train_metrics``, ``capture_metrics``, ``run_summary``, ``cell_variability``,
-``controls``), each over ``read_parquet('<store>/<table>/**/*.parquet',
-hive_partitioning = true, union_by_name = true)``. Nothing is copied: queries
-read the Parquet files, pushing filters on ``run_id`` down to file pruning.
-A file whose footer cannot be read (truncated, corrupt) is left out of its
-view and listed in the table ``unreadable_files``, so one bad file never
-hides the rest of a store.
+``open_catalog(store)`` scans the store (:func:`store_contract.scan.scan_store`)
+and returns an in-memory DuckDB connection with one view per table that has
+files (``runs``, ``activations``, ``train_metrics``, ``capture_metrics``,
+``run_summary``, ``cell_variability``, ``controls``, ...), each over
+``read_parquet([the table's files], union_by_name = true)``. Nothing is copied: queries read the Parquet files. The views name
+their files one by one, never by a glob, so a store path with spaces, quotes,
+``[``, ``]``, ``*`` or ``?`` works. Files that do not belong (a Parquet file at
+a table root, a non-Parquet or truncated file, a foreign schema) are left out
+of their view and listed in the table ``unreadable_files`` with the reason, so
+one stray file never hides or breaks the rest of a store.
+
+``sandbox=True`` (``dynstudy sql``) then locks the connection down: no file
+outside the store can be read, no extension installed or loaded, and no
+setting changed afterwards.
 """
 from __future__ import annotations
 
 import os
-from glob import glob
 
 import duckdb
-import pyarrow.parquet as pq
 
-from analysis.schema import TABLES
-from jobs.store import is_remote, resolve_store, table_dir
-
-
-#: Tables written whole, not one partition per run.
-UNPARTITIONED = ("cell_variability", "claims", "sensitivity")
+from store_contract.files import is_remote, resolve_store
+from store_contract.scan import StoreScan, scan_store
 
 
 def _sql_str(s: str) -> str:
     return "'" + s.replace("'", "''") + "'"
 
 
-def table_glob(store: str, table: str, run_id: str | None = None) -> str:
-    if run_id is not None and table not in UNPARTITIONED:
-        return f"{table_dir(store, table, run_id)}/*.parquet"
-    return f"{table_dir(store, table)}/**/*.parquet"
-
-
-def _has_files(store: str, table: str, run_id: str | None = None) -> bool:
-    if is_remote(store):
-        return True  # listing is left to DuckDB; a missing table fails on first use
-    return bool(glob(table_glob(store, table, run_id), recursive=True))
-
-
 def existing_tables(store: str, run_id: str | None = None) -> list[str]:
     """Tables of the contract that have at least one file in ``store`` (for ``run_id``, if given)."""
-    return [t for t in TABLES if _has_files(store, t, run_id)]
+    return scan_store(resolve_store(store), run_id=run_id).tables()
 
 
-def open_catalog(store: str, run_id: str | None = None) -> duckdb.DuckDBPyConnection:
+def create_views(con: duckdb.DuckDBPyConnection, scan: StoreScan) -> None:
+    """One view per table of ``scan`` over its files, and the table ``unreadable_files``."""
+    con.execute("CREATE TABLE unreadable_files (table_name VARCHAR, path VARCHAR, error VARCHAR)")
+    if scan.foreign:
+        con.executemany("INSERT INTO unreadable_files VALUES (?, ?, ?)", [list(f) for f in scan.foreign])
+    for table in scan.tables():
+        files = "[" + ", ".join(_sql_str(f.path) for f in scan.files[table]) + "]"
+        # no hive partitioning: every file carries its run_id, checked against its folder by the scan
+        con.execute(f"CREATE VIEW {table} AS SELECT * FROM read_parquet({files}, union_by_name = true)")
+
+
+def lock_down(con: duckdb.DuckDBPyConnection, store: str) -> None:
+    """No file access outside ``store``, no extensions, no setting changes from here on."""
+    con.execute(f"SET allowed_directories = [{_sql_str(store.rstrip('/') + '/')}]")
+    con.execute("SET enable_external_access = false")
+    con.execute("SET lock_configuration = true")
+
+
+def open_catalog(store: str, run_id: str | None = None, *, scan: StoreScan | None = None,
+                 sandbox: bool = False) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection with a view per table present in ``store``.
 
     Parameters
     ----------
     store : local directory, or an s3:// / gs:// URI (DuckDB's httpfs
         extension and its usual credentials are used then).
+    run_id : only this run's files (and no cross-run table).
+    scan : a scan of the store already made (default: scan it now).
+    sandbox : lock the connection down after the views exist (read-only SQL).
     """
     store = resolve_store(store)
     if not is_remote(store) and not os.path.isdir(store):
         raise FileNotFoundError(f"store {store!r} does not exist; run a study first (dynstudy run) or pass --store")
-    con = duckdb.connect()
+    scan = scan if scan is not None else scan_store(store, run_id=run_id)
+    con = duckdb.connect(config={"autoinstall_known_extensions": False, "autoload_known_extensions": False})
     if is_remote(store):
         con.execute("INSTALL httpfs; LOAD httpfs;")
-    con.execute("CREATE TABLE unreadable_files (table_name VARCHAR, path VARCHAR, error VARCHAR)")
-    for table in existing_tables(store, run_id):
-        hive = ", hive_types = {'run_id': VARCHAR}" if table not in UNPARTITIONED else ""
-        options = f"hive_partitioning = true, union_by_name = true{hive}"
-        try:
-            con.execute(f"CREATE VIEW {table} AS SELECT * FROM read_parquet("
-                        f"{_sql_str(table_glob(store, table, run_id))}, {options})")
-        except duckdb.Error:
-            if is_remote(store):
-                raise
-            good = _skip_unreadable(con, store, table, run_id)
-            if good:
-                files = "[" + ", ".join(_sql_str(f) for f in good) + "]"
-                con.execute(f"CREATE VIEW {table} AS SELECT * FROM read_parquet({files}, {options})")
+    create_views(con, scan)
+    if sandbox:
+        lock_down(con, store)
     return con
-
-
-def _skip_unreadable(con, store: str, table: str, run_id: str | None = None) -> list[str]:
-    """Record the files of ``table`` whose Parquet footer cannot be read; return the others."""
-    good = []
-    for path in sorted(glob(table_glob(store, table, run_id), recursive=True)):
-        try:
-            pq.read_metadata(path)
-            good.append(path)
-        except Exception as err:  # truncated, corrupt, not Parquet
-            con.execute("INSERT INTO unreadable_files VALUES (?, ?, ?)", [table, path, f"{type(err).__name__}: {err}"])
-    return good
 
 
 def unreadable_files(con) -> list[tuple[str, str, str]]:

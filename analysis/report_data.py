@@ -12,7 +12,7 @@ from collections import defaultdict
 import duckdb
 import numpy as np
 
-from analysis.schema import TABLES
+from store_contract.schemas import TABLES
 
 CELL_KEYS = ("model", "dataset", "optimizer")
 #: A run's accuracy plateau: first epoch within this many percentage points of its best val_acc.

@@ -2,7 +2,7 @@
 captures x 128 channels x 2048 samples = 1.6 G values), reporting wall time and
 peak memory of ``dynstudy analyze``.
 
-The store is written in the worker's own format (jobs.store.write_rows): each
+The store is written in the worker's own format (store_contract.files.write_rows): each
 run is an AR(1) process per channel whose persistence drifts over training, so
 the metrics have something to find. Generation time is reported separately.
 
@@ -23,7 +23,7 @@ import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from analysis.pipeline import analyze  # noqa: E402
-from jobs.store import write_rows  # noqa: E402
+from store_contract.files import write_rows  # noqa: E402
 from study.grid import make_run_id  # noqa: E402
 
 STAGES = ("layer1", "layer2", "layer3", "layer4")

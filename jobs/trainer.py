@@ -42,7 +42,8 @@ from jobs.capture import ActivationProbe, capture_columns, signals_finite
 from jobs.data import iterate_batches, load_dataset, normalize
 from jobs.models import build_model, model_info
 from jobs.online import OnlineDynamics
-from jobs.store import TRAIN_METRICS, write_rows
+from store_contract.files import read_run_row, remove_run_files, write_rows
+from store_contract.schemas import TRAIN_METRICS
 
 
 @lru_cache(maxsize=4)

@@ -15,7 +15,7 @@ import os
 import sys
 from pathlib import Path
 
-from jobs.store import resolve_store
+from store_contract.files import resolve_store
 from study.spec import DEFAULT_STORE, SpecError, load_spec, preset_names, preset_text
 
 #: DuckDB statement types ``dynstudy sql`` runs; everything else is refused.

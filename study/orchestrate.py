@@ -15,7 +15,7 @@ from typing import Optional
 
 import pyarrow.parquet as pq
 
-from jobs.store import is_remote, resolve_store, table_dir, write_rows
+from store_contract.files import is_remote, resolve_store, table_dir, write_rows
 from study.grid import expand
 from study.spec import StudySpec
 

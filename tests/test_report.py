@@ -17,7 +17,7 @@ from matplotlib import image as mpimg
 
 from analysis import report
 from analysis import report_data as rd
-from analysis.schema import TABLES
+from store_contract.schemas import TABLES
 
 MODELS = ("resnet18", "vgg16_bn")
 DATASETS = ("cifar10", "cifar100")

@@ -4,8 +4,8 @@ from __future__ import annotations
 import pyarrow.parquet as pq
 import pytest
 
-import jobs.store as store_mod
-from jobs.store import check_store_uri, resolve_store, write_rows
+import store_contract.files as store_mod
+from store_contract.files import check_store_uri, resolve_store, write_rows
 
 
 def _row(value):

@@ -1,4 +1,4 @@
-"""The store: where workers write their tables, atomically and idempotently.
+"""Store locations, filesystems and the atomic writer.
 
 A store is a local directory or an ``s3://`` / ``gs://`` URI. Each table is a
 folder of hive-partitioned Parquet files, one folder per run::
@@ -12,9 +12,9 @@ name is a function of (run, capture) or (run, epoch), so a retried or resumed
 trial overwrites its files and never duplicates rows. On local disk a file is
 written under a hidden temporary name and renamed into place, so a reader
 never sees half a file; object stores make an object visible only once its
-upload completes. Values are float32, compressed with zstd.
-
-Only pyarrow is needed here: the analysis layer imports the schemas too.
+upload completes. Every file carries a fresh write id in its Parquet metadata,
+so two versions of one file never look alike to the analysis's currency
+check. Values are float32, compressed with zstd.
 """
 from __future__ import annotations
 
@@ -27,56 +27,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pyarrow import fs as pafs
 
+from store_contract.schemas import PARTITIONED, TABLES, WRITE_ID_KEY
+
 REMOTE_SCHEMES = ("s3", "gs")
-
-RUNS = pa.schema([
-    ("run_id", pa.string()),
-    ("study", pa.string()),
-    ("model", pa.string()),
-    ("dataset", pa.string()),
-    ("optimizer", pa.string()),
-    ("seed", pa.int64()),
-    ("status", pa.string()),          # running | finished | diverged | failed
-    ("stop_reason", pa.string()),     # max_epochs | early_stopping | volatility | diverged | error
-    ("epochs_completed", pa.int64()),
-    ("config", pa.string()),          # the full trial config, JSON
-    ("versions", pa.string()),        # software versions, JSON
-    ("device", pa.string()),
-    ("hostname", pa.string()),
-    ("started_at", pa.timestamp("us", tz="UTC")),
-    ("updated_at", pa.timestamp("us", tz="UTC")),
-    ("error", pa.string()),
-])
-
-ACTIVATIONS = pa.schema([
-    ("run_id", pa.string()),
-    ("capture", pa.int32()),          # 0 = initialisation, then numbered in training order
-    ("kind", pa.string()),            # init | epoch (after an epoch's validation) | step (every N steps)
-    ("epoch", pa.int32()),            # epochs completed when captured
-    ("step", pa.int64()),             # optimiser steps completed when captured
-    ("stage", pa.string()),           # e.g. layer1..layer4
-    ("channel", pa.int32()),          # channel index within the stage's output
-    ("rank", pa.int32()),             # position in the run's random channel order; metrics use rank < K
-    ("sample", pa.int32()),           # position in the probe set (fixed, unshuffled order)
-    ("label", pa.int32()),
-    ("value", pa.float32()),          # global-average-pooled activation
-])
-
-TRAIN_METRICS = pa.schema([
-    ("run_id", pa.string()),
-    ("epoch", pa.int32()),
-    ("step", pa.int64()),
-    ("train_loss", pa.float64()),
-    ("train_acc", pa.float64()),
-    ("val_loss", pa.float64()),
-    ("val_acc", pa.float64()),
-    ("lr", pa.float64()),
-    ("epoch_time_s", pa.float64()),
-    ("capture_time_s", pa.float64()),
-])
-
-#: Tables written by workers, one folder of files per run.
-WORKER_TABLES = {"runs": RUNS, "activations": ACTIVATIONS, "train_metrics": TRAIN_METRICS}
 
 
 def check_store_uri(uri: str) -> str:
@@ -107,22 +60,34 @@ def is_remote(uri: str) -> bool:
     return "://" in uri and uri.split("://", 1)[0].lower() in REMOTE_SCHEMES
 
 
+def filesystem(path: str) -> tuple[pafs.FileSystem, str]:
+    """The pyarrow filesystem of ``path`` and the path inside it."""
+    if is_remote(path):
+        return pafs.FileSystem.from_uri(path)
+    return pafs.LocalFileSystem(), path
+
+
 def table_dir(store: str, table: str, run_id: Optional[str] = None) -> str:
     """Folder of ``table`` (and of one run's partition) inside ``store``."""
     base = f"{store.rstrip('/')}/{table}"
     return f"{base}/run_id={run_id}" if run_id is not None else base
 
 
-def write_table_atomic(table: pa.Table, path: str) -> None:
+def write_table_atomic(table: pa.Table, path: str, metadata: Optional[dict] = None) -> None:
     """Write ``table`` to ``path`` so that readers see all of it or nothing.
 
     Local paths: write to a hidden temporary file in the same folder, fsync,
     then ``os.replace`` it over the final name (atomic on POSIX). Remote URIs:
-    a single object upload, which becomes visible only when complete.
+    a single object upload, which becomes visible only when complete. The
+    file's key-value metadata gets a fresh write id, plus ``metadata``.
     """
+    meta = {**(table.schema.metadata or {}), WRITE_ID_KEY: uuid.uuid4().hex.encode(),
+            **{k if isinstance(k, bytes) else k.encode(): v if isinstance(v, bytes) else str(v).encode()
+               for k, v in (metadata or {}).items()}}
+    table = table.replace_schema_metadata(meta)
     if is_remote(path):
-        filesystem, inner = pafs.FileSystem.from_uri(path)
-        with filesystem.open_output_stream(inner) as sink:
+        fs, inner = filesystem(path)
+        with fs.open_output_stream(inner) as sink:
             pq.write_table(table, sink, compression="zstd")
         return
     final = Path(path)
@@ -139,14 +104,15 @@ def write_table_atomic(table: pa.Table, path: str) -> None:
             tmp.unlink()
 
 
-def write_rows(store: str, table: str, run_id: str | None, name: str, columns: dict, schema=None) -> str:
+def write_rows(store: str, table: str, run_id: str | None, name: str, columns: dict, schema=None,
+               metadata: Optional[dict] = None) -> str:
     """Write one file of ``table`` (for ``run_id``, or the whole table) from a dict of columns.
 
-    The columns are cast to ``schema`` (default: the worker table's; missing
+    The columns are cast to ``schema`` (default: the contract's; missing
     optional columns are filled with nulls), so every file of a table has the
-    same types.
+    same types. ``metadata``: extra Parquet key-value metadata.
     """
-    schema = schema if schema is not None else WORKER_TABLES[table]
+    schema = schema if schema is not None else TABLES[table]
     n = len(next(iter(columns.values())))
     arrays = []
     for field in schema:
@@ -156,5 +122,30 @@ def write_rows(store: str, table: str, run_id: str | None, name: str, columns: d
         else:
             arrays.append(pa.array(values, type=field.type) if not isinstance(values, pa.Array) else values.cast(field.type))
     path = f"{table_dir(store, table, run_id)}/{name}.parquet"
-    write_table_atomic(pa.Table.from_arrays(arrays, schema=schema), path)
+    write_table_atomic(pa.Table.from_arrays(arrays, schema=schema), path, metadata)
     return path
+
+
+def read_run_row(store: str, run_id: str) -> Optional[dict]:
+    """The ``runs`` row of ``run_id``, or None when the run has none (or it cannot be read)."""
+    fs, inner = filesystem(f"{table_dir(store, 'runs', run_id)}/run.parquet")
+    try:
+        with fs.open_input_file(inner) as fh:
+            rows = pq.read_table(fh).to_pylist()
+    except (FileNotFoundError, OSError, pa.ArrowException):
+        return None
+    return rows[0] if len(rows) == 1 else None
+
+
+def remove_run_files(store: str, run_id: str, tables=PARTITIONED) -> int:
+    """Delete ``run_id``'s partition of each of ``tables``; return how many files went."""
+    removed = 0
+    for table in tables:
+        fs, inner = filesystem(table_dir(store, table, run_id))
+        info = fs.get_file_info(inner)
+        if info.type == pafs.FileType.NotFound:
+            continue
+        removed += sum(1 for f in fs.get_file_info(pafs.FileSelector(inner, recursive=True))
+                       if f.type == pafs.FileType.File)
+        fs.delete_dir(inner)
+    return removed

@@ -1,0 +1,169 @@
+"""What a store holds: every table's files, checked against the contract.
+
+:func:`scan_store` lists each table's folder through pyarrow's filesystem
+(local or object store) and reads each file's Parquet footer once. A file
+belongs to its table when it sits where the layout puts it
+(``<table>/run_id=<id>/<name>.parquet`` with the table's file name, or
+``<table>/part.parquet`` for the cross-run tables), has a readable footer,
+the table's key columns with the contract's types, and, in a run's folder,
+only that run's rows. Anything else (a Parquet file at a table root, a
+non-Parquet file, a truncated file, a foreign schema, a file copied into
+another run's folder) is *foreign*: listed with its path and the reason,
+and never read. Hidden files (``.name``: the atomic writer's temporaries)
+are passed over.
+
+Each file's *token* is a digest of its footer, which holds the write id
+every dynstudy write puts there: a rewritten file always gets a new token,
+an untouched (or restored) one keeps it. :func:`files_digest` turns a run's
+files into one digest, the analysis's record of what it read.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Iterable, Optional
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pyarrow import fs as pafs
+
+from store_contract.files import filesystem, table_dir
+from store_contract.schemas import FILE_NAMES, TABLES, UNPARTITIONED, schema_problem
+
+_MAGIC = b"PAR1"
+
+
+@dataclass(frozen=True)
+class StoreFile:
+    """One file of a table that belongs there."""
+
+    table: str
+    path: str             # local path or URI, as DuckDB and pyarrow take it
+    run_id: Optional[str]  # None for the cross-run tables
+    name: str             # file name without ``.parquet``, e.g. ``capture=000003``
+    size: int
+    token: str            # digest of the Parquet footer
+    metadata: dict = field(default_factory=dict, compare=False, hash=False)  # key-value metadata
+
+
+@dataclass
+class StoreScan:
+    """Files per table that belong, and the foreign ones with their reasons."""
+
+    store: str
+    files: dict[str, list[StoreFile]]
+    foreign: list[tuple[str, str, str]]  # (table, path, reason)
+
+    def run_files(self, run_id: str, tables: Iterable[str]) -> dict[str, list[StoreFile]]:
+        """``run_id``'s files of each of ``tables``."""
+        return {t: [f for f in self.files.get(t, []) if f.run_id == run_id] for t in tables}
+
+    def tables(self) -> list[str]:
+        """Tables that hold at least one file that belongs."""
+        return [t for t in TABLES if self.files.get(t)]
+
+
+def _expected(table: str) -> str:
+    example = FILE_NAMES[table].pattern.replace(r"(\d{6})", "NNNNNN")
+    return f"{example}.parquet" if table in UNPARTITIONED else f"run_id=<id>/{example}.parquet"
+
+
+def _place(table: str, rel: str) -> tuple[Optional[str], Optional[str], Optional[str]]:
+    """(run_id, name, problem) of a file at ``rel`` inside the table's folder."""
+    parts = rel.split("/")
+    stem = parts[-1][:-len(".parquet")] if parts[-1].endswith(".parquet") else None
+    if table in UNPARTITIONED:
+        ok = len(parts) == 1 and stem is not None and FILE_NAMES[table].fullmatch(stem)
+        return None, stem, None if ok else f"not a file of this table's layout (expected {_expected(table)})"
+    run_id = parts[0][len("run_id="):] if parts[0].startswith("run_id=") else ""
+    ok = len(parts) == 2 and run_id and stem is not None and FILE_NAMES[table].fullmatch(stem)
+    return run_id or None, stem, None if ok else f"not a file of this table's layout (expected {_expected(table)})"
+
+
+def read_footer(fs: pafs.FileSystem, inner: str, size: int) -> tuple[pq.FileMetaData, str]:
+    """The Parquet metadata of a file and the digest of its footer; ValueError if it has none."""
+    if size < 12:
+        raise ValueError(f"not a Parquet file ({size} bytes)")
+    with fs.open_input_file(inner) as fh:
+        fh.seek(size - 8)
+        end = fh.read(8)
+        length = int.from_bytes(end[:4], "little")
+        if end[4:] != _MAGIC or length > size - 12:
+            raise ValueError("not a Parquet file, or truncated (no Parquet footer at its end)")
+        fh.seek(size - 8 - length)
+        footer = fh.read(length)
+    try:
+        meta = pq.read_metadata(pa.BufferReader(footer + end))
+    except (pa.ArrowException, OSError) as err:
+        raise ValueError(f"unreadable Parquet footer ({err})") from None
+    return meta, hashlib.sha256(footer).hexdigest()[:32]
+
+
+def _run_id_problem(meta: pq.FileMetaData, run_id: str) -> Optional[str]:
+    """Why the file's run_id statistics say it holds another run's rows (None: they don't)."""
+    names = meta.schema.names
+    if "run_id" not in names:
+        return None
+    idx = names.index("run_id")
+    for i in range(meta.num_row_groups):
+        st = meta.row_group(i).column(idx).statistics
+        if st is not None and st.has_min_max and (st.min != run_id or st.max != run_id):
+            return f"holds rows of run {st.min!r}, not of its folder's run {run_id!r}"
+    return None
+
+
+def check_file(table: str, fs: pafs.FileSystem, inner: str, size: int, run_id: Optional[str]):
+    """(metadata, token, problem) of one file placed in ``table``."""
+    try:
+        meta, token = read_footer(fs, inner, size)
+    except (ValueError, OSError) as err:
+        return None, None, str(err)
+    problem = schema_problem(table, meta.schema.to_arrow_schema())
+    if problem is None and run_id is not None:
+        problem = _run_id_problem(meta, run_id)
+    return meta, token, problem
+
+
+def scan_store(store: str, tables: Iterable[str] = tuple(TABLES), run_id: Optional[str] = None) -> StoreScan:
+    """Every file of ``tables`` in ``store`` (of one run's partitions, if ``run_id``), checked.
+
+    Parameters
+    ----------
+    store : a resolved store location (local directory or s3:// / gs:// URI).
+    tables : the tables to list (default: all of the contract).
+    run_id : list only this run's partitions (and no cross-run table).
+    """
+    files: dict[str, list[StoreFile]] = {}
+    foreign: list[tuple[str, str, str]] = []
+    for table in tables:
+        if run_id is not None and table in UNPARTITIONED:
+            continue
+        base = table_dir(store, table, run_id)
+        prefix = table_dir(store, table)
+        fs, inner = filesystem(base)
+        infos = fs.get_file_info(pafs.FileSelector(inner, recursive=True, allow_not_found=True))
+        _, inner_prefix = filesystem(prefix)
+        found = []
+        for info in sorted(infos, key=lambda i: i.path):
+            if info.type != pafs.FileType.File or info.base_name.startswith("."):
+                continue
+            rel = info.path[len(inner_prefix.rstrip("/")) + 1:]
+            path = f"{prefix}/{rel}"
+            rid, name, problem = _place(table, rel)
+            meta = token = None
+            if problem is None:
+                meta, token, problem = check_file(table, fs, info.path, info.size, rid)
+            if problem is not None:
+                foreign.append((table, path, problem))
+                continue
+            kv = {k.decode(errors="replace"): v.decode(errors="replace") for k, v in (meta.metadata or {}).items()
+                  if not k.startswith(b"ARROW")}
+            found.append(StoreFile(table, path, rid, name, info.size, token, kv))
+        files[table] = found
+    return StoreScan(store, files, foreign)
+
+
+def files_digest(files: Iterable[StoreFile], salt: str = "") -> str:
+    """One digest over (table, name, size, token) of ``files``, in any order."""
+    lines = sorted(f"{f.table}/{f.run_id}/{f.name}:{f.size}:{f.token}" for f in files)
+    return hashlib.sha256("\n".join([salt, *lines]).encode()).hexdigest()[:32]

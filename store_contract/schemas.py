@@ -1,0 +1,248 @@
+"""Every table of a store and its columns: the public data contract.
+
+A store is a directory (or an s3:// / gs:// URI) holding one folder per table,
+``<store>/<table>/``, of hive-partitioned Parquet files. Worker tables and the
+per-run analysis tables are partitioned by ``run_id``
+(``<store>/activations/run_id=<id>/capture=000003.parquet``); the cross-run
+analysis tables are one file each (``<store>/claims/part.parquet``). Columns
+listed here are what users and their scripts rely on; files may carry more.
+Only pyarrow is needed: workers (``jobs``) and ``analysis`` both import it.
+"""
+from __future__ import annotations
+
+import re
+
+import pyarrow as pa
+
+RUNS = pa.schema([
+    ("run_id", pa.string()),
+    ("study", pa.string()),
+    ("model", pa.string()),
+    ("dataset", pa.string()),
+    ("optimizer", pa.string()),
+    ("seed", pa.int64()),
+    ("status", pa.string()),          # running | finished | diverged | failed
+    ("stop_reason", pa.string()),     # max_epochs | early_stopping | volatility | diverged | error
+    ("epochs_completed", pa.int64()),
+    ("config", pa.string()),          # the full trial config, JSON
+    ("versions", pa.string()),        # software versions, JSON
+    ("device", pa.string()),
+    ("hostname", pa.string()),
+    ("started_at", pa.timestamp("us", tz="UTC")),
+    ("updated_at", pa.timestamp("us", tz="UTC")),
+    ("error", pa.string()),
+    ("attempts", pa.int64()),         # times the trial started (1 = never retried or resumed)
+])
+
+ACTIVATIONS = pa.schema([
+    ("run_id", pa.string()),
+    ("capture", pa.int32()),          # 0 = initialisation, then numbered in training order
+    ("kind", pa.string()),            # init | epoch (after an epoch's validation) | step (every N steps)
+    ("epoch", pa.int32()),            # epochs completed when captured
+    ("step", pa.int64()),             # optimiser steps completed when captured
+    ("stage", pa.string()),           # e.g. layer1..layer4
+    ("channel", pa.int32()),          # channel index within the stage's output
+    ("rank", pa.int32()),             # position in the run's random channel order; metrics use rank < K
+    ("sample", pa.int32()),           # position in the probe set (fixed, unshuffled order)
+    ("label", pa.int32()),
+    ("value", pa.float32()),          # global-average-pooled activation
+])
+
+TRAIN_METRICS = pa.schema([
+    ("run_id", pa.string()),
+    ("epoch", pa.int32()),
+    ("step", pa.int64()),
+    ("train_loss", pa.float64()),
+    ("train_acc", pa.float64()),
+    ("val_loss", pa.float64()),
+    ("val_acc", pa.float64()),
+    ("lr", pa.float64()),
+    ("epoch_time_s", pa.float64()),
+    ("capture_time_s", pa.float64()),
+])
+
+#: Tables written by workers, one folder of files per run.
+WORKER_TABLES = {"runs": RUNS, "activations": ACTIVATIONS, "train_metrics": TRAIN_METRICS}
+
+
+CAPTURE_METRICS = pa.schema([
+    ("run_id", pa.string()),
+    ("capture", pa.int32()),
+    ("kind", pa.string()),            # init | epoch | step
+    ("epoch", pa.int32()),
+    ("step", pa.int64()),
+    ("h_raw", pa.float64()),
+    ("h_eff", pa.float64()),
+    ("metastability", pa.float64()),
+    ("synchrony", pa.float64()),
+    ("n_channels", pa.int32()),
+    ("n_valid", pa.int32()),          # channels with a defined DFA exponent
+    ("reason", pa.string()),          # why h_raw is missing, if it is
+    ("hz", pa.float64()),             # run-level z-scores over the end-of-epoch captures
+    ("mz", pa.float64()),
+    ("psi", pa.float64()),
+    ("volatility", pa.float64()),
+])
+
+RUN_SUMMARY = pa.schema([
+    ("run_id", pa.string()),
+    ("study", pa.string()),
+    ("model", pa.string()),
+    ("dataset", pa.string()),
+    ("optimizer", pa.string()),
+    ("seed", pa.int64()),
+    ("status", pa.string()),
+    ("n_epochs", pa.int32()),
+    ("h_raw_mean", pa.float64()),
+    ("h_eff_mean", pa.float64()),
+    ("metastability_mean", pa.float64()),
+    ("synchrony_mean", pa.float64()),
+    ("psi_mean", pa.float64()),
+    ("psi_std", pa.float64()),
+    ("r_hz_mz", pa.float64()),
+    ("r_psi_acc", pa.float64()),
+    ("state", pa.string()),
+    ("trigger_epoch", pa.int32()),    # null: the volatility rule never fired
+    ("best_val_acc", pa.float64()),
+    ("best_epoch", pa.int32()),
+    ("final_val_acc", pa.float64()),
+    ("noise_h_raw_mean", pa.float64()),   # noise control, same pipeline
+    ("order_h_raw_mean", pa.float64()),   # order control, same pipeline
+    ("init_h_raw", pa.float64()),         # init control: the epoch-0 capture
+    ("reason", pa.string()),              # why the run is incomplete (a gap in its files); null: whole
+    ("input_digest", pa.string()),        # digest of the input files this summary was computed from
+])
+
+CELL_VARIABILITY = pa.schema([
+    ("model", pa.string()),
+    ("dataset", pa.string()),
+    ("optimizer", pa.string()),
+    ("metric", pa.string()),
+    ("n_seeds", pa.int32()),
+    ("mean", pa.float64()),
+    ("std", pa.float64()),
+    ("cv", pa.float64()),
+    ("ci_low", pa.float64()),
+    ("ci_high", pa.float64()),
+    ("boot_low", pa.float64()),       # percentile bootstrap interval of the mean (>= 3 seeds)
+    ("boot_high", pa.float64()),
+    ("modal_state", pa.string()),     # the state most seeds of the cell reach
+    ("state_agreement", pa.float64()),  # share of seeds in the modal state
+])
+
+CONTROLS = pa.schema([
+    ("run_id", pa.string()),
+    ("capture", pa.int32()),
+    ("epoch", pa.int32()),
+    ("kind", pa.string()),
+    ("control", pa.string()),         # noise | order | channel_draw (the init control is capture 0)
+    ("h_raw", pa.float64()),
+    ("h_eff", pa.float64()),
+    ("metastability", pa.float64()),
+    ("synchrony", pa.float64()),
+    ("spread", pa.float64()),         # channel_draw: std of h_raw over the re-drawn subsets
+])
+
+WINDOW_SENSITIVITY = pa.schema([
+    ("run_id", pa.string()),
+    ("capture", pa.int32()),
+    ("kind", pa.string()),
+    ("epoch", pa.int32()),
+    ("smooth_window", pa.int32()),
+    ("h_raw", pa.float64()),
+    ("metastability", pa.float64()),
+    ("noise_h_raw", pa.float64()),    # the noise control at the same window
+])
+
+CLAIMS = pa.schema([
+    ("claim", pa.string()),
+    ("model", pa.string()),
+    ("optimizer", pa.string()),
+    ("dataset", pa.string()),         # one dataset, or "a vs b" for the integration claim
+    ("n", pa.int32()),                # runs (or seeds) the test used
+    ("statistic", pa.float64()),
+    ("effect_size", pa.float64()),
+    ("effect_name", pa.string()),
+    ("p_value", pa.float64()),
+    ("verdict", pa.string()),         # supported | not supported | untested
+    ("detail", pa.string()),
+])
+
+SENSITIVITY = pa.schema([
+    ("parameter", pa.string()),       # h_opt | sigma_h | smooth_window | w_h
+    ("value", pa.float64()),
+    ("claim", pa.string()),
+    ("model", pa.string()),
+    ("optimizer", pa.string()),
+    ("dataset", pa.string()),
+    ("verdict", pa.string()),
+    ("default_verdict", pa.string()), # at the runs' own settings
+    ("flipped", pa.bool_()),
+    ("states_changed", pa.int32()),   # runs whose taxonomy state differs from the default
+    ("n_runs", pa.int32()),
+])
+
+#: Tables written by ``dynstudy analyze``.
+ANALYSIS_TABLES = {
+    "capture_metrics": CAPTURE_METRICS,
+    "run_summary": RUN_SUMMARY,
+    "cell_variability": CELL_VARIABILITY,
+    "controls": CONTROLS,
+    "window_sensitivity": WINDOW_SENSITIVITY,
+    "claims": CLAIMS,
+    "sensitivity": SENSITIVITY,
+}
+TABLES = {**WORKER_TABLES, **ANALYSIS_TABLES}
+
+#: Analysis tables written whole (one file), not one partition per run.
+UNPARTITIONED = ("cell_variability", "claims", "sensitivity")
+#: Tables with one folder ``run_id=<id>`` per run.
+PARTITIONED = tuple(t for t in TABLES if t not in UNPARTITIONED)
+#: Per-run tables ``dynstudy analyze`` writes; each file records the digest of its inputs.
+RUN_OUTPUTS = tuple(t for t in ANALYSIS_TABLES if t not in UNPARTITIONED)
+#: Worker tables whose files a run's analysis reads.
+RUN_INPUTS = ("runs", "activations", "train_metrics")
+
+#: The file names (without ``.parquet``) each table may hold; anything else is foreign.
+FILE_NAMES = {
+    "runs": re.compile(r"run"),
+    "activations": re.compile(r"capture=(\d{6})"),
+    "train_metrics": re.compile(r"epoch=(\d{6})"),
+    **{t: re.compile(r"part") for t in ANALYSIS_TABLES},
+}
+
+#: Columns a file must have to belong to its table (a file may lack newer optional ones).
+KEY_COLUMNS = {
+    "runs": ("run_id", "study", "status", "config"),
+    "activations": ("run_id", "capture", "kind", "epoch", "stage", "rank", "sample", "label", "value"),
+    "train_metrics": ("run_id", "epoch", "val_acc"),
+    "capture_metrics": ("run_id", "capture", "kind", "epoch"),
+    "run_summary": ("run_id", "status", "n_epochs"),
+    "controls": ("run_id", "capture", "control"),
+    "window_sensitivity": ("run_id", "capture", "smooth_window"),
+    "cell_variability": ("model", "dataset", "optimizer", "metric"),
+    "claims": ("claim", "verdict"),
+    "sensitivity": ("parameter", "value", "claim"),
+}
+
+#: Parquet key-value metadata written into every file.
+WRITE_ID_KEY = b"dynstudy.write_id"          # a fresh random id per write: two versions of a file never look alike
+INPUT_DIGEST_KEY = b"dynstudy.input_digest"  # per-run analysis outputs: the digest of the inputs they came from
+
+
+def schema_problem(table: str, schema: pa.Schema) -> str | None:
+    """Why a file with ``schema`` does not belong to ``table`` (None: it does).
+
+    A file belongs when it has the table's key columns and every contract
+    column it has carries the contract's type; extra columns are allowed.
+    """
+    contract = TABLES[table]
+    missing = [c for c in KEY_COLUMNS[table] if c not in schema.names]
+    if missing:
+        return f"foreign schema: no column {', '.join(missing)} (a {table} file has {', '.join(KEY_COLUMNS[table])})"
+    for field in contract:
+        if field.name in schema.names:
+            got = schema.field(field.name).type
+            if got != field.type:
+                return f"foreign schema: column {field.name} is {got}, the contract says {field.type}"
+    return None

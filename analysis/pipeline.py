@@ -314,7 +314,7 @@ def write_cross_run_tables(store: str, con, summaries: list[dict], runs: list[di
 
 
 def analyze(store: str, *, force: bool = False, workers: int | None = 1, plateau_points: float = PLATEAU_POINTS,
-            out=sys.stdout) -> dict:
+            out=None) -> dict:
     """Analyse every run of ``store``; return counts of analysed/current runs and the failed and incomplete ones.
 
     ``workers`` processes analyse runs in parallel (None: one per CPU); each
@@ -322,6 +322,7 @@ def analyze(store: str, *, force: bool = False, workers: int | None = 1, plateau
     ``plateau_points``: a run's accuracy plateau is its first epoch within this
     many percentage points of its best val_acc (claims and sensitivity).
     """
+    out = out or sys.stdout
     store = resolve_store(store)
     scan = scan_store(store)
     con = open_catalog(store, scan=scan)

@@ -130,6 +130,24 @@ def _header(title: str, counts: dict, index: dict, cells: dict) -> str:
     )
 
 
+def _integrity_notes(index: dict, unreadable: list[tuple]) -> str:
+    """Runs that were retried, runs with a gap in their files, and files the store holds that do not belong."""
+    notes = []
+    retried = sorted((r["run_id"], r["attempts"]) for r in index.values() if (r.get("attempts") or 1) > 1)
+    if retried:
+        notes.append(f"Retried or resumed runs ({len(retried)}): "
+                     + ", ".join(f"{_e(rid)} ({n} attempts)" for rid, n in retried))
+    gaps = sorted((r["run_id"], r["reason"]) for r in index.values() if r.get("reason"))
+    if gaps:
+        notes.append(f"<b>Incomplete runs ({len(gaps)}), kept out of the cross-seed tables and claims</b>: "
+                     + "; ".join(f"{_e(rid)}: {_e(why)}" for rid, why in gaps))
+    if unreadable:
+        notes.append(f"<b>Files in the store that do not belong ({len(unreadable)}), not read</b>: "
+                     + "; ".join(f"{_e(path)} ({_e(why)})" for _, path, why in unreadable[:20])
+                     + (" ..." if len(unreadable) > 20 else ""))
+    return "".join(f'<p class="meta">{n}</p>' for n in notes)
+
+
 def _cell_section(rows: list[dict], scale: float, colours: dict) -> str:
     out = ["<h2>1. Cell metrics across seeds</h2>"]
     if not rows:
@@ -261,7 +279,7 @@ def _controls_section(cells: dict, per_run: dict, by_cell: list[dict]) -> str:
     return "".join(out)
 
 
-RUN_COLUMNS = ("run_id", "study", "model", "dataset", "optimizer", "seed", "status", "stop_reason", "n_epochs",
+RUN_COLUMNS = ("run_id", "study", "model", "dataset", "optimizer", "seed", "status", "stop_reason", "attempts", "n_epochs",
                "state", "trigger_epoch", "plateau_epoch", "best_val_acc_pct", "best_epoch", "h_eff_mean",
                "metastability_mean", "psi_mean", "r_hz_mz")
 
@@ -290,7 +308,7 @@ def _run_section(rows: list[dict], analysed: bool, colours: dict) -> str:
     if not analysed:
         out.append(_missing(["run_summary"], "states or metric columns"))
     heads = dict(zip(RUN_COLUMNS, (
-        "run", "study", "model", "dataset", "optimizer", "seed", "status", "stop reason", "epochs", "state",
+        "run", "study", "model", "dataset", "optimizer", "seed", "status", "stop reason", "attempts", "epochs", "state",
         "trigger epoch", "plateau epoch", "best val acc (%)", "best epoch", "H_eff mean", "M mean", "Psi mean",
         "r(Hz, Mz)")))
     columns = list(RUN_COLUMNS)
@@ -374,6 +392,7 @@ def write_report(con: duckdb.DuckDBPyConnection, out_path, *, title: str = "dyns
 
     body = [
         _header(title, counts, index, cells),
+        _integrity_notes(index, rd.unreadable(con)),
         _cell_section(variability, scale, colours),
         _trajectory_section(cells, captures, accuracy),
         _hm_section(index),

@@ -67,6 +67,14 @@ def cell_of(row: dict) -> tuple:
     return tuple(str(row.get(k)) for k in CELL_KEYS)
 
 
+def unreadable(con) -> list[tuple]:
+    """(table, path, reason) of the store's files the catalog left out (none without that table)."""
+    try:
+        return con.execute("SELECT table_name, path, error FROM unreadable_files ORDER BY path").fetchall()
+    except duckdb.Error:
+        return []
+
+
 def cell_label(cell: tuple) -> str:
     return " · ".join(cell)
 

@@ -43,7 +43,7 @@ from jobs.data import iterate_batches, load_dataset, normalize
 from jobs.models import build_model, model_info
 from jobs.online import OnlineDynamics
 from store_contract.files import read_run_row, remove_run_files, write_rows
-from store_contract.schemas import TRAIN_METRICS
+from store_contract.schemas import TRAIN_METRICS, config_identity
 
 
 @lru_cache(maxsize=4)
@@ -106,6 +106,28 @@ def _now():
     return datetime.now(timezone.utc)
 
 
+def count_attempt(store: str, run_id: str, config: dict) -> int:
+    """This start's number: one more than the run's row says, if that row has the same settings."""
+    old = read_run_row(store, run_id)
+    if old is None or config_identity(old["config"] or "{}") != config_identity(config):
+        return 1
+    return (old.get("attempts") or 1) + 1
+
+
+def check_fits(cap: dict, data, probe) -> None:
+    """Refuse a probe or a channel count larger than the dataset or a stage offers (never shrink silently)."""
+    n_val = len(data.val.y)
+    if cap["probe_size"] > n_val:
+        raise ValueError(f"capture.probe_size={cap['probe_size']} but {data.name} has {n_val} validation images; "
+                         f"set capture.probe_size <= {n_val} (or dataset n_val higher)")
+    want = max(cap["channels_per_stage"], cap["store_channels"] if isinstance(cap.get("store_channels"), int) else 0)
+    narrow = [(name, width) for name, width in probe.stage_widths() if width < want]
+    if narrow:
+        field = "channels_per_stage" if cap["channels_per_stage"] == want else "store_channels"
+        raise ValueError(f"capture.{field}={want} but stage(s) {', '.join(f'{n} ({w} channels)' for n, w in narrow)} "
+                         f"have fewer; set capture.{field} <= {min(w for _, w in narrow)}, or store_channels: all")
+
+
 def run_trial(config: dict, session) -> dict:
     """Train one run as ``config`` describes; return its final metrics.
 
@@ -143,7 +165,8 @@ def run_trial(config: dict, session) -> dict:
 
     def write_run(status, stop_reason=None, epochs=0, error=None):
         write_rows(store, "runs", run_id, "run", {**run_row, "status": [status], "stop_reason": [stop_reason],
-                                                   "epochs_completed": [epochs], "updated_at": [_now()], "error": [error]})
+                                                   "epochs_completed": [epochs], "updated_at": [_now()], "error": [error],
+                                                   "attempts": [attempts]})
 
     capture_on = cap.get("enabled", True)
     every = cap.get("every_n_steps")
@@ -164,10 +187,17 @@ def run_trial(config: dict, session) -> dict:
         return time.perf_counter() - t0, signals_finite(signals)
 
     state = session.restore()
+    attempts = count_attempt(store, run_id, config)
     if state is None:
         epoch, step, counters = 0, 0, {"capture": 0}
         best = {"val_loss": math.inf, "val_acc": -1.0, "epoch": 0, "bad_epochs": 0}
+        remove_run_files(store, run_id)  # a fresh start: nothing an earlier attempt wrote survives
         write_run("running")
+        try:
+            check_fits(cap, data, probe)
+        except ValueError as err:
+            write_run("failed", "error", error=f"{type(err).__name__}: {err}")
+            raise
         capture("init")
     else:
         model.load_state_dict(state["model"])
@@ -209,8 +239,8 @@ def run_trial(config: dict, session) -> dict:
                 if every and step % every == 0:
                     capture_time += capture("step")[0]
             epoch_time = time.perf_counter() - t0 - capture_time
-            if diverged:
-                status, stop_reason = "diverged", "diverged"
+            if diverged:  # a non-finite loss inside the epoch: the epoch was not completed
+                status, stop_reason, epoch = "diverged", "diverged", epoch - 1
                 break
             val_loss, val_acc = evaluate(model, data.val, data.mean, data.std, train["batch_size"], device, size, amp)
             lr = optimizer.param_groups[0]["lr"]

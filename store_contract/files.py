@@ -69,7 +69,7 @@ def filesystem(path: str) -> tuple[pafs.FileSystem, str]:
 
 def table_dir(store: str, table: str, run_id: Optional[str] = None) -> str:
     """Folder of ``table`` (and of one run's partition) inside ``store``."""
-    base = f"{store.rstrip('/')}/{table}"
+    base = f"{str(store).rstrip('/')}/{table}"
     return f"{base}/run_id={run_id}" if run_id is not None else base
 
 

@@ -246,3 +246,15 @@ def schema_problem(table: str, schema: pa.Schema) -> str | None:
             if got != field.type:
                 return f"foreign schema: column {field.name} is {got}, the contract says {field.type}"
     return None
+
+
+#: Keys of a trial config (``runs.config``) that do not determine the run's result.
+NOT_IDENTITY = ("store",)
+
+
+def config_identity(config) -> dict:
+    """The part of a trial config (dict or the ``runs.config`` JSON) that determines the run's result."""
+    import json
+
+    cfg = json.loads(config) if isinstance(config, str) else dict(config)
+    return {k: v for k, v in cfg.items() if k not in NOT_IDENTITY}

@@ -15,12 +15,7 @@ import os
 import sys
 from pathlib import Path
 
-from store_contract.files import resolve_store
 from study.spec import DEFAULT_STORE, SpecError, load_spec, preset_names, preset_text
-
-#: DuckDB statement types ``dynstudy sql`` runs; everything else is refused.
-READ_ONLY_STATEMENTS = ("SELECT", "EXPLAIN")
-
 
 def _fmt(v) -> str:
     if v is None:
@@ -39,33 +34,20 @@ def format_table(columns: list[str], rows: list[tuple], max_width: int = 40) -> 
     return "\n".join([line(columns), line(["-" * w for w in widths])] + [line(r) for r in cells])
 
 
-def check_read_only(con, sql: str) -> list:
-    """Parse ``sql`` with DuckDB and refuse any statement that is not a query."""
-    import duckdb
-
-    try:
-        statements = con.extract_statements(sql)
-    except duckdb.Error as err:
-        raise SystemExit(f"dynstudy sql: cannot parse the query: {err}")
-    if not statements:
-        raise SystemExit("dynstudy sql: no statement given")
-    for st in statements:
-        kind = st.type.name
-        if kind not in READ_ONLY_STATEMENTS:
-            raise SystemExit(f"dynstudy sql is read-only: a {kind} statement is not allowed "
-                             f"(only {', '.join(READ_ONLY_STATEMENTS)}); query the tables, or open the Parquet "
-                             "files with DuckDB directly to write elsewhere")
-    return statements
+def _one_line(err) -> str:
+    return " ".join(str(err).split())
 
 
 def cmd_sql(args) -> int:
+    """Run read-only SQL (see :mod:`study.readonly_sql`); a refusal or an SQL error is one line, exit 2."""
     import duckdb
 
-    from analysis.catalog import existing_tables, open_catalog
+    from analysis.catalog import open_catalog
+    from study.readonly_sql import RefusedStatement, read_only_statements
 
-    con = open_catalog(args.store)
-    statements = check_read_only(con, args.query)
+    con = open_catalog(args.store, sandbox=True)
     try:
+        statements = read_only_statements(con, args.query)
         for st in statements:
             rel = con.sql(st.query)
             if rel is None:
@@ -74,12 +56,16 @@ def cmd_sql(args) -> int:
             print(format_table(rel.columns, rows[:args.limit]))
             if len(rows) > args.limit:
                 print(f"... (more than {args.limit} rows; raise --limit or aggregate)")
+    except RefusedStatement as err:
+        print(err, file=sys.stderr)
+        return 2
     except duckdb.CatalogException as err:
-        print(f"dynstudy sql: {err}\ntables in this store: {', '.join(existing_tables(resolve_store(args.store)))}",
+        tables = [r[0] for r in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal ORDER BY 1").fetchall()]
+        print(f"dynstudy sql: {_one_line(err)} (tables in this store: {', '.join(tables + ['unreadable_files'])})",
               file=sys.stderr)
         return 2
     except duckdb.Error as err:
-        print(f"dynstudy sql: {err}", file=sys.stderr)
+        print(f"dynstudy sql: {_one_line(err)}", file=sys.stderr)
         return 2
     return 0
 
@@ -128,7 +114,7 @@ def cmd_run(args) -> int:
     spec = load_spec(args.spec, {"store": args.store})
     from study.orchestrate import run_study
 
-    summary = run_study(spec, resume=args.resume, address=args.address)
+    summary = run_study(spec, resume=args.resume, replace=args.replace, address=args.address)
     if args.no_analyze:
         return 0 if summary["failed"] == 0 else 1
     from analysis.catalog import open_catalog
@@ -151,7 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="run a study (default: the demo), then analyse and report")
     r.add_argument("spec", nargs="?", default="demo", help="YAML spec file or preset name (default: demo)")
     r.add_argument("--store", default=None, help="store directory or s3:// / gs:// URI (default: the spec's)")
-    r.add_argument("--resume", action="store_true", help="continue an interrupted run of this study")
+    r.add_argument("--resume", action="store_true", help="continue the unfinished runs of this study from their checkpoints")
+    r.add_argument("--replace", action="store_true",
+                   help="remove the files of this study's runs already in the store and train them again")
     r.add_argument("--address", default=None, help="Ray cluster address (default: local, or RAY_ADDRESS)")
     r.add_argument("--no-analyze", action="store_true", help="stop after training")
     r.add_argument("--report", default=None, help="HTML report path (default: <store>/report.html)")
@@ -188,11 +176,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    from study.orchestrate import StudyError
+
     try:
         return args.func(args)
     except (SpecError, FileNotFoundError, ValueError) as err:
         print(f"dynstudy {args.command}: {err}", file=sys.stderr)
         return 2
+    except StudyError as err:
+        print(f"dynstudy {args.command}: {err}", file=sys.stderr)
+        return 1
+    except OSError as err:  # an unwritable or full store found mid-command
+        print(f"dynstudy {args.command}: {type(err).__name__}: {err}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -1,10 +1,14 @@
 """Run a study's trials under Ray Tune, locally or on a Ray cluster.
 
-``run_study`` connects to Ray (an existing cluster when ``address`` or
-``RAY_ADDRESS`` is set, as under ``ray job submit``; otherwise a fresh local
-instance it stops afterwards), expands the grid, and runs one Tune trial per
-run with per-trial resources, retries from the last checkpoint
-(``FailureConfig``) and checkpoints kept in ``<store>/_tune/<study>``.
+``run_study`` expands the grid and, before Ray starts, checks what can be
+checked (the fault-drill variable, that the store is writable, which runs the
+store already holds and whether they were trained with the same settings:
+:mod:`study.identity`, and that the cluster address answers). It then
+connects to Ray (an existing cluster when ``address`` or ``RAY_ADDRESS`` is
+set, as under ``ray job submit``; otherwise a fresh local instance it stops
+afterwards) and runs one Tune trial per run still to train, with per-trial
+resources, retries from the last checkpoint (``FailureConfig``) and
+checkpoints kept in ``<store>/_tune/<study>``.
 """
 from __future__ import annotations
 
@@ -13,11 +17,16 @@ import sys
 import time
 from typing import Optional
 
-import pyarrow.parquet as pq
-
-from store_contract.files import is_remote, resolve_store, table_dir, write_rows
+from jobs import faults
+from store_contract.files import filesystem, read_run_row, remove_run_files, resolve_store, write_rows
 from study.grid import expand
-from study.spec import StudySpec
+from study.identity import StudyPlan, plan_study
+from study.preflight import check_ray_address, check_store_writable
+from study.spec import SpecError, StudySpec
+
+
+class StudyError(RuntimeError):
+    """The study could not run to its end; the message says why and what to do."""
 
 
 def _progress_callback(total: int, out):
@@ -67,16 +76,18 @@ def _connect(address: Optional[str], num_cpus: Optional[int]) -> bool:
     return True
 
 
-def _mark_failed(store: str, run_ids: list[str], errors: dict) -> None:
-    """Runs whose trial errored for good are marked ``failed`` in ``runs``."""
-    for run_id in run_ids:
-        path = f"{table_dir(store, 'runs', run_id)}/run.parquet"
-        if is_remote(path) or not os.path.exists(path):
+def _mark_failed(store: str, errors: dict, out) -> None:
+    """Runs whose trial errored for good are marked ``failed`` in ``runs`` (said, if the store refuses)."""
+    for run_id, error in errors.items():
+        row = read_run_row(store, run_id)
+        if row is None or row["status"] != "running":
             continue
-        row = pq.read_table(path).to_pylist()[0]
-        if row["status"] == "running":
-            row.update(status="failed", stop_reason="error", error=errors.get(run_id, "trial failed"))
+        row.update(status="failed", stop_reason="error", error=error)
+        try:
             write_rows(store, "runs", run_id, "run", {k: [v] for k, v in row.items()})
+        except OSError as err:
+            print(f"could not mark run {run_id} failed in the store ({type(err).__name__}: {err}); "
+                  "`dynstudy run --resume` completes it once the store is writable", file=out, flush=True)
 
 
 def check_resources(spec: StudySpec, available: dict) -> None:
@@ -90,31 +101,83 @@ def check_resources(spec: StudySpec, available: dict) -> None:
                             f"lower it, or submit the study to a cluster that has them (ray job submit)")
 
 
-def run_study(spec: StudySpec, *, store: Optional[str] = None, resume: bool = False,
+def _forget_trials(exp_path: str, run_ids) -> None:
+    """Remove Ray Tune's trial folders (checkpoints) of runs that start again from scratch."""
+    fs, inner = filesystem(exp_path)
+    for run_id in run_ids:
+        try:
+            fs.delete_dir(f"{inner}/{run_id}")
+        except (FileNotFoundError, OSError):
+            pass
+
+
+def select_trials(plan: StudyPlan, store: str, *, resume: bool, replace: bool, out) -> list[dict]:
+    """The trials to run now; removes the old files of runs that start again. Raises on changed runs."""
+    if resume and replace:
+        raise SpecError("--resume continues runs and --replace retrains them; give one of them")
+    if plan.changed and not replace:
+        raise SpecError(plan.refusal())
+    if replace:
+        old = [t for t in plan.done + plan.unfinished + [t for t, _ in plan.changed]]
+        for trial in old:
+            remove_run_files(store, trial["run_id"])
+        if old:
+            print(f"--replace: removed the files of {len(old)} run(s); they are trained again", file=out, flush=True)
+        return plan.new + old
+    if plan.done:
+        print(f"{len(plan.done)} runs already finished; --resume continues unfinished runs, --replace retrains",
+              file=out, flush=True)
+    if plan.unfinished and not resume:
+        print(f"{len(plan.unfinished)} unfinished run(s) start again from scratch "
+              "(--resume continues them from their last checkpoint)", file=out, flush=True)
+    return plan.new + plan.unfinished
+
+
+def _summary(store: str, trials: list[dict], results, plan: StudyPlan, errors: dict, skipped: list[dict]) -> dict:
+    statuses = [(r.metrics or {}).get("status", "finished") for r in results if r.error is None]
+    statuses += [plan.rows[t["run_id"]]["status"] for t in skipped]
+    return {"store": store, "runs": len(trials), "failed": len(errors), "diverged": statuses.count("diverged"),
+            "finished": statuses.count("finished"), "skipped": len(skipped)}
+
+
+def run_study(spec: StudySpec, *, store: Optional[str] = None, resume: bool = False, replace: bool = False,
               address: Optional[str] = None, num_cpus: Optional[int] = None, out=sys.stdout) -> dict:
-    """Run every trial of ``spec``; return counts of finished/diverged/failed runs.
+    """Run every trial of ``spec`` still to train; return counts of finished/diverged/failed/skipped runs.
 
     Parameters
     ----------
     spec : the validated study.
     store : where to write (default: ``spec.store``).
-    resume : continue the interrupted Tune experiment of this study (finished
-        trials are not redone, unfinished ones continue from their checkpoint).
+    resume : continue unfinished runs from their checkpoints (Ray Tune's
+        experiment state); finished runs are never redone.
+    replace : remove the files of the spec's runs already in the store and
+        train them again (needed when the spec changed under the same name).
     address : Ray cluster address; default local (or ``RAY_ADDRESS``).
     num_cpus : CPUs of a local Ray instance (default: all).
     """
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's terse output; progress comes from our callback
+    store = resolve_store(store or spec.store)
+    trials = expand(spec, store)
+    print(f"study {spec.name}: {len(trials)} runs ({len(spec.models)} models x {len(spec.datasets)} datasets x "
+          f"{len(spec.optimizers)} optimizers x {len(spec.seeds)} seeds) -> store {store}", file=out, flush=True)
+    faults.check_fault_env()
+    check_store_writable(store)
+    plan = plan_study(trials, store)
+    todo = select_trials(plan, store, resume=resume, replace=replace, out=out)
+    todo_ids = {t["run_id"] for t in todo}
+    skipped = [t for t in trials if t["run_id"] not in todo_ids]
+    if not todo:
+        return _summary(store, trials, [], plan, {}, skipped)
+    check_ray_address(address)
+    os.environ[faults.INVOCATION_ENV] = faults.new_invocation()
+
     import ray
     from ray import tune
 
     from jobs.session import tune_trainable
     from study.stoppers import VolatilityStopper
 
-    store = resolve_store(store or spec.store)
-    trials = expand(spec, store)
-    print(f"study {spec.name}: {len(trials)} runs ({len(spec.models)} models x {len(spec.datasets)} datasets x "
-          f"{len(spec.optimizers)} optimizers x {len(spec.seeds)} seeds) -> store {store}", file=out, flush=True)
     started = _connect(address, num_cpus)
     try:
         if started:
@@ -127,16 +190,20 @@ def run_study(spec: StudySpec, *, store: Optional[str] = None, resume: bool = Fa
             name=spec.name, storage_path=storage, verbose=0,
             failure_config=tune.FailureConfig(max_failures=spec.resources.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-            callbacks=[_progress_callback(len(trials), out)],
+            callbacks=[_progress_callback(len(todo), out)],
             stop=VolatilityStopper() if spec.train.volatility_stopping else None,
         )
         if resume and tune.Tuner.can_restore(exp_path):
             print(f"resuming {exp_path}", file=out, flush=True)
+            if plan.new:
+                print(f"{len(plan.new)} run(s) of the spec are not in the interrupted experiment and are not trained "
+                      "now; run again without --resume to train them", file=out, flush=True)
             tuner = tune.Tuner.restore(exp_path, trainable, resume_unfinished=True, resume_errored=True)
         else:
+            _forget_trials(exp_path, todo_ids)
             tuner = tune.Tuner(
                 trainable,
-                param_space={"trial": tune.grid_search(trials)},
+                param_space={"trial": tune.grid_search(todo)},
                 tune_config=tune.TuneConfig(
                     max_concurrent_trials=spec.resources.max_concurrent_trials,
                     trial_name_creator=lambda t: t.config["trial"]["run_id"],
@@ -144,15 +211,16 @@ def run_study(spec: StudySpec, *, store: Optional[str] = None, resume: bool = Fa
                 ),
                 run_config=run_config,
             )
-        results = tuner.fit()
-        errors = {}
-        for r in results:
-            if r.error is not None:
-                errors[r.config["trial"]["run_id"]] = f"{type(r.error).__name__}: {r.error}"[:2000]
-        _mark_failed(store, list(errors), errors)
-        statuses = [(r.metrics or {}).get("status", "finished") for r in results if r.error is None]
-        summary = {"store": store, "runs": len(trials), "failed": len(errors),
-                   "diverged": statuses.count("diverged"), "finished": statuses.count("finished")}
+        try:
+            results = tuner.fit()
+        except Exception as err:  # Tune's driver loop itself broke (a full disk under its experiment state, ...)
+            raise StudyError(f"Ray Tune stopped: {type(err).__name__}: {err}; the runs written so far are kept; "
+                             "fix the cause, then `dynstudy run SPEC --resume` continues") from err
+        errors = {r.config["trial"]["run_id"]: f"{type(r.error).__name__}: {r.error}"[:2000]
+                  for r in results if r.error is not None}
+        _mark_failed(store, errors, out)
+        summary = _summary(store, trials, [r for r in results if r.config["trial"]["run_id"] in todo_ids],
+                           plan, errors, skipped)
         print(f"study {spec.name}: {summary['finished']} finished, {summary['diverged']} diverged, "
               f"{summary['failed']} failed", file=out, flush=True)
         return summary

@@ -1,0 +1,81 @@
+"""Which runs of a study the store already holds, and whether they were trained as the spec says now.
+
+A run id is a function of (study, cell, seed); what the run *is* is its whole
+trial config (:func:`store_contract.schemas.config_identity`: every setting
+but the store's location). Before Ray starts, each trial of the spec is
+compared with the ``runs`` row its id already has in the store:
+
+* new: no row yet;
+* done: the same config, finished or diverged (nothing to train);
+* unfinished: the same config, running or failed (``--resume`` continues it
+  from its checkpoint, otherwise it starts again from scratch);
+* changed: another config under the same id. One run never holds two
+  settings, so this is refused unless ``--replace``, which removes the old
+  files first.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from store_contract.files import read_run_row
+from store_contract.schemas import config_identity
+
+DONE_STATUSES = ("finished", "diverged")
+
+
+def differences(old, new, prefix: str = "") -> list[str]:
+    """``'train.epochs: 3 -> 2'`` for every leaf where two configs differ."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for key in sorted(set(old) | set(new)):
+            name = f"{prefix}.{key}" if prefix else str(key)
+            if key not in old:
+                out.append(f"{name}: (absent) -> {json.dumps(new[key])}")
+            elif key not in new:
+                out.append(f"{name}: {json.dumps(old[key])} -> (absent)")
+            else:
+                out += differences(old[key], new[key], name)
+        return out
+    return [] if old == new else [f"{prefix}: {json.dumps(old)} -> {json.dumps(new)}"]
+
+
+@dataclass
+class StudyPlan:
+    """The trials of a spec, sorted by what the store already holds of them."""
+
+    new: list[dict] = field(default_factory=list)
+    done: list[dict] = field(default_factory=list)
+    unfinished: list[dict] = field(default_factory=list)
+    changed: list[tuple[dict, list[str]]] = field(default_factory=list)  # (trial, differences)
+    rows: dict[str, dict] = field(default_factory=dict)                # run_id -> existing runs row
+
+    def refusal(self, limit: int = 5) -> str:
+        """The message that refuses changed runs, naming them and what differs."""
+        lines = [f"{len(self.changed)} run(s) of this study already in the store were trained with other settings; "
+                 "one run never holds two settings:"]
+        for trial, diffs in self.changed[:limit]:
+            lines.append(f"  - {trial['run_id']}: {'; '.join(diffs[:6])}{' ...' if len(diffs) > 6 else ''}")
+        if len(self.changed) > limit:
+            lines.append(f"  - ... and {len(self.changed) - limit} more")
+        lines.append("rerun with --replace to remove their old files and retrain them, or give the study another name")
+        return "\n".join(lines)
+
+
+def plan_study(trials: list[dict], store: str) -> StudyPlan:
+    """Sort ``trials`` by the runs rows their ids have in ``store``."""
+    plan = StudyPlan()
+    for trial in trials:
+        row = read_run_row(store, trial["run_id"])
+        if row is None:
+            plan.new.append(trial)
+            continue
+        plan.rows[trial["run_id"]] = row
+        diffs = differences(config_identity(row["config"] or "{}"), config_identity(trial))
+        if diffs:
+            plan.changed.append((trial, diffs))
+        elif row["status"] in DONE_STATUSES:
+            plan.done.append(trial)
+        else:
+            plan.unfinished.append(trial)
+    return plan

@@ -124,8 +124,9 @@ def check_fits(cap: dict, data, probe) -> None:
     narrow = [(name, width) for name, width in probe.stage_widths() if width < want]
     if narrow:
         field = "channels_per_stage" if cap["channels_per_stage"] == want else "store_channels"
+        fix = " or 'all'" if field == "store_channels" else " (the narrowest stage's width)"
         raise ValueError(f"capture.{field}={want} but stage(s) {', '.join(f'{n} ({w} channels)' for n, w in narrow)} "
-                         f"have fewer; set capture.{field} <= {min(w for _, w in narrow)}, or store_channels: all")
+                         f"have fewer; set capture.{field} <= {min(w for _, w in narrow)}{fix}")
 
 
 def run_trial(config: dict, session) -> dict:

@@ -8,6 +8,7 @@ whose message names the field, the bad value and what is allowed.
 """
 from __future__ import annotations
 
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
@@ -15,7 +16,8 @@ from typing import Any, Literal, Optional, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from jobs.store import check_store_uri
+from store_contract.files import check_store_uri
+from study.spec_yaml import SpecYAMLError, load_yaml, read_spec_file
 
 MODEL_NAMES = (
     "tiny_cnn", "tiny_resnet",
@@ -26,6 +28,14 @@ DATASET_NAMES = ("digits", "synthetic", "cifar10", "cifar100", "imagefolder")
 #: Datasets that are read from a local root (or downloaded into it).
 ROOTED_DATASETS = ("cifar10", "cifar100", "imagefolder")
 DEFAULT_STORE = "dynstudy-store"
+#: Study names: they name a folder in the store, so never '.' or '..'.
+_NAME_RE = re.compile(r"[A-Za-z0-9_.-]+")
+#: Optimizer labels: they are one '-'-separated part of a run id.
+_LABEL_RE = re.compile(r"[A-Za-z0-9_.]+")
+#: Longest repr of a bad value an error message shows.
+REPR_LIMIT = 200
+#: Most validation errors one message lists.
+MAX_ERROR_LINES = 20
 
 
 class SpecError(ValueError):
@@ -69,8 +79,8 @@ class OptimizerSpec(_Strict):
     @field_validator("label")
     @classmethod
     def _label_chars(cls, v: Optional[str]) -> Optional[str]:
-        if v is not None and not _is_slug(v):
-            raise ValueError("use letters, digits, '_' and '.' only")
+        if v is not None and not _LABEL_RE.fullmatch(v):
+            raise ValueError("use ASCII letters, digits, '_' and '.' only")
         return v
 
 
@@ -172,8 +182,8 @@ class StudySpec(_Strict):
     @field_validator("name")
     @classmethod
     def _name_chars(cls, v: str) -> str:
-        if not _is_slug(v):
-            raise ValueError("use letters, digits, '_', '-' and '.' only")
+        if not _NAME_RE.fullmatch(v) or v in (".", ".."):
+            raise ValueError("use ASCII letters, digits, '_', '-' and '.' only, and not '.' or '..'")
         return v
 
     @field_validator("models")
@@ -181,7 +191,7 @@ class StudySpec(_Strict):
     def _known_models(cls, v: list[str]) -> list[str]:
         bad = [m for m in v if m not in MODEL_NAMES]
         if bad:
-            raise ValueError(f"unknown model(s) {bad}; allowed: {', '.join(MODEL_NAMES)}")
+            raise ValueError(f"unknown model(s) {_short_repr(bad)}; allowed: {', '.join(MODEL_NAMES)}")
         return _unique(v, "models")
 
     @field_validator("datasets", mode="before")
@@ -197,7 +207,7 @@ class StudySpec(_Strict):
         if isinstance(v, list):
             bad = [s for s in v if isinstance(s, bool) or not isinstance(s, int) or s < 0]
             if bad:
-                raise ValueError(f"seeds must be non-negative integers; got {bad}")
+                raise ValueError(f"seeds must be non-negative integers; got {_short_repr(bad)}")
             _unique(v, "seeds")
         return v
 
@@ -224,7 +234,8 @@ class StudySpec(_Strict):
             for axis, known in (("models", self.models), ("datasets", [d.name for d in self.datasets])):
                 bad = [v for v in (getattr(ov.match, axis) or []) if v not in known]
                 if bad:
-                    raise ValueError(f"overrides.{i}.match.{axis}: {bad} not in the study's {axis} {known}")
+                    raise ValueError(f"overrides.{i}.match.{axis}: {_short_repr(bad)} not in the study's {axis} "
+                                     f"{_short_repr(known)}")
             for model in self.models:
                 for ds in self.datasets:
                     if not ov.applies(model, ds.name):
@@ -235,7 +246,7 @@ class StudySpec(_Strict):
                         except ValidationError as err:
                             first = err.errors()[0]
                             raise ValueError(f"overrides.{i}: {'.'.join(map(str, first['loc']))}: "
-                                             f"{first['msg']} (got {first.get('input')!r})") from None
+                                             f"{first['msg']} (got {_short_repr(first.get('input'))})") from None
         return self
 
     @model_validator(mode="after")
@@ -254,10 +265,6 @@ class StudySpec(_Strict):
         return len(self.models) * len(self.datasets) * len(self.optimizers) * len(self.seeds)
 
 
-def _is_slug(s: str) -> bool:
-    return bool(s) and all(c.isalnum() or c in "_-." for c in s)
-
-
 def _unique(values: list, field: str) -> list:
     seen, dup = set(), []
     for v in values:
@@ -265,20 +272,60 @@ def _unique(values: list, field: str) -> list:
             dup.append(v)
         seen.add(v)
     if dup:
-        raise ValueError(f"{field} must be unique; repeated: {dup}")
+        raise ValueError(f"{field} must be unique; repeated: {_short_repr(dup)}")
     return values
 
 
+def _short_repr(value: Any, limit: int = REPR_LIMIT) -> str:
+    """``repr(value)`` cut to ``limit`` characters plus "…", without building the rest.
+
+    A spec's lists and dicts can be huge, or share their parts a billion times
+    over (YAML aliases), so a full ``repr`` could take minutes and gigabytes.
+    """
+    out, size = [], 0
+    for chunk in _repr_chunks(value, limit):
+        out.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            break
+    text = "".join(out)
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def _repr_chunks(value: Any, limit: int):
+    """The pieces of ``repr(value)``, lists and dicts lazily, long strings cut short."""
+    if type(value) in (list, dict):
+        is_dict = type(value) is dict
+        yield "{" if is_dict else "["
+        for i, item in enumerate(value.items() if is_dict else value):
+            if i:
+                yield ", "
+            if is_dict:
+                yield from _repr_chunks(item[0], limit)
+                yield ": "
+                item = item[1]
+            yield from _repr_chunks(item, limit)
+        yield "}" if is_dict else "]"
+    elif isinstance(value, str) and len(value) > limit:
+        yield repr(value[:limit])
+    else:
+        yield repr(value)
+
+
 def _format_errors(err: ValidationError, source: str) -> str:
+    """One line per validation error (at most :data:`MAX_ERROR_LINES`): field, problem, bad value."""
     lines = [f"invalid study spec {source}:"]
-    for e in err.errors():
+    errors = err.errors()
+    for e in errors[:MAX_ERROR_LINES]:
         loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
         msg = e["msg"].removeprefix("Value error, ")
         got = e.get("input")
-        shown = "" if isinstance(got, (dict, list)) and e["type"] != "extra_forbidden" else f" (got {got!r})"
+        shown = "" if isinstance(got, (dict, list)) and e["type"] != "extra_forbidden" else f" (got {_short_repr(got)})"
         if e["type"] == "extra_forbidden":
             msg = "unknown field; check its spelling against the README's spec reference"
         lines.append(f"  - {loc}: {msg}{shown}")
+    if len(errors) > MAX_ERROR_LINES:
+        lines.append(f"  … and {len(errors) - MAX_ERROR_LINES} more; fix these first")
     return "\n".join(lines)
 
 
@@ -300,6 +347,14 @@ def parse_spec(data: Any, source: str = "<dict>") -> StudySpec:
         return StudySpec.model_validate(data)
     except ValidationError as err:
         raise SpecError(_format_errors(err, source)) from None
+    except RecursionError:
+        raise SpecError(_too_deep(source)) from None
+
+
+def _too_deep(source: str) -> str:
+    """The message for input nested past Python's recursion limit."""
+    return (f"invalid study spec {source}: nested too deeply to read (Python's recursion limit); "
+            "a spec needs only a few levels")
 
 
 def load_spec(ref: str, overrides: Optional[dict] = None) -> StudySpec:
@@ -316,15 +371,27 @@ def load_spec(ref: str, overrides: Optional[dict] = None) -> StudySpec:
     if path.suffix in (".yaml", ".yml") or path.exists():
         if not path.is_file():
             raise SpecError(f"spec file {ref!r} not found; give a YAML path or one of the presets: {', '.join(preset_names())}")
-        text, source = path.read_text(), str(path)
+        source = str(path)
+        data = _read_yaml(source, lambda: read_spec_file(path))
     elif ref in preset_names():
-        text, source = preset_text(ref), f"preset {ref!r}"
+        source = f"preset {ref!r}"
+        data = _read_yaml(source, lambda: preset_text(ref))
     else:
         raise SpecError(f"{ref!r} is neither a spec file nor a preset; presets: {', '.join(preset_names())}")
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise SpecError(f"invalid study spec {source}: not valid YAML: {err}") from None
     if overrides and isinstance(data, dict):
         data = {**data, **{k: v for k, v in overrides.items() if v is not None}}
     return parse_spec(data, source)
+
+
+def _read_yaml(source: str, read_text) -> Any:
+    """The data of the YAML ``read_text()`` returns (limits: :mod:`study.spec_yaml`); failures are SpecErrors."""
+    try:
+        return load_yaml(read_text())
+    except SpecYAMLError as err:
+        raise SpecError(f"invalid study spec {source}: {err}") from None
+    except RecursionError:
+        raise SpecError(_too_deep(source)) from None
+    except OSError as err:
+        raise SpecError(f"spec file {source} cannot be read: {err.strerror or err}") from None
+    except (yaml.YAMLError, ValueError) as err:
+        raise SpecError(f"invalid study spec {source}: not valid YAML: {err}") from None

@@ -1,10 +1,17 @@
 """Study specs: presets validate; every bad field is named with its value and the fix."""
 from __future__ import annotations
 
+import json
+import re
+import sys
+import time
+
 import pytest
 
+import study.spec_yaml
 from study.grid import expand, make_run_id
 from study.spec import MODEL_NAMES, SpecError, load_spec, parse_spec, preset_names
+from study.spec_yaml import MAX_ALIASES, MAX_SPEC_BYTES, check_size
 
 BASE = {"name": "t", "models": ["tiny_cnn"], "datasets": ["digits"], "seeds": [0, 1]}
 
@@ -102,3 +109,155 @@ def test_overrides_apply_per_cell_and_are_validated():
         parse_spec({**BASE, "overrides": [{"match": {"models": ["vgg16_bn"]}, "optimizer": {"lr": 0.01}}]})
     with pytest.raises(SpecError, match=r"overrides.0: lr: .*greater than 0"):
         parse_spec({**BASE, "overrides": [{"match": {"models": ["tiny_cnn"]}, "optimizer": {"lr": -1}}]})
+
+
+# --- hostile or mistaken spec files: a clear SpecError, fast -----------------------------------------
+
+HEAD = "name: t\nmodels: [tiny_cnn]\ndatasets: [digits]\nseeds: [0]\n"  # lines 1-4
+
+
+def _spec_file(tmp_path, text: str) -> str:
+    path = tmp_path / "spec.yaml"
+    path.write_text(text, encoding="utf-8")
+    return str(path)
+
+
+def _refused(path: str, message: str, within_s: float = 2.0) -> None:
+    """load_spec(path) raises SpecError with exactly ``invalid study spec <path>: <message>``, in time.
+
+    A ``message`` that starts with a newline is a list of field errors, right after the colon.
+    """
+    full = f"invalid study spec {path}:{'' if message.startswith(chr(10)) else ' '}{message}"
+    start = time.perf_counter()
+    with pytest.raises(SpecError, match=f"^{re.escape(full)}$"):
+        load_spec(path)
+    assert time.perf_counter() - start < within_s
+
+
+def test_oversized_spec_is_refused_before_parsing(tmp_path):
+    just_over = _spec_file(tmp_path, HEAD + "description: " + "x" * MAX_SPEC_BYTES + "\n")
+    _refused(just_over, "the file is 1.1 MiB; a spec is at most 1 MiB of YAML (is this the right file?)")
+    # 600k characters, but 1.2 MB of UTF-8: the limit is on the encoded size
+    multibyte = _spec_file(tmp_path, HEAD + "description: " + "é" * 600_000 + "\n")
+    _refused(multibyte, "the file is 1.2 MiB; a spec is at most 1 MiB of YAML (is this the right file?)")
+    check_size(MAX_SPEC_BYTES)
+    with pytest.raises(study.spec_yaml.SpecYAMLError, match=r"^the file is 1\.1 MiB;"):
+        check_size(MAX_SPEC_BYTES + 1)
+
+
+def test_classic_alias_bomb_is_refused_while_composing(tmp_path):
+    lol = 'a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]\n'
+    levels = "".join(f"{c}: &{c} [{', '.join(['*' + p] * 9)}]\n" for p, c in zip("abcdefgh", "bcdefghi"))
+    bomb = _spec_file(tmp_path, HEAD + lol + levels)  # 72 aliases standing for 9**9 strings
+    _refused(bomb, "YAML aliases (*name) expand to more than 10000 values by line 9, the most a spec may use "
+                   "(an alias bomb?); write the values out instead")
+
+
+def test_alias_count_is_limited(tmp_path):
+    def overrides(n_aliases: int) -> str:
+        return HEAD + "overrides:\n  - match: &m {models: [tiny_cnn]}\n" + "  - match: *m\n" * n_aliases
+
+    spec = load_spec(_spec_file(tmp_path, overrides(MAX_ALIASES)))
+    assert len(spec.overrides) == MAX_ALIASES + 1 and spec.overrides[-1].match.models == ["tiny_cnn"]
+    _refused(_spec_file(tmp_path, overrides(MAX_ALIASES + 1)),
+             "more than 100 YAML aliases (*name) by line 107, the most a spec may use; write the values out instead")
+
+
+def test_anchors_and_merge_keys_still_work(tmp_path):
+    text = HEAD + ("train: &t {epochs: 3, batch_size: 8}\n"
+                   "overrides:\n  - match: {models: [tiny_cnn]}\n    train: {<<: *t, epochs: 4}\n")
+    spec = load_spec(_spec_file(tmp_path, text))
+    assert spec.train.epochs == 3 and spec.overrides[0].train == {"epochs": 4, "batch_size": 8}
+
+
+def test_recursive_alias_is_refused(tmp_path):
+    _refused(_spec_file(tmp_path, HEAD + "trian: &r [*r]\n"),
+             "alias *r at line 5 is inside its own anchor &r; a spec cannot contain itself")
+
+
+def test_deep_nesting_is_refused_fast(tmp_path):
+    _refused(_spec_file(tmp_path, HEAD + "x: " + "[" * 100_000 + "\n"),
+             "nesting deeper than 32 levels at line 5; a spec needs only a few levels (look for unclosed brackets)")
+    # the top-level mapping is level 1: 31 brackets inside it are 32 levels, still read
+    with pytest.raises(SpecError, match=r"- trian: unknown field; .* \(got \[{30}\[\]\]{30}\)$"):
+        load_spec(_spec_file(tmp_path, HEAD + "trian: " + "[" * 31 + "]" * 31 + "\n"))
+    _refused(_spec_file(tmp_path, HEAD + "trian:\n  " + "[" * 32 + "]" * 32 + "\n"),
+             "nesting deeper than 32 levels at line 6; a spec needs only a few levels (look for unclosed brackets)")
+
+
+def test_recursion_error_is_a_spec_error(tmp_path, monkeypatch):
+    monkeypatch.setattr(study.spec_yaml, "MAX_DEPTH", 10**9)  # the backstop behind the depth limit
+    _refused(_spec_file(tmp_path, HEAD + "x: " + "[" * 100_000 + "\n"),
+             "nested too deeply to read (Python's recursion limit); a spec needs only a few levels")
+
+
+@pytest.mark.parametrize("extra, message", [
+    ("name: u\n", "duplicate key 'name' at the top level (lines 1 and 5); keep one"),
+    ("train:\n  epochs: 3\n  batch_size: 4\n  epochs: 5\n",
+     "duplicate key 'epochs' in train (lines 6 and 8); keep one"),
+    ("train: {epochs: 3, 'epochs': 4}\n", "duplicate key 'epochs' in train (lines 5 and 5); keep one"),
+    ("overrides:\n  - match: {models: [tiny_cnn]}\n    optimizer: {lr: 0.1,\n                lr: 0.2}\n",
+     "duplicate key 'lr' in overrides.0.optimizer (lines 7 and 8); keep one"),
+    ("capture: {1: a, 1.0: b}\n", "duplicate key '1.0' in capture (lines 5 and 5); keep one"),
+])
+def test_duplicate_keys_are_refused(tmp_path, extra, message):
+    _refused(_spec_file(tmp_path, HEAD + extra), message)
+
+
+def test_duplicate_keys_in_a_list_item_name_the_item(tmp_path):
+    text = HEAD.replace("datasets: [digits]\n", "datasets:\n  - name: digits\n    n_train: 3\n    n_train: 4\n")
+    _refused(_spec_file(tmp_path, text), "duplicate key 'n_train' in datasets.0 (lines 5 and 6); keep one")
+
+
+@pytest.mark.parametrize("name", ["café", "ｔ", "٣", ".", "..", "a/b", "a b", "", "t\n"])
+def test_study_name_is_an_ascii_slug(tmp_path, name):
+    path = _spec_file(tmp_path, HEAD.replace("name: t", f"name: {json.dumps(name)}"))
+    _refused(path, f"\n  - name: use ASCII letters, digits, '_', '-' and '.' only, and not '.' or '..' (got {name!r})")
+
+
+@pytest.mark.parametrize("name", ["paper-2024.v2_B", "...", "a..b"])
+def test_study_name_slugs_that_pass(tmp_path, name):
+    assert load_spec(_spec_file(tmp_path, HEAD.replace("name: t", f"name: {json.dumps(name)}"))).name == name
+
+
+@pytest.mark.parametrize("label, ok", [("sgd_0.1", True), ("Adam.2", True), ("café", False), ("sgd-1", False),
+                                       ("a b", False)])
+def test_optimizer_label_is_ascii(tmp_path, label, ok):
+    path = _spec_file(tmp_path, HEAD + f"optimizers: [{{name: sgd, label: {json.dumps(label)}}}]\n")
+    if ok:
+        assert load_spec(path).optimizers[0].cell_label == label
+    else:
+        _refused(path, f"\n  - optimizers.0.label: use ASCII letters, digits, '_' and '.' only (got {label!r})")
+
+
+def test_error_messages_show_at_most_200_characters_of_a_value(tmp_path):
+    long = _spec_file(tmp_path, HEAD + "trian: " + "x" * 5000 + "\n")
+    _refused(long, "\n  - trian: unknown field; check its spelling against the README's spec reference "
+                   f"(got '{'x' * 199}…)")
+    bomb = ["lol"] * 9
+    for _ in range(9):
+        bomb = [bomb] * 9  # 9**10 strings, shared: a full repr would never finish
+    start = time.perf_counter()
+    with pytest.raises(SpecError, match=r"- extra: unknown field; .*\(got \[{10}'lol', 'lol'.{150,}…\)$") as err:
+        parse_spec({**BASE, "extra": bomb})
+    assert time.perf_counter() - start < 2.0 and len(str(err.value)) < 400
+
+
+def test_error_lists_are_cut_after_20(tmp_path):
+    path = _spec_file(tmp_path, HEAD.replace("models: [tiny_cnn]", f"models: {list(range(1000))}"))
+    lines = [f"  - models.{i}: Input should be a valid string (got {i})" for i in range(20)]
+    _refused(path, "\n" + "\n".join(lines) + "\n  … and 980 more; fix these first")
+
+
+def test_unreadable_text_and_values(tmp_path):
+    binary = tmp_path / "weights.yaml"
+    binary.write_bytes(b"name: t\n\x80\x81")
+    _refused(str(binary), "not UTF-8 text (byte 8 is 0x80); save the spec as UTF-8 YAML (is this the right file?)")
+    month_13 = _spec_file(tmp_path, HEAD.replace("name: t", "name: 2024-13-01"))
+    _refused(month_13, "not valid YAML: month must be in 1..12")
+    if not hasattr(sys, "get_int_max_str_digits"):
+        return  # Python before 3.10.7 builds any int
+    big_seed = _spec_file(tmp_path, HEAD.replace("seeds: [0]", "seeds: [" + "9" * 5000 + "]"))
+    with pytest.raises(SpecError, match=f"^invalid study spec {re.escape(big_seed)}: not valid YAML: Exceeds the limit "
+                                        r"\(4300 digits\) for integer string conversion"):
+        load_spec(big_seed)

@@ -12,9 +12,12 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from analysis.catalog import open_catalog
+from analysis.pipeline import analyze
+from analysis.report import write_report
 from jobs import faults
 from study.orchestrate import run_study
-from study.spec import load_spec
+from study.spec import SpecError, load_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 KEYS = "r.seed, a.capture, a.stage, a.rank, a.sample"
@@ -49,6 +52,29 @@ def test_injected_faults_recover_exactly_once(tmp_path, monkeypatch, clean, mode
     rows, unique, status = activations(tmp_path)
     assert unique and status == ["finished"]
     assert rows == clean[0]  # the same values a clean run of each seed gives
+    con = duckdb.connect()
+    assert con.sql(f"SELECT list(attempts) FROM read_parquet('{tmp_path}/runs/**/*.parquet')").fetchall()[0][0] == [2, 2]
+    analyze(str(tmp_path), out=io.StringIO())
+    write_report(open_catalog(str(tmp_path)), tmp_path / "r.html")
+    assert "Retried or resumed runs (2)" in (tmp_path / "r.html").read_text()
+
+
+@pytest.mark.slow
+def test_a_shorter_rerun_under_replace_leaves_no_stale_file(tmp_path):
+    spec = load_spec("smoke")
+    assert run_study(spec, store=str(tmp_path), num_cpus=2, out=io.StringIO())["finished"] == 2
+    out = io.StringIO()
+    again = run_study(spec, store=str(tmp_path), num_cpus=2, out=out)
+    assert again["skipped"] == 2 and "2 runs already finished" in out.getvalue()
+    shorter = spec.model_copy(update={"train": spec.train.model_copy(update={"epochs": 2})})
+    with pytest.raises(SpecError, match="train.epochs: 3 -> 2"):
+        run_study(shorter, store=str(tmp_path), num_cpus=2, out=io.StringIO())
+    assert run_study(shorter, store=str(tmp_path), num_cpus=2, replace=True, out=io.StringIO())["finished"] == 2
+    assert not list(tmp_path.rglob("capture=000003.parquet")) and not list(tmp_path.rglob("epoch=000003.parquet"))
+    analyze(str(tmp_path), out=io.StringIO())
+    con = open_catalog(str(tmp_path))
+    assert con.execute("SELECT DISTINCT r.epochs_completed, s.n_epochs, s.reason FROM runs r JOIN run_summary s "
+                       "USING (run_id)").fetchall() == [(2, 2, None)]
 
 
 @pytest.mark.slow

@@ -1,0 +1,143 @@
+"""One run never holds two settings: what `dynstudy run` does with a store that already has the study.
+
+The decisions are made before Ray starts, so these tests need no Ray: the
+store's runs rows are written as a finished trial writes them. The trainer
+tests (no Ray either) check that a fresh start leaves nothing of an earlier
+attempt, counts attempts, and refuses a probe or channel count the data or
+model cannot give.
+"""
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+
+from jobs.session import LocalSession
+from jobs.trainer import run_trial
+from store_contract.files import read_run_row, write_rows
+from study.cli import main
+from study.grid import expand
+from study.orchestrate import run_study
+from study.preflight import PreflightError
+from study.spec import SpecError, load_spec
+from tests.test_trainer import trial
+
+
+def _finish(store, spec, status="finished"):
+    """Write the runs rows a finished study of ``spec`` leaves, plus a capture file per run."""
+    for t in expand(spec, str(store)):
+        write_rows(str(store), "runs", t["run_id"], "run", {
+            "run_id": [t["run_id"]], "study": [spec.name], "model": [t["model"]], "dataset": [t["dataset"]["name"]],
+            "optimizer": ["sgd"], "seed": [t["seed"]], "status": [status], "epochs_completed": [3],
+            "config": [json.dumps(t, sort_keys=True)], "attempts": [1]})
+        write_rows(str(store), "train_metrics", t["run_id"], "epoch=000003", {"run_id": [t["run_id"]], "epoch": [3]})
+
+
+def _smoke(**patch):
+    spec = load_spec("smoke")
+    for section, values in patch.items():
+        spec = spec.model_copy(update={section: getattr(spec, section).model_copy(update=values)})
+    return spec
+
+
+def test_rerunning_a_finished_study_trains_nothing(tmp_path, monkeypatch):
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:1")  # would fail if Ray were reached
+    _finish(tmp_path, _smoke())
+    out = io.StringIO()
+    summary = run_study(_smoke(), store=str(tmp_path), out=out)
+    assert "2 runs already finished; --resume continues unfinished runs, --replace retrains" in out.getvalue()
+    assert summary == {"store": str(tmp_path), "runs": 2, "failed": 0, "diverged": 0, "finished": 2, "skipped": 2}
+
+
+def test_a_changed_spec_is_refused_naming_runs_and_fields(tmp_path, monkeypatch):
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:1")
+    _finish(tmp_path, _smoke())
+    files = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*.parquet"))
+    changed = _smoke(train={"epochs": 2}, capture={"probe_size": 64})
+    with pytest.raises(SpecError) as err:
+        run_study(changed, store=str(tmp_path), out=io.StringIO())
+    text = str(err.value)
+    ids = [t["run_id"] for t in expand(changed, str(tmp_path))]
+    assert text.startswith("2 run(s) of this study already in the store were trained with other settings")
+    for run_id in ids:
+        assert f"  - {run_id}: capture.probe_size: 128 -> 64; train.epochs: 3 -> 2" in text
+    assert text.endswith("rerun with --replace to remove their old files and retrain them, or give the study another name")
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*.parquet")) == files  # nothing touched
+    with pytest.raises(SpecError, match="give one of them"):
+        run_study(changed, store=str(tmp_path), resume=True, replace=True, out=io.StringIO())
+
+
+def test_replace_removes_old_files_before_ray_starts(tmp_path, monkeypatch):
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:1")
+    monkeypatch.setenv("DYNSTUDY_RAY_CONNECT_TIMEOUT_S", "0.5")
+    _finish(tmp_path, _smoke())
+    out = io.StringIO()
+    with pytest.raises(PreflightError, match=r"^RAY_ADDRESS=127.0.0.1:1: nothing answers at 127.0.0.1:1 after 0.5 s"):
+        run_study(_smoke(train={"epochs": 2}), store=str(tmp_path), replace=True, out=out)
+    assert "--replace: removed the files of 2 run(s)" in out.getvalue()
+    assert not list(tmp_path.rglob("*.parquet"))
+
+
+def test_an_unfinished_run_is_trained_again_and_the_changed_one_named(tmp_path, monkeypatch):
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:1")
+    monkeypatch.setenv("DYNSTUDY_RAY_CONNECT_TIMEOUT_S", "0.5")
+    _finish(tmp_path, _smoke(), status="failed")
+    out = io.StringIO()
+    with pytest.raises(PreflightError):  # it gets as far as connecting: there is work to do
+        run_study(_smoke(), store=str(tmp_path), out=out)
+    assert "2 unfinished run(s) start again from scratch (--resume continues them from their last checkpoint)" \
+        in out.getvalue()
+
+
+def test_checks_before_ray_starts(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("DYNSTUDY_INJECT_FAULT", "epoch=abc")
+    assert main(["run", "smoke", "--store", str(tmp_path / "s")]) == 2
+    assert "DYNSTUDY_INJECT_FAULT: epoch='abc' must be a non-negative integer" in capsys.readouterr().err
+    monkeypatch.delenv("DYNSTUDY_INJECT_FAULT")
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert main(["run", "smoke", "--store", str(blocker / "store")]) == 2
+    assert f"store {blocker / 'store'} is not writable" in capsys.readouterr().err
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:1")
+    monkeypatch.setenv("DYNSTUDY_RAY_CONNECT_TIMEOUT_S", "0.5")
+    assert main(["run", "smoke", "--store", str(tmp_path / "s")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("dynstudy run: RAY_ADDRESS=127.0.0.1:1: nothing answers") and err.count("\n") == 1
+
+
+# ---------------------------------------------------------------------- inside the trial
+
+def test_a_fresh_start_leaves_nothing_of_an_earlier_attempt(tmp_path):
+    store = tmp_path / "s"
+    cfg = trial(store, train={"epochs": 3})
+    run_trial(cfg, LocalSession(tmp_path / "ck1"))
+    assert read_run_row(str(store), "r0")["attempts"] == 1
+    write_rows(str(store), "activations", "r0", "capture=000009", {"run_id": ["r0"], "capture": [9]})
+    shorter = trial(store, train={"epochs": 2})
+    run_trial(shorter, LocalSession(tmp_path / "ck2"))  # no checkpoint: from scratch
+    names = sorted(p.name for p in store.rglob("*.parquet"))
+    assert names == ["capture=000000.parquet", "capture=000001.parquet", "capture=000002.parquet",
+                     "epoch=000001.parquet", "epoch=000002.parquet", "run.parquet"]
+    assert read_run_row(str(store), "r0")["attempts"] == 1  # other settings: a new run, not a retry
+    run_trial(shorter, LocalSession(tmp_path / "ck3"))
+    assert read_run_row(str(store), "r0")["attempts"] == 2  # the same run started again
+
+
+@pytest.mark.parametrize("capture, message", [
+    ({"probe_size": 100000}, "capture.probe_size=100000 but digits has 64 validation images; "
+                             "set capture.probe_size <= 64 (or dataset n_val higher)"),
+    ({"channels_per_stage": 1000}, "capture.channels_per_stage=1000 but stage(s) stage1 (32 channels), stage2 "
+                                   "(48 channels), stage3 (64 channels), stage4 (96 channels) have fewer; set "
+                                   "capture.channels_per_stage <= 32 (the narrowest stage's width)"),
+    ({"store_channels": 40}, "capture.store_channels=40 but stage(s) stage1 (32 channels) have fewer; set "
+                             "capture.store_channels <= 32 or 'all'"),
+])
+def test_a_probe_or_channel_count_the_run_cannot_have_is_refused(tmp_path, capture, message):
+    store = tmp_path / "s"
+    with pytest.raises(ValueError) as err:
+        run_trial(trial(store, capture=capture), LocalSession(tmp_path / "ck"))
+    assert str(err.value) == message
+    row = read_run_row(str(store), "r0")
+    assert (row["status"], row["error"]) == ("failed", f"ValueError: {message}")
+    assert not list(store.rglob("capture=*"))  # refused before capture 0

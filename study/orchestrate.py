@@ -12,6 +12,7 @@ checkpoints kept in ``<store>/_tune/<study>``.
 """
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -111,6 +112,37 @@ def _forget_trials(exp_path: str, run_ids) -> None:
             pass
 
 
+def _check_experiment_state(exp_path: str) -> None:
+    """Raise ValueError when the newest ``experiment_state-*.json`` of ``exp_path`` is not whole JSON."""
+    from pyarrow import fs as pafs
+
+    fs, inner = filesystem(exp_path)
+    names = sorted(i.path for i in fs.get_file_info(pafs.FileSelector(inner))
+                   if i.base_name.startswith("experiment_state-") and i.base_name.endswith(".json"))
+    if not names:
+        raise ValueError("no experiment_state-*.json")
+    with fs.open_input_stream(names[-1]) as fh:
+        json.loads(fh.read())
+
+
+def _restored(tune, exp_path: str, trainable, plan: StudyPlan, out):
+    """Ray Tune's interrupted experiment, restored; None when there is none or it cannot be read."""
+    try:
+        if not tune.Tuner.can_restore(exp_path):
+            return None
+        _check_experiment_state(exp_path)  # Tune reads it only once fit() runs
+        tuner = tune.Tuner.restore(exp_path, trainable, resume_unfinished=True, resume_errored=True)
+    except Exception as err:  # a truncated experiment state (the disk filled up while Tune saved it)
+        print(f"--resume: Ray Tune's experiment state in {exp_path} cannot be read ({type(err).__name__}: {err}); "
+              "the unfinished runs start again from scratch", file=out, flush=True)
+        return None
+    print(f"resuming {exp_path}", file=out, flush=True)
+    if plan.new:
+        print(f"{len(plan.new)} run(s) of the spec are not in the interrupted experiment and are not trained "
+              "now; run again without --resume to train them", file=out, flush=True)
+    return tuner
+
+
 def select_trials(plan: StudyPlan, store: str, *, resume: bool, replace: bool, out) -> list[dict]:
     """The trials to run now; removes the old files of runs that start again. Raises on changed runs."""
     if resume and replace:
@@ -193,13 +225,8 @@ def run_study(spec: StudySpec, *, store: Optional[str] = None, resume: bool = Fa
             callbacks=[_progress_callback(len(todo), out)],
             stop=VolatilityStopper() if spec.train.volatility_stopping else None,
         )
-        if resume and tune.Tuner.can_restore(exp_path):
-            print(f"resuming {exp_path}", file=out, flush=True)
-            if plan.new:
-                print(f"{len(plan.new)} run(s) of the spec are not in the interrupted experiment and are not trained "
-                      "now; run again without --resume to train them", file=out, flush=True)
-            tuner = tune.Tuner.restore(exp_path, trainable, resume_unfinished=True, resume_errored=True)
-        else:
+        tuner = _restored(tune, exp_path, trainable, plan, out) if resume else None
+        if tuner is None:
             _forget_trials(exp_path, todo_ids)
             tuner = tune.Tuner(
                 trainable,
@@ -214,7 +241,9 @@ def run_study(spec: StudySpec, *, store: Optional[str] = None, resume: bool = Fa
         try:
             results = tuner.fit()
         except Exception as err:  # Tune's driver loop itself broke (a full disk under its experiment state, ...)
-            raise StudyError(f"Ray Tune stopped: {type(err).__name__}: {err}; the runs written so far are kept; "
+            cause = f"{type(err).__name__}: {err}"
+            _mark_failed(store, {t["run_id"]: f"study stopped: {cause}"[:2000] for t in todo}, out)
+            raise StudyError(f"Ray Tune stopped: {cause}; the runs written so far are kept; "
                              "fix the cause, then `dynstudy run SPEC --resume` continues") from err
         errors = {r.config["trial"]["run_id"]: f"{type(r.error).__name__}: {r.error}"[:2000]
                   for r in results if r.error is not None}

@@ -16,7 +16,7 @@ from analysis.catalog import open_catalog
 from analysis.pipeline import analyze
 from analysis.report import write_report
 from jobs import faults
-from study.orchestrate import run_study
+from study.orchestrate import StudyError, run_study
 from study.spec import SpecError, load_spec
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -123,3 +123,36 @@ def test_ray_job_submit_to_a_local_head(tmp_path):
         assert unique and status == ["finished"] and len(rows) == 2 * 4 * 4 * 32 * 128
     finally:
         subprocess.run([ray, "stop"], env=env, capture_output=True, timeout=120)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 2.6 MB tmpfs (the smoke study needs about 4 MB); skipped where mounting is not permitted."""
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2600k", "tmpfs", str(mnt)], capture_output=True).returncode:
+        pytest.skip("mounting a tmpfs needs root")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+@pytest.mark.slow
+def test_a_full_store_fails_cleanly_and_resume_completes(small_disk, clean):
+    store = small_disk / "store"
+    out = io.StringIO()
+    try:
+        first = run_study(load_spec("smoke"), store=str(store), num_cpus=2, out=out)
+        assert first["failed"] > 0, out.getvalue()
+    except StudyError as err:
+        assert "`dynstudy run SPEC --resume` continues" in str(err)
+    assert "retrying from its last checkpoint" in out.getvalue()
+    statuses = activations(store)[2]
+    assert "finished" not in statuses or len(statuses) > 1  # not every run got through
+    subprocess.run(["mount", "-o", "remount,size=64m", str(small_disk)], check=True)
+    out = io.StringIO()
+    second = run_study(load_spec("smoke"), store=str(store), num_cpus=2, resume=True, out=out)
+    assert second["failed"] == 0 and second["finished"] == 2, out.getvalue()
+    rows, unique, status = activations(store)
+    assert unique and status == ["finished"] and rows == clean[0]

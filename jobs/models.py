@@ -259,17 +259,17 @@ def pool_stage_output(t: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def stage_channels(name: str, in_chans: int = 3, image_size: int = 32, stem: str = "stock") -> tuple[int, ...]:
-    """Channels of each stage's pooled output, from a forward pass on a dummy input."""
+def stage_widths(name: str, in_chans: int = 3, image_size: int = 32, stem: str = "stock") -> list[tuple[str, int]]:
+    """(stage, channels of its pooled output) of each stage, from a forward pass on a dummy input."""
     info = model_info(name)
     size = info.input_size or image_size
     model = build_model(name, 10, in_chans, size, stem).eval()
     seen = []
-    hooks = [m.register_forward_hook(lambda _m, _i, out: seen.append(pool_stage_output(out).shape[1]))
-             for _, m in stage_modules(model, name)]
+    hooks = [m.register_forward_hook(lambda _m, _i, out, stage=stage: seen.append((stage, pool_stage_output(out).shape[1])))
+             for stage, m in stage_modules(model, name)]
     try:
         model(torch.zeros(1, in_chans, size, size))
     finally:
         for h in hooks:
             h.remove()
-    return tuple(seen)
+    return seen

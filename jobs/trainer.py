@@ -40,6 +40,7 @@ from jobs import faults
 from jobs.augment import augment_batch, resize_batch
 from jobs.capture import ActivationProbe, capture_columns, signals_finite
 from jobs.data import iterate_batches, load_dataset, normalize
+from jobs.fit_check import capture_problem
 from jobs.models import build_model, model_info
 from jobs.online import OnlineDynamics
 from store_contract.files import read_run_row, remove_run_files, write_rows
@@ -116,17 +117,9 @@ def count_attempt(store: str, run_id: str, config: dict) -> int:
 
 def check_fits(cap: dict, data, probe) -> None:
     """Refuse a probe or a channel count larger than the dataset or a stage offers (never shrink silently)."""
-    n_val = len(data.val.y)
-    if cap["probe_size"] > n_val:
-        raise ValueError(f"capture.probe_size={cap['probe_size']} but {data.name} has {n_val} validation images; "
-                         f"set capture.probe_size <= {n_val} (or dataset n_val higher)")
-    want = max(cap["channels_per_stage"], cap["store_channels"] if isinstance(cap.get("store_channels"), int) else 0)
-    narrow = [(name, width) for name, width in probe.stage_widths() if width < want]
-    if narrow:
-        field = "channels_per_stage" if cap["channels_per_stage"] == want else "store_channels"
-        fix = " or 'all'" if field == "store_channels" else " (the narrowest stage's width)"
-        raise ValueError(f"capture.{field}={want} but stage(s) {', '.join(f'{n} ({w} channels)' for n, w in narrow)} "
-                         f"have fewer; set capture.{field} <= {min(w for _, w in narrow)}{fix}")
+    problem = capture_problem(cap, data.name, len(data.val.y), probe.stage_widths())
+    if problem:
+        raise ValueError(problem)
 
 
 def run_trial(config: dict, session) -> dict:

@@ -19,6 +19,7 @@ import time
 from typing import Optional
 
 from jobs import faults
+from jobs.fit_check import check_trials_fit
 from store_contract.files import filesystem, read_run_row, remove_run_files, resolve_store, write_rows
 from study.grid import expand
 from study.identity import StudyPlan, plan_study
@@ -201,6 +202,7 @@ def run_study(spec: StudySpec, *, store: Optional[str] = None, resume: bool = Fa
     skipped = [t for t in trials if t["run_id"] not in todo_ids]
     if not todo:
         return _summary(store, trials, [], plan, {}, skipped)
+    check_trials_fit(todo)
     check_ray_address(address)
     os.environ[faults.INVOCATION_ENV] = faults.new_invocation()
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from jobs.models import MODEL_NAMES, build_model, model_info, pool_stage_output, stage_channels, stage_modules
+from jobs.models import MODEL_NAMES, build_model, model_info, pool_stage_output, stage_modules, stage_widths
 
 
 @pytest.mark.parametrize("name", MODEL_NAMES)
@@ -29,7 +29,7 @@ def test_forward_backward_and_stage_hooks(name):
     for h in hooks:
         h.remove()
     assert list(fired) == list(info.stage_names)
-    channels = stage_channels(name, image_size=size)
+    channels = [w for _, w in stage_widths(name, image_size=size)]
     for (stage, outs), c in zip(fired.items(), channels):
         assert len(outs) == 1, f"{stage} fired {len(outs)} times"
         assert outs[0].shape == (batch, c) and c >= 32

@@ -141,3 +141,15 @@ def test_a_probe_or_channel_count_the_run_cannot_have_is_refused(tmp_path, captu
     row = read_run_row(str(store), "r0")
     assert (row["status"], row["error"]) == ("failed", f"ValueError: {message}")
     assert not list(store.rglob("capture=*"))  # refused before capture 0
+
+
+def test_a_capture_the_data_or_model_cannot_give_is_refused_before_ray(tmp_path, monkeypatch):
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:1")  # never reached
+    with pytest.raises(ValueError) as err:
+        run_study(_smoke(capture={"probe_size": 100000}), store=str(tmp_path), out=io.StringIO())
+    assert str(err.value) == ("invalid study spec: tiny_cnn x digits: capture.probe_size=100000 but digits has 360 "
+                              "validation images; set capture.probe_size <= 360 (or dataset n_val higher)")
+    with pytest.raises(ValueError, match=r"tiny_cnn x digits: capture.channels_per_stage=1000 but stage\(s\) stage1 "
+                                         r"\(32 channels\).* set capture.channels_per_stage <= 32"):
+        run_study(_smoke(capture={"channels_per_stage": 1000}), store=str(tmp_path), out=io.StringIO())
+    assert not list(tmp_path.rglob("*.parquet"))

@@ -75,24 +75,6 @@ class ActivationProbe:
         self.input_size = input_size
 
     @torch.no_grad()
-    def stage_widths(self) -> list[tuple[str, int]]:
-        """(stage, channels of its pooled output) from one probe image, without changing the model's mode."""
-        device = next(self.model.parameters()).device
-        widths = []
-        hooks = [module.register_forward_hook(lambda _m, _i, out, name=name: widths.append((name, pool_stage_output(out).shape[1])))
-                 for name, module in self.stages]
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            xb = self.probe_x[:1].to(device)
-            self.model(resize_batch(normalize(xb, self.mean, self.std), self.input_size))
-        finally:
-            for h in hooks:
-                h.remove()
-            self.model.train(was_training)
-        return widths
-
-    @torch.no_grad()
     def capture(self, capture_index: int) -> list[StageSignal]:
         """Pooled, channel-subsampled stage outputs; restores the train/eval mode."""
         device = next(self.model.parameters()).device

@@ -41,7 +41,7 @@ from jobs.augment import augment_batch, resize_batch
 from jobs.capture import ActivationProbe, capture_columns, signals_finite
 from jobs.data import iterate_batches, load_dataset, normalize
 from jobs.fit_check import capture_problem
-from jobs.models import build_model, model_info
+from jobs.models import build_model, model_info, stage_widths
 from jobs.online import OnlineDynamics
 from store_contract.files import read_run_row, remove_run_files, write_rows
 from store_contract.schemas import TRAIN_METRICS, config_identity
@@ -115,9 +115,10 @@ def count_attempt(store: str, run_id: str, config: dict) -> int:
     return (old.get("attempts") or 1) + 1
 
 
-def check_fits(cap: dict, data, probe) -> None:
+def check_fits(config: dict, data, image_size: int) -> None:
     """Refuse a probe or a channel count larger than the dataset or a stage offers (never shrink silently)."""
-    problem = capture_problem(cap, data.name, len(data.val.y), probe.stage_widths())
+    widths = stage_widths(config["model"], data.in_chans, image_size, config["train"].get("stem", "stock"))
+    problem = capture_problem(config["capture"], data.name, len(data.val.y), widths)
     if problem:
         raise ValueError(problem)
 
@@ -188,7 +189,7 @@ def run_trial(config: dict, session) -> dict:
         remove_run_files(store, run_id)  # a fresh start: nothing an earlier attempt wrote survives
         write_run("running")
         try:
-            check_fits(cap, data, probe)
+            check_fits(config, data, size or data.image_size)
         except ValueError as err:
             write_run("failed", "error", error=f"{type(err).__name__}: {err}")
             raise

@@ -144,26 +144,22 @@ def _restored(tune, exp_path: str, trainable, plan: StudyPlan, out):
     return tuner
 
 
-def select_trials(plan: StudyPlan, store: str, *, resume: bool, replace: bool, out) -> list[dict]:
-    """The trials to run now; removes the old files of runs that start again. Raises on changed runs."""
+def select_trials(plan: StudyPlan, *, resume: bool, replace: bool, out) -> tuple[list[dict], list[dict]]:
+    """(trials to run now, runs whose old files ``--replace`` removes first). Raises on changed runs."""
     if resume and replace:
         raise SpecError("--resume continues runs and --replace retrains them; give one of them")
     if plan.changed and not replace:
         raise SpecError(plan.refusal())
     if replace:
-        old = [t for t in plan.done + plan.unfinished + [t for t, _ in plan.changed]]
-        for trial in old:
-            remove_run_files(store, trial["run_id"])
-        if old:
-            print(f"--replace: removed the files of {len(old)} run(s); they are trained again", file=out, flush=True)
-        return plan.new + old
+        old = plan.done + plan.unfinished + [t for t, _ in plan.changed]
+        return plan.new + old, old
     if plan.done:
         print(f"{len(plan.done)} runs already finished; --resume continues unfinished runs, --replace retrains",
               file=out, flush=True)
     if plan.unfinished and not resume:
         print(f"{len(plan.unfinished)} unfinished run(s) start again from scratch "
               "(--resume continues them from their last checkpoint)", file=out, flush=True)
-    return plan.new + plan.unfinished
+    return plan.new + plan.unfinished, []
 
 
 def _summary(store: str, trials: list[dict], results, plan: StudyPlan, errors: dict, skipped: list[dict]) -> dict:
@@ -197,13 +193,17 @@ def run_study(spec: StudySpec, *, store: Optional[str] = None, resume: bool = Fa
     faults.check_fault_env()
     check_store_writable(store)
     plan = plan_study(trials, store)
-    todo = select_trials(plan, store, resume=resume, replace=replace, out=out)
+    todo, replaced = select_trials(plan, resume=resume, replace=replace, out=out)
     todo_ids = {t["run_id"] for t in todo}
     skipped = [t for t in trials if t["run_id"] not in todo_ids]
     if not todo:
         return _summary(store, trials, [], plan, {}, skipped)
     check_trials_fit(todo)
     check_ray_address(address)
+    for trial in replaced:  # only once every check has passed: a refused study loses nothing
+        remove_run_files(store, trial["run_id"])
+    if replaced:
+        print(f"--replace: removed the files of {len(replaced)} run(s); they are trained again", file=out, flush=True)
     os.environ[faults.INVOCATION_ENV] = faults.new_invocation()
 
     import ray

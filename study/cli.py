@@ -90,6 +90,8 @@ def cmd_status(args) -> int:
     from analysis.catalog import open_catalog
 
     con = open_catalog(args.store)
+    if not con.execute("SELECT count(*) FROM duckdb_views() WHERE view_name = 'runs'").fetchall()[0][0]:
+        raise FileNotFoundError(f"store {args.store!r} has no runs yet; run a study first (dynstudy run)")
     rel = con.sql("""
         SELECT study, model, dataset, optimizer, count(*) AS runs,
                count(*) FILTER (status = 'finished') AS finished,

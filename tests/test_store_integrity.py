@@ -237,3 +237,10 @@ def test_sql_cannot_write_or_reach_outside_the_store(store, tmp_path, monkeypatc
                 "SELECT current_setting('threads')"):
         assert main(["sql", "--store", str(path), sql]) == 0, sql
     assert _tree(tmp_path) == before
+
+
+def test_an_empty_store_is_named_not_a_traceback(tmp_path, capsys):
+    assert main(["status", "--store", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == f"dynstudy status: store {str(tmp_path)!r} has no runs yet; run a study first (dynstudy run)\n"
+    assert main(["analyze", "--store", str(tmp_path)]) == 2
+    assert "has no runs/activations tables yet; run a study first" in capsys.readouterr().err

@@ -21,8 +21,9 @@ import os
 
 import duckdb
 
-from store_contract.files import is_remote, resolve_store
+from store_contract.files import filesystem, inner_path, is_remote, resolve_store
 from store_contract.scan import StoreScan, scan_store
+from store_contract.schemas import TABLES
 
 
 def _sql_str(s: str) -> str:
@@ -34,20 +35,42 @@ def existing_tables(store: str, run_id: str | None = None) -> list[str]:
     return scan_store(resolve_store(store), run_id=run_id).tables()
 
 
+def _remote_view(con: duckdb.DuckDBPyConnection, scan: StoreScan, table: str) -> None:
+    """``table`` as a pyarrow dataset over the object store, scanned by DuckDB (filters pushed down)."""
+    import pyarrow.dataset as ds
+
+    fs, _ = filesystem(scan.store)
+    files = [inner_path(f.path) for f in scan.files[table]]
+    con.register(table, ds.dataset(files, schema=TABLES[table], format="parquet", filesystem=fs))
+
+
 def create_views(con: duckdb.DuckDBPyConnection, scan: StoreScan) -> None:
-    """One view per table of ``scan`` over its files, and the table ``unreadable_files``."""
+    """One view per table of ``scan`` over its files, and the table ``unreadable_files``.
+
+    Local files are read by DuckDB's own Parquet reader; object-store files
+    through pyarrow's filesystem (no DuckDB extension, nothing downloaded), as
+    a dataset with the contract's columns.
+    """
     con.execute("CREATE TABLE unreadable_files (table_name VARCHAR, path VARCHAR, error VARCHAR)")
     if scan.foreign:
         con.executemany("INSERT INTO unreadable_files VALUES (?, ?, ?)", [list(f) for f in scan.foreign])
     for table in scan.tables():
+        if is_remote(scan.store):
+            _remote_view(con, scan, table)
+            continue
         files = "[" + ", ".join(_sql_str(f.path) for f in scan.files[table]) + "]"
         # no hive partitioning: every file carries its run_id, checked against its folder by the scan
         con.execute(f"CREATE VIEW {table} AS SELECT * FROM read_parquet({files}, union_by_name = true)")
 
 
 def lock_down(con: duckdb.DuckDBPyConnection, store: str) -> None:
-    """No file access outside ``store``, no extensions, no setting changes from here on."""
-    con.execute(f"SET allowed_directories = [{_sql_str(store.rstrip('/') + '/')}]")
+    """No file access outside ``store``, no extensions, no setting changes from here on.
+
+    An object store's tables are read through pyarrow, so DuckDB itself then
+    needs no file access at all.
+    """
+    if not is_remote(store):
+        con.execute(f"SET allowed_directories = [{_sql_str(store.rstrip('/') + '/')}]")
     con.execute("SET enable_external_access = false")
     con.execute("SET lock_configuration = true")
 
@@ -58,8 +81,8 @@ def open_catalog(store: str, run_id: str | None = None, *, scan: StoreScan | Non
 
     Parameters
     ----------
-    store : local directory, or an s3:// / gs:// URI (DuckDB's httpfs
-        extension and its usual credentials are used then).
+    store : local directory, or an s3:// / gs:// URI (read through pyarrow's
+        filesystem, with the standard credentials: :func:`store_contract.files.filesystem`).
     run_id : only this run's files (and no cross-run table).
     scan : a scan of the store already made (default: scan it now).
     sandbox : lock the connection down after the views exist (read-only SQL).
@@ -69,8 +92,6 @@ def open_catalog(store: str, run_id: str | None = None, *, scan: StoreScan | Non
         raise FileNotFoundError(f"store {store!r} does not exist; run a study first (dynstudy run) or pass --store")
     scan = scan if scan is not None else scan_store(store, run_id=run_id)
     con = duckdb.connect(config={"autoinstall_known_extensions": False, "autoload_known_extensions": False})
-    if is_remote(store):
-        con.execute("INSTALL httpfs; LOAD httpfs;")
     create_views(con, scan)
     if sandbox:
         lock_down(con, store)

@@ -61,10 +61,22 @@ def is_remote(uri: str) -> bool:
 
 
 def filesystem(path: str) -> tuple[pafs.FileSystem, str]:
-    """The pyarrow filesystem of ``path`` and the path inside it."""
+    """The pyarrow filesystem of ``path`` and the path inside it.
+
+    ``s3://`` and ``gs://`` go through pyarrow's own S3 and GCS filesystems,
+    which take endpoint, region and credentials the standard way
+    (``AWS_ENDPOINT_URL``, ``AWS_REGION``, ``AWS_ACCESS_KEY_ID`` /
+    ``AWS_SECRET_ACCESS_KEY``, ``AWS_PROFILE``; Google's application default
+    credentials); nothing is downloaded at run time.
+    """
     if is_remote(path):
         return pafs.FileSystem.from_uri(path)
     return pafs.LocalFileSystem(), path
+
+
+def inner_path(path: str) -> str:
+    """``path`` as its filesystem names it (``s3://b/k`` -> ``b/k``; local paths unchanged)."""
+    return path.split("://", 1)[1] if is_remote(path) else path
 
 
 def table_dir(store: str, table: str, run_id: Optional[str] = None) -> str:
@@ -77,18 +89,18 @@ def write_table_atomic(table: pa.Table, path: str, metadata: Optional[dict] = No
     """Write ``table`` to ``path`` so that readers see all of it or nothing.
 
     Local paths: write to a hidden temporary file in the same folder, fsync,
-    then ``os.replace`` it over the final name (atomic on POSIX). Remote URIs:
-    a single object upload, which becomes visible only when complete. The
-    file's key-value metadata gets a fresh write id, plus ``metadata``.
+    then ``os.replace`` it over the final name (atomic on POSIX). Object
+    stores: upload to a hidden temporary key, then copy it to the final key
+    (an object appears whole or not at all) and delete the temporary one; an
+    upload that dies midway leaves at most a hidden key, which readers pass
+    over. The file's key-value metadata gets a fresh write id, plus ``metadata``.
     """
     meta = {**(table.schema.metadata or {}), WRITE_ID_KEY: uuid.uuid4().hex.encode(),
             **{k if isinstance(k, bytes) else k.encode(): v if isinstance(v, bytes) else str(v).encode()
                for k, v in (metadata or {}).items()}}
     table = table.replace_schema_metadata(meta)
     if is_remote(path):
-        fs, inner = filesystem(path)
-        with fs.open_output_stream(inner) as sink:
-            pq.write_table(table, sink, compression="zstd")
+        _upload_atomic(table, path)
         return
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -102,6 +114,33 @@ def write_table_atomic(table: pa.Table, path: str, metadata: Optional[dict] = No
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _upload_atomic(table: pa.Table, path: str) -> None:
+    """Serialise in memory, upload under a hidden key, copy into place, delete the hidden key."""
+    buf = pa.BufferOutputStream()
+    pq.write_table(table, buf, compression="zstd")  # a failure here uploads nothing
+    fs, inner = filesystem(path)
+    folder, name = inner.rsplit("/", 1)
+    tmp = f"{folder}/.{name}.{uuid.uuid4().hex}.tmp"
+    try:
+        with fs.open_output_stream(tmp) as sink:
+            sink.write(buf.getvalue())
+        fs.copy_file(tmp, inner)
+    finally:
+        try:
+            fs.delete_file(tmp)
+        except OSError:
+            pass
+
+
+def check_writable(store: str) -> None:
+    """Write and delete a hidden object in an ``s3://`` / ``gs://`` store; OSError (with the cause) if it fails."""
+    fs, inner = filesystem(store)
+    probe = f"{inner.rstrip('/')}/.dynstudy-write-check-{uuid.uuid4().hex}"
+    with fs.open_output_stream(probe) as sink:
+        sink.write(b"ok")
+    fs.delete_file(probe)
 
 
 def write_rows(store: str, table: str, run_id: str | None, name: str, columns: dict, schema=None,

@@ -20,10 +20,11 @@ from typing import Optional
 
 from jobs import faults
 from jobs.fit_check import check_trials_fit
-from store_contract.files import filesystem, read_run_row, remove_run_files, resolve_store, write_rows
+from store_contract.files import (check_writable, filesystem, is_remote, read_run_row, remove_run_files,
+                                  resolve_store, write_rows)
 from study.grid import expand
 from study.identity import StudyPlan, plan_study
-from study.preflight import check_ray_address, check_store_writable
+from study.preflight import PreflightError, check_ray_address, check_store_writable
 from study.spec import SpecError, StudySpec
 
 
@@ -192,6 +193,13 @@ def run_study(spec: StudySpec, *, store: Optional[str] = None, resume: bool = Fa
           f"{len(spec.optimizers)} optimizers x {len(spec.seeds)} seeds) -> store {store}", file=out, flush=True)
     faults.check_fault_env()
     check_store_writable(store)
+    if is_remote(store):
+        try:
+            check_writable(store)
+        except OSError as err:
+            raise PreflightError(f"store {store} is not writable ({type(err).__name__}: {err}); check the bucket, "
+                                 "AWS_ENDPOINT_URL / AWS_REGION and the credentials (AWS_ACCESS_KEY_ID, "
+                                 "AWS_PROFILE, ...)") from None
     plan = plan_study(trials, store)
     todo, replaced = select_trials(plan, resume=resume, replace=replace, out=out)
     todo_ids = {t["run_id"] for t in todo}

@@ -13,6 +13,8 @@ import argparse
 import math
 import os
 import sys
+import tempfile
+import traceback
 from pathlib import Path
 
 from study.spec import DEFAULT_STORE, SpecError, load_spec, preset_names, preset_text
@@ -112,8 +114,40 @@ def cmd_presets(args) -> int:
     return 0
 
 
+def _inside_ray_job() -> bool:
+    return "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ
+
+
+def _leave_job_working_dir(store: str, report: str | None) -> None:
+    """Under ``ray job submit``, stop depending on Ray's temporary copy of ``--working-dir``.
+
+    The job's driver starts inside Ray's unpacked copy of the working
+    directory, and a runtime-env agent deletes that copy once it counts no
+    user of it on its node (two nodes on one host that share a ``--temp-dir``
+    share the copy, so the other node's agent deletes it while this driver
+    still runs in it: ``os.getcwd()`` then fails at the end of training). So
+    a relative store (which would live inside that copy and vanish with it)
+    is refused, the modules the driver needs after training are imported
+    now, and the driver moves to the system temp folder.
+    """
+    if "://" not in store and not os.path.isabs(os.path.expanduser(store)):
+        raise ValueError(f"store {store!r} is a relative path; under `ray job submit` it would be written into Ray's "
+                         "temporary copy of --working-dir, which Ray deletes: pass an absolute --store on shared "
+                         "storage, or s3:// / gs://")
+    if report is not None and not os.path.isabs(report):
+        raise ValueError(f"--report {report!r} is a relative path; under `ray job submit` give an absolute path")
+    import analysis.catalog  # noqa: F401  (imported before the working directory can go)
+    import analysis.pipeline  # noqa: F401
+    import analysis.report  # noqa: F401
+    import study.orchestrate  # noqa: F401
+
+    os.chdir(tempfile.gettempdir())
+
+
 def cmd_run(args) -> int:
     spec = load_spec(args.spec, {"store": args.store})
+    if _inside_ray_job():
+        _leave_job_working_dir(spec.store, args.report)
     from study.orchestrate import run_study
 
     summary = run_study(spec, resume=args.resume, replace=args.replace, address=args.address)
@@ -134,6 +168,7 @@ def cmd_run(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     default_store = os.environ.get("DYNSTUDY_STORE", DEFAULT_STORE)
     p = argparse.ArgumentParser(prog="dynstudy", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--debug", action="store_true", help="on an error, print its traceback too")
     sub = p.add_subparsers(dest="command", required=True)
 
     r = sub.add_parser("run", help="run a study (default: the demo), then analyse and report")
@@ -176,21 +211,30 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _where(err: BaseException) -> str:
+    """`` (in f at file:line: code)`` for an OS error that names no path (nor does its cause), else ''."""
+    while err is not None:
+        if isinstance(err, OSError) and err.errno is not None and not err.filename and err.__traceback__:
+            frame = traceback.extract_tb(err.__traceback__)[-1]
+            return f" (in {frame.name}, {frame.filename}:{frame.lineno}: {frame.line})"
+        err = err.__cause__
+    return ""
+
+
 def main(argv=None) -> int:
+    """Run one command; an error is one line on stderr (``--debug``: with its traceback)."""
     args = build_parser().parse_args(argv)
     from study.orchestrate import StudyError
 
     try:
         return args.func(args)
-    except (SpecError, FileNotFoundError, ValueError) as err:
-        print(f"dynstudy {args.command}: {err}", file=sys.stderr)
-        return 2
-    except StudyError as err:
-        print(f"dynstudy {args.command}: {err}", file=sys.stderr)
-        return 1
-    except OSError as err:  # an unwritable or full store found mid-command
-        print(f"dynstudy {args.command}: {type(err).__name__}: {err}", file=sys.stderr)
-        return 1
+    except (SpecError, FileNotFoundError, ValueError, StudyError, OSError) as err:
+        if args.debug:
+            traceback.print_exc()
+        expected = isinstance(err, (SpecError, ValueError)) or (isinstance(err, FileNotFoundError) and err.errno is None)
+        kind = "" if expected or isinstance(err, StudyError) else f"{type(err).__name__}: "
+        print(f"dynstudy {args.command}: {kind}{err}{_where(err)}", file=sys.stderr)
+        return 2 if expected else 1
 
 
 if __name__ == "__main__":

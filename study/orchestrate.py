@@ -79,6 +79,25 @@ def _connect(address: Optional[str], num_cpus: Optional[int]) -> bool:
     return True
 
 
+def warn_shared_temp_dirs(nodes: list[dict], out) -> None:
+    """Say when alive nodes on one host share a Ray session folder (``--temp-dir``).
+
+    Their runtime-env agents then share the unpacked ``--working-dir`` of a
+    job, and one deletes it while the others still use it; each node needs
+    its own ``ray start --temp-dir``.
+    """
+    groups = {}
+    for n in nodes:
+        if n.get("Alive") and n.get("RayletSocketName"):
+            session = os.path.dirname(os.path.dirname(n["RayletSocketName"]))
+            groups.setdefault((n.get("NodeManagerHostname"), session), []).append(n["NodeID"][:8])
+    for (host, session), ids in groups.items():
+        if len(ids) > 1:
+            print(f"warning: {len(ids)} Ray nodes on host {host} share the session folder {session} "
+                  f"(nodes {', '.join(ids)}); their runtime-env agents delete each other's working directories: "
+                  "start each node with its own `ray start --temp-dir`", file=out, flush=True)
+
+
 def _mark_failed(store: str, errors: dict, out) -> None:
     """Runs whose trial errored for good are marked ``failed`` in ``runs`` (said, if the store refuses)."""
     for run_id, error in errors.items():
@@ -224,6 +243,8 @@ def run_study(spec: StudySpec, *, store: Optional[str] = None, resume: bool = Fa
     try:
         if started:
             check_resources(spec, ray.cluster_resources())
+        else:
+            warn_shared_temp_dirs(ray.nodes(), out)
         res = {"cpu": spec.resources.cpus_per_trial, "gpu": spec.resources.gpus_per_trial}
         trainable = tune.with_resources(tune_trainable, res)
         storage = f"{store}/_tune"

@@ -104,7 +104,7 @@ def test_analyze_sql_status_report_on_s3(s3, tmp_path, capsys):
     assert main(["report", "--store", store, "--out", str(tmp_path / "r.html")]) == 0
     assert (tmp_path / "r.html").stat().st_size > 10_000
     assert not (Path(os.environ["HOME"]) / ".duckdb").exists()
-    pq.write_table(pa.table({"junk": [1]}), f"dynstudy-test/made/runs/backup.parquet", filesystem=filesystem(store)[0])
+    pq.write_table(pa.table({"junk": [1]}), "dynstudy-test/made/runs/backup.parquet", filesystem=filesystem(store)[0])
     assert [p for _, p, _ in scan_store(store).foreign] == [f"{store}/runs/backup.parquet"]
 
 

@@ -3,11 +3,19 @@
 One capture (``acts``: P probe samples x C channels, with labels) gives
 
 - ``pseudo_time``: stable sort by label, subtract each class's mean, centred
-  rolling mean (window 5; 15 for DenseNet/VGG) shrinking at the edges -> X [C, P];
-- ``dfa_exponents``: detrended fluctuation analysis per channel -> alpha [C];
-  H_raw = mean alpha, ``integration`` H_eff = exp(-(H_raw - 0.7)^2 / (2 0.15^2));
+  rolling mean as pandas' (window 5; 15 for DenseNet/VGG) shrinking at the
+  edges -> X [C, P];
+- ``dfa_exponents``: detrended fluctuation analysis per channel, on the
+  authors' scales (``dfa_scales``) -> alpha [C]; H_raw = mean alpha,
+  ``integration`` H_eff = exp(-(H_raw - 0.7)^2 / (2 0.15^2));
 - ``kuramoto``: phases of the analytic signal, R(t) = |mean_c exp(i phi_c(t))|,
   metastability = std_t R (ddof 0), synchrony = mean_t R.
+
+``compat`` chooses how channels are aggregated: "dynstudy" (the default)
+averages H_raw over the channels that have an exponent and leaves constant
+channels out of R(t); "authors" reproduces the authors' code (all-channel
+mean, so one channel without an exponent makes H_raw missing; a constant
+channel is a phase locked at 0).
 
 One run (series over epochs) gives, in ``run_metrics``: Hz, Mz (z-scores,
 ddof 1), Psi = w_H Hz + (1 - w_H) Mz, its rolling volatility, r(Hz, Mz),
@@ -35,6 +43,8 @@ STATES = ("Stable Convergent", "Rigidly Synchronised", "Metastable High-Integrat
 #: Per-class-centred values all within this fraction of the channel's largest raw value are rounding noise
 #: of a channel with no within-class variation: it is set to exactly zero (a constant channel).
 _ROUNDING = 1e-12
+#: How a capture's channels are aggregated (``compat``): dynstudy's choices, or the authors' code.
+COMPAT = ("dynstudy", "authors")
 #: Values per chunk of rows (1 MiB of float64).
 _CHUNK = 1 << 17
 
@@ -43,6 +53,13 @@ def _check_int(name: str, value, low: int, fix: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
         raise ValueError(f"{name}={value!r} is invalid: {fix}")
     return int(value)
+
+
+def _check_compat(compat) -> str:
+    if compat not in COMPAT:
+        raise ValueError(f"compat={compat!r} is invalid: use 'dynstudy' (the default) or 'authors' (the authors' "
+                         "aggregation: all-channel H_raw mean, dead channels at phase 0)")
+    return compat
 
 
 def _check_series(X) -> np.ndarray:
@@ -57,10 +74,14 @@ def _rows_per_chunk(n: int) -> int:
 
 
 def _rolling_mean(x: np.ndarray, window: int) -> np.ndarray:
-    """Centred rolling mean along axis 1 over t - (window - 1) // 2 .. t + window // 2, shrinking at the edges."""
+    """Centred rolling mean along axis 1 over t - window // 2 .. t + (window - 1) // 2, shrinking at the edges.
+
+    pandas ``rolling(window, center=True, min_periods=1).mean()``: an even
+    window has its extra point before t (scipy's default origin does the same).
+    """
     n = x.shape[1]
-    before, after = (window - 1) // 2, window // 2
-    sums = uniform_filter1d(x, window, axis=1, mode="constant", cval=0.0, origin=-(window % 2 == 0))
+    before, after = window // 2, (window - 1) // 2
+    sums = uniform_filter1d(x, window, axis=1, mode="constant", cval=0.0)
     t = np.arange(n)
     sums *= window / (np.minimum(t + after + 1, n) - np.maximum(t - before, 0))  # mean over the points inside
     return sums
@@ -76,9 +97,10 @@ def pseudo_time(acts, labels, smooth_window=5, order="label", seed=0):
     labels : array [P]
         Class of each sample.
     smooth_window : int
-        Width of the centred rolling mean, shrinking at the edges (pandas
-        ``center=True, min_periods=1``; an even window has one more point
-        after t than before). 1 means no smoothing.
+        Width of the centred rolling mean, shrinking at the edges: pandas
+        ``rolling(w, center=True, min_periods=1)``, so an even window at t
+        covers t - w/2 .. t + w/2 - 1 (one more point before t than after).
+        1 means no smoothing.
     order : {"label", "random"}
         "label" stable-sorts samples by label (the paper); "random" puts the
         centred samples in the order ``default_rng(seed).permutation(P)`` of
@@ -122,24 +144,50 @@ def pseudo_time(acts, labels, smooth_window=5, order="label", seed=0):
     return x
 
 
-def dfa_scales(n, min_scale=16, n_scales=10):
-    """The DFA scales of a series of length ``n`` (SPEC rule).
+def dfa_scales(n, min_scale=16, n_scales=10, rule="authors"):
+    """The DFA scales of a series of length ``n``.
 
-    The distinct integers of ``logspace(log10 min_scale, log10 top, n_scales)``,
-    truncated, with top = n/4, or n/2 when n/4 <= min_scale; none when top <
-    min_scale. Exact values are truncated: a point that is an integer up to
-    rounding (64 for n = 256) stays that integer instead of dropping to 63.
-    Two scales need n >= 2 min_scale + 2 (34 for 16); the rule also gives a
-    single scale for n = 4 min_scale + 1 .. + 3 (65-67), n/4 just above min_scale.
+    Parameters
+    ----------
+    n : int
+        Series length.
+    min_scale, n_scales : int
+        Smallest scale and number of log-spaced points (the paper: 16, 10).
+    rule : {"authors", "rounded"}
+        "authors" (the default) is the authors' code, literally:
+        ``max_win = n // 4``, ``n // 2`` when ``n // 4 <= min_scale``, and
+        ``np.unique(np.logspace(np.log10(min_scale), np.log10(max_win), n_scales).astype(int))``.
+        The cast truncates, so a point that is an integer only up to
+        floating-point rounding can drop by one (the top scale is 63 at
+        n = 256, 249 at 1000, 347 at 2047, but 512 at 2048). "rounded" is
+        dynstudy's earlier rule: top = n / 4 (a float; n / 2 when n / 4 <=
+        min_scale) and points within rounding of an integer kept as that
+        integer (64 at n = 256, 250 at 1000, 348 at 2047).
+
+    Returns
+    -------
+    scales : int array, increasing
+        Empty when the top scale is below ``min_scale`` (the authors' code
+        would go on with scales below it). Under "authors" two scales come
+        for sure from n = 2 min_scale + 4 (36 for 16) on, except at n = 4
+        min_scale + 4 .. + 7 (68-71 for 16: n // 4 = 17, whose logspace
+        point truncates to 16 with numpy on x86-64), which give one.
     """
     n = _check_int("n", n, 0, "use the series length, an integer >= 0")
     min_scale = _check_int("min_scale", min_scale, 2, "use an integer >= 2 (the paper uses 16)")
     n_scales = _check_int("n_scales", n_scales, 2, "use an integer >= 2 (the paper uses 10)")
-    top = n / 4 if n / 4 > min_scale else n / 2
-    if top < min_scale:
-        return np.array([], dtype=int)
-    v = np.logspace(np.log10(min_scale), np.log10(top), n_scales)
-    return np.unique(np.floor(v * (1 + 1e-12)).astype(int))
+    if rule == "authors":
+        top = n // 4 if n // 4 > min_scale else n // 2
+        if top < min_scale:
+            return np.array([], dtype=int)
+        return np.unique(np.logspace(np.log10(min_scale), np.log10(top), n_scales).astype(int))
+    if rule == "rounded":
+        top = n / 4 if n / 4 > min_scale else n / 2
+        if top < min_scale:
+            return np.array([], dtype=int)
+        v = np.logspace(np.log10(min_scale), np.log10(top), n_scales)
+        return np.unique(np.floor(v * (1 + 1e-12)).astype(int))
+    raise ValueError(f"rule={rule!r} is invalid: use 'authors' (the authors' code, the default) or 'rounded'")
 
 
 def _detrend_basis(s: int, order: int) -> np.ndarray:
@@ -176,12 +224,13 @@ def _fluctuation(Y: np.ndarray, q: np.ndarray, overlap: bool, work: np.ndarray) 
     return total / segs.shape[1]
 
 
-def dfa_exponents(X, min_scale=16, n_scales=10, order=1, overlap=False, return_reasons=False):
+def dfa_exponents(X, min_scale=16, n_scales=10, order=1, overlap=False, return_reasons=False, scale_rule="authors"):
     """DFA exponent of every row of ``X`` ([C, N], or [N] for one series).
 
     Profile y = cumsum(x - mean x); for each scale s of :func:`dfa_scales`
-    the segments of y (N // s disjoint from the start, or every window with
-    ``overlap``) are detrended by a least-squares polynomial of degree
+    (``min_scale``, ``n_scales``, ``rule=scale_rule``: the authors' rule by
+    default) the segments of y (N // s disjoint from the start, or every
+    window with ``overlap``) are detrended by a least-squares polynomial of degree
     ``order`` (1 = DFA1, the paper; min_scale must exceed order + 1);
     F(s) = mean over segments of the residual RMS; alpha = least-squares
     slope of log F(s) on log s.
@@ -201,10 +250,13 @@ def dfa_exponents(X, min_scale=16, n_scales=10, order=1, overlap=False, return_r
                          f"is fitted exactly; use min_scale >= {order + 2}")
     c, n = X.shape
     alpha = np.full(c, np.nan)
-    scales = dfa_scales(n, min_scale, n_scales)
+    scales = dfa_scales(n, min_scale, n_scales, scale_rule)
     if len(scales) < 2:
-        why = (f"series too short for DFA: N={n} gives {len(scales)} distinct scale(s) from min_scale={min_scale}; "
-               f"two are needed (N >= {2 * min_scale + 2}, and N not in {4 * min_scale + 1}..{4 * min_scale + 3})")
+        m = min_scale
+        lo, gap = {"authors": (2 * m + 4, (4 * m + 4, 4 * m + 7)), "rounded": (2 * m + 2, (4 * m + 1, 4 * m + 3))}[
+            scale_rule]
+        why = (f"series too short for DFA: N={n} gives {len(scales)} distinct scale(s) from min_scale={m}; "
+               f"two are needed (N >= {lo}, and N not in {gap[0]}..{gap[1]})")
         return (alpha, [why] * c) if return_reasons else alpha
     finite = np.isfinite(X).all(axis=1)
     const = finite & (X == X[:, :1]).all(axis=1)
@@ -256,30 +308,44 @@ def _phase_sums(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.einsum("ct,ct->t", re, inv), np.einsum("ct,ct->t", im, inv)
 
 
-def kuramoto(X):
+def kuramoto(X, compat="dynstudy"):
     """(metastability, synchrony) of the rows of ``X`` as coupled oscillators.
 
     Each row minus its mean -> analytic signal (Hilbert transform, no
     band-pass) -> phase; R(t) = |mean over rows of exp(i phase)|;
     metastability = population std of R over t, synchrony = mean of R.
-    A constant row has no phase and is left out (counted, it would be a
-    phase locked at 0). NaN for non-finite input, fewer than two time points
-    or no non-constant row.
+
+    Parameters
+    ----------
+    X : array [C, N] (or [N])
+    compat : {"dynstudy", "authors"}
+        What a constant row (a dead channel) is. "dynstudy" (the default):
+        it has no phase and is left out; NaN when no row varies. "authors":
+        a phase locked at 0 (their ``np.angle`` of an all-zero analytic
+        signal), so it counts in the mean with exp(i 0) = 1; with every row
+        constant R(t) = 1 (metastability 0, synchrony 1).
+
+    Returns
+    -------
+    (metastability, synchrony) : floats
+        NaN for non-finite input or fewer than two time points.
     """
     X = _check_series(X)
+    compat = _check_compat(compat)
     n = X.shape[1]
     if n < 2 or not np.isfinite(X).all():
         return math.nan, math.nan
     keep = np.flatnonzero(~(X == X[:, :1]).all(axis=1))
-    if len(keep) == 0:
+    dead = X.shape[0] - len(keep) if compat == "authors" else 0
+    if len(keep) + dead == 0:
         return math.nan, math.nan
-    cos, sin = np.zeros(n), np.zeros(n)
+    cos, sin = np.full(n, float(dead)), np.zeros(n)  # a dead row at phase 0 adds cos 1, sin 0
     step = _rows_per_chunk(n)
     for start in range(0, len(keep), step):
         c, s = _phase_sums(X[keep[start:start + step]])
         cos += c
         sin += s
-    R = np.sqrt(cos * cos + sin * sin) / len(keep)
+    R = np.sqrt(cos * cos + sin * sin) / (len(keep) + dead)
     return float(R.std()), float(R.mean())
 
 
@@ -291,30 +357,48 @@ def integration(h_raw, h_opt=0.7, sigma_h=0.15):
 
 
 def capture_metrics(acts, labels, *, smooth_window=5, order="label", seed=0, h_opt=0.7, sigma_h=0.15,
-                    min_scale=16, n_scales=10, dfa_order=1, overlap=False):
+                    min_scale=16, n_scales=10, dfa_order=1, overlap=False, compat="dynstudy", scale_rule="authors"):
     """All metrics of one capture: :func:`pseudo_time`, then DFA and Kuramoto on it.
 
     ``acts`` [P, C] and ``labels`` [P]; the keywords go to :func:`pseudo_time`,
-    :func:`integration` and :func:`dfa_exponents` (``dfa_order`` is its ``order``).
+    :func:`integration`, :func:`dfa_exponents` (``dfa_order`` is its
+    ``order``, ``scale_rule`` its rule) and :func:`kuramoto` (``compat``).
+
+    Parameters
+    ----------
+    compat : {"dynstudy", "authors"}
+        "dynstudy" (the default): H_raw is the mean over the channels that
+        have an exponent, and constant channels are left out of the Kuramoto
+        order. "authors": their aggregation, so published per-epoch values
+        can be reproduced from activations: H_raw is the mean over all
+        channels, missing as soon as one channel has no exponent, and a
+        constant channel counts as a phase locked at 0.
 
     Returns
     -------
     dict
-        h_raw: mean DFA exponent over the channels that have one (NaN if none);
-        h_eff; metastability and synchrony (constant channels left out);
+        h_raw (NaN when undefined); h_eff; metastability and synchrony;
         n_channels; n_valid (channels with an exponent); reason: why h_raw is
         NaN (each distinct cause with its count when they differ), else None.
     """
+    compat = _check_compat(compat)
     X = pseudo_time(acts, labels, smooth_window, order, seed)
-    alpha, reasons = dfa_exponents(X, min_scale, n_scales, dfa_order, overlap, return_reasons=True)
+    alpha, reasons = dfa_exponents(X, min_scale, n_scales, dfa_order, overlap, return_reasons=True,
+                                   scale_rule=scale_rule)
     valid = np.isfinite(alpha)
-    h_raw = float(alpha[valid].mean()) if valid.any() else math.nan
     reason = None
-    if not valid.any():
-        causes = Counter(reasons)
-        reason = reasons[0] if len(causes) == 1 else "no channel has a DFA exponent: " + "; ".join(
-            f"{why} ({count})" for why, count in causes.most_common())
-    m, s = kuramoto(X)
+    if valid.all() or (valid.any() and compat == "dynstudy"):
+        h_raw = float(alpha[valid].mean())
+    else:
+        h_raw = math.nan
+        causes = Counter(r for r in reasons if r is not None)
+        listed = "; ".join(f"{why} ({count})" for why, count in causes.most_common())
+        if valid.any():  # compat="authors": one channel without an exponent makes the all-channel mean missing
+            reason = (f"compat='authors' averages all {len(alpha)} channels and {len(alpha) - int(valid.sum())} "
+                      f"have no DFA exponent: {listed}")
+        else:
+            reason = reasons[0] if len(causes) == 1 else "no channel has a DFA exponent: " + listed
+    m, s = kuramoto(X, compat)
     return {"h_raw": h_raw, "h_eff": float(integration(h_raw, h_opt, sigma_h)), "metastability": m, "synchrony": s,
             "n_channels": int(X.shape[0]), "n_valid": int(valid.sum()), "reason": reason}
 

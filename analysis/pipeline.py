@@ -53,7 +53,7 @@ SENSITIVITY_WINDOWS = (1, 5, 15)
 #: re-drawn channel subsets per capture for the channel-draw control.
 CHANNEL_DRAWS = 8
 DEFAULT_PARAMS = {"smooth_window": 5, "h_opt": 0.7, "sigma_h": 0.15, "w_h": 0.5, "min_scale": 16,
-                  "n_scales": 10, "vol_window": 3, "vol_threshold": 0.35, "vol_patience": 3}
+                  "n_scales": 10, "vol_window": 3, "vol_threshold": 0.35, "vol_patience": 3, "compat": "dynstudy"}
 RUN_COLUMNS = ("run_id", "study", "model", "dataset", "optimizer", "seed", "status", "epochs_completed", "config")
 
 
@@ -103,7 +103,7 @@ def channel_draws(stages: np.ndarray, k: int, n_draws: int, seed: list[int]) -> 
 
 
 def _metric_kwargs(params: dict) -> dict:
-    return {k: params[k] for k in ("smooth_window", "h_opt", "sigma_h", "min_scale", "n_scales")}
+    return {k: params[k] for k in ("smooth_window", "h_opt", "sigma_h", "min_scale", "n_scales", "compat")}
 
 
 def capture_rows(con, where: dict, step: int, params: dict, k: int | None, noise_at: dict) -> tuple[dict, list, list]:

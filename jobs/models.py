@@ -2,7 +2,11 @@
 
 Stages (SPEC): ResNet ``layer1..layer4``; DenseNet-121 ``denseblock1..4``;
 VGG-16-BN ``features[6, 13, 23, 33]``; MobileNetV2 ``features[4, 7, 14, 17]``;
-ViT encoder blocks 1, 4, 7, 10 (mean over tokens). The two tiny CNNs train in
+ViT encoder blocks 1, 4, 7, 10 (timm ``blocks[0, 3, 6, 9]``, the same
+computation as torchvision's ``encoder.layers[0, 3, 6, 9]`` that the authors
+hooked), pooled as they did: the mean over all tokens, the CLS token included.
+A torchvision ViT-B/16 state dict (the authors' weights) loads into
+``vit_b_16`` as a local ``pretrained`` file. The two tiny CNNs train in
 seconds on CPU for demos and tests; every stage has at least 32 channels.
 """
 from __future__ import annotations
@@ -165,15 +169,59 @@ def _timm_model(name: str, num_classes: int, in_chans: int, image_size: int, pre
             raise RuntimeError(f"could not fetch {arch} weights from the hub ({err}); on an offline machine pass a "
                                "local weights file as train.pretrained") from None
     if pretrained:
+        try:
+            state = _read_state(pretrained)
+        except Exception:  # not a torch file (.safetensors, .npz): timm reads it
+            state = {}
+        if isinstance(state, dict) and any(str(k).startswith("encoder.layers.") for k in state):  # torchvision's ViT
+            model = timm.create_model(arch, pretrained=False, **kwargs)
+            _load_local_weights(model, pretrained, torchvision_vit_to_timm(state))
+            return model
         return timm.create_model(arch, pretrained=True, pretrained_cfg_overlay={"file": str(pretrained)}, **kwargs)
     return timm.create_model(arch, pretrained=False, **kwargs)
 
 
-def _load_local_weights(model: nn.Module, path: str) -> None:
-    """Load a state dict, skipping tensors whose shapes differ (a new classifier head)."""
+def torchvision_vit_to_timm(state: dict) -> dict:
+    """A torchvision ``VisionTransformer`` state dict with timm ``VisionTransformer`` names.
+
+    torchvision's ``encoder.layers.encoder_layer_i`` is timm's ``blocks.i``
+    (pre-norm attention and MLP, LayerNorm eps 1e-6, exact GELU), so the
+    converted model computes the same block outputs; ``heads.head`` becomes ``head``.
+    """
+    fixed = {"class_token": "cls_token", "conv_proj.weight": "patch_embed.proj.weight",
+             "conv_proj.bias": "patch_embed.proj.bias", "encoder.pos_embedding": "pos_embed",
+             "encoder.ln.weight": "norm.weight", "encoder.ln.bias": "norm.bias",
+             "heads.head.weight": "head.weight", "heads.head.bias": "head.bias"}
+    parts = {"ln_1": "norm1", "self_attention.in_proj_weight": "attn.qkv.weight",
+             "self_attention.in_proj_bias": "attn.qkv.bias", "self_attention.out_proj": "attn.proj", "ln_2": "norm2",
+             "mlp.0": "mlp.fc1", "mlp.3": "mlp.fc2"}
+    out = {}
+    for key, value in state.items():
+        if key in fixed:
+            out[fixed[key]] = value
+        elif key.startswith("encoder.layers.encoder_layer_"):
+            index, rest = key.removeprefix("encoder.layers.encoder_layer_").split(".", 1)
+            for old, new in parts.items():
+                if rest == old or rest.startswith(old + "."):
+                    rest = new + rest[len(old):]
+                    break
+            out[f"blocks.{index}.{rest}"] = value
+        else:
+            out[key] = value
+    return out
+
+
+def _read_state(path: str) -> dict:
     state = torch.load(path, map_location="cpu", weights_only=True)
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
+    return state
+
+
+def _load_local_weights(model: nn.Module, path: str, state: dict | None = None) -> None:
+    """Load a state dict (``state``, else the file at ``path``), skipping tensors whose shapes differ (a new
+    classifier head)."""
+    state = _read_state(path) if state is None else state
     own = model.state_dict()
     kept = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     skipped = sorted(set(state) - set(kept))
@@ -250,7 +298,11 @@ def stage_modules(model: nn.Module, name: str) -> list[tuple[str, nn.Module]]:
 
 
 def pool_stage_output(t: torch.Tensor) -> torch.Tensor:
-    """[B, C, H, W] -> [B, C] global average pool; [B, T, D] -> [B, D] mean over tokens."""
+    """[B, C, H, W] -> [B, C] global average pool; [B, T, D] -> [B, D] mean over all T tokens.
+
+    For a ViT block the T tokens are the CLS token and the patch tokens (197
+    for ViT-B/16 at 224): the authors' ``output.mean(dim=1)``, CLS included.
+    """
     if t.dim() == 4:
         return t.mean(dim=(2, 3))
     if t.dim() == 3:

@@ -169,7 +169,7 @@ CLAIMS = pa.schema([
 ])
 
 SENSITIVITY = pa.schema([
-    ("parameter", pa.string()),       # h_opt | sigma_h | smooth_window | w_h
+    ("parameter", pa.string()),       # h_opt | sigma_h | smooth_window | w_h | vol_threshold
     ("value", pa.float64()),
     ("claim", pa.string()),
     ("model", pa.string()),

@@ -133,6 +133,10 @@ class AnalysisSpec(_Strict):
     vol_window: int = Field(3, ge=2)
     vol_threshold: float = Field(0.35, gt=0)
     vol_patience: int = Field(3, ge=1)
+    compat: Literal["dynstudy", "authors"] = Field(
+        "dynstudy", description="channel aggregation: 'dynstudy' (H_raw over the channels with an exponent, dead "
+                                "channels out of the Kuramoto order) or 'authors' (their code: all-channel mean, "
+                                "missing if any channel has no exponent; dead channels at phase 0)")
 
 
 class ResourceSpec(_Strict):

@@ -26,28 +26,40 @@ def pseudo_time(acts, labels, smooth_window, order="label", seed=0):
         x = x[np.random.default_rng(seed).permutation(n)]
     out = np.empty_like(x)
     for t in range(n):
-        lo = max(0, t - (smooth_window - 1) // 2)
-        hi = min(n, t + smooth_window // 2 + 1)
+        # pandas rolling(w, center=True, min_periods=1): t - w // 2 .. t + (w - 1) // 2, cut at the edges
+        lo = max(0, t - smooth_window // 2)
+        hi = min(n, t + (smooth_window - 1) // 2 + 1)
         out[t] = x[lo:hi].mean(axis=0)
     return out.T
 
 
-def scales(n, min_scale=16, n_scales=10):
-    """Distinct truncated integers of the geometric sequence min_scale .. N/4 (N/2 if N/4 <= min_scale)."""
-    top = n / 4
-    if top <= min_scale:
-        top = n / 2
-    if top < min_scale:
+def scales(n, min_scale=16, n_scales=10, rule="authors"):
+    """The authors' scales: max_win = N // 4 (N // 2 if that is <= min_scale), then their numpy expression.
+
+    ``rule="rounded"``: distinct truncated integers of the geometric sequence
+    min_scale .. N/4 (a float; N/2 if N/4 <= min_scale), exact integers kept.
+    """
+    if rule == "rounded":
+        top = n / 4
+        if top <= min_scale:
+            top = n / 2
+        if top < min_scale:
+            return []
+        values = [min_scale * (top / min_scale) ** (i / (n_scales - 1)) for i in range(n_scales)]
+        return sorted(set(math.floor(v + 1e-9) for v in values))  # exact integers stay themselves
+    max_win = n // 4
+    if max_win <= min_scale:
+        max_win = n // 2
+    if max_win < min_scale:
         return []
-    values = [min_scale * (top / min_scale) ** (i / (n_scales - 1)) for i in range(n_scales)]
-    return sorted(set(math.floor(v + 1e-9) for v in values))  # exact integers stay themselves
+    return [int(s) for s in np.unique(np.logspace(np.log10(min_scale), np.log10(max_win), n_scales).astype(int))]
 
 
-def dfa(x, order=1, overlap=False, min_scale=16, n_scales=10):
+def dfa(x, order=1, overlap=False, min_scale=16, n_scales=10, rule="authors"):
     x = np.asarray(x, dtype=float)
     n = len(x)
     y = np.cumsum(x - x.mean())
-    sc = scales(n, min_scale, n_scales)
+    sc = scales(n, min_scale, n_scales, rule)
     if len(sc) < 2:
         return math.nan
     logs, logf = [], []
@@ -59,32 +71,44 @@ def dfa(x, order=1, overlap=False, min_scale=16, n_scales=10):
             t = np.arange(s)
             coef = np.polyfit(t, seg, order)
             rms.append(math.sqrt(np.mean((seg - np.polyval(coef, t)) ** 2)))
+        f = np.mean(rms)
+        if f <= 1e-10 * math.sqrt(np.mean(y ** 2)):  # F(s) at rounding level (a constant channel): undefined
+            return math.nan
         logs.append(math.log(s))
-        logf.append(math.log(np.mean(rms)))
+        logf.append(math.log(f))
     return np.polyfit(logs, logf, 1)[0]
 
 
-def kuramoto(X):
-    """(metastability, synchrony); channels without variation have no phase and are left out."""
+def kuramoto(X, compat="dynstudy"):
+    """(metastability, synchrony); channels without variation have no phase and are left out
+    (``compat="authors"``: they are a phase locked at 0)."""
     X = np.asarray(X, dtype=float)
     if not np.isfinite(X).all():
         return math.nan, math.nan
-    rows = [row for row in X if row.max() > row.min()]
-    if not rows:
+    phases = []
+    for row in X:
+        if row.max() > row.min():
+            phases.append(np.angle(hilbert(row - row.mean())))
+        elif compat == "authors":
+            phases.append(np.zeros(len(row)))
+    if not phases:
         return math.nan, math.nan
-    phases = [np.angle(hilbert(row - row.mean())) for row in rows]
     R = []
     for t in range(X.shape[1]):
         R.append(abs(sum(complex(math.cos(p[t]), math.sin(p[t])) for p in phases) / len(phases)))
     return float(np.std(R)), float(np.mean(R))
 
 
-def capture_metrics(acts, labels, smooth_window=5, order="label", seed=0):
+def capture_metrics(acts, labels, smooth_window=5, order="label", seed=0, compat="dynstudy"):
     X = pseudo_time(acts, labels, smooth_window, order, seed)
     alphas = [dfa(row) for row in X]
-    h_raw = float(np.mean(alphas))
+    if compat == "authors":
+        h_raw = sum(alphas) / len(alphas)  # NaN as soon as one channel has no exponent
+    else:
+        present = [a for a in alphas if math.isfinite(a)]
+        h_raw = sum(present) / len(present) if present else math.nan
     h_eff = math.exp(-(h_raw - 0.7) ** 2 / (2 * 0.15 ** 2))
-    m, s = kuramoto(X)
+    m, s = kuramoto(X, compat)
     return {"h_raw": h_raw, "h_eff": h_eff, "metastability": m, "synchrony": s}
 
 

@@ -67,12 +67,79 @@ def test_dfa_scale_options_agree_with_literal():
     np.testing.assert_allclose(got, [lit.dfa(row, min_scale=8, n_scales=6) for row in x], rtol=0, atol=1e-9)
 
 
+#: The authors' scales, computed once in a scratch script with their formula,
+#: max_win = N // 4 (N // 2 when that is <= 16), np.unique(np.logspace(np.log10(16), np.log10(max_win), 10).astype(int)).
+AUTHORS_SCALES = {
+    97: [16, 17, 18, 19, 20, 21, 22, 23],
+    256: [16, 18, 21, 25, 29, 34, 40, 47, 54, 63],
+    1000: [16, 21, 29, 40, 54, 73, 100, 135, 184, 249],
+    2047: [16, 23, 34, 50, 74, 109, 161, 236, 347, 511],
+    2048: [16, 23, 34, 50, 74, 109, 161, 237, 348, 512],
+    4096: [16, 25, 40, 64, 101, 161, 256, 406, 645, 1024],
+}
+
+
+@pytest.mark.parametrize("n", sorted(AUTHORS_SCALES))
+def test_scales_are_the_authors(n):
+    assert dyn.dfa_scales(n).tolist() == AUTHORS_SCALES[n]
+    assert dyn.dfa_scales(n, rule="authors").tolist() == AUTHORS_SCALES[n]
+    assert lit.scales(n) == AUTHORS_SCALES[n]
+
+
 def test_scales_follow_the_rule():
     for n in range(0, 5000):
         assert list(dyn.dfa_scales(n)) == lit.scales(n), n
-    assert list(dyn.dfa_scales(256)) == [16, 18, 21, 25, 29, 34, 40, 47, 54, 64]  # 64 exactly, not 63
-    assert dyn.dfa_scales(4096)[0] == 16 and dyn.dfa_scales(4096)[-1] == 1024
-    assert [len(dyn.dfa_scales(n)) for n in (32, 33, 34, 64, 65, 66, 67, 68)] == [1, 1, 2, 10, 1, 1, 1, 2]
+        assert list(dyn.dfa_scales(n, rule="rounded")) == lit.scales(n, rule="rounded"), n
+    for n in (8000, 8191, 100_000):
+        assert list(dyn.dfa_scales(n, min_scale=8, n_scales=6)) == lit.scales(n, 8, 6), n
+    # the earlier rule, kept as an option: N / 4 as a float, near-integers kept
+    assert list(dyn.dfa_scales(256, rule="rounded")) == [16, 18, 21, 25, 29, 34, 40, 47, 54, 64]
+    assert dyn.dfa_scales(1000, rule="rounded")[-1] == 250 and dyn.dfa_scales(2047, rule="rounded")[-2] == 348
+    assert [len(dyn.dfa_scales(n, rule="rounded")) for n in (32, 33, 34, 64, 65, 66, 67, 68)] == [1, 1, 2, 10, 1, 1, 1, 2]
+    # the authors' rule: N // 4 <= 16 -> N // 2, so N = 64..67 get 10 scales up to 32-33
+    assert [len(dyn.dfa_scales(n)) for n in (31, 32, 33, 36, 64, 65, 66, 67, 72)] == [0, 1, 1, 2, 10, 10, 10, 10, 2]
+    assert dyn.dfa_scales(66).tolist() == [16, 17, 18, 20, 22, 23, 25, 28, 30, 33]
+
+
+def test_dfa_scale_rule_reaches_the_exponents():
+    x = np.random.default_rng(13).standard_normal((2, 256))
+    rounded = dyn.dfa_exponents(x, scale_rule="rounded")
+    np.testing.assert_allclose(rounded, [lit.dfa(row, rule="rounded") for row in x], rtol=0, atol=1e-9)
+    assert not np.allclose(rounded, dyn.dfa_exponents(x), rtol=0, atol=1e-12)  # 64 vs 63 as the top scale
+
+
+def _pandas_rolling_mean(x: np.ndarray, w: int) -> np.ndarray:
+    """pandas rolling(w, center=True, min_periods=1).mean() of each row, from its definition, one point at a time.
+
+    pandas' fixed window ending at t (t - w + 1 .. t) is moved right by (w - 1) // 2 when centred, and cut at
+    the edges (min_periods=1): for an even w the window is t - w/2 .. t + w/2 - 1.
+    """
+    out = np.empty_like(x)
+    n = x.shape[1]
+    for t in range(n):
+        end = t + (w - 1) // 2
+        out[:, t] = x[:, max(0, end - w + 1):min(n, end + 1)].mean(axis=1)
+    return out
+
+
+@pytest.mark.parametrize("window", [1, 2, 3, 4, 5, 6])
+def test_smoothing_follows_pandas(window):
+    rng = np.random.default_rng(window)
+    acts = rng.standard_normal((37, 3))
+    X = dyn.pseudo_time(acts, np.zeros(37, int), smooth_window=window)  # one class: centring is the mean only
+    centred = (acts - acts.mean(axis=0)).T
+    np.testing.assert_allclose(X, _pandas_rolling_mean(centred, window), rtol=0, atol=1e-14)
+    pd = pytest.importorskip("pandas")
+    want = pd.DataFrame(centred.T).rolling(window, center=True, min_periods=1).mean().to_numpy().T
+    np.testing.assert_allclose(X, want, rtol=0, atol=1e-14)
+
+
+def test_even_window_puts_the_extra_point_before_t():
+    x = 10.0 ** np.arange(8)  # each value a digit: the window's members read off the sum
+    X = dyn.pseudo_time(x[:, None], np.zeros(8, int), smooth_window=4)  # centred, then smoothed
+    sums = (X[0] + x.mean()) * np.array([2, 3, 4, 4, 4, 4, 4, 3])  # points per window, cut at the edges
+    got = [f"{int(round(v)):08d}" for v in sums]
+    assert got == ["00000011", "00000111", "00001111", "00011110", "00111100", "01111000", "11110000", "11100000"]
 
 
 def test_run_metrics_agree_with_literal_implementation():
@@ -144,6 +211,58 @@ def test_kuramoto_leaves_constant_channels_out():
     assert dyn.kuramoto(x[:1]) == pytest.approx((0.0, 1.0))  # one channel is in phase with itself
     vanishing = np.array([[-1.0, 0, -1, 2], [0.3, 1, 2, 0.5]])  # row 0's analytic signal is exactly 0 at t = 1
     assert dyn.kuramoto(vanishing) == pytest.approx(lit.kuramoto(vanishing), abs=1e-12)  # phase 0 there, as np.angle
+
+
+def _kuramoto_by_hand(X, dead_at_zero):
+    """R(t) = |mean_c exp(i phi_c(t))| with scipy's analytic signal, dead rows at phase 0 or left out."""
+    from scipy.signal import hilbert
+
+    live = X.max(axis=1) > X.min(axis=1)
+    phases = np.angle(hilbert(X[live] - X[live].mean(axis=1, keepdims=True), axis=1))
+    if dead_at_zero:
+        phases = np.vstack([phases, np.zeros(((~live).sum(), X.shape[1]))])
+    R = np.abs(np.exp(1j * phases).mean(axis=0))
+    return R.std(), R.mean()
+
+
+def test_kuramoto_authors_count_dead_channels_at_phase_0():
+    rng = np.random.default_rng(14)
+    x = rng.standard_normal((5, 300))
+    with_dead = np.vstack([x[:2], np.zeros((1, 300)), x[2:], np.full((2, 300), -3.25)])
+    got = dyn.kuramoto(with_dead, compat="authors")
+    assert got == pytest.approx(_kuramoto_by_hand(with_dead, True), abs=1e-12)
+    assert got == pytest.approx(lit.kuramoto(with_dead, "authors"), abs=1e-12)
+    assert dyn.kuramoto(with_dead) == pytest.approx(_kuramoto_by_hand(with_dead, False), abs=1e-12)
+    assert abs(got[1] - dyn.kuramoto(with_dead)[1]) > 0.01  # 3 of 8 channels locked together: another R(t)
+    assert dyn.kuramoto(x, compat="authors") == dyn.kuramoto(x)  # no dead channel: the same
+    assert dyn.kuramoto(np.ones((4, 300)), compat="authors") == (0.0, 1.0)  # all locked at 0
+
+
+def test_authors_compat_one_dead_channel():
+    """One dead channel: the authors' all-channel mean is missing, dynstudy's valid-channel mean is not."""
+    rng = np.random.default_rng(15)
+    labels = rng.integers(0, 4, 300)
+    acts = random_acts(rng, 300, 6)
+    acts[:, 3] = 0.0  # a dead ReLU channel
+    X = dyn.pseudo_time(acts, labels)
+    alpha = dyn.dfa_exponents(X)
+    assert np.isnan(alpha[3]) and np.isfinite(np.delete(alpha, 3)).all()
+    ours = dyn.capture_metrics(acts, labels)
+    theirs = dyn.capture_metrics(acts, labels, compat="authors")
+    assert ours["h_raw"] == pytest.approx(np.delete(alpha, 3).mean(), abs=1e-15) and ours["reason"] is None
+    assert math.isnan(theirs["h_raw"]) and math.isnan(theirs["h_eff"])
+    assert theirs["reason"] == "compat='authors' averages all 6 channels and 1 have no DFA exponent: constant channel (1)"
+    assert ours["n_valid"] == theirs["n_valid"] == 5 and theirs["n_channels"] == 6
+    assert (theirs["metastability"], theirs["synchrony"]) == pytest.approx(_kuramoto_by_hand(X, True), abs=1e-12)
+    assert (ours["metastability"], ours["synchrony"]) == pytest.approx(_kuramoto_by_hand(X, False), abs=1e-12)
+    for compat, got in (("dynstudy", ours), ("authors", theirs)):
+        want = lit.capture_metrics(acts, labels, compat=compat)
+        for key in want:
+            assert got[key] == pytest.approx(want[key], abs=1e-9, nan_ok=True), (compat, key)
+    alive = dyn.capture_metrics(np.delete(acts, 3, axis=1), labels, compat="authors")
+    assert alive["h_raw"] == pytest.approx(ours["h_raw"], abs=1e-15) and alive["reason"] is None
+    none = dyn.capture_metrics(np.zeros((300, 2)), labels, compat="authors")
+    assert math.isnan(none["h_raw"]) and none["reason"] == "constant channel" and none["synchrony"] == 1.0
 
 
 def test_integration():
@@ -238,9 +357,13 @@ def test_volatility_and_trigger():
 
 def test_dfa_undefined_cases_have_reasons():
     rng = np.random.default_rng(5)
-    for n in (20, 33, 66):
+    for n in (20, 31, 33):
         alpha, why = dyn.dfa_exponents(rng.standard_normal((2, n)), return_reasons=True)
         assert np.isnan(alpha).all() and all(f"N={n}" in w and "too short" in w for w in why)
+        assert "N >= 36, and N not in 68..71" in why[0]
+    alpha, why = dyn.dfa_exponents(rng.standard_normal((2, 66)), return_reasons=True, scale_rule="rounded")
+    assert np.isnan(alpha).all() and "N >= 34, and N not in 65..67" in why[0]
+    assert np.isfinite(dyn.dfa_exponents(rng.standard_normal((2, 66)))).all()  # the authors' rule: 10 scales
     x = rng.standard_normal((4, 512))
     x[0] = 4.2
     x[1, 7] = np.inf
@@ -302,6 +425,9 @@ def test_run_edge_cases():
     (lambda: dyn.dfa_exponents(np.zeros((2, 64)), min_scale=3, order=2), "min_scale=3"),
     (lambda: dyn.dfa_exponents(np.zeros((2, 64)), order=-1), "order=-1"),
     (lambda: dyn.dfa_scales(100, n_scales=1), "n_scales=1"),
+    (lambda: dyn.dfa_scales(100, rule="round"), "rule='round'"),
+    (lambda: dyn.kuramoto(np.zeros((2, 8)), compat="paper"), "compat='paper'"),
+    (lambda: dyn.capture_metrics(np.zeros((64, 2)), np.zeros(64), compat=None), "compat=None"),
     (lambda: dyn.kuramoto(np.zeros((2, 2, 8))), "shape"),
     (lambda: dyn.integration(0.5, sigma_h=0), "sigma_h=0"),
     (lambda: dyn.run_metrics([0.1, 0.2], [0.1]), "same, non-zero length"),

@@ -98,7 +98,7 @@ def test_analysis_tables(store):
         "integration separates datasets": 1, "integration separates datasets beyond noise": 1,
         "volatility trigger precedes accuracy plateau": cells, "state stable across seeds": cells}
     n_claims = _one(con, "SELECT count(*) FROM claims")[0]
-    assert _one(con, "SELECT count(*) FROM sensitivity")[0] == 13 * n_claims  # 4 + 3 + 3 + 3 settings
+    assert _one(con, "SELECT count(*) FROM sensitivity")[0] == 16 * n_claims  # 4 + 3 + 3 + 3 + 3 settings
     assert _one(con, "SELECT count(*) FROM sensitivity WHERE flipped AND ((parameter = 'h_opt' AND value = 0.7) "
                      "OR (parameter = 'smooth_window' AND value = 5))")[0] == 0
     assert _one(con, "SELECT count(*) FROM window_sensitivity")[0] == N_RUNS * EPOCHS * 3

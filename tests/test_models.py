@@ -81,6 +81,58 @@ def test_vit_weights_from_local_file(tmp_path):
     assert len(backbone) > 100 and all(torch.equal(s[k], d[k]) for k in backbone)
 
 
+@pytest.mark.parametrize("name, size, tokens, width", [("vit_tiny", 32, 1 + 8 * 8, 192),
+                                                      ("vit_b_16", 224, 1 + 14 * 14, 768)])
+def test_vit_stages_pool_all_tokens_cls_included(name, size, tokens, width):
+    """Encoder blocks 1, 4, 7, 10 give [B, CLS + patches, D]; the pooled value is the mean over all of them."""
+    torch.manual_seed(3)
+    model = build_model(name, 10, image_size=size).eval()
+    raw, pooled = {}, {}
+
+    def keep(stage):
+        def hook(_m, _i, out):
+            raw[stage], pooled[stage] = out, pool_stage_output(out)  # returns None: the output is left as it is
+        return hook
+
+    hooks = [m.register_forward_hook(keep(s)) for s, m in stage_modules(model, name)]
+    with torch.no_grad():
+        model(torch.randn(2, 3, size, size))
+    for h in hooks:
+        h.remove()
+    assert list(raw) == ["blocks.0", "blocks.3", "blocks.6", "blocks.9"]
+    for stage, out in raw.items():
+        assert out.shape == (2, tokens, width), stage
+        manual = sum(out[:, t] for t in range(tokens)) / tokens  # token 0 is CLS
+        assert torch.allclose(pooled[stage], manual, rtol=0, atol=1e-5), stage
+        assert not torch.allclose(pooled[stage], out[:, 1:].mean(dim=1), rtol=0, atol=1e-5)  # CLS counts
+
+
+def test_vit_b_16_blocks_compute_torchvision_encoder_layers(tmp_path):
+    """The authors hooked torchvision's encoder.layers[0, 3, 6, 9]: with the same weights (a torchvision state
+    dict loaded as a local file) timm's blocks[0, 3, 6, 9] give the same outputs, so the same pooled values."""
+    import torchvision
+
+    torch.manual_seed(4)
+    tv = torchvision.models.vit_b_16(weights=None, num_classes=10).eval()
+    path = tmp_path / "vit_b_16_torchvision.pth"
+    torch.save(tv.state_dict(), path)
+    ours = build_model("vit_b_16", 10, pretrained=str(path)).eval()
+    want, got = {}, {}
+    hooks = [tv.encoder.layers[i].register_forward_hook(lambda _m, _i, out, i=i: want.__setitem__(i, out.mean(dim=1)))
+             for i in (0, 3, 6, 9)]
+    hooks += [m.register_forward_hook(lambda _m, _i, out, s=s: got.__setitem__(int(s.split(".")[1]), pool_stage_output(out)))
+              for s, m in stage_modules(ours, "vit_b_16")]
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        logits_tv, logits_ours = tv(x), ours(x)
+    for h in hooks:
+        h.remove()
+    assert sorted(got) == sorted(want) == [0, 3, 6, 9]
+    for i in want:
+        assert torch.allclose(got[i], want[i], rtol=0, atol=1e-4), i
+    assert torch.allclose(logits_ours, logits_tv, rtol=0, atol=1e-4)
+
+
 def test_bad_arguments_are_named(tmp_path):
     with pytest.raises(ValueError, match="allowed: tiny_cnn"):
         build_model("resnet9000", 10)

@@ -31,7 +31,38 @@ def test_a_conclusion_that_hinges_on_h_opt_flips():
     assert integ[0.7]["verdict"] == "not supported" and not integ[0.7]["flipped"]
     assert integ[0.5]["verdict"] == "supported" and integ[0.5]["flipped"]
     assert all(not r["flipped"] for r in rows if (r["parameter"], r["value"]) in
-               {("h_opt", 0.7), ("sigma_h", 0.15), ("smooth_window", 5), ("w_h", 0.5)})
+               {("h_opt", 0.7), ("sigma_h", 0.15), ("smooth_window", 5), ("w_h", 0.5), ("vol_threshold", 0.35)})
+    assert {r["value"] for r in rows if r["parameter"] == "vol_threshold"} == {0.20, 0.35, 0.40}
+
+
+def test_vol_threshold_is_recomputed_from_the_stored_series():
+    """Six seeds whose Psi settles to a volatility of 0.27 at epoch 8: the trigger fires (epoch 10, before the
+    accuracy plateau at 14) at thresholds 0.35 and 0.40, never at 0.20, where the trigger claim flips."""
+    epochs = np.arange(1, 17)
+    swing = np.r_[np.tile([0.3, 0.7], 3)[:5], 0.5 + 0.02 * np.tile([1, -1], 6)[:11]]  # H_raw
+    summaries, windows, curves, params = [], [], {}, {}
+    for seed in range(6):
+        run_id = f"r{seed}"
+        summaries.append({"run_id": run_id, "model": "m", "dataset": "a", "optimizer": "sgd", "seed": seed,
+                          "status": "finished"})
+        params[run_id] = dict(DEFAULT_PARAMS)
+        curves[run_id] = (epochs, np.r_[np.linspace(0.3, 0.9, 14), 0.9, 0.9], np.linspace(1, 0.2, 16))
+        rng = np.random.default_rng(seed)
+        h = swing + 1e-4 * rng.standard_normal(16)
+        m = np.r_[np.tile([0.01, 0.09], 3)[:5], 0.05 + 0.005 * np.tile([1, -1], 6)[:11]]
+        for window in GRID["smooth_window"]:
+            for e, hr, mm in zip(epochs, h, m):
+                windows.append({"run_id": run_id, "kind": "epoch", "epoch": int(e), "smooth_window": window,
+                                "h_raw": hr, "metastability": mm, "noise_h_raw": 0.6})
+    rows = sensitivity(summaries, params, run_series(windows), curves)
+    vol = [r for r in rows if r["parameter"] == "vol_threshold"]
+    assert len(vol) == 3 * len({(r["claim"], r["dataset"], r["model"]) for r in rows})
+    assert all(r["states_changed"] == 0 for r in vol)  # the state does not depend on the trigger
+    trig = {r["value"]: r for r in vol if r["claim"] == "volatility trigger precedes accuracy plateau"}
+    assert trig[0.35]["verdict"] == trig[0.40]["verdict"] == "supported"
+    assert not trig[0.35]["flipped"] and not trig[0.40]["flipped"]
+    assert trig[0.20]["verdict"] == "untested" and trig[0.20]["flipped"]
+    assert not any(r["flipped"] for r in vol if r["claim"] != "volatility trigger precedes accuracy plateau")
 
 
 def test_channel_draws_pick_k_per_stage_from_what_is_stored():

@@ -28,6 +28,7 @@ def test_defaults_are_the_paper_protocol():
     assert spec.capture.probe_size == 2048 and spec.capture.channels_per_stage == 32
     assert spec.analysis.h_opt == 0.7 and spec.analysis.sigma_h == 0.15 and spec.analysis.w_h == 0.5
     assert spec.analysis.vol_threshold == 0.35 and spec.analysis.vol_window == 3
+    assert spec.analysis.compat == "dynstudy"  # dynstudy's channel aggregation unless asked for the authors'
     assert spec.train.batch_size == 512 and spec.train.plateau_patience == 5 and spec.train.early_stopping_patience == 10
     assert spec.optimizers[0].lr == 0.1 and spec.optimizers[0].momentum == 0.9
 
@@ -44,6 +45,7 @@ def test_defaults_are_the_paper_protocol():
     ({"store": "ftp://host/x"}, "store", ["ftp", "s3://"]),
     ({"trian": {"epochs": 3}}, "trian", ["unknown field"]),
     ({"capture": {"probe_size": 20}}, "(top level)", ["probe_size=20", "at least 32"]),
+    ({"analysis": {"compat": "paper"}}, "analysis.compat", ["'paper'", "'dynstudy'", "'authors'"]),
     ({"optimizers": [{"name": "sgd"}, {"name": "sgd"}]}, "(top level)", ["unique", "sgd"]),
 ])
 def test_bad_fields_are_named(patch, field, words):
@@ -109,6 +111,18 @@ def test_overrides_apply_per_cell_and_are_validated():
         parse_spec({**BASE, "overrides": [{"match": {"models": ["vgg16_bn"]}, "optimizer": {"lr": 0.01}}]})
     with pytest.raises(SpecError, match=r"overrides.0: lr: .*greater than 0"):
         parse_spec({**BASE, "overrides": [{"match": {"models": ["tiny_cnn"]}, "optimizer": {"lr": -1}}]})
+
+
+def test_authors_compat_reaches_the_analysis_kernels():
+    """analysis.compat: authors (here only for one cell) travels in the trial config to the capture kernels."""
+    from analysis.pipeline import _metric_kwargs, run_params
+
+    spec = parse_spec({**BASE, "datasets": ["digits", "synthetic"],
+                       "overrides": [{"match": {"datasets": ["digits"]}, "analysis": {"compat": "authors"}}]})
+    trials = {t["dataset"]["name"]: t for t in expand(spec, "/s")}
+    kwargs = {name: _metric_kwargs(run_params(json.dumps(t))[0]) for name, t in trials.items()}
+    assert kwargs["digits"]["compat"] == "authors" and kwargs["synthetic"]["compat"] == "dynstudy"
+    assert _metric_kwargs(run_params(json.dumps({"analysis": {"h_opt": 0.7}}))[0])["compat"] == "dynstudy"  # older runs
 
 
 # --- hostile or mistaken spec files: a clear SpecError, fast -----------------------------------------

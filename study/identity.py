@@ -9,9 +9,16 @@ compared with the ``runs`` row its id already has in the store:
 * done: the same config, finished or diverged (nothing to train);
 * unfinished: the same config, running or failed (``--resume`` continues it
   from its checkpoint, otherwise it starts again from scratch);
+* reanalysed: only analysis settings differ (and no volatility stopping
+  used them during training): the signals stay, the run's row takes the new
+  settings, and ``dynstudy analyze`` redoes the run's tables;
 * changed: another config under the same id. One run never holds two
   settings, so this is refused unless ``--replace``, which removes the old
   files first.
+
+A setting that a run's row lacks because it was written by an older dynstudy
+counts as that setting's default, so adding a field to the spec does not
+turn every stored run into a changed one.
 """
 from __future__ import annotations
 
@@ -20,16 +27,38 @@ from dataclasses import dataclass, field
 
 from store_contract.files import read_run_row
 from store_contract.schemas import config_identity
+from study.spec import AnalysisSpec, CaptureSpec, DatasetSpec, OptimizerSpec, TrainSpec
 
 DONE_STATUSES = ("finished", "diverged")
+_MISSING = object()
+
+
+def _defaults() -> dict:
+    """``'train.amp' -> True``: the default of every optional field of a trial config's sections."""
+    out = {}
+    for section, model in (("train", TrainSpec), ("capture", CaptureSpec), ("analysis", AnalysisSpec),
+                           ("optimizer", OptimizerSpec), ("dataset", DatasetSpec)):
+        for name, f in model.model_fields.items():
+            if not f.is_required():
+                out[f"{section}.{name}"] = f.get_default(call_default_factory=True)
+    return out
+
+
+DEFAULTS = _defaults()
 
 
 def differences(old, new, prefix: str = "") -> list[str]:
-    """``'train.epochs: 3 -> 2'`` for every leaf where two configs differ."""
+    """``'train.epochs: 3 -> 2'`` for every leaf where two configs differ.
+
+    A field absent from ``old`` (an older dynstudy wrote it) that has its
+    default in ``new`` is no difference.
+    """
     if isinstance(old, dict) and isinstance(new, dict):
         out = []
         for key in sorted(set(old) | set(new)):
             name = f"{prefix}.{key}" if prefix else str(key)
+            if key not in old and DEFAULTS.get(name, _MISSING) == new[key]:
+                continue
             if key not in old:
                 out.append(f"{name}: (absent) -> {json.dumps(new[key])}")
             elif key not in new:
@@ -48,6 +77,7 @@ class StudyPlan:
     done: list[dict] = field(default_factory=list)
     unfinished: list[dict] = field(default_factory=list)
     changed: list[tuple[dict, list[str]]] = field(default_factory=list)  # (trial, differences)
+    reanalysed: list[tuple[dict, list[str]]] = field(default_factory=list)  # only analysis settings differ
     rows: dict[str, dict] = field(default_factory=dict)                # run_id -> existing runs row
 
     def refusal(self, limit: int = 5) -> str:
@@ -62,6 +92,12 @@ class StudyPlan:
         return "\n".join(lines)
 
 
+def analysis_only(diffs: list[str], old: dict, new: dict) -> bool:
+    """True when only ``analysis.*`` settings differ and neither config stopped training on them."""
+    stopping = [(c.get("train") or {}).get("volatility_stopping", False) for c in (old, new)]
+    return all(d.startswith("analysis.") for d in diffs) and not any(stopping)
+
+
 def plan_study(trials: list[dict], store: str) -> StudyPlan:
     """Sort ``trials`` by the runs rows their ids have in ``store``."""
     plan = StudyPlan()
@@ -71,7 +107,11 @@ def plan_study(trials: list[dict], store: str) -> StudyPlan:
             plan.new.append(trial)
             continue
         plan.rows[trial["run_id"]] = row
-        diffs = differences(config_identity(row["config"] or "{}"), config_identity(trial))
+        old = config_identity(row["config"] or "{}")
+        diffs = differences(old, config_identity(trial))
+        if diffs and analysis_only(diffs, old, trial):
+            plan.reanalysed.append((trial, diffs))
+            diffs = []
         if diffs:
             plan.changed.append((trial, diffs))
         elif row["status"] in DONE_STATUSES:

@@ -182,6 +182,18 @@ def select_trials(plan: StudyPlan, *, resume: bool, replace: bool, out) -> tuple
     return plan.new + plan.unfinished, []
 
 
+def apply_analysis_changes(plan: StudyPlan, store: str, out) -> None:
+    """Runs whose analysis settings alone changed take the new settings in their row; the signals stay."""
+    for trial, _ in plan.reanalysed:
+        row = plan.rows[trial["run_id"]]
+        row["config"] = json.dumps(trial, sort_keys=True)
+        write_rows(store, "runs", trial["run_id"], "run", {k: [v] for k, v in row.items()})
+    if plan.reanalysed:
+        diffs = sorted({d for _, ds in plan.reanalysed for d in ds})
+        print(f"{len(plan.reanalysed)} run(s) change only analysis settings ({'; '.join(diffs[:4])}): their signals "
+              "are kept and `dynstudy analyze` recomputes their tables", file=out, flush=True)
+
+
 def _summary(store: str, trials: list[dict], results, plan: StudyPlan, errors: dict, skipped: list[dict]) -> dict:
     statuses = [(r.metrics or {}).get("status", "finished") for r in results if r.error is None]
     statuses += [plan.rows[t["run_id"]]["status"] for t in skipped]
@@ -221,6 +233,8 @@ def run_study(spec: StudySpec, *, store: Optional[str] = None, resume: bool = Fa
                                  "AWS_PROFILE, ...)") from None
     plan = plan_study(trials, store)
     todo, replaced = select_trials(plan, resume=resume, replace=replace, out=out)
+    if not replace:
+        apply_analysis_changes(plan, store, out)
     todo_ids = {t["run_id"] for t in todo}
     skipped = [t for t in trials if t["run_id"] not in todo_ids]
     if not todo:

@@ -24,9 +24,15 @@ from study.spec import SpecError, load_spec
 from tests.test_trainer import trial
 
 
-def _finish(store, spec, status="finished"):
-    """Write the runs rows a finished study of ``spec`` leaves, plus a capture file per run."""
+def _finish(store, spec, status="finished", drop=()):
+    """Write the runs rows a finished study of ``spec`` leaves, plus an epoch file per run.
+
+    ``drop``: (section, field) pairs left out of the stored config, as an older dynstudy wrote it.
+    """
     for t in expand(spec, str(store)):
+        t = json.loads(json.dumps(t))
+        for section, name in drop:
+            del t[section][name]
         write_rows(str(store), "runs", t["run_id"], "run", {
             "run_id": [t["run_id"]], "study": [spec.name], "model": [t["model"]], "dataset": [t["dataset"]["name"]],
             "optimizer": ["sgd"], "seed": [t["seed"]], "status": [status], "epochs_completed": [3],
@@ -48,6 +54,34 @@ def test_rerunning_a_finished_study_trains_nothing(tmp_path, monkeypatch):
     summary = run_study(_smoke(), store=str(tmp_path), out=out)
     assert "2 runs already finished; --resume continues unfinished runs, --replace retrains" in out.getvalue()
     assert summary == {"store": str(tmp_path), "runs": 2, "failed": 0, "diverged": 0, "finished": 2, "skipped": 2}
+
+
+def test_a_field_an_older_dynstudy_did_not_write_counts_as_its_default(tmp_path, monkeypatch):
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:1")
+    _finish(tmp_path, _smoke(), drop=[("analysis", "compat"), ("train", "threads")])
+    out = io.StringIO()
+    assert run_study(_smoke(), store=str(tmp_path), out=out)["skipped"] == 2
+    assert "2 runs already finished" in out.getvalue()
+    with pytest.raises(SpecError, match=r'analysis.compat: \(absent\) -> "authors"'):
+        run_study(_smoke(analysis={"compat": "authors", "smooth_window": 15}, train={"epochs": 4}),
+                  store=str(tmp_path), out=io.StringIO())
+
+
+def test_changed_analysis_settings_keep_the_signals(tmp_path, monkeypatch):
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:1")  # nothing to train: Ray is never reached
+    _finish(tmp_path, _smoke())
+    out = io.StringIO()
+    summary = run_study(_smoke(analysis={"smooth_window": 15}), store=str(tmp_path), out=out)
+    assert summary["skipped"] == 2 and summary["finished"] == 2
+    assert ("2 run(s) change only analysis settings (analysis.smooth_window: 5 -> 15): their signals are kept "
+            "and `dynstudy analyze` recomputes their tables") in out.getvalue()
+    for t in expand(_smoke(), str(tmp_path)):
+        assert json.loads(read_run_row(str(tmp_path), t["run_id"])["config"])["analysis"]["smooth_window"] == 15
+    stopping = _smoke(train={"volatility_stopping": True})
+    _finish(tmp_path / "v", stopping)
+    with pytest.raises(SpecError, match="analysis.vol_threshold: 0.35 -> 0.2"):  # it stopped training: a new run
+        run_study(_smoke(train={"volatility_stopping": True}, analysis={"vol_threshold": 0.2}),
+                  store=str(tmp_path / "v"), out=io.StringIO())
 
 
 def test_a_changed_spec_is_refused_naming_runs_and_fields(tmp_path, monkeypatch):

@@ -45,6 +45,8 @@ STATES = ("Stable Convergent", "Rigidly Synchronised", "Metastable High-Integrat
 _ROUNDING = 1e-12
 #: How a capture's channels are aggregated (``compat``): dynstudy's choices, or the authors' code.
 COMPAT = ("dynstudy", "authors")
+#: Settings of a spec's ``analysis`` section that ``capture_metrics`` takes (the analysis and the online trigger).
+CAPTURE_PARAMS = ("smooth_window", "h_opt", "sigma_h", "min_scale", "n_scales", "compat")
 #: Values per chunk of rows (1 MiB of float64).
 _CHUNK = 1 << 17
 

@@ -103,7 +103,7 @@ def channel_draws(stages: np.ndarray, k: int, n_draws: int, seed: list[int]) -> 
 
 
 def _metric_kwargs(params: dict) -> dict:
-    return {k: params[k] for k in ("smooth_window", "h_opt", "sigma_h", "min_scale", "n_scales", "compat")}
+    return {k: params[k] for k in dynamics.CAPTURE_PARAMS}
 
 
 def capture_rows(con, where: dict, step: int, params: dict, k: int | None, noise_at: dict) -> tuple[dict, list, list]:

@@ -14,16 +14,13 @@ import numpy as np
 
 from analysis import dynamics
 
-#: capture_metrics keyword arguments that a spec's analysis section may set.
-_CAPTURE_KEYS = ("smooth_window", "h_opt", "sigma_h", "min_scale", "n_scales")
-
 
 class OnlineDynamics:
     """History of per-epoch H_eff, M and accuracy of one run, and its run metrics."""
 
     def __init__(self, channels_per_stage: int, analysis: dict):
         self.k = channels_per_stage
-        self.capture_kw = {k: analysis[k] for k in _CAPTURE_KEYS if k in analysis}
+        self.capture_kw = {k: analysis[k] for k in dynamics.CAPTURE_PARAMS if k in analysis}
         self.run_kw = {k: analysis[k] for k in ("w_h", "vol_window", "vol_threshold", "vol_patience") if k in analysis}
         self.history: dict[str, list[float]] = {"h_eff": [], "metastability": [], "val_acc": []}
 

@@ -50,6 +50,8 @@ from store_contract.schemas import ANALYSIS_TABLES, INPUT_DIGEST_KEY, RUN_OUTPUT
 #: analysis settings a run's config may set (spec section ``analysis``); SPEC defaults.
 #: smoothing windows every end-of-epoch capture is also analysed at (sensitivity).
 SENSITIVITY_WINDOWS = (1, 5, 15)
+#: probe sizes (the first P samples) every end-of-epoch capture is also analysed at, where the probe has them.
+SENSITIVITY_PROBES = (256, 512, 1024, 2048, 4096)
 #: re-drawn channel subsets per capture for the channel-draw control.
 CHANNEL_DRAWS = 8
 DEFAULT_PARAMS = {"smooth_window": 5, "h_opt": 0.7, "sigma_h": 0.15, "w_h": 0.5, "min_scale": 16,
@@ -106,6 +108,28 @@ def _metric_kwargs(params: dict) -> dict:
     return {k: params[k] for k in dynamics.CAPTURE_PARAMS}
 
 
+def sensitivity_rows(where: dict, acts, labels, noise, own: dict, own_noise: float, kw: dict, noise_at: dict) -> list:
+    """window_sensitivity rows of one end-of-epoch capture: every window of :data:`SENSITIVITY_WINDOWS` on the
+    whole probe, and the run's own window on the first P samples for each smaller P of :data:`SENSITIVITY_PROBES`.
+
+    ``own`` / ``own_noise``: the capture's metrics and noise control at the run's own settings (not recomputed).
+    The noise control at other settings is computed once per run into ``noise_at`` (it depends only on the
+    probe's labels and size, which are fixed per run).
+    """
+    n = len(labels)
+    settings = [(w, n) for w in sorted(set(SENSITIVITY_WINDOWS) | {kw["smooth_window"]})]
+    settings += [(kw["smooth_window"], p) for p in SENSITIVITY_PROBES if p < n]
+    rows = []
+    for window, p in settings:
+        same = (window, p) == (kw["smooth_window"], n)
+        sig = own if same else dynamics.capture_metrics(acts[:p], labels[:p], **{**kw, "smooth_window": window})
+        if not same and (window, p) not in noise_at:
+            noise_at[(window, p)] = dynamics.capture_metrics(noise[:p], labels[:p], **{**kw, "smooth_window": window})["h_raw"]
+        rows.append({**where, "smooth_window": window, "probe_size": p, "h_raw": sig["h_raw"],
+                     "metastability": sig["metastability"], "noise_h_raw": own_noise if same else noise_at[(window, p)]})
+    return rows
+
+
 def capture_rows(con, where: dict, step: int, params: dict, k: int | None, noise_at: dict) -> tuple[dict, list, list]:
     """One capture's metrics row, its control rows and its window-sensitivity rows.
 
@@ -133,14 +157,7 @@ def capture_rows(con, where: dict, step: int, params: dict, k: int | None, noise
                     for name, c in controls.items()]
     window_rows = []
     if kind == "epoch":
-        for window in sorted(set(SENSITIVITY_WINDOWS) | {kw["smooth_window"]}):
-            same = window == kw["smooth_window"]
-            sig = m if same else dynamics.capture_metrics(acts, labels, **{**kw, "smooth_window": window})
-            if not same and window not in noise_at:
-                noise_at[window] = dynamics.capture_metrics(noise, labels, **{**kw, "smooth_window": window})["h_raw"]
-            window_rows.append({**where, "smooth_window": window, "h_raw": sig["h_raw"],
-                                "metastability": sig["metastability"],
-                                "noise_h_raw": controls["noise"]["h_raw"] if same else noise_at[window]})
+        window_rows = sensitivity_rows(where, acts, labels, noise, m, controls["noise"]["h_raw"], kw, noise_at)
     return {**where, "step": step, **m}, control_rows, window_rows
 
 
@@ -306,9 +323,9 @@ def write_cross_run_tables(store: str, con, summaries: list[dict], runs: list[di
     _write(store, "claims", all_claims(summaries, curves, plateau_points))
     windows = []
     if "window_sensitivity" in _views(con):
-        windows = [dict(zip(("run_id", "kind", "epoch", "smooth_window", "h_raw", "metastability", "noise_h_raw"), r))
-                   for r in con.execute("SELECT run_id, kind, epoch, smooth_window, h_raw, metastability, noise_h_raw "
-                                        "FROM window_sensitivity").fetchall() if r[0] in ids]
+        cols = ("run_id", "kind", "epoch", "smooth_window", "probe_size", "h_raw", "metastability", "noise_h_raw")
+        windows = [dict(zip(cols, r)) for r in con.execute(f"SELECT {', '.join(cols)} FROM window_sensitivity").fetchall()
+                   if r[0] in ids]
     params = {r["run_id"]: run_params(r["config"])[0] for r in runs if r["run_id"] in ids}
     _write(store, "sensitivity", sensitivity(summaries, params, run_series(windows), curves, plateau_points))
 

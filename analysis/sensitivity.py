@@ -5,8 +5,10 @@ and its published trigger results used volatility thresholds 0.40 (CIFAR-10)
 and 0.20 (CIFAR-100) where its script says 0.35. Here each is varied in turn
 over :data:`GRID` (the others at the run's own values), every run's series is
 recomputed from the stored per-capture values (``capture_metrics`` and
-``window_sensitivity``: no activations are re-read; w_H and the volatility
-threshold act on the per-epoch series only),
+``window_sensitivity``, which holds each end-of-epoch capture at every window
+and at the first P probe samples: no activations are re-read; w_H and the
+volatility threshold act on the per-epoch series only; a probe size larger
+than a run's probe leaves that run out of the setting),
 and the three claims (:mod:`analysis.claims`) are re-tested. A row per
 (setting, claim test) says the verdict, the verdict at the run's own settings,
 whether it flipped, and how many runs changed taxonomy state.
@@ -26,6 +28,7 @@ GRID = {
     "smooth_window": (1, 5, 15),
     "w_h": (0.3, 0.5, 0.7),
     "vol_threshold": (0.20, 0.35, 0.40),
+    "probe_size": (256, 512, 1024, 2048, 4096),  # the first P samples of each run's probe, where it has them
 }
 RUN_KEYS = ("w_h", "vol_window", "vol_threshold", "vol_patience")
 
@@ -47,11 +50,15 @@ def _recompute(summary: dict, series: dict, params: dict, curve) -> dict:
 
 
 def run_series(window_rows: list[dict]) -> dict:
-    """(run_id, window) -> (epochs, h_raw, metastability, noise h_raw) over end-of-epoch captures."""
+    """(run_id, window, probe size) -> (epochs, h_raw, metastability, noise h_raw) over end-of-epoch captures.
+
+    Rows without a probe size (the whole probe, size not recorded) get -1.
+    """
     acc = defaultdict(list)
     for r in window_rows:
         if r.get("kind") == "epoch":
-            acc[(r["run_id"], r["smooth_window"])].append((r["epoch"], r["h_raw"], r["metastability"], r["noise_h_raw"]))
+            key = (r["run_id"], r["smooth_window"], r.get("probe_size") or -1)
+            acc[key].append((r["epoch"], r["h_raw"], r["metastability"], r["noise_h_raw"]))
     out = {}
     for key, rows in acc.items():
         rows.sort()
@@ -70,13 +77,17 @@ def sensitivity(summaries: list[dict], params_by_run: dict, series: dict, curves
     series : output of :func:`run_series`.
     curves : run_id -> (epochs, val_acc, val_loss).
     """
-    usable = [s for s in summaries if (s["run_id"], params_by_run[s["run_id"]]["smooth_window"]) in series]
+    whole = defaultdict(lambda: -1)  # run_id -> its whole probe's size
+    for rid, _, p in series:
+        whole[rid] = max(whole[rid], p)
+    usable = [s for s in summaries
+              if (s["run_id"], params_by_run[s["run_id"]]["smooth_window"], whole[s["run_id"]]) in series]
 
     def verdicts(override: dict):
         runs = []
         for s in usable:
             params = {**params_by_run[s["run_id"]], **override}
-            key = (s["run_id"], params["smooth_window"])
+            key = (s["run_id"], params["smooth_window"], params.get("probe_size") or whole[s["run_id"]])
             if key in series:
                 runs.append(_recompute(s, series[key], params, curves.get(s["run_id"])))
         claims = {(c["claim"], c["model"], c["optimizer"], c["dataset"]): c["verdict"]
@@ -88,6 +99,8 @@ def sensitivity(summaries: list[dict], params_by_run: dict, series: dict, curves
     for param, values in GRID.items():
         for value in values:
             claims, states = verdicts({param: value})
+            if not states:  # no run has this setting (a probe larger than every run's)
+                continue
             changed = sum(1 for rid, st in states.items() if st != base_states.get(rid))
             for key, verdict in sorted(claims.items()):
                 default = base_claims.get(key)

@@ -151,7 +151,8 @@ WINDOW_SENSITIVITY = pa.schema([
     ("smooth_window", pa.int32()),
     ("h_raw", pa.float64()),
     ("metastability", pa.float64()),
-    ("noise_h_raw", pa.float64()),    # the noise control at the same window
+    ("noise_h_raw", pa.float64()),    # the noise control at the same window and probe size
+    ("probe_size", pa.int32()),       # the first P samples of the probe this row used (the whole probe, or less)
 ])
 
 CLAIMS = pa.schema([
@@ -169,7 +170,7 @@ CLAIMS = pa.schema([
 ])
 
 SENSITIVITY = pa.schema([
-    ("parameter", pa.string()),       # h_opt | sigma_h | smooth_window | w_h | vol_threshold
+    ("parameter", pa.string()),       # h_opt | sigma_h | smooth_window | w_h | vol_threshold | probe_size
     ("value", pa.float64()),
     ("claim", pa.string()),
     ("model", pa.string()),

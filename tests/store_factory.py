@@ -17,14 +17,15 @@ STAGES = ("stage1", "stage2", "stage3", "stage4")
 K, PROBE, CLASSES = 4, 64, 4
 
 
-def _config(run_id: str, seed: int, dataset: str, epochs: int) -> dict:
+def _config(run_id: str, seed: int, dataset: str, epochs: int, probe: int = PROBE) -> dict:
     return {"run_id": run_id, "study": "made", "store": "/elsewhere", "model": "tiny_cnn", "seed": seed,
             "dataset": {"name": dataset}, "optimizer": {"name": "sgd", "lr": 0.1},
-            "train": {"epochs": epochs}, "capture": {"probe_size": PROBE, "channels_per_stage": K},
+            "train": {"epochs": epochs}, "capture": {"probe_size": probe, "channels_per_stage": K},
             "analysis": {}}
 
 
-def write_capture(store, run_id: str, capture: int, epoch: int, rng) -> None:
+def write_capture(store, run_id: str, capture: int, epoch: int, rng, probe: int = PROBE) -> None:
+    PROBE = probe  # noqa: N806  (the probe size of this capture)
     labels = np.repeat(np.arange(CLASSES, dtype=np.int32), PROBE // CLASSES)
     n = len(STAGES) * K * PROBE
     values = np.cumsum(rng.standard_normal((len(STAGES) * K, PROBE)), axis=1) * 0.1 + rng.standard_normal((len(STAGES) * K, PROBE))
@@ -43,14 +44,14 @@ def write_epoch(store, run_id: str, epoch: int, rng) -> None:
 
 
 def write_run_row(store, run_id: str, seed: int, dataset: str, epochs: int, status: str = "finished",
-                  done: int | None = None, attempts: int = 1) -> None:
+                  done: int | None = None, attempts: int = 1, probe: int = PROBE) -> None:
     write_rows(store, "runs", run_id, "run", {
         "run_id": [run_id], "study": ["made"], "model": ["tiny_cnn"], "dataset": [dataset], "optimizer": ["sgd"],
         "seed": [seed], "status": [status], "epochs_completed": [epochs if done is None else done],
-        "config": [json.dumps(_config(run_id, seed, dataset, epochs), sort_keys=True)], "attempts": [attempts]})
+        "config": [json.dumps(_config(run_id, seed, dataset, epochs, probe), sort_keys=True)], "attempts": [attempts]})
 
 
-def make_store(store, seeds=(0, 1, 2), epochs: int = 6, datasets=("digits", "synthetic")) -> list[str]:
+def make_store(store, seeds=(0, 1, 2), epochs: int = 6, datasets=("digits", "synthetic"), probe: int = PROBE) -> list[str]:
     """Write one finished run per (dataset, seed); return the run ids."""
     ids = []
     for dataset in datasets:
@@ -58,9 +59,9 @@ def make_store(store, seeds=(0, 1, 2), epochs: int = 6, datasets=("digits", "syn
             run_id = f"tiny_cnn-{dataset}-sgd-s{seed}-made"
             rng = np.random.default_rng([seed, len(dataset)])
             for e in range(epochs + 1):
-                write_capture(store, run_id, e, e, rng)
+                write_capture(store, run_id, e, e, rng, probe)
                 if e:
                     write_epoch(store, run_id, e, rng)
-            write_run_row(store, run_id, seed, dataset, epochs)
+            write_run_row(store, run_id, seed, dataset, epochs, probe=probe)
             ids.append(run_id)
     return ids

@@ -26,7 +26,8 @@ def test_a_conclusion_that_hinges_on_h_opt_flips():
                                     "h_raw": hr, "metastability": m, "noise_h_raw": 0.6})
     rows = sensitivity(summaries, params, run_series(windows), curves)
     n_claims = len({(r["claim"], r["dataset"]) for r in rows})
-    assert len(rows) == sum(len(v) for v in GRID.values()) * n_claims
+    # no probe sizes stored: the probe_size settings have no runs and no rows
+    assert len(rows) == sum(len(v) for k, v in GRID.items() if k != "probe_size") * n_claims
     integ = {r["value"]: r for r in rows if r["parameter"] == "h_opt" and r["claim"] == "integration separates datasets"}
     assert integ[0.7]["verdict"] == "not supported" and not integ[0.7]["flipped"]
     assert integ[0.5]["verdict"] == "supported" and integ[0.5]["flipped"]
@@ -73,3 +74,28 @@ def test_channel_draws_pick_k_per_stage_from_what_is_stored():
         assert (stages[cols] == "s1").sum() == 8 and (stages[cols] == "s2").sum() == 8 and len(set(cols)) == 16
     assert any(not np.array_equal(draws[0], d) for d in draws[1:])
     assert all(np.array_equal(a, b) for a, b in zip(draws, channel_draws(stages, 8, 5, [1, 2])))
+
+
+def test_probe_size_uses_the_first_p_samples_where_the_probe_has_them():
+    """Runs with a 512-sample probe: rows at P = 256 and 512 (the runs' own), none at 1024 and above."""
+    rng = np.random.default_rng(1)
+    epochs = np.arange(1, 9)
+    summaries, windows, curves, params = [], [], {}, {}
+    for dataset, centre in (("a", 0.55), ("b", 0.85)):
+        for seed in range(4):
+            run_id = f"{dataset}{seed}"
+            summaries.append({"run_id": run_id, "model": "m", "dataset": dataset, "optimizer": "sgd", "seed": seed,
+                              "status": "finished"})
+            params[run_id] = dict(DEFAULT_PARAMS)
+            curves[run_id] = (epochs, np.linspace(0.5, 0.9, 8), np.linspace(1, 0.2, 8))
+            for window, probe, shift in ((5, 512, 0.0), (1, 512, 0.0), (15, 512, 0.0), (5, 256, 0.3)):
+                h = centre + shift + 0.01 * rng.standard_normal(8)  # at 256 samples both datasets sit far above 0.7
+                for e, hr, m in zip(epochs, h, rng.uniform(0.01, 0.05, 8)):
+                    windows.append({"run_id": run_id, "kind": "epoch", "epoch": int(e), "smooth_window": window,
+                                    "probe_size": probe, "h_raw": hr, "metastability": m, "noise_h_raw": 0.6})
+    rows = [r for r in sensitivity(summaries, params, run_series(windows), curves) if r["parameter"] == "probe_size"]
+    assert {r["value"] for r in rows} == {256.0, 512.0}
+    assert all(r["n_runs"] == 8 for r in rows)
+    assert not any(r["flipped"] for r in rows if r["value"] == 512.0)  # the runs' own probe
+    integ = {r["value"]: r["verdict"] for r in rows if r["claim"] == "integration separates datasets"}
+    assert integ == {512.0: "not supported", 256.0: "supported"}

@@ -14,7 +14,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from analysis.catalog import open_catalog, unreadable_files
-from analysis.pipeline import analyze
+from analysis import dynamics
+from analysis.pipeline import analyze, capture_arrays
 from study.cli import main
 from tests.store_factory import make_store, write_capture, write_epoch, write_run_row
 
@@ -244,3 +245,23 @@ def test_an_empty_store_is_named_not_a_traceback(tmp_path, capsys):
     assert capsys.readouterr().err == f"dynstudy status: store {str(tmp_path)!r} has no runs yet; run a study first (dynstudy run)\n"
     assert main(["analyze", "--store", str(tmp_path)]) == 2
     assert "has no runs/activations tables yet; run a study first" in capsys.readouterr().err
+
+
+def test_probe_size_sensitivity_uses_the_first_samples(tmp_path):
+    """A 512-sample probe is also analysed on its first 256 samples; the sensitivity table varies the probe."""
+    path = tmp_path / "store"
+    make_store(path, seeds=(0, 1), datasets=("digits", "synthetic"), epochs=4, probe=512)
+    analyze(str(path), out=io.StringIO())
+    con = open_catalog(str(path))
+    got = con.execute("SELECT probe_size, smooth_window, count(*) FROM window_sensitivity GROUP BY ALL ORDER BY ALL"
+                      ).fetchall()
+    assert got == [(256, 5, 16), (512, 1, 16), (512, 5, 16), (512, 15, 16)]  # 4 runs x 4 epochs each
+    own = con.execute("SELECT w.h_raw, c.h_raw FROM window_sensitivity w JOIN capture_metrics c USING (run_id, capture) "
+                      "WHERE w.probe_size = 512 AND w.smooth_window = 5").fetchall()
+    assert all(a == b for a, b in own)  # the run's own setting is the capture's metric itself
+    assert {r[0] for r in con.execute("SELECT DISTINCT value FROM sensitivity WHERE parameter = 'probe_size'").fetchall()} \
+        == {256.0, 512.0}
+    run_id, capture, h256 = con.execute("SELECT run_id, capture, h_raw FROM window_sensitivity "
+                                        "WHERE probe_size = 256 ORDER BY run_id, capture LIMIT 1").fetchone()
+    acts, labels, _, _ = capture_arrays(con, run_id, capture)
+    assert h256 == pytest.approx(dynamics.capture_metrics(acts[:256], labels[:256])["h_raw"], abs=1e-12)

@@ -1,0 +1,35 @@
+"""An error that reaches the CLI is one line naming what failed and where; --debug adds the traceback."""
+from __future__ import annotations
+
+import errno
+import os
+
+import pytest
+
+import study.cli as cli
+
+
+def _getcwd_gone(args):
+    os.getcwd  # noqa: B018  (what the failing code was about to use)
+    raise FileNotFoundError(errno.ENOENT, "No such file or directory")
+
+
+@pytest.mark.parametrize("debug", [False, True])
+def test_an_os_error_without_a_path_names_where_it_happened(monkeypatch, capsys, debug):
+    monkeypatch.setattr(cli, "cmd_status", _getcwd_gone)
+    assert cli.main((["--debug"] if debug else []) + ["status"]) == 1
+    err = capsys.readouterr().err
+    line = err.strip().splitlines()[-1]
+    assert line.startswith("dynstudy status: FileNotFoundError: [Errno 2] No such file or directory (in _getcwd_gone, ")
+    assert "test_cli_errors.py:" in line and 'raise FileNotFoundError(errno.ENOENT, "No such file or directory")' in line
+    assert ("Traceback (most recent call last)" in err) is debug
+
+
+def test_an_os_error_with_a_path_names_it(tmp_path, monkeypatch, capsys):
+    def unreadable(args):
+        open(tmp_path / "missing" / "file")
+
+    monkeypatch.setattr(cli, "cmd_status", unreadable)
+    assert cli.main(["status"]) == 1
+    assert capsys.readouterr().err == (f"dynstudy status: FileNotFoundError: [Errno 2] No such file or directory: "
+                                       f"'{tmp_path / 'missing' / 'file'}'\n")

@@ -25,7 +25,7 @@ import numpy as np
 from scipy import stats
 
 from analysis.dynamics import STATES
-from analysis.variability import CELL_KEYS
+from analysis.variability import CELL_KEYS, state_agreement
 
 ALPHA = 0.05
 PLATEAU_POINTS = 0.5
@@ -175,7 +175,7 @@ def state_claims(summaries: list[dict], agreement: float = STATE_AGREEMENT) -> l
             cells[tuple(r[k] for k in CELL_KEYS)].append(r["state"])
     out = []
     for key, states in sorted(cells.items()):
-        modal = max(set(states), key=states.count)
+        modal, _ = state_agreement(states)
         count, n = states.count(modal), len(states)
         p = _f(stats.binomtest(count, n, 1 / len(STATES), alternative="greater").pvalue) if n >= 2 else None
         share = count / n

@@ -10,6 +10,8 @@ from collections import Counter, defaultdict
 import numpy as np
 from scipy import stats
 
+from analysis.dynamics import STATES
+
 #: run_summary columns summarised across seeds, in report order.
 SEED_METRICS = (
     "h_eff_mean", "h_raw_mean", "metastability_mean", "synchrony_mean", "psi_std",
@@ -54,11 +56,19 @@ def seed_stats(values, confidence: float = 0.95) -> dict:
 
 
 def state_agreement(states) -> tuple:
-    """(modal state, share of seeds in it) over the non-null ``states``."""
+    """(modal state, share of seeds in it) over the non-null ``states``.
+
+    Tie rule, the same in every table and the report: among the states most
+    seeds reach, the one listed first in the taxonomy's order
+    (:data:`analysis.dynamics.STATES`; unknown labels after, alphabetically).
+    """
     present = [s for s in states if s]
     if not present:
         return None, math.nan
-    state, count = Counter(present).most_common(1)[0]
+    counts = Counter(present)
+    rank = {s: i for i, s in enumerate(STATES)}
+    state = min(counts, key=lambda s: (-counts[s], rank.get(s, len(STATES)), s))
+    count = counts[state]
     return state, count / len(present)
 
 

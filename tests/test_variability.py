@@ -46,3 +46,32 @@ def test_cell_variability_counts_only_finished_runs():
     assert len(out) == 1
     assert out[0]["n_seeds"] == 2 and out[0]["mean"] == pytest.approx(0.85)
     assert out[0]["modal_state"] == "Transitional" and out[0]["state_agreement"] == 1.0
+
+
+def test_modal_state_ties_follow_the_taxonomy_order_whatever_the_input_order():
+    """Two seeds in each of two states: the state listed first in STATES wins, in any order and any process."""
+    import itertools
+
+    from analysis.claims import state_claims
+    from analysis.dynamics import STATES
+
+    a, b = STATES[3], STATES[0]  # b comes first in the taxonomy's order
+    for order in set(itertools.permutations([a, a, b, b])):
+        assert state_agreement(list(order)) == (b, 0.5)
+        rows = [{"model": "m", "dataset": "d", "optimizer": "o", "status": "finished", "state": s} for s in order]
+        assert state_claims(rows)[0]["detail"] == f"2/4 seeds in {b}"
+    assert state_agreement(["zeta", "alpha"]) == ("alpha", 0.5)  # labels outside the taxonomy: alphabetical
+
+
+def test_modal_state_is_the_same_under_every_string_hash_seed():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("from analysis.claims import state_claims; from analysis.dynamics import STATES; "
+            "rows = [{'model': 'm', 'dataset': 'd', 'optimizer': 'o', 'status': 'finished', 'state': s} "
+            "for s in (STATES[4], STATES[2], STATES[4], STATES[2])]; print(state_claims(rows)[0]['detail'])")
+    root = Path(__file__).resolve().parent.parent
+    outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, check=True,
+                           env={"PYTHONHASHSEED": str(seed), "PATH": "/usr/bin:/bin"}).stdout for seed in range(6)}
+    assert len(outs) == 1 and outs.pop().strip().endswith("seeds in Metastable High-Integration")

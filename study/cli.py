@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 import tempfile
@@ -18,23 +17,7 @@ import traceback
 from pathlib import Path
 
 from study.spec import DEFAULT_STORE, SpecError, load_spec, preset_names, preset_text
-
-def _fmt(v) -> str:
-    if v is None:
-        return "NULL"
-    if isinstance(v, float):
-        return "NaN" if math.isnan(v) else f"{v:.6g}"
-    return str(v)
-
-
-def format_table(columns: list[str], rows: list[tuple], max_width: int = 40) -> str:
-    """Rows as an aligned text table, long cells cut to ``max_width``."""
-    cells = [[_fmt(v) for v in row] for row in rows]
-    cells = [[c if len(c) <= max_width else c[:max_width - 1] + "…" for c in row] for row in cells]
-    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
-    line = lambda vals: "  ".join(v.ljust(w) for v, w in zip(vals, widths)).rstrip()  # noqa: E731
-    return "\n".join([line(columns), line(["-" * w for w in widths])] + [line(r) for r in cells])
-
+from study.sql_output import FORMATS, format_table
 
 def _one_line(err) -> str:
     return " ".join(str(err).split())
@@ -46,18 +29,19 @@ def cmd_sql(args) -> int:
 
     from analysis.catalog import open_catalog
     from study.readonly_sql import RefusedStatement, read_only_statements
+    from study.sql_output import write_result
 
+    if args.format == "parquet" and not args.output:
+        raise ValueError("--format parquet writes a file: give --output FILE")
     con = open_catalog(args.store, sandbox=True)
     try:
         statements = read_only_statements(con, args.query)
+        if args.format != "table" and len(statements) > 1:
+            raise RefusedStatement(f"dynstudy sql: --format {args.format} writes one result; give one query")
         for st in statements:
             rel = con.sql(st.query)
-            if rel is None:
-                continue
-            rows = rel.limit(args.limit + 1).fetchall()
-            print(format_table(rel.columns, rows[:args.limit]))
-            if len(rows) > args.limit:
-                print(f"... (more than {args.limit} rows; raise --limit or aggregate)")
+            if rel is not None:
+                write_result(rel, args.format, args.output, args.limit)
     except RefusedStatement as err:
         print(err, file=sys.stderr)
         return 2
@@ -79,11 +63,19 @@ def cmd_analyze(args) -> int:
     return 1 if result["failed"] else 0
 
 
+def default_report(store: str) -> Path:
+    """Where ``run`` and ``report`` put the report: ``<store>/report.html``, or ``./<last part>-report.html``
+    for an object store."""
+    if "://" in store:
+        return Path(f"{store.rstrip('/').rsplit('/', 1)[-1]}-report.html")
+    return Path(store).expanduser() / "report.html"
+
+
 def cmd_report(args) -> int:
     from analysis.catalog import open_catalog
     from analysis.report import write_report
 
-    out = write_report(open_catalog(args.store), args.out)
+    out = write_report(open_catalog(args.store), args.out or default_report(args.store))
     print(f"report: {Path(out).resolve()}")
     return 0
 
@@ -102,15 +94,27 @@ def cmd_status(args) -> int:
                count(*) FILTER (status = 'diverged') AS diverged
         FROM runs GROUP BY ALL ORDER BY ALL""")
     print(format_table(rel.columns, rel.fetchall()))
+    running = con.sql("""
+        SELECT run_id, epochs_completed || ' / ' || coalesce(json_extract_string(config, '$.train.epochs'), '?')
+                   AS epochs, coalesce(attempts, 1) AS attempts, strftime(updated_at, '%Y-%m-%d %H:%M:%S') AS updated
+        FROM runs WHERE status = 'running' ORDER BY run_id""")
+    rows = running.fetchall()
+    if rows:
+        print(f"\nrunning ({len(rows)}):")
+        print(format_table(running.columns, rows, max_width=60))
     return 0
 
 
 def cmd_presets(args) -> int:
+    """List the presets, or print only one preset's YAML (``--show NAME``), ready to redirect into a file."""
+    if args.show:
+        if args.show not in preset_names():
+            raise ValueError(f"no preset {args.show!r}; presets: {', '.join(preset_names())}")
+        sys.stdout.write(preset_text(args.show))
+        return 0
     for name in preset_names():
         spec = load_spec(name)
         print(f"{name:8s} {spec.n_trials:4d} runs  {spec.description}")
-    if args.show:
-        print(preset_text(args.show))
     return 0
 
 
@@ -150,7 +154,8 @@ def cmd_run(args) -> int:
         _leave_job_working_dir(spec.store, args.report)
     from study.orchestrate import run_study
 
-    summary = run_study(spec, resume=args.resume, replace=args.replace, address=args.address)
+    verbosity = "quiet" if args.quiet else "verbose" if args.verbose else "events"
+    summary = run_study(spec, resume=args.resume, replace=args.replace, address=args.address, verbosity=verbosity)
     if args.no_analyze:
         return 0 if summary["failed"] == 0 else 1
     from analysis.catalog import open_catalog
@@ -158,32 +163,47 @@ def cmd_run(args) -> int:
     from analysis.report import write_report
 
     analyze(summary["store"], workers=None)
-    out = Path(args.report or Path(summary["store"]) / "report.html") if "://" not in summary["store"] else \
-        Path(args.report or f"{spec.name}-report.html")
+    out = Path(args.report) if args.report else default_report(summary["store"])
     write_report(open_catalog(summary["store"]), out, title=f"dynstudy: {spec.name}")
     print(f"\nreport: {out.resolve()}\nquery:  dynstudy sql --store {summary['store']} \"SELECT * FROM run_summary\"")
     return 0 if summary["failed"] == 0 else 1
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("dynstudy")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     default_store = os.environ.get("DYNSTUDY_STORE", DEFAULT_STORE)
+    store_help = (f"store directory or s3:// / gs:// URI (default: $DYNSTUDY_STORE if set, else {DEFAULT_STORE}; "
+                  f"now {default_store})")
     p = argparse.ArgumentParser(prog="dynstudy", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"dynstudy {_version()}")
     p.add_argument("--debug", action="store_true", help="on an error, print its traceback too")
     sub = p.add_subparsers(dest="command", required=True)
 
     r = sub.add_parser("run", help="run a study (default: the demo), then analyse and report")
     r.add_argument("spec", nargs="?", default="demo", help="YAML spec file or preset name (default: demo)")
-    r.add_argument("--store", default=None, help="store directory or s3:// / gs:// URI (default: the spec's)")
+    r.add_argument("--store", default=None, help="store directory or s3:// / gs:// URI (default: the spec's `store`)")
     r.add_argument("--resume", action="store_true", help="continue the unfinished runs of this study from their checkpoints")
     r.add_argument("--replace", action="store_true",
                    help="remove the files of this study's runs already in the store and train them again")
-    r.add_argument("--address", default=None, help="Ray cluster address (default: local, or RAY_ADDRESS)")
+    r.add_argument("--address", default=None, help="Ray cluster address (default: $RAY_ADDRESS, else a local instance)")
     r.add_argument("--no-analyze", action="store_true", help="stop after training")
-    r.add_argument("--report", default=None, help="HTML report path (default: <store>/report.html)")
+    r.add_argument("--report", default=None,
+                   help="HTML report path (default: <store>/report.html; ./<prefix>-report.html for an object store)")
+    noise = r.add_mutually_exclusive_group()
+    noise.add_argument("--quiet", action="store_true", help="no progress lines, only the summary and errors")
+    noise.add_argument("--verbose", action="store_true", help="also one line per epoch of every run")
     r.set_defaults(func=cmd_run)
 
     a = sub.add_parser("analyze", help="compute metric tables from the signal files")
-    a.add_argument("--store", default=default_store)
+    a.add_argument("--store", default=default_store, help=store_help)
     a.add_argument("--force", action="store_true", help="re-analyse runs that are already current")
     a.add_argument("--workers", type=int, default=None, help="parallel processes (default: one per CPU)")
     a.add_argument("--plateau-points", type=float, default=0.5,
@@ -191,22 +211,27 @@ def build_parser() -> argparse.ArgumentParser:
     a.set_defaults(func=cmd_analyze)
 
     s = sub.add_parser("sql", help="read-only SQL over the store's tables")
-    s.add_argument("query")
-    s.add_argument("--store", default=default_store)
-    s.add_argument("--limit", type=int, default=50, help="rows printed at most (default 50)")
+    s.add_argument("query", help="one or more queries (SELECT, FROM, VALUES, DESCRIBE, SUMMARIZE, SHOW, EXPLAIN)")
+    s.add_argument("--store", default=default_store, help=store_help)
+    s.add_argument("--format", choices=FORMATS, default="table",
+                   help="table (for reading: rounded, cut to --limit rows) or csv / json / parquet (every row, "
+                        "full precision; parquet needs --output)")
+    s.add_argument("--output", metavar="FILE", default=None, help="write the result here instead of stdout")
+    s.add_argument("--limit", type=int, default=50, help="rows printed at most by --format table (default 50)")
     s.set_defaults(func=cmd_sql)
 
     rep = sub.add_parser("report", help="write the HTML report and CSV tables")
-    rep.add_argument("--store", default=default_store)
-    rep.add_argument("--out", default="dynstudy-report.html")
+    rep.add_argument("--store", default=default_store, help=store_help)
+    rep.add_argument("--out", default=None,
+                     help="HTML path (default: <store>/report.html; ./<prefix>-report.html for an object store)")
     rep.set_defaults(func=cmd_report)
 
-    st = sub.add_parser("status", help="runs per cell by status")
-    st.add_argument("--store", default=default_store)
+    st = sub.add_parser("status", help="runs per cell by status, and the running runs' epochs and attempts")
+    st.add_argument("--store", default=default_store, help=store_help)
     st.set_defaults(func=cmd_status)
 
     pr = sub.add_parser("presets", help="list the shipped study specs")
-    pr.add_argument("--show", metavar="NAME", help="print one preset's YAML")
+    pr.add_argument("--show", metavar="NAME", help="print only this preset's YAML (e.g. > my_study.yaml)")
     pr.set_defaults(func=cmd_presets)
     return p
 

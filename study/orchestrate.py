@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 from typing import Optional
 
 from jobs import faults
@@ -24,44 +23,13 @@ from store_contract.files import (check_writable, filesystem, is_remote, read_ru
                                   resolve_store, write_rows)
 from study.grid import expand
 from study.identity import StudyPlan, plan_study
+from study.progress import ProgressLog, tune_callback
 from study.preflight import PreflightError, check_ray_address, check_store_writable
 from study.spec import SpecError, StudySpec
 
 
 class StudyError(RuntimeError):
     """The study could not run to its end; the message says why and what to do."""
-
-
-def _progress_callback(total: int, out):
-    from ray import tune
-
-    class Progress(tune.Callback):
-        """One line per epoch result and per finished trial."""
-
-        def __init__(self):
-            self.done = 0
-            self.t0 = time.time()
-
-        def _line(self, text):
-            print(f"[{time.time() - self.t0:6.1f}s {self.done}/{total} runs done] {text}", file=out, flush=True)
-
-        def on_trial_result(self, iteration, trials, trial, result, **info):
-            if "val_acc" in result:
-                self._line(f"{trial.config['trial']['run_id']}: epoch {result['epoch']} "
-                           f"val_acc {result['val_acc']:.3f} val_loss {result['val_loss']:.3f}")
-
-        def on_trial_complete(self, iteration, trials, trial, **info):
-            self.done += 1
-            self._line(f"{trial.config['trial']['run_id']}: complete")
-
-        def on_trial_error(self, iteration, trials, trial, **info):
-            self.done += 1
-            self._line(f"{trial.config['trial']['run_id']}: FAILED (see the runs table's error column)")
-
-        def on_trial_recover(self, iteration, trials, trial, **info):
-            self._line(f"{trial.config['trial']['run_id']}: failed, retrying from its last checkpoint")
-
-    return Progress()
 
 
 def _connect(address: Optional[str], num_cpus: Optional[int]) -> bool:
@@ -202,7 +170,8 @@ def _summary(store: str, trials: list[dict], results, plan: StudyPlan, errors: d
 
 
 def run_study(spec: StudySpec, *, store: Optional[str] = None, resume: bool = False, replace: bool = False,
-              address: Optional[str] = None, num_cpus: Optional[int] = None, out=sys.stdout) -> dict:
+              address: Optional[str] = None, num_cpus: Optional[int] = None, verbosity: str = "verbose",
+              out=sys.stdout) -> dict:
     """Run every trial of ``spec`` still to train; return counts of finished/diverged/failed/skipped runs.
 
     Parameters
@@ -215,6 +184,7 @@ def run_study(spec: StudySpec, *, store: Optional[str] = None, resume: bool = Fa
         train them again (needed when the spec changed under the same name).
     address : Ray cluster address; default local (or ``RAY_ADDRESS``).
     num_cpus : CPUs of a local Ray instance (default: all).
+    verbosity : progress lines: "quiet", "events" (the CLI's default) or "verbose" (one per epoch of every run).
     """
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's terse output; progress comes from our callback
@@ -267,7 +237,7 @@ def run_study(spec: StudySpec, *, store: Optional[str] = None, resume: bool = Fa
             name=spec.name, storage_path=storage, verbose=0,
             failure_config=tune.FailureConfig(max_failures=spec.resources.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-            callbacks=[_progress_callback(len(todo), out)],
+            callbacks=[tune_callback(ProgressLog({t["run_id"]: t["train"]["epochs"] for t in todo}, verbosity, out))],
             stop=VolatilityStopper() if spec.train.volatility_stopping else None,
         )
         tuner = _restored(tune, exp_path, trainable, plan, out) if resume else None

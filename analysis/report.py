@@ -24,6 +24,7 @@ import duckdb
 from analysis import plots
 from analysis import report_data as rd
 from analysis.report_conclusions import claims_section, sensitivity_section
+from analysis.variability import HIGH_CV
 
 #: At most this many trajectory figures; beyond it, several cells share a figure (one row each).
 MAX_TRAJECTORY_FIGURES = 10
@@ -148,13 +149,28 @@ def _integrity_notes(index: dict, unreadable: list[tuple]) -> str:
     return "".join(f'<p class="meta">{n}</p>' for n in notes)
 
 
+def _seed_cell(r: dict, metric: str, k: float) -> str:
+    """One cell x metric entry: mean ± std, seeds, the bootstrap interval, CV (flagged when high)."""
+    mean, std, lo, hi = (rd.finite_or_none(r.get(c)) for c in ("mean", "std", "boot_low", "boot_high"))
+    mean, std, lo, hi = (None if v is None else v * k for v in (mean, std, lo, hi))
+    cv = rd.finite_or_none(r.get("cv"))
+    n, runs = r.get("n_seeds") or 0, r.get("n_runs")
+    seeds = f"fired in {n} of {runs} seeds" if metric == "trigger_epoch" and runs is not None else f"n={n}"
+    interval = f"[{_num(lo)}, {_num(hi)}]" if lo is not None and hi is not None else \
+        ("no interval: fewer than 3 seeds" if n < 3 else "no interval: no spread")
+    cv_txt = "–" if cv is None else f"{cv * 100:.1f}%" + (" <b>high</b>" if abs(cv) > HIGH_CV else "")
+    return f"{_num(mean)} ± {_num(std)}<br><small>{seeds} · {interval} · CV {cv_txt}</small>"
+
+
 def _cell_section(rows: list[dict], scale: float, colours: dict) -> str:
     out = ["<h2>1. Cell metrics across seeds</h2>"]
     if not rows:
         return out[0] + _missing(["cell_variability"], "per-cell seed statistics")
-    out.append('<p class="meta">Each entry: seed mean ± std, then n seeds, the 95% t-interval across seeds '
-               "[low, high] and CV = std / |mean|. Only finished runs count as seeds. Header: the state most seeds "
-               "reach and the share of seeds in it.</p>")
+    out.append('<p class="meta">Each entry: seed mean ± std, then n seeds, the 95% percentile-bootstrap interval '
+               "of the mean across seeds [low, high] (from 3 seeds on; none below; cut to the metric's range) and "
+               f"CV = std / |mean|, flagged above {HIGH_CV * 100:.0f}%. The trigger epoch says in how many seeds the "
+               "rule fired. Only finished runs count as seeds. Header: the state most seeds reach (ties: the "
+               "taxonomy's order) and the share of seeds in it.</p>")
     order = list(METRIC_LABELS)
     by_cell = {}
     for r in rows:
@@ -180,11 +196,7 @@ def _cell_section(rows: list[dict], scale: float, colours: dict) -> str:
                 if r is None:
                     tds.append("<td>–</td>")
                     continue
-                mean, std, lo, hi = (rd.finite_or_none(r.get(c)) for c in ("mean", "std", "ci_low", "ci_high"))
-                mean, std, lo, hi = (None if v is None else v * k for v in (mean, std, lo, hi))
-                cv = rd.finite_or_none(r.get("cv"))
-                tds.append(f"<td class=num>{_num(mean)} ± {_num(std)}<br><small>n={_e(r.get('n_seeds'))} · "
-                           f"[{_num(lo)}, {_num(hi)}] · CV {'–' if cv is None else f'{cv * 100:.1f}%'}</small></td>")
+                tds.append(f"<td class=num>{_seed_cell(r, metric, k)}</td>")
             out.append(f"<tr><td>{_e(label)}</td>{''.join(tds)}</tr>")
         out.append("</table>")
     return "".join(out)

@@ -18,15 +18,32 @@ SEED_METRICS = (
     "r_hz_mz", "r_psi_acc", "trigger_epoch", "best_val_acc", "noise_h_raw_mean", "order_h_raw_mean", "init_h_raw",
 )
 CELL_KEYS = ("model", "dataset", "optimizer")
+#: Where each metric's values can lie: intervals are bounded to it (None: unbounded).
+METRIC_DOMAINS = {
+    "h_eff_mean": (0.0, 1.0), "metastability_mean": (0.0, 0.5), "synchrony_mean": (0.0, 1.0),
+    "psi_std": (0.0, None), "r_hz_mz": (-1.0, 1.0), "r_psi_acc": (-1.0, 1.0), "trigger_epoch": (1.0, None),
+    "best_val_acc": (0.0, 1.0),
+}
+#: A coefficient of variation above this is flagged in the report (the seeds disagree more than they agree).
+HIGH_CV = 0.5
 
 
-def seed_stats(values, confidence: float = 0.95) -> dict:
+def _bounded(lo: float, hi: float, domain) -> tuple[float, float]:
+    if domain is None:
+        return lo, hi
+    low, high = domain
+    return (lo if low is None or math.isnan(lo) else max(lo, low)), (hi if high is None or math.isnan(hi) else min(hi, high))
+
+
+def seed_stats(values, confidence: float = 0.95, domain=None) -> dict:
     """n, mean, std (ddof 1), CV and a t-interval of the finite ``values``.
 
     Parameters
     ----------
     values : array-like of float; NaN and None are skipped.
     confidence : coverage of the interval.
+    domain : (low, high) the metric's values lie in (either None: unbounded);
+        both intervals are cut to it, so none leaves the metric's range.
 
     Returns
     -------
@@ -47,11 +64,13 @@ def seed_stats(values, confidence: float = 0.95) -> dict:
         return out
     std = float(x.std(ddof=1))
     half = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * std / math.sqrt(n)
-    out.update(std=std, cv=std / abs(mean) if mean != 0 else nan, ci_low=mean - half, ci_high=mean + half)
+    ci_low, ci_high = _bounded(mean - half, mean + half, domain)
+    out.update(std=std, cv=std / abs(mean) if mean != 0 else nan, ci_low=ci_low, ci_high=ci_high)
     if n >= 3 and std > 0:
         boot = stats.bootstrap((x,), np.mean, confidence_level=confidence, n_resamples=2000, method="percentile",
                                random_state=np.random.default_rng(0))
-        out.update(boot_low=float(boot.confidence_interval.low), boot_high=float(boot.confidence_interval.high))
+        boot_low, boot_high = _bounded(float(boot.confidence_interval.low), float(boot.confidence_interval.high), domain)
+        out.update(boot_low=boot_low, boot_high=boot_high)
     return out
 
 
@@ -88,8 +107,9 @@ def cell_variability(rows: list[dict], metrics=SEED_METRICS) -> list[dict]:
         runs = cells[key]
         modal, agree = state_agreement([r.get("state") for r in runs])
         for metric in metrics:
-            s = seed_stats([r.get(metric) for r in runs])
-            out.append({**dict(zip(CELL_KEYS, key)), "metric": metric, "n_seeds": s["n"], "mean": s["mean"],
+            s = seed_stats([r.get(metric) for r in runs], domain=METRIC_DOMAINS.get(metric))
+            out.append({**dict(zip(CELL_KEYS, key)), "metric": metric, "n_seeds": s["n"], "n_runs": len(runs),
+                        "mean": s["mean"],
                         "std": s["std"], "cv": s["cv"], "ci_low": s["ci_low"], "ci_high": s["ci_high"],
                         "boot_low": s["boot_low"], "boot_high": s["boot_high"],
                         "modal_state": modal, "state_agreement": agree})

@@ -128,6 +128,7 @@ CELL_VARIABILITY = pa.schema([
     ("boot_high", pa.float64()),
     ("modal_state", pa.string()),     # the state most seeds of the cell reach
     ("state_agreement", pa.float64()),  # share of seeds in the modal state
+    ("n_runs", pa.int32()),           # finished runs of the cell; n_seeds counts those with a value (a trigger fired)
 ])
 
 CONTROLS = pa.schema([

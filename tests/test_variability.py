@@ -75,3 +75,20 @@ def test_modal_state_is_the_same_under_every_string_hash_seed():
     outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, check=True,
                            env={"PYTHONHASHSEED": str(seed), "PATH": "/usr/bin:/bin"}).stdout for seed in range(6)}
     assert len(outs) == 1 and outs.pop().strip().endswith("seeds in Metastable High-Integration")
+
+
+def test_intervals_stay_in_the_metric_range():
+    """Two seeds of an H_eff near 1: the t-interval would pass 1.0; bootstrap needs 3 seeds."""
+    two = seed_stats([0.95, 0.99], domain=(0.0, 1.0))
+    assert two["ci_high"] == 1.0 and two["ci_low"] < 0.95 and math.isnan(two["boot_low"])
+    three = seed_stats([0.97, 0.99, 1.0], domain=(0.0, 1.0))
+    assert 0.97 <= three["boot_low"] <= three["boot_high"] <= 1.0
+    unbounded = seed_stats([0.95, 0.99])
+    assert unbounded["ci_high"] > 1.0
+
+
+def test_cell_rows_count_the_runs_beside_the_seeds_with_a_value():
+    rows = [{"model": "m", "dataset": "d", "optimizer": "o", "status": "finished", "state": "x", "trigger_epoch": t}
+            for t in (11, None)]
+    (row,) = cell_variability(rows, metrics=("trigger_epoch",))
+    assert (row["n_seeds"], row["n_runs"]) == (1, 2)

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from jobs.models import stage_widths
-
 #: Validation images of the built-in datasets (before ``n_val``).
 VALIDATION_SIZES = {"digits": 360, "synthetic": 512, "cifar10": 10000, "cifar100": 10000}
 #: (channels, side) of the built-in datasets' images; imagefolder's side is its image_size (default 64).
@@ -59,6 +57,8 @@ def validation_size(ds: dict) -> int | None:
 
 def check_trials_fit(trials: list[dict]) -> None:
     """Raise ValueError naming every cell whose capture settings its data or model cannot give."""
+    from jobs.models import stage_widths  # torch: only where training is installed
+
     problems, widths = {}, {}
     for t in trials:
         ds, cap = t["dataset"], t["capture"]

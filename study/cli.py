@@ -148,7 +148,22 @@ def _leave_job_working_dir(store: str, report: str | None) -> None:
     os.chdir(tempfile.gettempdir())
 
 
+#: What ``dynstudy run`` needs beyond an analysis-only install (the ``train`` extra).
+TRAINING_STACK = ("torch", "torchvision", "timm", "ray", "sklearn")
+
+
+def check_training_stack() -> None:
+    """Name the missing training packages and the extra that brings them."""
+    import importlib.util
+
+    missing = [m for m in TRAINING_STACK if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ValueError(f"training needs {', '.join(missing)}, which this install lacks: pip install "
+                         "'dynstudy[train]' (analyze, sql, report and status work without them)")
+
+
 def cmd_run(args) -> int:
+    check_training_stack()
     spec = load_spec(args.spec, {"store": args.store})
     if _inside_ray_job():
         _leave_job_working_dir(spec.store, args.report)

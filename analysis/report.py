@@ -23,7 +23,8 @@ import duckdb
 
 from analysis import plots
 from analysis import report_data as rd
-from analysis.report_conclusions import claims_section, sensitivity_section
+from analysis.contrasts import cell_contrasts
+from analysis.report_conclusions import claims_section, contrasts_section, sensitivity_section
 from analysis.variability import HIGH_CV
 
 #: At most this many trajectory figures; beyond it, several cells share a figure (one row each).
@@ -378,9 +379,11 @@ def write_report(con: duckdb.DuckDBPyConnection, out_path, *, title: str = "dyns
     scale = rd.accuracy_scale(train)
     accuracy = rd.accuracy_series(train, scale)
     captures = rd.capture_series(capture_rows)
-    per_run = rd.control_values(index, capture_rows, rd.read_rows(con, "controls", counts))
+    control_rows = rd.read_rows(con, "controls", counts)
+    per_run = rd.control_values(index, capture_rows, control_rows)
     by_cell = rd.controls_by_cell(cells, per_run)
     runs_rows = run_table(cells, accuracy, scale)
+    contrasts = cell_contrasts(summary, capture_rows, control_rows)
     colours = plots.state_colours([r.get("state") for r in index.values()]
                                   + [r.get("modal_state") for r in variability])
 
@@ -391,6 +394,7 @@ def write_report(con: duckdb.DuckDBPyConnection, out_path, *, title: str = "dyns
                                 for rid, vals in sorted(per_run.items())],
         "controls_by_cell.csv": by_cell,
         "claims.csv": claims,
+        "control_contrasts.csv": contrasts,
         "sensitivity.csv": sens,
     }
     csv_dir.mkdir(parents=True, exist_ok=True)
@@ -405,12 +409,13 @@ def write_report(con: duckdb.DuckDBPyConnection, out_path, *, title: str = "dyns
     body = [
         _header(title, counts, index, cells),
         _integrity_notes(index, rd.unreadable(con)),
+        contrasts_section(contrasts),
+        claims_section(claims),
         _cell_section(variability, scale, colours),
         _trajectory_section(cells, captures, accuracy),
         _hm_section(index),
         _controls_section(cells, per_run, by_cell),
         _run_section(runs_rows, bool(summary), colours),
-        claims_section(claims),
         sensitivity_section(sens),
         f'<h2>Tables</h2><p class="meta">CSV: {" · ".join(links) or "none"}</p>',
     ]

@@ -1,4 +1,5 @@
-"""The report's conclusions: the paper's three claims (table ``claims``) and their sensitivity."""
+"""The report's conclusions: signal against its controls at a glance, the paper's three claims (table
+``claims``) and their sensitivity."""
 from __future__ import annotations
 
 from html import escape
@@ -8,6 +9,48 @@ VERDICT_CLASS = {"supported": "ok", "not supported": "bad", "untested": "muted"}
 
 def _num(v, digits=3) -> str:
     return "" if v is None else f"{v:.{digits}g}"
+
+
+CONTRAST_CLASS = {"beyond": "ok", "within": "bad", "untested": "muted"}
+CONTROL_NAMES = {"noise": "noise (i.i.d. features)", "order": "order (random sample order)",
+                 "init": "untrained network", "channel_draw": "channel re-draw"}
+METRIC_NAMES = {"h_raw": "H_raw (DFA exponent)", "metastability": "metastability M"}
+
+
+def contrasts_section(rows: list[dict]) -> str:
+    """HTML: per metric, a row per cell and a column per control: signal minus control, interval, verdict."""
+    out = ["<h2 id=\"glance\">At a glance: does the signal beat its controls?</h2>",
+           '<p class="note">Each entry: the seeds\' mean of (signal minus control), its 95% bootstrap interval '
+           "across seeds, and the verdict: <b>beyond</b> the control when the interval excludes 0, <b>within</b> "
+           "it when it does not (the metric cannot tell the network from the control), <b>untested</b> with "
+           "fewer than 3 seeds. The untrained-network column says what training changed. Finished, whole runs "
+           "only.</p>"]
+    if not rows:
+        out.append('<p class="missing">No controls to compare with yet: run <code>dynstudy analyze</code>.</p>')
+        return "".join(out)
+    for metric in dict.fromkeys(r["metric"] for r in rows):
+        sub = [r for r in rows if r["metric"] == metric]
+        controls = [c for c in CONTROL_NAMES if any(r["control"] == c for r in sub)]
+        cells = list(dict.fromkeys((r["model"], r["dataset"], r["optimizer"]) for r in sub))
+        out.append(f"<h3>{escape(METRIC_NAMES.get(metric, metric))}</h3><table><tr><th>cell</th>"
+                   + "".join(f"<th>signal − {escape(CONTROL_NAMES[c])}</th>" for c in controls) + "</tr>")
+        for cell in cells:
+            tds = []
+            for c in controls:
+                r = next((x for x in sub if (x["model"], x["dataset"], x["optimizer"]) == cell and x["control"] == c),
+                         None)
+                if r is None:
+                    tds.append("<td>–</td>")
+                    continue
+                interval = (f" [{_num(r['boot_low'])}, {_num(r['boot_high'])}]" if r["verdict"] != "untested"
+                            else f" ({r['n_seeds']} seed{'s' if r['n_seeds'] != 1 else ''})")
+                mean = r["mean"]
+                sign = "+" if mean is not None and mean > 0 else ""
+                tds.append(f'<td class="num {CONTRAST_CLASS[r["verdict"]]}">{sign}{_num(mean)}{interval} '
+                           f"<b>{r['verdict']}</b></td>")
+            out.append(f"<tr><td>{escape(' · '.join(cell))}</td>{''.join(tds)}</tr>")
+        out.append("</table>")
+    return "".join(out)
 
 
 def claims_section(rows: list[dict]) -> str:

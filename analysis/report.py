@@ -110,6 +110,12 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
                              for k, v in r.items()})
 
 
+#: (anchor, title) of every section, in page order.
+CONTENTS = (("glance", "at a glance: signal vs controls"), ("claims", "claims"), ("cells", "1. cell metrics"),
+            ("trajectories", "2. trajectories"), ("hm", "3. H-M plane"), ("controls", "4. controls"),
+            ("runs", "5. runs"), ("sensitivity", "sensitivity"), ("tables", "tables"))
+
+
 def _header(title: str, counts: dict, index: dict, cells: dict) -> str:
     studies = sorted({str(r.get("study")) for r in index.values() if r.get("study") is not None})
     status = Counter(str(r.get("status")) for r in index.values())
@@ -127,8 +133,7 @@ def _header(title: str, counts: dict, index: dict, cells: dict) -> str:
         f"distinct seeds: {_e(', '.join(str(s) for s in seeds) or '–')}<br>"
         f"Tables: {present or 'none'}"
         + (f"; missing or empty: {_e(', '.join(absent))}" if absent else "") + "</p>"
-        '<p class="meta">Contents: 1. cell metrics across seeds · 2. trajectories · 3. H-M plane · '
-        "4. controls · 5. runs</p>"
+        '<p class="meta">Contents: ' + " · ".join(f'<a href="#{a}">{t}</a>' for a, t in CONTENTS) + "</p>"
     )
 
 
@@ -164,7 +169,7 @@ def _seed_cell(r: dict, metric: str, k: float) -> str:
 
 
 def _cell_section(rows: list[dict], scale: float, colours: dict) -> str:
-    out = ["<h2>1. Cell metrics across seeds</h2>"]
+    out = ["<h2 id=\"cells\">1. Cell metrics across seeds</h2>"]
     if not rows:
         return out[0] + _missing(["cell_variability"], "per-cell seed statistics")
     out.append('<p class="meta">Each entry: seed mean ± std, then n seeds, the 95% percentile-bootstrap interval '
@@ -211,7 +216,7 @@ def trajectory_groups(cells: dict, min_per_fig: int = 1) -> list[list]:
 
 
 def _trajectory_section(cells: dict, captures: dict, accuracy: dict) -> str:
-    out = ["<h2>2. Trajectories per run</h2>"]
+    out = ["<h2 id=\"trajectories\">2. Trajectories per run</h2>"]
     panels = (list(rd.TRAJECTORY_METRICS) if captures else []) + (["val_acc"] if accuracy else [])
     if not panels:
         return out[0] + _missing(["capture_metrics", "train_metrics"], "trajectories")
@@ -245,7 +250,7 @@ def _trajectory_section(cells: dict, captures: dict, accuracy: dict) -> str:
 
 
 def _hm_section(index: dict) -> str:
-    out = ["<h2>3. The H-M plane</h2>"]
+    out = ["<h2 id=\"hm\">3. The H-M plane</h2>"]
     points = []
     for info in index.values():
         h, m = rd.finite_or_none(info.get("h_eff_mean")), rd.finite_or_none(info.get("metastability_mean"))
@@ -261,7 +266,7 @@ def _hm_section(index: dict) -> str:
 
 
 def _controls_section(cells: dict, per_run: dict, by_cell: list[dict]) -> str:
-    out = ["<h2>4. Metrics beside their controls</h2>", f'<p class="note">{_e(CONTROLS_NOTE)} The order control '
+    out = ["<h2 id=\"controls\">4. Metrics beside their controls</h2>", f'<p class="note">{_e(CONTROLS_NOTE)} The order control '
            "feeds the samples in random instead of label order; init is the untrained network (epoch 0).</p>"]
     if not per_run:
         return "".join(out) + _missing(["run_summary", "controls", "capture_metrics"], "control comparison")
@@ -315,7 +320,7 @@ def run_table(cells: dict, accuracy: dict, scale: float) -> list[dict]:
 
 
 def _run_section(rows: list[dict], analysed: bool, colours: dict) -> str:
-    out = ["<h2>5. Runs</h2>"]
+    out = ["<h2 id=\"runs\">5. Runs</h2>"]
     if not rows:
         return out[0] + _missing(["runs", "run_summary"], "run table")
     if not analysed:
@@ -417,7 +422,7 @@ def write_report(con: duckdb.DuckDBPyConnection, out_path, *, title: str = "dyns
         _controls_section(cells, per_run, by_cell),
         _run_section(runs_rows, bool(summary), colours),
         sensitivity_section(sens),
-        f'<h2>Tables</h2><p class="meta">CSV: {" · ".join(links) or "none"}</p>',
+        f'<h2 id="tables">Tables</h2><p class="meta">CSV: {" · ".join(links) or "none"}</p>',
     ]
     page = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>'
             f"<style>{CSS}</style></head><body>{''.join(body)}</body></html>")

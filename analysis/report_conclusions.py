@@ -55,7 +55,7 @@ def contrasts_section(rows: list[dict]) -> str:
 
 def claims_section(rows: list[dict]) -> str:
     """HTML: one table row per claim test, verdicts coloured; a note when there are none."""
-    out = ["<h2>Claims over seeds</h2>",
+    out = ["<h2 id=\"claims\">Claims over seeds</h2>",
            '<p class="note">The paper\'s three claims, tested across seeds (p &lt; 0.05): integration separates '
            "datasets (Welch t-test, Hedges' g; also on H_raw minus its noise control), the volatility trigger "
            "precedes the accuracy plateau (one-sided Wilcoxon on plateau - trigger epochs, next to patience-based "
@@ -81,7 +81,7 @@ def claims_section(rows: list[dict]) -> str:
 
 def sensitivity_section(rows: list[dict]) -> str:
     """HTML: for each parameter setting, how many conclusions flip and how many runs change state."""
-    out = ["<h2>Sensitivity</h2>",
+    out = ["<h2 id=\"sensitivity\">Sensitivity</h2>",
            '<p class="note">Each free parameter of the protocol varied in turn (the others at the runs\' own '
            "values): H_opt, sigma_H, the smoothing window, w_H and the volatility threshold (0.40 and 0.20 are the "
            "thresholds behind the paper's published CIFAR-10 and CIFAR-100 trigger results; its script says 0.35). "

@@ -230,3 +230,13 @@ def test_analysis_report_imports_neither_torch_nor_ray():
     code = ("import sys, analysis.report; bad = [m for m in ('torch', 'ray', 'matplotlib.pyplot') "
             "if m in sys.modules]; assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_contents_link_every_section(full):
+    from analysis.report import CONTENTS
+
+    _, _, page = full
+    for anchor, _ in CONTENTS:
+        assert f'href="#{anchor}"' in page and f'id="{anchor}"' in page, anchor
+    positions = [page.index(f'id="{a}"') for a, _ in CONTENTS]
+    assert positions == sorted(positions)  # the contents list follows the page's order

@@ -2,10 +2,13 @@
 
     dynstudy run [SPEC]                 run a study (default: the built-in demo), analyse, report
     dynstudy analyze --store DIR        signal files -> metric tables
-    dynstudy sql --store DIR "SELECT"   read-only SQL over every table of the store
-    dynstudy report --store DIR --out F write the HTML report (+ CSV tables)
-    dynstudy status --store DIR         runs per cell by status
-    dynstudy presets                    list the shipped specs
+    dynstudy sql --store DIR "SELECT"   read-only SQL over every table of the store (--format csv|json|parquet)
+    dynstudy report --store DIR         write the HTML report (+ CSV tables) to DIR/report.html
+    dynstudy status --store DIR         runs per cell by status, and the running runs
+    dynstudy presets [--show NAME]      list the shipped specs, or print one's YAML
+
+The store defaults to $DYNSTUDY_STORE, else ./dynstudy-store. An error is one
+line on stderr (exit 2: bad input; 1: a failure); ``--debug`` adds its traceback.
 """
 from __future__ import annotations
 
@@ -17,7 +20,8 @@ import traceback
 from pathlib import Path
 
 from study.spec import DEFAULT_STORE, SpecError, load_spec, preset_names, preset_text
-from study.sql_output import FORMATS, format_table
+from study.sql_output import FORMATS, format_table, write_result
+
 
 def _one_line(err) -> str:
     return " ".join(str(err).split())
@@ -29,7 +33,6 @@ def cmd_sql(args) -> int:
 
     from analysis.catalog import open_catalog
     from study.readonly_sql import RefusedStatement, read_only_statements
-    from study.sql_output import write_result
 
     if args.format == "parquet" and not args.output:
         raise ValueError("--format parquet writes a file: give --output FILE")

@@ -43,15 +43,14 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def s3(tmp_path_factory):
+def s3():
     """A moto S3 server on loopback and the AWS variables that point at it; stopped by pid."""
     port = _free_port()
     server = Path(sys.executable).parent / "moto_server"
     proc = subprocess.Popen([str(server), "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "testing",
-           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1",
-           "HOME": str(tmp_path_factory.mktemp("home"))}  # no ~/.duckdb may appear
+           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1"}
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
@@ -87,7 +86,9 @@ def _keys(uri: str) -> list[str]:
                   if i.type == pafs.FileType.File)
 
 
-def test_analyze_sql_status_report_on_s3(s3, tmp_path, capsys):
+def test_analyze_sql_status_report_on_s3(s3, tmp_path, capsys, monkeypatch):
+    # a HOME of its own, to see that no ~/.duckdb appears (not for the Ray tests: Ray keeps its token under HOME)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
     store = f"{s3}/made"
     ids = make_store(store, seeds=(0, 1), datasets=("digits",))
     result = analyze(store, out=io.StringIO())

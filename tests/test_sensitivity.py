@@ -7,9 +7,11 @@ from analysis.pipeline import DEFAULT_PARAMS, channel_draws
 from analysis.sensitivity import GRID, run_series, sensitivity
 
 
-def test_a_conclusion_that_hinges_on_h_opt_flips():
-    """Two datasets whose H_raw straddle 0.7 symmetrically have the same H_eff only when H_opt = 0.7."""
-    rng = np.random.default_rng(0)
+def _straddling_runs(rng, settings):
+    """Two datasets of 4 seeds whose H_raw straddle 0.7 (0.55 and 0.85), at each (window, probe size, shift).
+
+    Returns (summaries, window rows, curves, params); a probe size of None leaves the column out.
+    """
     epochs = np.arange(1, 9)
     summaries, windows, curves, params = [], [], {}, {}
     for dataset, centre in (("a", 0.55), ("b", 0.85)):
@@ -19,11 +21,19 @@ def test_a_conclusion_that_hinges_on_h_opt_flips():
                               "status": "finished"})
             params[run_id] = dict(DEFAULT_PARAMS)
             curves[run_id] = (epochs, np.linspace(0.5, 0.9, 8), np.linspace(1, 0.2, 8))
-            for window in GRID["smooth_window"]:
-                h = centre + 0.01 * rng.standard_normal(8)
+            for window, probe, shift in settings:
+                h = centre + shift + 0.01 * rng.standard_normal(8)
                 for e, hr, m in zip(epochs, h, rng.uniform(0.01, 0.05, 8)):
-                    windows.append({"run_id": run_id, "kind": "epoch", "epoch": int(e), "smooth_window": window,
-                                    "h_raw": hr, "metastability": m, "noise_h_raw": 0.6})
+                    row = {"run_id": run_id, "kind": "epoch", "epoch": int(e), "smooth_window": window,
+                           "h_raw": hr, "metastability": m, "noise_h_raw": 0.6}
+                    windows.append(row if probe is None else {**row, "probe_size": probe})
+    return summaries, windows, curves, params
+
+
+def test_a_conclusion_that_hinges_on_h_opt_flips():
+    """Two datasets whose H_raw straddle 0.7 symmetrically have the same H_eff only when H_opt = 0.7."""
+    summaries, windows, curves, params = _straddling_runs(np.random.default_rng(0),
+                                                          [(w, None, 0.0) for w in GRID["smooth_window"]])
     rows = sensitivity(summaries, params, run_series(windows), curves)
     n_claims = len({(r["claim"], r["dataset"]) for r in rows})
     # no probe sizes stored: the probe_size settings have no runs and no rows
@@ -78,21 +88,9 @@ def test_channel_draws_pick_k_per_stage_from_what_is_stored():
 
 def test_probe_size_uses_the_first_p_samples_where_the_probe_has_them():
     """Runs with a 512-sample probe: rows at P = 256 and 512 (the runs' own), none at 1024 and above."""
-    rng = np.random.default_rng(1)
-    epochs = np.arange(1, 9)
-    summaries, windows, curves, params = [], [], {}, {}
-    for dataset, centre in (("a", 0.55), ("b", 0.85)):
-        for seed in range(4):
-            run_id = f"{dataset}{seed}"
-            summaries.append({"run_id": run_id, "model": "m", "dataset": dataset, "optimizer": "sgd", "seed": seed,
-                              "status": "finished"})
-            params[run_id] = dict(DEFAULT_PARAMS)
-            curves[run_id] = (epochs, np.linspace(0.5, 0.9, 8), np.linspace(1, 0.2, 8))
-            for window, probe, shift in ((5, 512, 0.0), (1, 512, 0.0), (15, 512, 0.0), (5, 256, 0.3)):
-                h = centre + shift + 0.01 * rng.standard_normal(8)  # at 256 samples both datasets sit far above 0.7
-                for e, hr, m in zip(epochs, h, rng.uniform(0.01, 0.05, 8)):
-                    windows.append({"run_id": run_id, "kind": "epoch", "epoch": int(e), "smooth_window": window,
-                                    "probe_size": probe, "h_raw": hr, "metastability": m, "noise_h_raw": 0.6})
+    # at 256 samples both datasets sit far above 0.7
+    settings = [(5, 512, 0.0), (1, 512, 0.0), (15, 512, 0.0), (5, 256, 0.3)]
+    summaries, windows, curves, params = _straddling_runs(np.random.default_rng(1), settings)
     rows = [r for r in sensitivity(summaries, params, run_series(windows), curves) if r["parameter"] == "probe_size"]
     assert {r["value"] for r in rows} == {256.0, 512.0}
     assert all(r["n_runs"] == 8 for r in rows)

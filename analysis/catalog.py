@@ -30,11 +30,6 @@ def _sql_str(s: str) -> str:
     return "'" + s.replace("'", "''") + "'"
 
 
-def existing_tables(store: str, run_id: str | None = None) -> list[str]:
-    """Tables of the contract that have at least one file in ``store`` (for ``run_id``, if given)."""
-    return scan_store(resolve_store(store), run_id=run_id).tables()
-
-
 def _remote_view(con: duckdb.DuckDBPyConnection, scan: StoreScan, table: str) -> None:
     """``table`` as a pyarrow dataset over the object store, scanned by DuckDB (filters pushed down)."""
     import pyarrow.dataset as ds

@@ -10,6 +10,7 @@ Only pyarrow is needed: workers (``jobs``) and ``analysis`` both import it.
 """
 from __future__ import annotations
 
+import json
 import re
 
 import pyarrow as pa
@@ -256,7 +257,5 @@ NOT_IDENTITY = ("store",)
 
 def config_identity(config) -> dict:
     """The part of a trial config (dict or the ``runs.config`` JSON) that determines the run's result."""
-    import json
-
     cfg = json.loads(config) if isinstance(config, str) else dict(config)
     return {k: v for k, v in cfg.items() if k not in NOT_IDENTITY}

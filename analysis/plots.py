@@ -1,22 +1,29 @@
-"""Figures of the study report, rendered to PNG bytes.
+"""Figures of the study report, as interactive plotly figures.
 
-Every function builds its own :class:`matplotlib.figure.Figure` with the Agg
-canvas (no pyplot, so no global figure state survives a call) and returns the
-encoded PNG. Inputs are plain Python structures prepared by
-:mod:`analysis.report`; nothing here touches DuckDB.
+Every function returns a :class:`plotly.graph_objects.Figure` built from
+plain Python structures prepared by :mod:`analysis.report`; nothing here
+touches DuckDB. :func:`figure_html` turns a figure into a ``<div>`` and the
+script that draws it with the plotly.js the report inlines once
+(:func:`plotly_js`), so the page works offline.
+
+Interaction, the same in every figure: hovering a point names its run, seed,
+epoch and value; drag to zoom, double-click to reset; clicking a legend entry
+hides or shows that seed (or state, or control) in every panel of the
+figure, double-clicking isolates it.
+
+Strings from the data are HTML-escaped before plotly sees them (plotly reads
+a small subset of HTML in labels).
 """
 from __future__ import annotations
 
-import io
+import html
+import json
 import math
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from matplotlib.lines import Line2D
-from matplotlib.ticker import MaxNLocator
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
 
-DPI = 100
 #: Volatility below this for 3 consecutive epochs fires the convergence trigger.
 VOLATILITY_THRESHOLD = 0.35
 #: Taxonomy states in rule order, each with a fixed colour.
@@ -30,8 +37,12 @@ STATE_COLOURS = {
 UNCLASSIFIED_COLOUR = "#7f7f7f"
 #: Colours for state labels outside the taxonomy (a changed rule, a custom label).
 OTHER_STATE_COLOURS = ("#8c564b", "#e377c2", "#bcbd22", "#17becf")
-DATASET_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")
-#: Bars of the controls chart: key, label, colour.
+#: Seed colours (matplotlib's tab10); more seeds than this cycle through a viridis ramp.
+SEED_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+                "#bcbd22", "#17becf")
+DATASET_SYMBOLS = ("circle", "square", "triangle-up", "diamond", "triangle-down", "cross", "x", "star",
+                   "pentagon", "hexagon")
+#: Series of the controls chart: key, label, colour.
 CONTROL_BARS = (
     ("signal", "signal (trained)", "#1f77b4"),
     ("noise", "noise control", "#7f7f7f"),
@@ -39,7 +50,7 @@ CONTROL_BARS = (
     ("init", "init (epoch 0)", "#2ca02c"),
     ("channel_draw", "channel re-draw", "#9467bd"),
 )
-#: Trajectory panels: key, axes title, y label.
+#: Trajectory panels: key, panel title, y label.
 TRAJECTORY_PANELS = {
     "h_eff": ("Integration H_eff", "H_eff (0..1)"),
     "metastability": ("Metastability M", "M (std of R(t))"),
@@ -47,33 +58,48 @@ TRAJECTORY_PANELS = {
     "volatility": ("Psi volatility", "rolling std of Psi"),
     "val_acc": ("Validation accuracy", "val acc (%)"),
 }
+#: With a single panel (accuracy only) the cells wrap into a grid this many columns wide.
+SINGLE_PANEL_COLUMNS = 4
+#: Height in pixels of one row of panels.
+ROW_HEIGHT = 270
+#: Options of every figure: fills its container's width, no plotly logo, no link to plotly's website.
+PLOT_CONFIG = {"responsive": True, "displaylogo": False, "showLink": False, "showSendToCloud": False}
+HOVER_POINT = "run %{customdata[0]}<br>seed %{customdata[1]}<br>epoch %{x}<br>%{fullData.meta}: %{y:.4g}<extra></extra>"
 
 
-def render_png(fig: Figure) -> bytes:
-    """Encode ``fig`` as PNG at :data:`DPI` (cropped to its artists, legends outside axes included).
+def _e(value) -> str:
+    """Text from the data, escaped for plotly's HTML-like labels."""
+    return html.escape("" if value is None else str(value))
 
-    Parameters
-    ----------
-    fig : a Figure built with the object API.
 
-    Returns
-    -------
-    bytes of the PNG file.
+def plotly_js() -> str:
+    """The plotly.js bundle shipped with the plotly package (inlined once per report)."""
+    from plotly.offline import get_plotlyjs
+
+    return get_plotlyjs()
+
+
+def figure_html(fig: go.Figure, div_id: str) -> str:
+    """A ``<div class="plot">`` and the inline script that draws ``fig`` into it.
+
+    The figure's JSON comes from plotly's encoder, which writes ``<`` and
+    ``>`` as ``\\u003c`` and ``\\u003e``, so no string of the data can close
+    the script element.
     """
-    FigureCanvasAgg(fig)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight", pad_inches=0.1)
-    fig.clf()
-    return buf.getvalue()
+    spec = fig.to_json()
+    height = int(fig.layout.height or 450)
+    return (f'<div class="plot" id="{div_id}" style="height:{height}px"></div>'
+            f"<script>(function(){{var f={spec};Plotly.newPlot({json.dumps(div_id)},f.data,f.layout,"
+            f"{json.dumps(PLOT_CONFIG)});}})();</script>")
 
 
-def _seed_colours(n: int) -> list:
-    """``n`` distinguishable colours (tab10, or viridis beyond ten)."""
-    from matplotlib import colormaps
+def seed_colours(n: int) -> list[str]:
+    """``n`` distinguishable colours: tab10, or a viridis ramp beyond ten."""
+    if n <= len(SEED_COLOURS):
+        return list(SEED_COLOURS[:n])
+    from plotly.colors import sample_colorscale
 
-    if n <= 10:
-        return [colormaps["tab10"](i) for i in range(n)]
-    return [colormaps["viridis"](x) for x in np.linspace(0, 0.95, n)]
+    return sample_colorscale("Viridis", list(np.linspace(0, 0.95, n)))
 
 
 def _finite(x, y) -> tuple:
@@ -84,94 +110,104 @@ def _finite(x, y) -> tuple:
     return x[keep], y[keep]
 
 
-#: With a single panel (accuracy only) the cells wrap into a grid this many columns wide.
-SINGLE_PANEL_COLUMNS = 4
+def _layout(fig: go.Figure, height: int, title: str | None = None) -> go.Figure:
+    fig.update_layout(template="none", height=height, margin={"l": 60, "r": 20, "t": 70 if title else 50, "b": 50},
+                      hovermode="closest", legend={"font": {"size": 11}}, font={"size": 11},
+                      title={"text": title, "font": {"size": 13}} if title else None)
+    fig.update_xaxes(showgrid=True, gridcolor="#eee", zeroline=False)
+    fig.update_yaxes(showgrid=True, gridcolor="#eee", zeroline=False)
+    return fig
 
 
-def _trajectory_axes(ax, cell: dict, key: str, colours: list, title: str) -> None:
-    """Draw one panel of one cell: every seed's series, triggers and plateaus."""
-    xs = [np.asarray(x, dtype=float) for r in cell["runs"] for x, _ in r["series"].values() if len(x)]
-    xmax = max([float(np.nanmax(x)) for x in xs] + [1.0])
-    ax.set_title(title, fontsize=10)
-    ax.set_xlabel("epoch", fontsize=9)
-    ax.set_ylabel(TRAJECTORY_PANELS[key][1], fontsize=9)
-    ax.tick_params(labelsize=8)
-    ax.set_xlim(-0.3, xmax + 0.3)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.grid(alpha=0.3)
-    if key == "volatility":
-        ax.axhline(VOLATILITY_THRESHOLD, color="black", lw=0.8, ls="--", alpha=0.7)
-    for run, colour in zip(cell["runs"], colours):
-        x, y = _finite(*run["series"].get(key, ([], [])))
-        if len(x):
-            ax.plot(x, y, color=colour, lw=1.2, marker="o" if len(x) <= 30 else None, ms=2.5, label=run["label"])
-        if run.get("trigger") is not None:
-            ax.axvline(run["trigger"], color=colour, ls="--", lw=1.0, alpha=0.8)
-        if key == "val_acc" and run.get("plateau") is not None:
-            ax.axvline(run["plateau"], color=colour, ls=":", lw=1.2)
-            at = x == run["plateau"]
-            if at.any():
-                ax.plot(x[at], y[at], marker="*", ms=9, color=colour, mec="black", mew=0.5, ls="none")
-    if key == "volatility":
-        ax.set_ylim(0.0, max(ax.get_ylim()[1], VOLATILITY_THRESHOLD * 1.2))
-    if not ax.lines:
-        ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes, color="grey")
+def _trajectory_slots(cells: list[dict], panels: list[str]) -> tuple[int, int, list]:
+    """Grid shape and (row, col, cell index, panel) of every panel, 1-based rows and columns."""
+    if len(panels) == 1:
+        n_cols = min(SINGLE_PANEL_COLUMNS, len(cells))
+        n_rows = math.ceil(len(cells) / n_cols)
+        slots = [(i // n_cols + 1, i % n_cols + 1, i, panels[0]) for i in range(len(cells))]
+    else:
+        n_rows, n_cols = len(cells), len(panels)
+        slots = [(i + 1, j + 1, i, key) for i in range(len(cells)) for j, key in enumerate(panels)]
+    return n_rows, n_cols, slots
 
 
-def trajectory_png(cells: list[dict], panels: list[str]) -> bytes:
+def _vertical(x: float, lo: float, hi: float, colour: str, dash: str, group: str, text: str) -> go.Scatter:
+    """A vertical line from ``lo`` to ``hi`` at ``x``, in ``group`` (so it hides with its seed)."""
+    return go.Scatter(x=[x, x], y=[lo, hi], mode="lines", line={"color": colour, "dash": dash, "width": 1},
+                      legendgroup=group, showlegend=False, hovertemplate=f"{text}<extra></extra>")
+
+
+def trajectory_figure(cells: list[dict], panels: list[str]) -> go.Figure:
     """Small multiples of per-epoch series: one row per cell, one column per panel.
 
     Parameters
     ----------
     cells : one dict per cell, with ``title`` (str) and ``runs``: a list of
-        dicts with ``label`` (str), ``series`` ({panel key: (epochs, values)}),
-        ``trigger`` (epoch of the volatility trigger or None) and ``plateau``
-        (first epoch within 0.5 points of the best val accuracy, or None).
-        The seeds of a cell share each panel's axes.
+        dicts with ``run_id``, ``seed``, ``label`` (str), ``series`` ({panel
+        key: (epochs, values)}), ``trigger`` (epoch of the volatility trigger
+        or None) and ``plateau`` (first epoch within 0.5 points of the best
+        val accuracy, or None). The seeds of a cell share each panel's axes.
     panels : keys of :data:`TRAJECTORY_PANELS`, in column order. With a
         single panel the cells wrap into rows of :data:`SINGLE_PANEL_COLUMNS`.
 
     Returns
     -------
-    PNG bytes. The volatility panel carries the 0.35 threshold line; each
-    run's trigger is a dashed vertical line in every panel and its plateau a
-    dotted line and a star on the accuracy panel.
+    The figure. Each run is one legend entry that shows or hides it in every
+    panel; the volatility panel carries the threshold line; a run's trigger
+    is a dashed vertical line in every panel, its plateau a dotted line and
+    a star on the accuracy panel.
     """
-    if len(panels) == 1:
-        n_cols = min(SINGLE_PANEL_COLUMNS, len(cells))
-        n_rows = math.ceil(len(cells) / n_cols)
-        slots = [(i // n_cols, i % n_cols, cell, panels[0]) for i, cell in enumerate(cells)]
-    else:
-        n_rows, n_cols = len(cells), len(panels)
-        slots = [(i, j, cell, key) for i, cell in enumerate(cells) for j, key in enumerate(panels)]
-    fig = Figure(figsize=(2.9 * n_cols + 0.4, 2.8 * n_rows + 0.6), dpi=DPI)
-    axes = fig.subplots(n_rows, n_cols, squeeze=False)
-    for row, col, cell, key in slots:
-        colours = _seed_colours(len(cell["runs"]))
-        first = len(panels) == 1 or col == 0
+    n_rows, n_cols, slots = _trajectory_slots(cells, panels)
+    titles = [""] * (n_rows * n_cols)
+    for row, col, i, key in slots:
         name = TRAJECTORY_PANELS[key][0]
-        _trajectory_axes(axes[row, col], cell, key, colours, f"{cell['title']}\n{name}" if first else f"\n{name}")
-        if (len(panels) == 1 or col == n_cols - 1) and len(cell["runs"]) <= 10:
-            handles = [Line2D([], [], color=c, lw=1.2, marker="o", ms=2.5, label=r["label"])
-                       for r, c in zip(cell["runs"], colours)]
-            axes[row, col].legend(handles=handles, fontsize=8, loc="best", framealpha=0.7)
-    for row, col in np.ndindex(n_rows, n_cols):
-        if not any(r == row and c == col for r, c, _, _ in slots):
-            axes[row, col].set_visible(False)
-    runs = [r for cell in cells for r in cell["runs"]]
-    keys = []
-    if any(r.get("trigger") is not None for r in runs):
-        keys.append(Line2D([], [], color="black", ls="--", lw=1.0, label="volatility trigger (per run)"))
-    if "val_acc" in panels:
-        keys.append(Line2D([], [], color="black", ls=":", lw=1.2, marker="*", ms=8,
-                           label="accuracy plateau (within 0.5 pt of best)"))
-    if "volatility" in panels:
-        keys.append(Line2D([], [], color="black", ls="--", lw=0.8, alpha=0.7,
-                           label=f"volatility threshold {VOLATILITY_THRESHOLD}"))
-    fig.tight_layout(rect=(0, 0.35 / fig.get_figheight() if keys else 0, 1, 1))
-    if keys:
-        fig.legend(handles=keys, loc="lower center", ncol=len(keys), fontsize=9, frameon=False)
-    return render_png(fig)
+        first = len(panels) == 1 or col == 1
+        titles[(row - 1) * n_cols + col - 1] = f"{_e(cells[i]['title'])}<br>{name}" if first else name
+    fig = make_subplots(rows=n_rows, cols=n_cols, subplot_titles=titles, horizontal_spacing=0.06,
+                        vertical_spacing=min(0.3 / n_rows, 0.12) if n_rows > 1 else 0.1)
+    several = len(cells) > 1 and len(panels) == 1
+    shown = set()
+    for row, col, i, key in slots:
+        cell = cells[i]
+        xs = [float(np.nanmax(np.asarray(x, dtype=float))) for r in cell["runs"]
+              for x, _ in r["series"].values() if len(x)]
+        ys = [_finite(*r["series"].get(key, ([], []))) for r in cell["runs"]]
+        yall = np.concatenate([y for _, y in ys]) if ys else np.array([])
+        lo, hi = (float(yall.min()), float(yall.max())) if len(yall) else (0.0, 1.0)
+        if key == "volatility":
+            lo, hi = 0.0, max(hi, VOLATILITY_THRESHOLD * 1.2)
+            fig.add_hline(y=VOLATILITY_THRESHOLD, line={"color": "black", "dash": "dash", "width": 1},
+                          row=row, col=col, exclude_empty_subplots=False)
+            fig.update_yaxes(range=[0.0, hi * 1.05], row=row, col=col)
+        fig.update_xaxes(title_text="epoch", range=[-0.3, max(xs + [1.0]) + 0.3], dtick=None, row=row, col=col)
+        fig.update_yaxes(title_text=TRAJECTORY_PANELS[key][1], row=row, col=col)
+        for run, colour, (x, y) in zip(cell["runs"], seed_colours(len(cell["runs"])), ys):
+            group = str(run["run_id"])
+            label = (f"{_e(cell['title'])} · " if several else "") + _e(run["label"])
+            fig.add_trace(go.Scatter(
+                x=x, y=y, mode="lines+markers" if len(x) <= 30 else "lines", name=label, legendgroup=group,
+                showlegend=group not in shown, line={"color": colour, "width": 1.5}, marker={"size": 5},
+                customdata=[[_e(run["run_id"]), _e(run.get("seed"))]] * len(x), meta=TRAJECTORY_PANELS[key][0],
+                hovertemplate=HOVER_POINT), row=row, col=col)
+            shown.add(group)
+            if run.get("trigger") is not None:
+                fig.add_trace(_vertical(run["trigger"], lo, hi, colour, "dash", group,
+                                        f"run {_e(run['run_id'])}: volatility trigger at epoch {run['trigger']}"),
+                              row=row, col=col)
+            if key == "val_acc" and run.get("plateau") is not None:
+                text = f"run {_e(run['run_id'])}: accuracy plateau at epoch {run['plateau']}"
+                fig.add_trace(_vertical(run["plateau"], lo, hi, colour, "dot", group, text), row=row, col=col)
+                at = x == run["plateau"]
+                if at.any():
+                    fig.add_trace(go.Scatter(x=x[at], y=y[at], mode="markers", legendgroup=group, showlegend=False,
+                                             marker={"symbol": "star", "size": 13, "color": colour,
+                                                     "line": {"color": "black", "width": 0.5}},
+                                             hovertemplate=f"{text}<extra></extra>"), row=row, col=col)
+        if not len(yall):
+            fig.add_annotation(text="no data", showarrow=False, font={"color": "grey"}, xref="x domain",
+                               yref="y domain", x=0.5, y=0.5, row=row, col=col)
+    fig.update_annotations(font_size=11)
+    return _layout(fig, ROW_HEIGHT * n_rows + 90)
 
 
 def state_colours(states) -> dict:
@@ -195,88 +231,125 @@ def state_colours(states) -> dict:
     return out
 
 
-def hm_plane_png(points: list[dict]) -> bytes:
+def hm_plane_figure(points: list[dict]) -> go.Figure:
     """Runs in the integration-metastability plane.
 
     Parameters
     ----------
     points : dicts with ``h_eff`` and ``m`` (finite floats), ``state`` (str or
-        None) and ``dataset`` (str); colour encodes the state, the marker the
-        dataset.
+        None), ``dataset`` (str), ``run_id``, ``seed`` and ``cell`` (str);
+        colour encodes the state, the marker the dataset.
 
     Returns
     -------
-    PNG bytes.
+    The figure: one legend entry per state and dataset.
     """
-    fig = Figure(figsize=(7.5, 5.2), dpi=DPI)
-    ax = fig.add_subplot(1, 1, 1)
     datasets = sorted({p["dataset"] for p in points})
-    markers = {d: DATASET_MARKERS[i % len(DATASET_MARKERS)] for i, d in enumerate(datasets)}
+    symbols = {d: DATASET_SYMBOLS[i % len(DATASET_SYMBOLS)] for i, d in enumerate(datasets)}
     colours = state_colours(p["state"] for p in points)
-    states = list(colours)
-    for p in points:
-        ax.scatter(p["h_eff"], p["m"], marker=markers[p["dataset"]], s=46, alpha=0.85,
-                   color=colours[p["state"] or "unclassified"], edgecolors="black", linewidths=0.5)
-    ax.set_xlabel("H_eff, mean over epochs (integration, 0..1)")
-    ax.set_ylabel("metastability M, mean over epochs")
-    ax.set_title("Runs in the H-M plane (colour: state, marker: dataset)")
-    ax.grid(alpha=0.3)
-    state_handles = [Line2D([], [], ls="none", marker="o", ms=7, mec="black", mew=0.5,
-                            color=colours[s], label=s) for s in states]
-    data_handles = [Line2D([], [], ls="none", marker=markers[d], ms=7, color="white", mec="black", label=d)
-                    for d in datasets]
-    # figure legends (not ax.add_artist, which clips) so the tight crop keeps them whole
-    fig.legend(handles=state_handles, title="state", fontsize=8, title_fontsize=8, loc="upper left",
-               bbox_to_anchor=(1.01, 1.0), bbox_transform=ax.transAxes)
-    fig.legend(handles=data_handles, title="dataset", fontsize=8, title_fontsize=8, loc="lower left",
-               bbox_to_anchor=(1.01, 0.0), bbox_transform=ax.transAxes)
-    fig.tight_layout()
-    return render_png(fig)
+    fig = go.Figure()
+    for state in colours:
+        for dataset in datasets:
+            group = [p for p in points if (p["state"] or "unclassified") == state and p["dataset"] == dataset]
+            if not group:
+                continue
+            fig.add_trace(go.Scatter(
+                x=[p["h_eff"] for p in group], y=[p["m"] for p in group], mode="markers",
+                name=f"{_e(state)} · {_e(dataset)}", legendgroup=state,
+                marker={"symbol": symbols[dataset], "size": 10, "color": colours[state], "opacity": 0.85,
+                        "line": {"color": "black", "width": 0.5}},
+                customdata=[[_e(p["run_id"]), _e(p["seed"]), _e(p["cell"]), _e(state)] for p in group],
+                hovertemplate="run %{customdata[0]}<br>seed %{customdata[1]}<br>%{customdata[2]}<br>"
+                              "state %{customdata[3]}<br>H_eff %{x:.4g}<br>M %{y:.4g}<extra></extra>"))
+    fig.update_xaxes(title_text="H_eff, mean over epochs (integration, 0..1)")
+    fig.update_yaxes(title_text="metastability M, mean over epochs")
+    return _layout(fig, 480, "Runs in the H-M plane (colour: state, marker: dataset)")
 
 
-def controls_png(cells: list[dict], h_opt: float = 0.7) -> bytes:
-    """H_raw of the signal beside its noise, order and init controls, per cell.
+def controls_figure(cells: list[dict], h_opt: float = 0.7) -> go.Figure:
+    """H_raw of the signal beside its noise, order, init and channel re-draw controls, per cell.
 
     Parameters
     ----------
     cells : dicts with ``label`` (str) and ``values``: {control key of
-        :data:`CONTROL_BARS`: list of per-seed floats (NaN allowed)}.
+        :data:`CONTROL_BARS`: list of (run_id, seed, value) with NaN allowed}.
     h_opt : drawn as a reference line (the H_eff optimum).
 
     Returns
     -------
-    PNG bytes: bars at the seed mean, whiskers one std, dots the seeds.
+    The figure: per cell and control a diamond at the seed mean with a
+    whisker of one std, and a dot per seed. The y axis spans the values, not
+    zero, so gaps between signal and controls stay visible.
     """
-    n = len(cells)
-    width = 0.8 / len(CONTROL_BARS)
-    fig = Figure(figsize=(min(14.0, max(7.0, 1.1 * n + 3.0)), 5.0), dpi=DPI)
-    ax = fig.add_subplot(1, 1, 1)
-    rng = np.random.default_rng(0)
-    for k, (key, label, colour) in enumerate(CONTROL_BARS):
-        offset = (k - (len(CONTROL_BARS) - 1) / 2) * width
-        labelled = False
-        for i, cell in enumerate(cells):
-            vals = np.asarray(cell["values"].get(key, []), dtype=float)
-            vals = vals[np.isfinite(vals)]
-            if not len(vals):
-                continue
-            mean = float(vals.mean())
-            std = float(vals.std(ddof=1)) if len(vals) > 1 else 0.0
-            ax.bar(i + offset, mean, width * 0.9, color=colour, alpha=0.55, edgecolor=colour,
-                   label=None if labelled else label)
-            labelled = True
-            ax.errorbar(i + offset, mean, yerr=std, color="black", lw=0.9, capsize=2)
-            jitter = rng.uniform(-width * 0.25, width * 0.25, len(vals))
-            ax.scatter(i + offset + jitter, vals, s=10, color="black", zorder=3)
-    ax.axhline(h_opt, color="black", ls="--", lw=0.8, label=f"H_opt = {h_opt}")
-    ax.set_xticks(range(n))
-    ax.set_xticklabels([c["label"] for c in cells], fontsize=8)
-    ax.set_ylabel("H_raw (mean DFA exponent)")
-    ax.set_title("H_raw: trained signal vs noise / order / init / channel re-draw controls\n"
-                 "(bars: seed mean, whiskers: std, dots: seeds)",
-                 fontsize=9)
-    ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    fig.tight_layout()
-    return render_png(fig)
+    fig = go.Figure()
+    labels = [_e(c["label"]) for c in cells]
+    spans = [h_opt]
+    for key, label, colour in CONTROL_BARS:
+        means, stds, xs, dots, data = [], [], [], [], []
+        for cell, name in zip(cells, labels):
+            vals = [(rid, seed, float(v)) for rid, seed, v in cell["values"].get(key, []) if np.isfinite(v)]
+            arr = np.array([v for _, _, v in vals])
+            means.append(float(arr.mean()) if len(arr) else None)
+            stds.append(float(arr.std(ddof=1)) if len(arr) > 1 else 0.0)
+            if len(arr):
+                spans += [float(arr.min()), float(arr.max()), means[-1] - stds[-1], means[-1] + stds[-1]]
+            for rid, seed, v in vals:
+                xs.append(name)
+                dots.append(v)
+                data.append([_e(rid), _e(seed)])
+        if not xs:
+            continue
+        fig.add_trace(go.Scatter(x=labels, y=means, mode="markers", name=label, legendgroup=key, offsetgroup=key,
+                                 marker={"symbol": "diamond-open", "size": 14, "color": colour,
+                                         "line": {"width": 2}},
+                                 error_y={"type": "data", "array": stds, "visible": True, "color": colour},
+                                 hovertemplate=f"{label}<br>%{{x}}<br>seed mean %{{y:.4g}}<extra></extra>"))
+        fig.add_trace(go.Scatter(x=xs, y=dots, mode="markers", name=f"{label}: seeds", legendgroup=key,
+                                 offsetgroup=key, showlegend=False,
+                                 marker={"size": 6, "color": colour, "line": {"color": "black", "width": 0.7}},
+                                 customdata=data, hovertemplate=(f"{label}<br>run %{{customdata[0]}}<br>seed "
+                                                                 "%{customdata[1]}<br>H_raw %{y:.4g}<extra></extra>")))
+    fig.add_hline(y=h_opt, line={"color": "black", "dash": "dash", "width": 1},
+                  annotation_text=f"H_opt = {h_opt}", annotation_position="top left")
+    # an explicit range: grouped scatter traces would otherwise pull the axis down to 0, as bars do
+    pad = 0.08 * (max(spans) - min(spans)) or 0.05
+    fig.update_yaxes(title_text="H_raw (mean DFA exponent)", range=[min(spans) - pad, max(spans) + pad])
+    fig.update_layout(scattermode="group", scattergap=0.3)
+    return _layout(fig, 460, "H_raw: trained signal vs noise / order / init / channel re-draw controls "
+                             "(diamond: seed mean ± std, dots: seeds)")
 
+
+#: Panels of a run's training curves: title, y label, ((column, legend label, dash), ...).
+TRAINING_PANELS = (
+    ("Loss", "loss", (("train_loss", "train loss", "solid"), ("val_loss", "val loss", "dash"))),
+    ("Accuracy", "accuracy (%)", (("train_acc", "train acc", "solid"), ("val_acc", "val acc", "dash"))),
+    ("Learning rate", "lr", (("lr", "lr", "solid"),)),
+    ("Time per epoch", "seconds", (("epoch_time_s", "epoch time", "solid"), ("capture_time_s", "capture time", "dash"))),
+)
+
+
+def training_figure(run_id: str, curves: dict) -> go.Figure:
+    """One run's training curves: loss, accuracy, learning rate, epoch and capture time.
+
+    Parameters
+    ----------
+    run_id : shown in every hover label.
+    curves : {column of train_metrics: (epochs, values)}, accuracy in %.
+
+    Returns
+    -------
+    A one-row figure of :data:`TRAINING_PANELS`.
+    """
+    fig = make_subplots(rows=1, cols=len(TRAINING_PANELS), subplot_titles=[p[0] for p in TRAINING_PANELS],
+                        horizontal_spacing=0.07)
+    for col, (_, ylabel, series) in enumerate(TRAINING_PANELS, start=1):
+        for (column, label, dash), colour in zip(series, SEED_COLOURS):
+            x, y = _finite(*curves.get(column, ([], [])))
+            fig.add_trace(go.Scatter(x=x, y=y, mode="lines+markers" if len(x) <= 30 else "lines", name=label,
+                                     line={"color": colour, "dash": dash, "width": 1.5}, marker={"size": 4},
+                                     hovertemplate=f"run {_e(run_id)}<br>epoch %{{x}}<br>{label}: %{{y:.4g}}"
+                                                   "<extra></extra>"), row=1, col=col)
+        fig.update_xaxes(title_text="epoch", row=1, col=col)
+        fig.update_yaxes(title_text=ylabel, row=1, col=col)
+    fig.update_annotations(font_size=11)
+    return _layout(fig, 300)

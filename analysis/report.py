@@ -5,13 +5,15 @@ holds (runs, train_metrics, capture_metrics, run_summary, cell_variability,
 controls) and writes, in reading order: a header (studies, runs by status,
 cells, seeds), (1) per-cell metric means with their seed intervals, (2)
 per-run trajectories per cell, (3) the H-M plane, (4) each cell's H_raw beside
-its noise, order and init controls, (5) the run table. Figures are inline
-base64 PNGs, the CSS is inline, every string from the data is HTML-escaped.
-A section whose tables are missing says so instead of failing.
+its noise, order and init controls, (5) the run table, (6) a section per
+run. Figures are interactive plotly figures (hover, zoom, legend toggles)
+drawn by the plotly.js the page inlines, so it works offline; every table
+sorts by a click on a column head (except the key-value ones); the CSS is
+inline and every string from the data is HTML-escaped. A section whose
+tables are missing says so instead of failing.
 """
 from __future__ import annotations
 
-import base64
 import csv
 import html
 import math
@@ -24,13 +26,15 @@ import duckdb
 from analysis import plots
 from analysis import report_data as rd
 from analysis.contrasts import cell_contrasts
+from analysis.report_page import page_html
 from analysis.report_conclusions import claims_section, contrasts_section, sensitivity_section
+from analysis.report_runs import run_details_section, run_section, run_table, training_curves
 from analysis.variability import HIGH_CV
 
 #: At most this many trajectory figures; beyond it, several cells share a figure (one row each).
 MAX_TRAJECTORY_FIGURES = 10
 #: Cells side by side in one table of section 1.
-CELLS_PER_TABLE = 4
+CELLS_PER_TABLE = 3
 CONTROLS_NOTE = (
     "The noise control runs i.i.d. Gaussian features, with the run's labels, probe size and preprocessing "
     "(label sort, per-class centring, rolling mean), through exactly the same pipeline: where its H_raw is close "
@@ -41,7 +45,6 @@ METRIC_LABELS = {
     "h_raw_mean": "H_raw (DFA exponent), mean",
     "metastability_mean": "Metastability M, mean",
     "synchrony_mean": "Synchrony (mean R(t)), mean",
-    "psi_mean": "Psi, mean",
     "psi_std": "Psi, std over epochs",
     "r_hz_mz": "r(Hz, Mz)",
     "r_psi_acc": "r(Psi, val acc)",
@@ -51,20 +54,7 @@ METRIC_LABELS = {
     "order_h_raw_mean": "H_raw, order control",
     "init_h_raw": "H_raw, init (epoch 0)",
 }
-CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px auto;max-width:1360px;
-color:#222;line-height:1.4;padding:0 16px}
-h1{margin-bottom:4px}h2{border-bottom:2px solid #ddd;padding-bottom:4px;margin-top:36px}
-table{border-collapse:collapse;font-size:13px;margin:8px 0}
-th,td{border:1px solid #ddd;padding:3px 8px;text-align:left;vertical-align:top}
-th{background:#f3f3f3}td.num{text-align:right;white-space:nowrap;font-variant-numeric:tabular-nums}
-.note{background:#fff8e1;border-left:4px solid #f0b400;padding:6px 10px;margin:8px 0}
-.missing{background:#fdecea;border-left:4px solid #d93025;padding:6px 10px;margin:8px 0}
-.ok{color:#137333;font-weight:600}.bad{color:#b3261e;font-weight:600}.muted{color:#777}
-.state{display:inline-block;width:10px;height:10px;border-radius:2px;margin-right:4px}
-figure{margin:12px 0}figure img{max-width:100%;height:auto;border:1px solid #eee}
-figcaption{font-size:13px;color:#555}td.rid{white-space:nowrap;font-family:monospace;font-size:12px}.meta{color:#555;font-size:14px}
-"""
+
 
 
 def _e(value) -> str:
@@ -81,10 +71,8 @@ def _num(value, digits: int = 3) -> str:
     return f"{v:.0f}" if v == int(v) and abs(v) >= 10 else f"{v:.{digits}g}"
 
 
-def _img(png: bytes, alt: str, caption: str) -> str:
-    data = base64.b64encode(png).decode("ascii")
-    return (f'<figure><img src="data:image/png;base64,{data}" alt="{_e(alt)}">'
-            f"<figcaption>{_e(caption)}</figcaption></figure>")
+def _figure(fig, div_id: str, caption: str) -> str:
+    return f"<figure>{plots.figure_html(fig, div_id)}<figcaption>{_e(caption)}</figcaption></figure>"
 
 
 def _missing(tables: list[str], what: str) -> str:
@@ -113,7 +101,9 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
 #: (anchor, title) of every section, in page order.
 CONTENTS = (("glance", "at a glance: signal vs controls"), ("claims", "claims"), ("cells", "1. cell metrics"),
             ("trajectories", "2. trajectories"), ("hm", "3. H-M plane"), ("controls", "4. controls"),
-            ("runs", "5. runs"), ("sensitivity", "sensitivity"), ("tables", "tables"))
+            ("runs", "5. runs"), ("sensitivity", "sensitivity"), ("tables", "tables"),
+            ("rundetails", "6. run details"))
+
 
 
 def _header(title: str, counts: dict, index: dict, cells: dict) -> str:
@@ -192,7 +182,7 @@ def _cell_section(rows: list[dict], scale: float, colours: dict) -> str:
             agree_txt = f"{agree * 100:.0f}% of seeds" if agree is not None else "–"
             heads.append(f"<th>{_e(rd.cell_label(cell))}<br><small>{_state(head.get('modal_state'), colours)} "
                          f"({agree_txt})</small></th>")
-        out.append("<table><tr><th>metric</th>" + "".join(heads) + "</tr>")
+        out.append('<div class="wide"><table class="nosort"><tr><th>metric</th>' + "".join(heads) + "</tr>")
         for metric in metrics:
             k = scale if metric == "best_val_acc" else 1.0
             label = METRIC_LABELS.get(metric, metric) + (" (%)" if k != 1.0 else "")
@@ -204,7 +194,7 @@ def _cell_section(rows: list[dict], scale: float, colours: dict) -> str:
                     continue
                 tds.append(f"<td class=num>{_seed_cell(r, metric, k)}</td>")
             out.append(f"<tr><td>{_e(label)}</td>{''.join(tds)}</tr>")
-        out.append("</table>")
+        out.append("</table></div>")
     return "".join(out)
 
 
@@ -216,6 +206,7 @@ def trajectory_groups(cells: dict, min_per_fig: int = 1) -> list[list]:
 
 
 def _trajectory_section(cells: dict, captures: dict, accuracy: dict) -> str:
+    """Section 2: one figure per cell (or a grid of cells when only accuracy is known)."""
     out = ["<h2 id=\"trajectories\">2. Trajectories per run</h2>"]
     panels = (list(rd.TRAJECTORY_METRICS) if captures else []) + (["val_acc"] if accuracy else [])
     if not panels:
@@ -225,10 +216,12 @@ def _trajectory_section(cells: dict, captures: dict, accuracy: dict) -> str:
     out.append('<p class="meta">Seeds of a cell share one set of axes. Dashed vertical line: the run\'s volatility '
                f"trigger (volatility below {plots.VOLATILITY_THRESHOLD} for 3 consecutive epochs); dotted line and "
                f"star: its accuracy plateau (first epoch within {rd.PLATEAU_POINTS} points of its best val "
-               "accuracy). Epoch 0 is the untrained network.</p>")
+               "accuracy). Epoch 0 is the untrained network. Hover a point for its run, seed, epoch and value; drag to "
+               "zoom (double-click resets); click a seed in the legend to hide or show it in every panel, "
+               "double-click to show it alone.</p>")
     # accuracy alone fits many cells into one figure (a grid); with metric panels, one cell is one row
     per_fig = 1 if captures else plots.SINGLE_PANEL_COLUMNS * 3
-    for group in trajectory_groups(cells, per_fig):
+    for n, group in enumerate(trajectory_groups(cells, per_fig)):
         fig_cells = []
         for cell in group:
             runs = []
@@ -239,13 +232,13 @@ def _trajectory_section(cells: dict, captures: dict, accuracy: dict) -> str:
                     series["val_acc"] = accuracy[rid]
                 status = info.get("status")
                 label = f"seed {info.get('seed')}" + ("" if status in (None, "finished") else f" ({status})")
-                runs.append({"label": label, "series": series, "trigger": info.get("trigger_epoch"),
+                runs.append({"run_id": rid, "seed": info.get("seed"), "label": label, "series": series, "trigger": info.get("trigger_epoch"),
                              "plateau": rd.plateau_epoch(*accuracy[rid]) if rid in accuracy else None})
             fig_cells.append({"title": rd.cell_label(cell), "runs": runs})
         names = "; ".join(rd.cell_label(c) for c in group)
         run_ids = ", ".join(r["run_id"] for c in group for r in cells[c])
-        out.append(_img(plots.trajectory_png(fig_cells, panels), f"trajectories {names}",
-                        f"Trajectories: {names} (runs {run_ids})."))
+        out.append(_figure(plots.trajectory_figure(fig_cells, panels), f"fig-trajectory-{n}",
+                           f"Trajectories: {names} (runs {run_ids})."))
     return "".join(out)
 
 
@@ -255,13 +248,14 @@ def _hm_section(index: dict) -> str:
     for info in index.values():
         h, m = rd.finite_or_none(info.get("h_eff_mean")), rd.finite_or_none(info.get("metastability_mean"))
         if h is not None and m is not None:
-            points.append({"h_eff": h, "m": m, "state": info.get("state"), "dataset": str(info.get("dataset"))})
+            points.append({"h_eff": h, "m": m, "state": info.get("state"), "dataset": str(info.get("dataset")),
+                           "run_id": info["run_id"], "seed": info.get("seed"), "cell": rd.cell_label(rd.cell_of(info))})
     if not points:
         return out[0] + _missing(["run_summary"], "H-M plane")
     left = len(index) - len(points)
     caption = (f"Each run at its mean H_eff and mean metastability ({len(points)} runs"
                + (f"; {left} without both values left out" if left else "") + ").")
-    out.append(_img(plots.hm_plane_png(points), "H-M plane", caption))
+    out.append(_figure(plots.hm_plane_figure(points), "fig-hm", caption))
     return "".join(out)
 
 
@@ -274,12 +268,13 @@ def _controls_section(cells: dict, per_run: dict, by_cell: list[dict]) -> str:
         out.append(_missing(["controls"], "noise and order controls"))
     fig_cells = []
     for cell, runs in cells.items():
-        values = {k: [per_run[r["run_id"]][k] if per_run[r["run_id"]][k] is not None else math.nan
+        values = {k: [(r["run_id"], r.get("seed"),
+                       per_run[r["run_id"]][k] if per_run[r["run_id"]][k] is not None else math.nan)
                       for r in runs if r["run_id"] in per_run] for k in rd.CONTROL_KEYS}
         if any(values.values()):
-            fig_cells.append({"label": rd.cell_label(cell).replace(" · ", "\n"), "values": values})
-    out.append(_img(plots.controls_png(fig_cells), "controls", "H_raw per cell: signal vs noise, order, init and "
-                    "channel re-draw controls, across seeds."))
+            fig_cells.append({"label": rd.cell_label(cell), "values": values})
+    out.append(_figure(plots.controls_figure(fig_cells), "fig-controls", "H_raw per cell: signal vs noise, order, "
+                       "init and channel re-draw controls, across seeds (hover a dot for its run)."))
     stats = {(rd.cell_of(r), r["control"]): r for r in by_cell}
     out.append("<table><tr><th>cell</th><th>n seeds</th><th>signal</th><th>noise</th><th>order</th><th>init</th>"
                "<th>channel re-draw</th><th>signal − noise</th></tr>")
@@ -293,59 +288,6 @@ def _controls_section(cells: dict, per_run: dict, by_cell: list[dict]) -> str:
         n = max(s["n_seeds"] for s in got.values() if s)
         out.append(f"<tr><td>{_e(rd.cell_label(cell))}</td><td class=num>{n}</td>{tds}"
                    f"<td class=num>{_num(diff)}</td></tr>")
-    out.append("</table>")
-    return "".join(out)
-
-
-RUN_COLUMNS = ("run_id", "study", "model", "dataset", "optimizer", "seed", "status", "stop_reason", "attempts", "n_epochs",
-               "state", "trigger_epoch", "plateau_epoch", "best_val_acc_pct", "best_epoch", "h_eff_mean",
-               "metastability_mean", "psi_mean", "r_hz_mz")
-
-
-def run_table(cells: dict, accuracy: dict, scale: float) -> list[dict]:
-    """One row per run, in cell then seed order, with the plateau epoch and best accuracy in %."""
-    rows = []
-    for runs in cells.values():
-        for info in runs:
-            rid = info["run_id"]
-            best = rd.finite_or_none(info.get("best_val_acc"))
-            best = best * scale if best is not None else None
-            if best is None and rid in accuracy and len(accuracy[rid][1]):
-                best = float(max(accuracy[rid][1]))
-            row = {k: info.get(k) for k in RUN_COLUMNS}
-            row["plateau_epoch"] = rd.plateau_epoch(*accuracy[rid]) if rid in accuracy else None
-            row["best_val_acc_pct"] = best
-            rows.append(row)
-    return rows
-
-
-def _run_section(rows: list[dict], analysed: bool, colours: dict) -> str:
-    out = ["<h2 id=\"runs\">5. Runs</h2>"]
-    if not rows:
-        return out[0] + _missing(["runs", "run_summary"], "run table")
-    if not analysed:
-        out.append(_missing(["run_summary"], "states or metric columns"))
-    heads = dict(zip(RUN_COLUMNS, (
-        "run", "study", "model", "dataset", "optimizer", "seed", "status", "stop reason", "attempts", "epochs", "state",
-        "trigger epoch", "plateau epoch", "best val acc (%)", "best epoch", "H_eff mean", "M mean", "Psi mean",
-        "r(Hz, Mz)")))
-    columns = list(RUN_COLUMNS)
-    if len({r["study"] for r in rows}) == 1:
-        columns.remove("study")  # named in the header
-    out.append("<table><tr>" + "".join(f"<th>{heads[k]}</th>" for k in columns) + "</tr>")
-    text_cols = {"study", "model", "dataset", "optimizer", "status", "stop_reason"}
-    for r in rows:
-        tds = []
-        for k in columns:
-            if k == "state":
-                tds.append(f"<td>{_state(r[k], colours)}</td>")
-            elif k == "run_id":
-                tds.append(f'<td class="rid">{_e(r[k])}</td>')
-            elif k in text_cols:
-                tds.append(f"<td>{_e(r[k]) if r[k] is not None else '–'}</td>")
-            else:
-                tds.append(f"<td class=num>{_num(r[k])}</td>")
-        out.append("<tr>" + "".join(tds) + "</tr>")
     out.append("</table>")
     return "".join(out)
 
@@ -388,6 +330,7 @@ def write_report(con: duckdb.DuckDBPyConnection, out_path, *, title: str = "dyns
     per_run = rd.control_values(index, capture_rows, control_rows)
     by_cell = rd.controls_by_cell(cells, per_run)
     runs_rows = run_table(cells, accuracy, scale)
+    curves = training_curves(train, scale)
     contrasts = cell_contrasts(summary, capture_rows, control_rows)
     colours = plots.state_colours([r.get("state") for r in index.values()]
                                   + [r.get("modal_state") for r in variability])
@@ -420,11 +363,10 @@ def write_report(con: duckdb.DuckDBPyConnection, out_path, *, title: str = "dyns
         _trajectory_section(cells, captures, accuracy),
         _hm_section(index),
         _controls_section(cells, per_run, by_cell),
-        _run_section(runs_rows, bool(summary), colours),
+        run_section(runs_rows, bool(summary), colours, _num, _state, _missing),
         sensitivity_section(sens),
         f'<h2 id="tables">Tables</h2><p class="meta">CSV: {" · ".join(links) or "none"}</p>',
+        run_details_section(cells, curves, colours, _state),
     ]
-    page = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>'
-            f"<style>{CSS}</style></head><body>{''.join(body)}</body></html>")
-    out_path.write_text(page, encoding="utf-8")
+    out_path.write_text(page_html(_e(title), "".join(body)), encoding="utf-8")
     return out_path

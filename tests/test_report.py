@@ -1,11 +1,9 @@
 """The HTML study report over a synthetic in-memory store."""
 from __future__ import annotations
 
-import base64
 import csv
-import io
+import json
 import re
-import struct
 import subprocess
 import sys
 
@@ -13,7 +11,6 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 import pytest
-from matplotlib import image as mpimg
 
 from analysis import report
 from analysis import report_data as rd
@@ -97,15 +94,18 @@ def make_con(tables: dict) -> duckdb.DuckDBPyConnection:
     return con
 
 
-def png_images(page: str) -> list[bytes]:
-    """Decoded bytes of every <img>, asserting each is a base64 PNG data URI."""
-    srcs = re.findall(r"<img\b[^>]*\bsrc=\"([^\"]*)\"", page)
-    assert len(srcs) == page.count("<img")
-    out = []
-    for src in srcs:
-        assert src.startswith("data:image/png;base64,")
-        out.append(base64.b64decode(src.split(",", 1)[1], validate=True))
-    return out
+def figures(page: str) -> list[dict]:
+    """The plotly figure of every <div class="plot">, parsed from the script that draws it."""
+    ids = re.findall(r'<div class="plot" id="([^"]+)"', page)
+    specs = re.findall(r"<script>\(function\(\)\{var f=(.*?);Plotly\.newPlot\(\"([^\"]+)\"", page)
+    assert [i for _, i in specs] == ids and len(set(ids)) == len(ids)
+    return [json.loads(spec) for spec, _ in specs]
+
+
+def result_figures(page: str) -> list[dict]:
+    """The figures of sections 2-4 (not the per-run training curves of section 6)."""
+    return [f for f, i in zip(figures(page), re.findall(r'<div class="plot" id="([^"]+)"', page))
+            if not i.startswith("fig-run-")]
 
 
 @pytest.fixture(scope="module")
@@ -116,26 +116,39 @@ def full(tmp_path_factory):
     return tables, path, path.read_text(encoding="utf-8")
 
 
-def test_full_report_figures_are_valid_pngs(full):
-    _, path, page = full
+def test_full_report_figures(full):
+    tables, path, page = full
     assert path.exists() and path.suffix == ".html"
-    images = png_images(page)
-    # 4 cells -> 4 trajectory figures, plus the H-M plane and the controls chart
-    assert len(images) == len(MODELS) * len(DATASETS) + 2
-    for png in images:
-        assert png[:8] == b"\x89PNG\r\n\x1a\n"
-        width, height = struct.unpack(">II", png[16:24])
-        assert width >= 400 and height >= 250
-        pixels = mpimg.imread(io.BytesIO(png), format="png")
-        assert pixels.shape[:2] == (height, width)
-        assert pixels.std() > 0.01  # not a blank canvas
+    assert page.count("<script>") == page.count("</script>") and "Plotly.newPlot" in page
+    assert page.index("plotly.js v") < page.index("Plotly.newPlot")  # the library is inlined before its first use
+    assert "https://cdn" not in page.split("Plotly.newPlot", 1)[1]  # nothing fetched at view time
+    figs = result_figures(page)
+    # 4 cells -> 4 trajectory figures, plus the H-M plane and the controls chart; a training figure per run
+    assert len(figs) == len(MODELS) * len(DATASETS) + 2
+    assert len(figures(page)) == len(figs) + len(tables["runs"])
+    for fig in figures(page):
+        assert any(len(t.get("y", [])) and "run " in t.get("hovertemplate", "") for t in fig["data"])
+        assert fig["layout"]["height"] >= 250
+    traj = figs[0]
+    # one legend entry per seed; every trace of a run (every panel, trigger lines) in that run's group
+    legend = [t for t in traj["data"] if t.get("showlegend", True) and t.get("name")]
+    assert len(legend) == len(SEEDS)
+    assert {t["legendgroup"] for t in traj["data"] if "legendgroup" in t} == {t["legendgroup"] for t in legend}
+    hover = next(t for t in traj["data"] if "customdata" in t)
+    assert "seed %{customdata[1]}" in hover["hovertemplate"] and "epoch %{x}" in hover["hovertemplate"]
+    rid, seed = hover["customdata"][0]
+    assert any(r["run_id"] == rid and str(r["seed"]) == seed for r in tables["runs"])
+    # the controls chart: a seed dot per run and control, each hovering its run id
+    controls = figs[-1]
+    dots = [t for t in controls["data"] if t["name"].endswith(": seeds")]
+    assert sum(len(t["y"]) for t in dots if t["legendgroup"] == "signal") == len(tables["runs"])
 
 
 def test_full_report_content(full):
     tables, _, page = full
     for row in tables["runs"]:
         assert row["run_id"] in page
-    assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert EVIL not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert "Demo &lt;b&gt;study&lt;/b&gt;" in page
     assert "Not analysed yet" not in page
     assert "finished: 11" in page and "diverged: 1" in page
@@ -180,8 +193,7 @@ def test_unanalysed_store_renders(tmp_path):
     page = path.read_text(encoding="utf-8")
     assert page.count("Not analysed yet") >= 4
     assert "cell_variability" in page and "dynstudy analyze" in page
-    images = png_images(page)
-    assert len(images) == 1  # accuracy-only trajectories: all 4 cells in one grid figure
+    assert len(result_figures(page)) == 1  # accuracy-only trajectories: all 4 cells in one grid figure
     for row in tables["runs"]:
         assert row["run_id"] in page
     assert sorted(p.name for p in csv_dir.iterdir()) == ["runs.csv"]
@@ -195,12 +207,12 @@ def test_empty_and_missing_control_tables(tmp_path):
     page = report.write_report(make_con(tables), tmp_path / "r.html").read_text(encoding="utf-8")
     assert "no noise and order controls here" in page and "Not analysed yet" in page
     assert "controls (0 rows)" not in page and "missing or empty: controls" in page
-    assert len(png_images(page)) == len(MODELS) * len(DATASETS) + 2
+    assert len(result_figures(page)) == len(MODELS) * len(DATASETS) + 2
 
 
 def test_empty_store(tmp_path):
     page = report.write_report(duckdb.connect(), tmp_path / "r.html").read_text(encoding="utf-8")
-    assert "<img" not in page and page.count("Not analysed yet") == 5
+    assert not figures(page) and page.count("Not analysed yet") == 5
 
 
 def test_control_fallback_from_tables():

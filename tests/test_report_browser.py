@@ -1,0 +1,121 @@
+"""The report opened in a real headless browser: no console errors, every plot drawn, tables sort, no overflow.
+
+Needs Chromium (Debian: ``apt-get install chromium``); skipped with that
+message where it is missing. The page under test is the report as written,
+with one probe script added at the top of <head> that records every error
+(uncaught exceptions, rejected promises, console.error) and, once the page
+has loaded, what the browser drew: the number of plot containers, how many
+of them hold a plotly SVG with at least one trace, the page's width, and
+the run table's seed column after a click on its head.
+"""
+from __future__ import annotations
+
+import html
+import json
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from analysis import report
+from tests.test_report import make_con, synthetic_tables
+
+BROWSERS = ("chromium", "chromium-browser", "google-chrome")
+WIDTH = 1400
+PROBE = """<script>
+window.__errors = [];
+window.addEventListener("error", function (e) { window.__errors.push("error: " + e.message); });
+window.addEventListener("unhandledrejection", function (e) { window.__errors.push("rejection: " + e.reason); });
+(function () { var orig = console.error; console.error = function () {
+  window.__errors.push("console.error: " + Array.prototype.join.call(arguments, " ")); orig.apply(console, arguments);
+}; })();
+window.addEventListener("load", function () { setTimeout(function () {
+  var plots = document.querySelectorAll("div.plot");
+  var drawn = Array.prototype.filter.call(plots, function (p) {
+    return p.querySelector("svg.main-svg") && p.querySelectorAll("g.trace").length > 0; }).length;
+  var seeds = null, table = document.querySelector("table.runs");
+  if (table) {
+    var col = Array.prototype.findIndex.call(table.rows[0].cells, function (c) { return c.textContent === "seed"; });
+    table.rows[0].cells[col].click();
+    table.rows[0].cells[col].click();
+    seeds = Array.prototype.slice.call(table.rows, 1).map(function (r) { return r.cells[col].textContent; });
+  }
+  var out = {plots: plots.length, drawn: drawn, errors: window.__errors, seeds: seeds,
+             width: document.documentElement.scrollWidth, links: Array.prototype.filter.call(
+               document.querySelectorAll('a[href^="#"]'), function (a) {
+                 return !document.getElementById(decodeURIComponent(a.getAttribute("href").slice(1))); }).length};
+  document.body.setAttribute("data-probe", JSON.stringify(out));
+}, 500); });
+</script>"""
+
+
+@pytest.fixture(scope="module")
+def browser():
+    path = next((p for p in map(shutil.which, BROWSERS) if p), None)
+    if path is None:
+        pytest.skip("Chromium not found: install it (Debian: apt-get install chromium) to open the report "
+                    "in a headless browser")
+    return path
+
+
+def open_in_browser(browser: str, page_path, tmp_path) -> tuple[dict, str]:
+    """Load ``page_path`` with the probe in headless Chromium; the probe's findings and the browser's stderr."""
+    page = page_path.read_text(encoding="utf-8")
+    probed = tmp_path / "probed.html"
+    probed.write_text(page.replace("<head>", "<head>" + PROBE, 1), encoding="utf-8")
+    cmd = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-extensions",
+           f"--user-data-dir={tmp_path / 'profile'}", f"--window-size={WIDTH},900", "--enable-logging=stderr",
+           "--virtual-time-budget=30000", "--dump-dom", probed.as_uri()]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
+    found = re.search(r'data-probe="([^"]*)"', proc.stdout)
+    assert found, f"the probe did not report (rc {proc.returncode}): {proc.stderr[-2000:]}"
+    return json.loads(html.unescape(found.group(1))), proc.stderr
+
+
+def console_errors(stderr: str) -> list[str]:
+    """Lines of Chromium's log that report a page-level JavaScript error."""
+    return [line for line in stderr.splitlines() if "CONSOLE" in line and ("Uncaught" in line or "Error" in line)]
+
+
+def test_full_report_in_browser(browser, tmp_path):
+    tables = synthetic_tables()
+    path = report.write_report(make_con(tables), tmp_path / "study.html", title="browser check")
+    probe, stderr = open_in_browser(browser, path, tmp_path)
+    assert probe["errors"] == [] and console_errors(stderr) == []
+    # 4 trajectory figures, the H-M plane, the controls chart and a training figure per run
+    assert probe["plots"] == 4 + 2 + len(tables["runs"])
+    assert probe["drawn"] == probe["plots"]
+    assert probe["width"] <= WIDTH  # nothing overflows the window sideways
+    assert probe["links"] == 0  # every in-page link has its target
+    # two clicks on "seed": descending
+    assert probe["seeds"] == sorted(probe["seeds"], key=int, reverse=True)
+    assert probe["seeds"] != sorted(probe["seeds"], key=int)
+
+
+def test_unanalysed_report_in_browser(browser, tmp_path):
+    tables = synthetic_tables()
+    con = make_con({k: tables[k] for k in ("runs", "train_metrics")})
+    path = report.write_report(con, tmp_path / "r.html")
+    probe, stderr = open_in_browser(browser, path, tmp_path)
+    assert probe["errors"] == [] and console_errors(stderr) == []
+    assert probe["plots"] == 1 + len(tables["runs"]) and probe["drawn"] == probe["plots"]
+    assert probe["links"] == 0
+
+
+def test_analysed_store_report_in_browser(browser, tmp_path):
+    """A store through the real pipeline (analyze, then report): contrasts, claims and sensitivity included."""
+    from study.cli import main
+    from tests.store_factory import make_store
+
+    store = tmp_path / "store"
+    ids = make_store(store)
+    assert main(["analyze", "--store", str(store)]) == 0
+    assert main(["report", "--store", str(store)]) == 0
+    page = (store / "report.html").read_text(encoding="utf-8")
+    for anchor in ("glance", "claims", "sensitivity"):
+        assert f'id="{anchor}"' in page
+    probe, stderr = open_in_browser(browser, store / "report.html", tmp_path)
+    assert probe["errors"] == [] and console_errors(stderr) == []
+    assert probe["plots"] == 2 + 2 + len(ids) and probe["drawn"] == probe["plots"]  # 2 cells: 2 trajectory figures
+    assert probe["width"] <= WIDTH and probe["links"] == 0

@@ -1,6 +1,7 @@
 """The HTML study report over a synthetic in-memory store."""
 from __future__ import annotations
 
+import base64
 import csv
 import json
 import re
@@ -102,6 +103,13 @@ def figures(page: str) -> list[dict]:
     return [json.loads(spec) for spec, _ in specs]
 
 
+def values(array) -> list:
+    """A trace's array as a list: plotly writes numpy arrays as {"dtype", "bdata" (base64)}."""
+    if isinstance(array, dict):
+        return np.frombuffer(base64.b64decode(array["bdata"]), dtype=array["dtype"]).tolist()
+    return list(array)
+
+
 def result_figures(page: str) -> list[dict]:
     """The figures of sections 2-4 (not the per-run training curves of section 6)."""
     return [f for f, i in zip(figures(page), re.findall(r'<div class="plot" id="([^"]+)"', page))
@@ -127,7 +135,7 @@ def test_full_report_figures(full):
     assert len(figs) == len(MODELS) * len(DATASETS) + 2
     assert len(figures(page)) == len(figs) + len(tables["runs"])
     for fig in figures(page):
-        assert any(len(t.get("y", [])) and "run " in t.get("hovertemplate", "") for t in fig["data"])
+        assert any(len(values(t.get("y", []))) and "run " in t.get("hovertemplate", "") for t in fig["data"])
         assert fig["layout"]["height"] >= 250
     traj = figs[0]
     # one legend entry per seed; every trace of a run (every panel, trigger lines) in that run's group
@@ -138,10 +146,13 @@ def test_full_report_figures(full):
     assert "seed %{customdata[1]}" in hover["hovertemplate"] and "epoch %{x}" in hover["hovertemplate"]
     rid, seed = hover["customdata"][0]
     assert any(r["run_id"] == rid and str(r["seed"]) == seed for r in tables["runs"])
+    assert hover["meta"] == "Integration H_eff"  # the first panel: its points are the run's H_eff per epoch
+    want = [(c["epoch"], c["h_eff"]) for c in tables["capture_metrics"] if c["run_id"] == rid]
+    assert list(zip(values(hover["x"]), values(hover["y"]))) == pytest.approx(want)
     # the controls chart: a seed dot per run and control, each hovering its run id
     controls = figs[-1]
     dots = [t for t in controls["data"] if t["name"].endswith(": seeds")]
-    assert sum(len(t["y"]) for t in dots if t["legendgroup"] == "signal") == len(tables["runs"])
+    assert sum(len(values(t["y"])) for t in dots if t["legendgroup"] == "signal") == len(tables["runs"])
 
 
 def test_full_report_content(full):
@@ -252,3 +263,32 @@ def test_contents_link_every_section(full):
         assert f'href="#{anchor}"' in page and f'id="{anchor}"' in page, anchor
     positions = [page.index(f'id="{a}"') for a, _ in CONTENTS]
     assert positions == sorted(positions)  # the contents list follows the page's order
+
+
+def test_a_section_per_run(tmp_path):
+    tables = synthetic_tables()
+    first = tables["runs"][0]
+    first.update({"config": '{"lr": 0.05, "model": "resnet18", "note": "<b>x</b>"}', "attempts": 2,
+                  "versions": '{"torch": "2.13.0", "ray": "2.60.0"}', "hostname": "node-7",
+                  "stop_reason": "early_stopping", "error": None})
+    page = report.write_report(make_con(tables), tmp_path / "r.html").read_text(encoding="utf-8")
+    from analysis.report_runs import run_anchor
+
+    for row in tables["runs"]:
+        anchor = run_anchor(row["run_id"])
+        assert page.count(f'id="{anchor}"') == 1 and f'href="#{anchor}"' in page
+    section = page[page.index(f'id="{run_anchor(first["run_id"])}"'):]
+    section = section[:section.index("</section>")]
+    assert "torch 2.13.0" in section and "ray 2.60.0" in section and "node-7" in section
+    assert "early_stopping" in section and "<th>attempts</th><td>2</td>" in section
+    assert '&quot;lr&quot;: 0.05' in section and "&lt;b&gt;x&lt;/b&gt;" in section  # pretty-printed, escaped
+    assert "epoch time 10 s mean per epoch, 60 s in all" in section
+    # its training figure: loss, accuracy (in %), lr and times over the run's epochs
+    fig = figures(section)[0]
+    by_name = {t["name"]: t for t in fig["data"]}
+    acc = [t["val_acc"] * 100 for t in tables["train_metrics"] if t["run_id"] == first["run_id"]]
+    assert values(by_name["val acc"]["y"]) == pytest.approx(acc)
+    assert values(by_name["lr"]["y"]) == pytest.approx([0.1] * EPOCHS)
+    assert set(by_name) == {"train loss", "val loss", "train acc", "val acc", "lr", "epoch time", "capture time"}
+    # the run table's Psi column is its spread, not its mean (Psi is z-scored: its mean is 0 by construction)
+    assert "<th>Psi std</th>" in page and "Psi mean" not in page

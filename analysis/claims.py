@@ -80,16 +80,20 @@ def _row(claim, cell, dataset, n, statistic, effect, effect_name, p, verdict, de
             "verdict": verdict, "detail": detail}
 
 
-def integration_claims(summaries: list[dict]) -> list[dict]:
-    """Claim 1 for every (model, optimizer) and every pair of its datasets."""
+#: Claim 1's tests: (claim, run_summary column or "beyond_noise" for H_raw minus its noise control).
+INTEGRATION_TESTS = (("integration separates datasets", "h_eff_mean"),
+                     ("integration separates datasets beyond noise", "beyond_noise"))
+
+
+def integration_claims(summaries: list[dict], tests=INTEGRATION_TESTS) -> list[dict]:
+    """Claim 1 for every (model, optimizer), every pair of its datasets and every test of ``tests``."""
     by = defaultdict(lambda: defaultdict(list))
     for r in _finished(summaries):
         by[(r["model"], r["optimizer"])][r["dataset"]].append(r)
     out = []
     for cell, datasets in sorted(by.items()):
         for a, b in combinations(sorted(datasets), 2):
-            for claim, key in (("integration separates datasets", "h_eff_mean"),
-                               ("integration separates datasets beyond noise", "beyond_noise")):
+            for claim, key in tests:
                 rows_a, rows_b = datasets[a], datasets[b]
                 if key == "beyond_noise":
                     x = [r["h_raw_mean"] - r["noise_h_raw_mean"] for r in rows_a if _both(r)]
@@ -167,20 +171,21 @@ def trigger_claims(summaries: list[dict], curves: dict, points: float = PLATEAU_
     return out
 
 
-def state_claims(summaries: list[dict], agreement: float = STATE_AGREEMENT) -> list[dict]:
-    """Claim 3 per cell: share of seeds in the modal state, binomial p against random states."""
+def state_claims(summaries: list[dict], agreement: float = STATE_AGREEMENT, key: str = "state",
+                 claim: str = "state stable across seeds") -> list[dict]:
+    """Claim 3 per cell: share of seeds in the modal state (column ``key``), binomial p against random states."""
     cells = defaultdict(list)
     for r in _finished(summaries):
-        if r.get("state"):
-            cells[tuple(r[k] for k in CELL_KEYS)].append(r["state"])
+        if r.get(key):
+            cells[tuple(r[k] for k in CELL_KEYS)].append(r[key])
     out = []
-    for key, states in sorted(cells.items()):
+    for cell, states in sorted(cells.items()):
         modal, _ = state_agreement(states)
         count, n = states.count(modal), len(states)
         p = _f(stats.binomtest(count, n, 1 / len(STATES), alternative="greater").pvalue) if n >= 2 else None
         share = count / n
         verdict = "untested" if n < 2 else ("supported" if share >= agreement else "not supported")
-        out.append(_row("state stable across seeds", (key[0], key[2]), key[1], n, float(count), share,
+        out.append(_row(claim, (cell[0], cell[2]), cell[1], n, float(count), share,
                         "share in modal state", p, verdict, f"{count}/{n} seeds in {modal}"))
     return out
 

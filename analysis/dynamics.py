@@ -358,11 +358,13 @@ def integration(h_raw, h_opt=0.7, sigma_h=0.15):
     return np.exp(-(np.asarray(h_raw, dtype=float) - h_opt) ** 2 / (2 * sigma_h ** 2))
 
 
-def capture_metrics(acts, labels, *, smooth_window=5, order="label", seed=0, h_opt=0.7, sigma_h=0.15,
-                    min_scale=16, n_scales=10, dfa_order=1, overlap=False, compat="dynstudy", scale_rule="authors"):
-    """All metrics of one capture: :func:`pseudo_time`, then DFA and Kuramoto on it.
+def series_metrics(X, *, h_opt=0.7, sigma_h=0.15, min_scale=16, n_scales=10, dfa_order=1, overlap=False,
+                   compat="dynstudy", scale_rule="authors"):
+    """DFA and Kuramoto metrics of the rows of ``X`` [C, N], each row one channel's series.
 
-    ``acts`` [P, C] and ``labels`` [P]; the keywords go to :func:`pseudo_time`,
+    The second half of :func:`capture_metrics` (which first builds ``X`` by
+    :func:`pseudo_time`); the temporal protocol (:mod:`analysis.temporal`)
+    calls it on series over training time. The keywords go to
     :func:`integration`, :func:`dfa_exponents` (``dfa_order`` is its
     ``order``, ``scale_rule`` its rule) and :func:`kuramoto` (``compat``).
 
@@ -384,7 +386,7 @@ def capture_metrics(acts, labels, *, smooth_window=5, order="label", seed=0, h_o
         NaN (each distinct cause with its count when they differ), else None.
     """
     compat = _check_compat(compat)
-    X = pseudo_time(acts, labels, smooth_window, order, seed)
+    X = _check_series(X)
     alpha, reasons = dfa_exponents(X, min_scale, n_scales, dfa_order, overlap, return_reasons=True,
                                    scale_rule=scale_rule)
     valid = np.isfinite(alpha)
@@ -403,6 +405,21 @@ def capture_metrics(acts, labels, *, smooth_window=5, order="label", seed=0, h_o
     m, s = kuramoto(X, compat)
     return {"h_raw": h_raw, "h_eff": float(integration(h_raw, h_opt, sigma_h)), "metastability": m, "synchrony": s,
             "n_channels": int(X.shape[0]), "n_valid": int(valid.sum()), "reason": reason}
+
+
+def capture_metrics(acts, labels, *, smooth_window=5, order="label", seed=0, h_opt=0.7, sigma_h=0.15,
+                    min_scale=16, n_scales=10, dfa_order=1, overlap=False, compat="dynstudy", scale_rule="authors"):
+    """All metrics of one capture: :func:`pseudo_time`, then :func:`series_metrics` (DFA and Kuramoto) on it.
+
+    ``acts`` [P, C] and ``labels`` [P]; ``smooth_window``, ``order`` and
+    ``seed`` go to :func:`pseudo_time`, the other keywords to
+    :func:`series_metrics` (whose docstring says what ``compat`` chooses and
+    what the returned dict holds).
+    """
+    compat = _check_compat(compat)
+    X = pseudo_time(acts, labels, smooth_window, order, seed)
+    return series_metrics(X, h_opt=h_opt, sigma_h=sigma_h, min_scale=min_scale, n_scales=n_scales, dfa_order=dfa_order,
+                          overlap=overlap, compat=compat, scale_rule=scale_rule)
 
 
 def _z(x: np.ndarray) -> np.ndarray:

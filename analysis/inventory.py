@@ -21,7 +21,7 @@ from store_contract.scan import StoreFile, StoreScan, files_digest
 from store_contract.schemas import FILE_NAMES, INPUT_DIGEST_KEY, RUN_INPUTS, RUN_OUTPUTS
 
 #: Bumped when the analysis's outputs change for the same inputs, so every run is redone once.
-ANALYSIS_VERSION = "analysis-3"  # 3: the authors' DFA scales, pandas' even windows, compat
+ANALYSIS_VERSION = "analysis-4"  # 3: the authors' DFA scales, pandas' even windows, compat; 4: temporal protocol
 
 
 @dataclass(frozen=True)

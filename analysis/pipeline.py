@@ -15,10 +15,15 @@ one capture, whatever the study's size):
    extra smoothing windows;
 3. over the run's epochs >= 1 (:func:`summarise_run`): Psi, its volatility,
    r(Hz,Mz), r(Psi,acc), the trigger and the state with
-   :func:`analysis.dynamics.run_metrics`.
+   :func:`analysis.dynamics.run_metrics`;
+4. over the run's captures in training time, when it has every-N-step
+   captures (:func:`analysis.temporal_run.run_temporal`): the temporal
+   protocol's metrics per sliding window and for the whole run, beside its
+   time-shuffled and phase-randomised surrogates.
 
 Each run's results are written to ``capture_metrics``, ``controls``,
-``window_sensitivity`` and ``run_summary`` (one file per run, atomically,
+``window_sensitivity``, ``temporal_metrics``, ``temporal_controls`` and
+``run_summary`` (one file per run, atomically,
 each recording the input digest); then ``cell_variability``, ``claims`` and
 ``sensitivity`` are rebuilt from the summaries that are current and whole. A
 run whose files cannot be read is named and skipped (its old outputs are
@@ -40,8 +45,10 @@ import numpy as np
 from analysis import dynamics
 from analysis.catalog import open_catalog
 from analysis.claims import PLATEAU_POINTS, all_claims
+from analysis.claims_temporal import temporal_claims
 from analysis.inventory import RunInputs, capture_gaps, damaged_files, file_gaps, is_current, run_inputs
 from analysis.sensitivity import run_series, sensitivity
+from analysis.temporal_run import run_temporal
 from analysis.variability import cell_variability
 from store_contract.files import remove_run_files, resolve_store, write_rows
 from store_contract.scan import StoreScan, scan_store
@@ -55,7 +62,8 @@ SENSITIVITY_PROBES = (256, 512, 1024, 2048, 4096)
 #: re-drawn channel subsets per capture for the channel-draw control.
 CHANNEL_DRAWS = 8
 DEFAULT_PARAMS = {"smooth_window": 5, "h_opt": 0.7, "sigma_h": 0.15, "w_h": 0.5, "min_scale": 16,
-                  "n_scales": 10, "vol_window": 3, "vol_threshold": 0.35, "vol_patience": 3, "compat": "dynstudy"}
+                  "n_scales": 10, "vol_window": 3, "vol_threshold": 0.35, "vol_patience": 3, "compat": "dynstudy",
+                  "temporal_window": 64, "temporal_stride": 16}
 RUN_COLUMNS = ("run_id", "study", "model", "dataset", "optimizer", "seed", "status", "epochs_completed", "config")
 
 
@@ -198,11 +206,13 @@ def summarise_run(run: dict, cap_rows: list[dict], control_rows: list[dict], acc
 
 
 def analyze_run(con, run: dict, params: dict, k: int | None = None, reason: str | None = None) -> dict[str, list[dict]]:
-    """The rows one run contributes to capture_metrics, controls, window_sensitivity and run_summary.
+    """The rows one run contributes to capture_metrics, controls, window_sensitivity, the temporal tables and
+    run_summary.
 
     The run-level series (Psi, volatility, r, state) is over the captures
     taken after each epoch's validation; capture 0 is the init control and
-    every-N-step captures get capture metrics only. End-of-epoch captures are
+    every-N-step captures make the temporal series (:func:`run_temporal`),
+    with no capture metrics of their own. End-of-epoch captures are
     also analysed at every smoothing window of :data:`SENSITIVITY_WINDOWS`
     for the sensitivity analysis, and, when the run stored more channels than
     it uses, over :data:`CHANNEL_DRAWS` re-drawn channel subsets (the
@@ -211,8 +221,10 @@ def analyze_run(con, run: dict, params: dict, k: int | None = None, reason: str 
     against the epoch files here.
     """
     run_id = run["run_id"]
-    caps = con.execute("SELECT DISTINCT capture, kind, epoch, step FROM activations WHERE run_id = ? ORDER BY capture",
-                       [run_id]).fetchall()
+    # every-N-step captures feed the temporal protocol only (run_temporal): their step probe is too small
+    # for pseudo-time metrics of its own, and a run has hundreds of them
+    caps = con.execute("SELECT DISTINCT capture, kind, epoch, step FROM activations WHERE run_id = ? AND kind != 'step' "
+                       "ORDER BY capture", [run_id]).fetchall()
     cap_rows, control_rows, window_rows, noise_at = [], [], [], {}
     for capture, kind, epoch, step in caps:
         where = {"run_id": run_id, "capture": capture, "kind": kind, "epoch": epoch}
@@ -228,9 +240,13 @@ def analyze_run(con, run: dict, params: dict, k: int | None = None, reason: str 
             captured = [e for e in captured if e <= max(acc, default=0)]
         reason = capture_gaps(captured, list(acc))
     summary = summarise_run(run, cap_rows, control_rows, acc, params, reason)
+    temporal_rows, temporal_controls, temporal_summary = run_temporal(con, run_id, params, k) \
+        if reason is None else ([], [], {})
+    summary.update(temporal_summary)
     clean = lambda rows: [{key: _clean(v) for key, v in r.items()} for r in rows]  # noqa: E731
     return {"capture_metrics": clean(cap_rows), "controls": clean(control_rows),
-            "window_sensitivity": clean(window_rows), "run_summary": clean([summary])}
+            "window_sensitivity": clean(window_rows), "temporal_metrics": clean(temporal_rows),
+            "temporal_controls": clean(temporal_controls), "run_summary": clean([summary])}
 
 
 def _any_finite(rows, key) -> bool:
@@ -313,14 +329,16 @@ def write_cross_run_tables(store: str, con, summaries: list[dict], runs: list[di
     """cell_variability, claims and sensitivity from the whole, current ``summaries``."""
     _write(store, "cell_variability", cell_variability(summaries))
     ids = {s["run_id"] for s in summaries}
-    curves = defaultdict(lambda: ([], [], []))
-    for run_id, epoch, acc, loss in con.execute(
-            "SELECT run_id, epoch, val_acc, val_loss FROM train_metrics ORDER BY run_id, epoch").fetchall():
+    curves, epoch_steps = defaultdict(lambda: ([], [], [])), defaultdict(dict)
+    for run_id, epoch, acc, loss, step in con.execute(
+            "SELECT run_id, epoch, val_acc, val_loss, step FROM train_metrics ORDER BY run_id, epoch").fetchall():
         if run_id in ids:
             for part, v in zip(curves[run_id], (epoch, acc, loss)):
                 part.append(v)
+            epoch_steps[run_id][epoch] = step
     curves = {k: tuple(np.array(p, dtype=float if i else int) for i, p in enumerate(v)) for k, v in curves.items()}
-    _write(store, "claims", all_claims(summaries, curves, plateau_points))
+    _write(store, "claims", all_claims(summaries, curves, plateau_points)
+           + temporal_claims(summaries, curves, epoch_steps, plateau_points))
     windows = []
     if "window_sensitivity" in _views(con):
         cols = ("run_id", "kind", "epoch", "smooth_window", "probe_size", "h_raw", "metastability", "noise_h_raw")

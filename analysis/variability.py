@@ -16,13 +16,15 @@ from analysis.dynamics import STATES
 SEED_METRICS = (
     "h_eff_mean", "h_raw_mean", "metastability_mean", "synchrony_mean", "psi_std",
     "r_hz_mz", "r_psi_acc", "trigger_epoch", "best_val_acc", "noise_h_raw_mean", "order_h_raw_mean", "init_h_raw",
+    "temporal_h_raw", "temporal_h_eff", "temporal_metastability", "temporal_trigger_step",
 )
 CELL_KEYS = ("model", "dataset", "optimizer")
 #: Where each metric's values can lie: intervals are bounded to it (None: unbounded).
 METRIC_DOMAINS = {
     "h_eff_mean": (0.0, 1.0), "metastability_mean": (0.0, 0.5), "synchrony_mean": (0.0, 1.0),
     "psi_std": (0.0, None), "r_hz_mz": (-1.0, 1.0), "r_psi_acc": (-1.0, 1.0), "trigger_epoch": (1.0, None),
-    "best_val_acc": (0.0, 1.0),
+    "best_val_acc": (0.0, 1.0), "temporal_h_eff": (0.0, 1.0), "temporal_metastability": (0.0, 0.5),
+    "temporal_trigger_step": (0.0, None),
 }
 #: A coefficient of variation above this is flagged in the report (the seeds disagree more than they agree).
 HIGH_CV = 0.5
@@ -96,8 +98,11 @@ def cell_variability(rows: list[dict], metrics=SEED_METRICS) -> list[dict]:
 
     Only runs that finished count (diverged and failed runs are not seeds of
     a completed training); each row carries the cell's modal state and the
-    share of its seeds that agree on it.
+    share of its seeds that agree on it. The temporal metrics are left out
+    when no run has a temporal series.
     """
+    if not any(r.get("temporal_n_points") for r in rows):  # no run has the temporal protocol: no rows of it
+        metrics = [m for m in metrics if not m.startswith("temporal_")]
     cells = defaultdict(list)
     for row in rows:
         if row.get("status") == "finished":

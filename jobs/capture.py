@@ -7,8 +7,13 @@ to [P, C_stage] on the model's device; a fixed subset of K channels per stage
 (drawn once per run from the seed, or re-drawn per capture as the authors
 did) is kept, and one transfer per stage brings [P, K] to the host.
 
+A capture every N optimiser steps (the temporal protocol) is smaller: the
+first P_t probe images (``capture.step_probe_size``) and the metric channels
+only (ranks < ``channels_per_stage``), so a run can afford hundreds of them.
+
 The result is written in long format (one row per stage, channel, sample) by
-:func:`capture_columns`; the analysis layer builds the pseudo-time series.
+:func:`capture_columns`; the analysis layer builds the pseudo-time series
+and, over the captures of a run, the temporal ones.
 """
 from __future__ import annotations
 
@@ -75,8 +80,15 @@ class ActivationProbe:
         self.input_size = input_size
 
     @torch.no_grad()
-    def capture(self, capture_index: int) -> list[StageSignal]:
-        """Pooled, channel-subsampled stage outputs; restores the train/eval mode."""
+    def capture(self, capture_index: int, n_samples: int | None = None, n_channels: int | None = None
+                ) -> list[StageSignal]:
+        """Pooled, channel-subsampled stage outputs; restores the train/eval mode.
+
+        ``n_samples``: only the first that many probe images (a step
+        capture); ``n_channels``: only the first that many channels of the
+        run's draw per stage (its metric channels).
+        """
+        probe_x = self.probe_x if n_samples is None else self.probe_x[:n_samples]
         device = next(self.model.parameters()).device
         pooled: dict[str, list[torch.Tensor]] = {name: [] for name, _ in self.stages}
         hooks = [
@@ -86,8 +98,8 @@ class ActivationProbe:
         was_training = self.model.training
         self.model.eval()
         try:
-            for start in range(0, len(self.probe_x), self.batch_size):
-                xb = self.probe_x[start:start + self.batch_size].to(device, non_blocking=True)
+            for start in range(0, len(probe_x), self.batch_size):
+                xb = probe_x[start:start + self.batch_size].to(device, non_blocking=True)
                 self.model(resize_batch(normalize(xb, self.mean, self.std), self.input_size))
         finally:
             for h in hooks:
@@ -97,6 +109,7 @@ class ActivationProbe:
         for i, (name, _) in enumerate(self.stages):
             full = torch.cat(pooled[name])  # [P, C_stage] on device
             idx = draw_channels(full.shape[1], self.k, self.seed, i, capture_index if self.redraw else None)
+            idx = idx if n_channels is None else idx[:n_channels]
             values = full[:, torch.as_tensor(idx, device=full.device)].cpu().numpy()
             signals.append(StageSignal(name, idx, values.astype(np.float32, copy=False)))
         return signals

@@ -173,9 +173,13 @@ def run_trial(config: dict, session) -> dict:
             return 0.0, True
         t0 = time.perf_counter()
         index = counters["capture"]
-        signals = probe.capture(index)
+        if kind == "step":  # the temporal protocol's capture: the step probe and the metric channels only
+            n = cap.get("step_probe_size", 64)
+            signals = probe.capture(index, n_samples=n, n_channels=cap["channels_per_stage"])
+        else:
+            n, signals = None, probe.capture(index)
         write_rows(store, "activations", run_id, f"capture={index:06d}",
-                   capture_columns(signals, probe.labels, run_id, index, epoch, step, kind))
+                   capture_columns(signals, probe.labels[:n], run_id, index, epoch, step, kind))
         counters["capture"] += 1
         if kind == "epoch":
             online.add(signals, probe.labels)

@@ -112,6 +112,13 @@ RUN_SUMMARY = pa.schema([
     ("init_h_raw", pa.float64()),         # init control: the epoch-0 capture
     ("reason", pa.string()),              # why the run is incomplete (a gap in its files); null: whole
     ("input_digest", pa.string()),        # digest of the input files this summary was computed from
+    # the temporal protocol (null without every-N-step captures): over the run's series in training time
+    ("temporal_h_raw", pa.float64()),         # mean DFA exponent over channels, whole run
+    ("temporal_h_eff", pa.float64()),
+    ("temporal_metastability", pa.float64()),  # Kuramoto metastability over channels, whole run
+    ("temporal_trigger_step", pa.int64()),    # last step of the window where the volatility rule fires; null: never
+    ("temporal_state", pa.string()),          # taxonomy state of the windows' series
+    ("temporal_n_points", pa.int32()),        # captures (one per optimiser step) in the series
 ])
 
 CELL_VARIABILITY = pa.schema([
@@ -157,6 +164,34 @@ WINDOW_SENSITIVITY = pa.schema([
     ("probe_size", pa.int32()),       # the first P samples of the probe this row used (the whole probe, or less)
 ])
 
+TEMPORAL_METRICS = pa.schema([
+    ("run_id", pa.string()),
+    ("window", pa.int32()),           # 0, 1, ... sliding windows in training order; -1 the whole run
+    ("start_step", pa.int64()),       # optimiser steps at the window's first and last capture
+    ("end_step", pa.int64()),
+    ("start_epoch", pa.int32()),      # the activations' epoch of the first and last capture
+    ("end_epoch", pa.int32()),
+    ("n_points", pa.int32()),
+    ("h_raw", pa.float64()),
+    ("h_eff", pa.float64()),
+    ("metastability", pa.float64()),
+    ("synchrony", pa.float64()),
+    ("hz", pa.float64()),             # z-scores over the run's windows (null on the whole-run row)
+    ("mz", pa.float64()),
+    ("psi", pa.float64()),
+    ("volatility", pa.float64()),
+])
+
+TEMPORAL_CONTROLS = pa.schema([
+    ("run_id", pa.string()),
+    ("window", pa.int32()),           # as in temporal_metrics
+    ("control", pa.string()),         # shuffled | phase_randomised
+    ("h_raw", pa.float64()),
+    ("h_eff", pa.float64()),
+    ("metastability", pa.float64()),
+    ("synchrony", pa.float64()),
+])
+
 CLAIMS = pa.schema([
     ("claim", pa.string()),
     ("model", pa.string()),
@@ -192,6 +227,8 @@ ANALYSIS_TABLES = {
     "cell_variability": CELL_VARIABILITY,
     "controls": CONTROLS,
     "window_sensitivity": WINDOW_SENSITIVITY,
+    "temporal_metrics": TEMPORAL_METRICS,
+    "temporal_controls": TEMPORAL_CONTROLS,
     "claims": CLAIMS,
     "sensitivity": SENSITIVITY,
 }
@@ -223,6 +260,8 @@ KEY_COLUMNS = {
     "run_summary": ("run_id", "status", "n_epochs"),
     "controls": ("run_id", "capture", "control"),
     "window_sensitivity": ("run_id", "capture", "smooth_window"),
+    "temporal_metrics": ("run_id", "window", "h_raw"),
+    "temporal_controls": ("run_id", "window", "control"),
     "cell_variability": ("model", "dataset", "optimizer", "metric"),
     "claims": ("claim", "verdict"),
     "sensitivity": ("parameter", "value", "claim"),

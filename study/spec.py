@@ -111,7 +111,10 @@ class CaptureSpec(_Strict):
     redraw_channels: bool = Field(False, description="re-draw the channel subset at every capture (the authors' code)")
     store_channels: Union[int, Literal["all"], None] = Field(
         None, description="channels stored per stage (>= channels_per_stage, or 'all'); null = channels_per_stage")
-    every_n_steps: Optional[int] = Field(None, ge=1, description="also capture every N optimiser steps")
+    every_n_steps: Optional[int] = Field(None, ge=1, description="also capture every N optimiser steps (the "
+                                         "temporal protocol's series over training time)")
+    step_probe_size: int = Field(64, ge=2, description="every-N-step captures keep the first P_t probe images "
+                                                       "and the metric channels only")
     enabled: bool = Field(True, description="false only to measure capture overhead: nothing can be analysed")
     batch_size: int = Field(256, ge=1)
 
@@ -120,6 +123,12 @@ class CaptureSpec(_Strict):
         if isinstance(self.store_channels, int) and self.store_channels < self.channels_per_stage:
             raise ValueError(f"capture.store_channels={self.store_channels} must be >= channels_per_stage="
                              f"{self.channels_per_stage} (or 'all')")
+        if self.every_n_steps is not None and self.step_probe_size > self.probe_size:
+            raise ValueError(f"capture.step_probe_size={self.step_probe_size} is larger than capture.probe_size="
+                             f"{self.probe_size}: step captures take the first P_t probe images; lower it")
+        if self.every_n_steps is not None and self.redraw_channels:
+            raise ValueError("capture.every_n_steps with capture.redraw_channels=true: re-drawn channels have no "
+                             "series over training time; set redraw_channels: false for the temporal protocol")
         return self
 
 
@@ -133,10 +142,23 @@ class AnalysisSpec(_Strict):
     vol_window: int = Field(3, ge=2)
     vol_threshold: float = Field(0.35, gt=0)
     vol_patience: int = Field(3, ge=1)
+    temporal_window: int = Field(64, ge=2, description="temporal protocol: captures per sliding window")
+    temporal_stride: int = Field(16, ge=1, description="temporal protocol: captures between window starts")
     compat: Literal["dynstudy", "authors"] = Field(
         "dynstudy", description="channel aggregation: 'dynstudy' (H_raw over the channels with an exponent, dead "
                                 "channels out of the Kuramoto order) or 'authors' (their code: all-channel mean, "
                                 "missing if any channel has no exponent; dead channels at phase 0)")
+
+    @model_validator(mode="after")
+    def _temporal_window_has_scales(self) -> "AnalysisSpec":
+        from analysis.dynamics import dfa_scales
+
+        if len(dfa_scales(self.temporal_window, self.min_scale, self.n_scales)) < 2:
+            fit = next(n for n in range(self.temporal_window, 100 * self.min_scale)
+                       if len(dfa_scales(n, self.min_scale, self.n_scales)) >= 2)
+            raise ValueError(f"analysis.temporal_window={self.temporal_window} gives fewer than two DFA scales from "
+                             f"analysis.min_scale={self.min_scale}: use {fit} or more")
+        return self
 
 
 class ResourceSpec(_Strict):

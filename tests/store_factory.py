@@ -1,7 +1,9 @@
 """Small stores written in the workers' own format, without Ray or torch.
 
 ``make_store(path, seeds, epochs)`` writes runs, activations (capture 0 =
-init, then one per epoch) and train_metrics for one cell per dataset, with
+init, then one per epoch; with ``every``, also a capture every that many of
+an epoch's 10 steps, as the temporal protocol takes them) and train_metrics
+for one cell per dataset, with
 values whose DFA exponent and metastability are well defined, so that
 ``dynstudy analyze`` has real work and every table gets rows.
 """
@@ -17,21 +19,32 @@ STAGES = ("stage1", "stage2", "stage3", "stage4")
 K, PROBE, CLASSES = 4, 64, 4
 
 
-def _config(run_id: str, seed: int, dataset: str, epochs: int, probe: int = PROBE) -> dict:
+STEPS_PER_EPOCH = 10
+
+
+def _config(run_id: str, seed: int, dataset: str, epochs: int, probe: int = PROBE, every: int | None = None,
+            analysis: dict | None = None) -> dict:
+    capture = {"probe_size": probe, "channels_per_stage": K}
+    if every:
+        capture.update(every_n_steps=every, step_probe_size=STEP_PROBE)
     return {"run_id": run_id, "study": "made", "store": "/elsewhere", "model": "tiny_cnn", "seed": seed,
             "dataset": {"name": dataset}, "optimizer": {"name": "sgd", "lr": 0.1},
-            "train": {"epochs": epochs}, "capture": {"probe_size": probe, "channels_per_stage": K},
-            "analysis": {}}
+            "train": {"epochs": epochs}, "capture": capture, "analysis": analysis or {}}
 
 
-def write_capture(store, run_id: str, capture: int, epoch: int, rng, probe: int = PROBE) -> None:
+STEP_PROBE = 32
+
+
+def write_capture(store, run_id: str, capture: int, epoch: int, rng, probe: int = PROBE, kind: str | None = None,
+                  step: int | None = None) -> None:
     PROBE = probe  # noqa: N806  (the probe size of this capture)
     labels = np.repeat(np.arange(CLASSES, dtype=np.int32), PROBE // CLASSES)
     n = len(STAGES) * K * PROBE
     values = np.cumsum(rng.standard_normal((len(STAGES) * K, PROBE)), axis=1) * 0.1 + rng.standard_normal((len(STAGES) * K, PROBE))
+    kind = kind or ("init" if capture == 0 else "epoch")
     write_rows(store, "activations", run_id, f"capture={capture:06d}", {
-        "run_id": [run_id] * n, "capture": np.full(n, capture), "kind": ["init" if capture == 0 else "epoch"] * n,
-        "epoch": np.full(n, epoch), "step": np.full(n, 10 * epoch),
+        "run_id": [run_id] * n, "capture": np.full(n, capture), "kind": [kind] * n,
+        "epoch": np.full(n, epoch), "step": np.full(n, STEPS_PER_EPOCH * epoch if step is None else step),
         "stage": np.repeat(np.array(STAGES, dtype=object), K * PROBE), "channel": np.tile(np.repeat(np.arange(K), PROBE), len(STAGES)),
         "rank": np.tile(np.repeat(np.arange(K), PROBE), len(STAGES)), "sample": np.tile(np.arange(PROBE), len(STAGES) * K),
         "label": np.tile(labels, len(STAGES) * K), "value": values.reshape(-1).astype(np.float32)})
@@ -39,29 +52,43 @@ def write_capture(store, run_id: str, capture: int, epoch: int, rng, probe: int 
 
 def write_epoch(store, run_id: str, epoch: int, rng) -> None:
     write_rows(store, "train_metrics", run_id, f"epoch={epoch:06d}", {
-        "run_id": [run_id], "epoch": [epoch], "step": [10 * epoch], "train_loss": [1.0 / epoch],
+        "run_id": [run_id], "epoch": [epoch], "step": [STEPS_PER_EPOCH * epoch], "train_loss": [1.0 / epoch],
         "val_loss": [1.2 / epoch], "val_acc": [min(0.99, 0.3 + 0.1 * epoch + 0.01 * rng.random())], "lr": [0.1]})
 
 
 def write_run_row(store, run_id: str, seed: int, dataset: str, epochs: int, status: str = "finished",
-                  done: int | None = None, attempts: int = 1, probe: int = PROBE) -> None:
+                  done: int | None = None, attempts: int = 1, probe: int = PROBE, every: int | None = None,
+                  analysis: dict | None = None) -> None:
     write_rows(store, "runs", run_id, "run", {
         "run_id": [run_id], "study": ["made"], "model": ["tiny_cnn"], "dataset": [dataset], "optimizer": ["sgd"],
         "seed": [seed], "status": [status], "epochs_completed": [epochs if done is None else done],
-        "config": [json.dumps(_config(run_id, seed, dataset, epochs, probe), sort_keys=True)], "attempts": [attempts]})
+        "config": [json.dumps(_config(run_id, seed, dataset, epochs, probe, every, analysis), sort_keys=True)],
+        "attempts": [attempts]})
 
 
-def make_store(store, seeds=(0, 1, 2), epochs: int = 6, datasets=("digits", "synthetic"), probe: int = PROBE) -> list[str]:
-    """Write one finished run per (dataset, seed); return the run ids."""
+def make_store(store, seeds=(0, 1, 2), epochs: int = 6, datasets=("digits", "synthetic"), probe: int = PROBE,
+               every: int | None = None, analysis: dict | None = None) -> list[str]:
+    """Write one finished run per (dataset, seed); return the run ids.
+
+    ``every``: also a step capture (the first :data:`STEP_PROBE` samples,
+    the metric channels) every that many steps, the epoch's last step
+    included, before the epoch's own capture, as the trainer numbers them.
+    """
     ids = []
     for dataset in datasets:
         for seed in seeds:
             run_id = f"tiny_cnn-{dataset}-sgd-s{seed}-made"
             rng = np.random.default_rng([seed, len(dataset)])
+            capture = 0
             for e in range(epochs + 1):
-                write_capture(store, run_id, e, e, rng, probe)
+                if e and every:
+                    for step in range(STEPS_PER_EPOCH * (e - 1) + every, STEPS_PER_EPOCH * e + 1, every):
+                        write_capture(store, run_id, capture, e, rng, STEP_PROBE, kind="step", step=step)
+                        capture += 1
+                write_capture(store, run_id, capture, e, rng, probe)
+                capture += 1
                 if e:
                     write_epoch(store, run_id, e, rng)
-            write_run_row(store, run_id, seed, dataset, epochs, probe=probe)
+            write_run_row(store, run_id, seed, dataset, epochs, probe=probe, every=every, analysis=analysis)
             ids.append(run_id)
     return ids

@@ -1,0 +1,94 @@
+"""The temporal protocol through `dynstudy analyze`: a store with every-N-step captures, its tables and claims."""
+from __future__ import annotations
+
+import numpy as np
+import pyarrow.dataset as pads
+import pytest
+
+from analysis import temporal as tp
+from analysis.catalog import open_catalog
+from analysis.pipeline import DEFAULT_PARAMS, analyze
+from tests.store_factory import K, STAGES, STEP_PROBE, STEPS_PER_EPOCH, make_store
+
+EPOCHS = 12
+ANALYSIS = {"temporal_window": 40, "temporal_stride": 20}
+
+
+def rows(con, sql: str, *args) -> list[dict]:
+    cur = con.execute(sql, list(args))
+    cols = [d[0] for d in cur.description]
+    return [dict(zip(cols, r)) for r in cur.fetchall()]
+
+
+@pytest.fixture(scope="module")
+def analysed(tmp_path_factory):
+    store = tmp_path_factory.mktemp("temporal") / "store"
+    ids = make_store(store, seeds=(0, 1, 2), epochs=EPOCHS, every=1, analysis=ANALYSIS)
+    analyze(str(store), workers=1, out=open("/dev/null", "w"))
+    return store, ids, open_catalog(str(store))
+
+
+def test_tables_have_a_row_per_window_and_control(analysed):
+    store, ids, con = analysed
+    n_points = 1 + EPOCHS * STEPS_PER_EPOCH  # init, then one per step (the epoch capture shares the last step)
+    n_windows = (n_points - 40) // 20 + 1
+    assert n_windows == 5
+    per_run = rows(con, "SELECT run_id, count(*) AS n, min(\"window\") AS lo, max(\"window\") AS hi FROM temporal_metrics "
+                        "GROUP BY run_id ORDER BY run_id")
+    assert [(r["run_id"], r["n"], r["lo"], r["hi"]) for r in per_run] == [(i, n_windows + 1, -1, n_windows - 1)
+                                                                            for i in sorted(ids)]
+    controls = rows(con, "SELECT control, count(*) AS n FROM temporal_controls GROUP BY control ORDER BY control")
+    assert controls == [{"control": c, "n": len(ids) * (n_windows + 1)} for c in sorted(tp.CONTROLS)]
+    whole = rows(con, "SELECT * FROM temporal_metrics WHERE \"window\" = -1 ORDER BY run_id")
+    assert all((w["start_step"], w["end_step"], w["n_points"]) == (0, EPOCHS * STEPS_PER_EPOCH, n_points)
+               for w in whole)
+    first = rows(con, "SELECT * FROM temporal_metrics WHERE \"window\" = 1 ORDER BY run_id")[0]
+    assert (first["start_step"], first["end_step"], first["start_epoch"], first["end_epoch"]) == (20, 59, 2, 6)
+    summary = rows(con, "SELECT * FROM run_summary ORDER BY run_id")
+    for s, w in zip(summary, whole):
+        assert s["temporal_h_raw"] == w["h_raw"] and s["temporal_metastability"] == w["metastability"]
+        assert s["temporal_n_points"] == n_points and s["temporal_state"] is not None
+
+
+def test_values_are_the_kernels_on_series_read_independently(analysed):
+    """Re-read one run's activations with pyarrow, build its series by hand and recompute its tables."""
+    store, ids, con = analysed
+    run_id = sorted(ids)[0]
+    t = pads.dataset(str(store / "activations" / f"run_id={run_id}"), format="parquet").to_table().to_pandas()
+    t = t[(t["sample"] < STEP_PROBE) & (t["rank"] < K)]
+    means = t.groupby(["capture", "stage", "rank"])["value"].apply(lambda v: v.astype(np.float64).mean())
+    caps = sorted(t["capture"].unique())
+    X = np.array([[means[(c, s, r)] for c in caps] for s in STAGES for r in range(K)])
+    meta = t.groupby("capture")[["epoch", "step"]].first().loc[caps]
+    series = tp.temporal_series(meta["step"].to_numpy(), meta["epoch"].to_numpy(), np.array(caps), X)
+    params = {**DEFAULT_PARAMS, **ANALYSIS}
+    want, want_controls, _ = tp.temporal_tables(series, params, seed=0)
+    got = rows(con, "SELECT * FROM temporal_metrics WHERE run_id = ? ORDER BY \"window\"", run_id)
+    assert len(got) == len(want)
+    for g, w in zip(got, sorted(want, key=lambda r: r["window"])):
+        for key in ("start_step", "end_step", "n_points", "h_raw", "h_eff", "metastability", "synchrony"):
+            assert g[key] == pytest.approx(w[key], rel=1e-12, abs=1e-12), key
+
+
+def test_cross_run_tables_cover_the_temporal_metrics(analysed):
+    _, ids, con = analysed
+    metrics = {r["metric"] for r in rows(con, "SELECT DISTINCT metric FROM cell_variability")}
+    assert {"temporal_h_raw", "temporal_h_eff", "temporal_metastability", "temporal_trigger_step"} <= metrics
+    n = rows(con, "SELECT n_seeds FROM cell_variability WHERE metric = 'temporal_h_raw'")
+    assert [r["n_seeds"] for r in n] == [3, 3]
+    claims = {r["claim"] for r in rows(con, "SELECT claim FROM claims")}
+    assert {"temporal: integration separates datasets", "temporal: state stable across seeds",
+            "temporal: volatility trigger precedes accuracy plateau (steps)"} <= claims
+    assert "integration separates datasets" in claims  # the pseudo-time claims stay
+
+
+def test_a_store_without_step_captures_has_no_temporal_rows(tmp_path):
+    store = tmp_path / "store"
+    make_store(store, seeds=(0, 1), epochs=4, datasets=("digits",))
+    analyze(str(store), workers=1, out=open("/dev/null", "w"))
+    con = open_catalog(str(store))
+    assert rows(con, "SELECT count(*) AS n FROM temporal_metrics") == [{"n": 0}]
+    assert all(r["temporal_h_raw"] is None for r in rows(con, "SELECT temporal_h_raw FROM run_summary"))
+    metrics = {r["metric"] for r in rows(con, "SELECT DISTINCT metric FROM cell_variability")}
+    assert not any(m.startswith("temporal_") for m in metrics)
+    assert not any(r["claim"].startswith("temporal") for r in rows(con, "SELECT claim FROM claims"))

@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from store_contract.scan import StoreFile, StoreScan, files_digest
-from store_contract.schemas import FILE_NAMES, INPUT_DIGEST_KEY, RUN_INPUTS, RUN_OUTPUTS
+from store_contract.schemas import FILE_NAMES, INPUT_DIGEST_KEY, RUN_INPUTS, RUN_OUTPUTS, file_numbers
 
 #: Bumped when the analysis's outputs change for the same inputs, so every run is redone once.
 ANALYSIS_VERSION = "analysis-4"  # 3: the authors' DFA scales, pandas' even windows, compat; 4: temporal protocol
@@ -67,7 +67,7 @@ def damaged_files(scan: StoreScan, run_id: str) -> list[tuple[str, str]]:
 
 
 def _numbers(files: list[StoreFile], table: str) -> list[int]:
-    return sorted(int(FILE_NAMES[table].fullmatch(f.name).group(1)) for f in files)
+    return sorted(n for f in files for n in file_numbers(table, f.name))
 
 
 def _spans(values) -> str:

@@ -4,7 +4,8 @@ The loop a reader can hold in their head::
 
     restore checkpoint (or seed everything and capture the untrained net: capture 0)
     for epoch in 1..max_epochs:
-        train one epoch over shuffled, augmented batches (capturing every N steps if asked)
+        train one epoch over shuffled, augmented batches (capturing every N steps if asked:
+            the step probe, kept in memory and written as one file at the epoch's end)
         validate; step the LR schedule; capture the probe set (kind "epoch")
         compute H_eff, M and the Psi-volatility trigger online from that capture
         write train_metrics + activations for this epoch, then checkpoint
@@ -167,6 +168,8 @@ def run_trial(config: dict, session) -> dict:
     every = cap.get("every_n_steps")
     online = OnlineDynamics(cap["channels_per_stage"], config.get("analysis") or {})
 
+    steps_buffer = []  # this epoch's every-N-step captures (column dicts), written by flush_steps
+
     def capture(kind):
         """Capture the probe set now, as capture number counters['capture']; return (seconds, finite)."""
         if not capture_on:
@@ -176,14 +179,30 @@ def run_trial(config: dict, session) -> dict:
         if kind == "step":  # the temporal protocol's capture: the step probe and the metric channels only
             n = cap.get("step_probe_size", 64)
             signals = probe.capture(index, n_samples=n, n_channels=cap["channels_per_stage"])
+            steps_buffer.append(capture_columns(signals, probe.labels[:n], run_id, index, epoch, step, kind))
         else:
-            n, signals = None, probe.capture(index)
-        write_rows(store, "activations", run_id, f"capture={index:06d}",
-                   capture_columns(signals, probe.labels[:n], run_id, index, epoch, step, kind))
+            signals = probe.capture(index)
+            write_rows(store, "activations", run_id, f"capture={index:06d}",
+                       capture_columns(signals, probe.labels, run_id, index, epoch, step, kind))
         counters["capture"] += 1
         if kind == "epoch":
             online.add(signals, probe.labels)
         return time.perf_counter() - t0, signals_finite(signals)
+
+    def flush_steps():
+        """Write the epoch's step captures as one file ``steps=FIRST-LAST`` (capture numbers); return seconds.
+
+        A trial that dies before this loses them with the epoch, which its
+        resume from the last checkpoint trains again under the same numbers.
+        """
+        if not steps_buffer:
+            return 0.0
+        t0 = time.perf_counter()
+        first, last = steps_buffer[0]["capture"][0], steps_buffer[-1]["capture"][0]
+        write_rows(store, "activations", run_id, f"steps={first:06d}-{last:06d}",
+                   {k: np.concatenate([c[k] for c in steps_buffer]) for k in steps_buffer[0]})
+        steps_buffer.clear()
+        return time.perf_counter() - t0
 
     state = session.restore()
     attempts = count_attempt(store, run_id, config)
@@ -237,6 +256,7 @@ def run_trial(config: dict, session) -> dict:
                 seen += len(yb)
                 if every and step % every == 0:
                     capture_time += capture("step")[0]
+            capture_time += flush_steps()
             epoch_time = time.perf_counter() - t0 - capture_time
             if diverged:  # a non-finite loss inside the epoch: the epoch was not completed
                 status, stop_reason, epoch = "diverged", "diverged", epoch - 1

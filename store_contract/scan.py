@@ -64,8 +64,8 @@ class StoreScan:
 
 
 def _expected(table: str) -> str:
-    example = FILE_NAMES[table].pattern.replace(r"(\d{6})", "NNNNNN")
-    return f"{example}.parquet" if table in UNPARTITIONED else f"run_id=<id>/{example}.parquet"
+    examples = FILE_NAMES[table].pattern.replace(r"(\d{6})", "NNNNNN").split("|")
+    return " or ".join(f"{e}.parquet" if table in UNPARTITIONED else f"run_id=<id>/{e}.parquet" for e in examples)
 
 
 def _place(table: str, rel: str) -> tuple[Optional[str], Optional[str], Optional[str]]:

@@ -246,7 +246,8 @@ RUN_INPUTS = ("runs", "activations", "train_metrics")
 #: The file names (without ``.parquet``) each table may hold; anything else is foreign.
 FILE_NAMES = {
     "runs": re.compile(r"run"),
-    "activations": re.compile(r"capture=(\d{6})"),
+    # one capture per file, or (steps=FIRST-LAST) every-N-step captures FIRST..LAST of one epoch in one file
+    "activations": re.compile(r"capture=(\d{6})|steps=(\d{6})-(\d{6})"),
     "train_metrics": re.compile(r"epoch=(\d{6})"),
     **{t: re.compile(r"part") for t in ANALYSIS_TABLES},
 }
@@ -266,6 +267,14 @@ KEY_COLUMNS = {
     "claims": ("claim", "verdict"),
     "sensitivity": ("parameter", "value", "claim"),
 }
+
+
+
+def file_numbers(table: str, stem: str) -> list[int]:
+    """The capture (activations) or epoch (train_metrics) numbers a file named ``stem`` holds."""
+    groups = [g for g in FILE_NAMES[table].fullmatch(stem).groups() if g is not None]
+    return list(range(int(groups[0]), int(groups[-1]) + 1))
+
 
 #: Parquet key-value metadata written into every file.
 WRITE_ID_KEY = b"dynstudy.write_id"          # a fresh random id per write: two versions of a file never look alike

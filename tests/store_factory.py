@@ -35,19 +35,23 @@ def _config(run_id: str, seed: int, dataset: str, epochs: int, probe: int = PROB
 STEP_PROBE = 32
 
 
-def write_capture(store, run_id: str, capture: int, epoch: int, rng, probe: int = PROBE, kind: str | None = None,
-                  step: int | None = None) -> None:
+def write_capture(store, run_id: str, capture: int, epoch: int, rng, probe: int = PROBE) -> None:
+    write_rows(store, "activations", run_id, f"capture={capture:06d}", capture_columns(run_id, capture, epoch, rng, probe))
+
+
+def capture_columns(run_id: str, capture: int, epoch: int, rng, probe: int = PROBE, kind: str | None = None,
+                    step: int | None = None) -> dict:
     PROBE = probe  # noqa: N806  (the probe size of this capture)
     labels = np.repeat(np.arange(CLASSES, dtype=np.int32), PROBE // CLASSES)
     n = len(STAGES) * K * PROBE
     values = np.cumsum(rng.standard_normal((len(STAGES) * K, PROBE)), axis=1) * 0.1 + rng.standard_normal((len(STAGES) * K, PROBE))
     kind = kind or ("init" if capture == 0 else "epoch")
-    write_rows(store, "activations", run_id, f"capture={capture:06d}", {
+    return {
         "run_id": [run_id] * n, "capture": np.full(n, capture), "kind": [kind] * n,
         "epoch": np.full(n, epoch), "step": np.full(n, STEPS_PER_EPOCH * epoch if step is None else step),
         "stage": np.repeat(np.array(STAGES, dtype=object), K * PROBE), "channel": np.tile(np.repeat(np.arange(K), PROBE), len(STAGES)),
         "rank": np.tile(np.repeat(np.arange(K), PROBE), len(STAGES)), "sample": np.tile(np.arange(PROBE), len(STAGES) * K),
-        "label": np.tile(labels, len(STAGES) * K), "value": values.reshape(-1).astype(np.float32)})
+        "label": np.tile(labels, len(STAGES) * K), "value": values.reshape(-1).astype(np.float32)}
 
 
 def write_epoch(store, run_id: str, epoch: int, rng) -> None:
@@ -81,10 +85,13 @@ def make_store(store, seeds=(0, 1, 2), epochs: int = 6, datasets=("digits", "syn
             rng = np.random.default_rng([seed, len(dataset)])
             capture = 0
             for e in range(epochs + 1):
-                if e and every:
+                if e and every:  # one file of the epoch's step captures, as the trainer writes them
+                    first, parts = capture, []
                     for step in range(STEPS_PER_EPOCH * (e - 1) + every, STEPS_PER_EPOCH * e + 1, every):
-                        write_capture(store, run_id, capture, e, rng, STEP_PROBE, kind="step", step=step)
+                        parts.append(capture_columns(run_id, capture, e, rng, STEP_PROBE, kind="step", step=step))
                         capture += 1
+                    write_rows(store, "activations", run_id, f"steps={first:06d}-{capture - 1:06d}",
+                               {k: np.concatenate([np.asarray(p[k]) for p in parts]) for k in parts[0]})
                 write_capture(store, run_id, capture, e, rng, probe)
                 capture += 1
                 if e:

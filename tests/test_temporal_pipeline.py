@@ -92,3 +92,19 @@ def test_a_store_without_step_captures_has_no_temporal_rows(tmp_path):
     metrics = {r["metric"] for r in rows(con, "SELECT DISTINCT metric FROM cell_variability")}
     assert not any(m.startswith("temporal_") for m in metrics)
     assert not any(r["claim"].startswith("temporal") for r in rows(con, "SELECT claim FROM claims"))
+
+
+def test_a_missing_steps_file_is_a_named_gap(tmp_path):
+    store = tmp_path / "store"
+    (run_id,) = make_store(store, seeds=(0,), epochs=3, datasets=("digits",), every=2, analysis=ANALYSIS)
+    folder = store / "activations" / f"run_id={run_id}"
+    names = sorted(p.name for p in folder.iterdir())
+    # init, then per epoch 5 step captures in one file and the epoch's capture
+    assert names == ["capture=000000.parquet", "capture=000006.parquet", "capture=000012.parquet",
+                     "capture=000018.parquet", "steps=000001-000005.parquet", "steps=000007-000011.parquet",
+                     "steps=000013-000017.parquet"]
+    (folder / "steps=000007-000011.parquet").unlink()
+    result = analyze(str(store), workers=1, out=open("/dev/null", "w"))
+    assert result["incomplete"] == {run_id: "capture file(s) 7-11 missing (captures present: 0-6, 12-18)"}
+    con = open_catalog(str(store))
+    assert rows(con, "SELECT count(*) AS n FROM temporal_metrics") == [{"n": 0}]

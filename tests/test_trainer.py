@@ -92,7 +92,8 @@ def test_divergence_ends_the_run_and_keeps_what_was_written(tmp_path):
 
 
 def test_capture_options(tmp_path):
-    cfg = trial(tmp_path, capture={"every_n_steps": 2, "store_channels": "all"}, train={"epochs": 2})
+    cfg = trial(tmp_path, capture={"every_n_steps": 2, "store_channels": "all", "step_probe_size": 16},
+                train={"epochs": 2})
     run_trial(cfg, LocalSession(tmp_path / "ck"))
     con = duckdb.connect()
     acts = f"read_parquet('{tmp_path}/activations/**/*.parquet')"
@@ -103,6 +104,19 @@ def test_capture_options(tmp_path):
     # every channel is stored (tiny_cnn: 32, 48, 64, 96), each once, ranked in the run's draw order
     per_stage = con.sql(f"SELECT stage, count(DISTINCT channel), max(rank) FROM {acts} GROUP BY 1 ORDER BY 1").fetchall()
     assert per_stage == [("stage1", 32, 31), ("stage2", 48, 47), ("stage3", 64, 63), ("stage4", 96, 95)]
+    # step captures: the first 16 probe images and the 8 metric channels per stage, one file per epoch
+    shape = con.sql(f"SELECT count(DISTINCT sample), max(sample), count(DISTINCT stage || rank), max(rank), "
+                    f"count(*) FROM {acts} WHERE kind = 'step' GROUP BY capture").fetchall()
+    assert set(shape) == {(16, 15, 4 * 8, 7, 16 * 4 * 8)}
+    files = sorted(p.name for p in (tmp_path / "activations" / "run_id=r0").iterdir())
+    assert files == ["capture=000000.parquet", "capture=000003.parquet", "capture=000006.parquet",
+                     "steps=000001-000002.parquet", "steps=000004-000005.parquet"]
+    # a step capture holds the same values as the epoch's capture of the same network state would
+    epoch_steps = con.sql(f"SELECT DISTINCT kind, step, capture FROM {acts} ORDER BY capture").fetchall()
+    assert [k for k, _, _ in epoch_steps] == ["init", "step", "step", "epoch", "step", "step", "epoch"]
+    same = con.sql(f"SELECT a.value = b.value FROM {acts} a JOIN {acts} b USING (stage, rank, sample) "
+                   "WHERE a.capture = 2 AND b.capture = 3").fetchall()
+    assert len(same) == 16 * 4 * 8 and all(v for (v,) in same)  # capture 2 is at the epoch's last step
 
 
 def test_online_metrics_and_volatility_stopping(tmp_path):

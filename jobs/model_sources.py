@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import os
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -101,7 +103,15 @@ def check_model_ref(ref: ModelRef, label: str) -> None:
 
 
 def _user_function(ref: ModelRef, label: str):
-    """The builder ``module.path:function`` names; ModelNameError says why it cannot be had."""
+    """The builder ``module.path:function`` names; ModelNameError says why it cannot be had.
+
+    The working directory is on the import path, as it is for Ray's workers
+    (a local Ray job adds the driver's working directory to theirs), so a
+    builder next to the spec imports the same way on the driver and in the trials.
+    """
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.append(cwd)
     try:
         module = importlib.import_module(ref.module)
     except Exception as err:  # ModuleNotFoundError, or the user's module failing at import

@@ -107,6 +107,18 @@ def _spatial(t, layout: str) -> tuple[int, int] | None:
     return hw if hw != (1, 1) else None
 
 
+def _hooked_eval_pass(model: nn.Module, x: torch.Tensor, hooks: list) -> None:
+    """One forward pass of ``x`` in eval mode; then the ``hooks`` are removed and the train/eval mode restored."""
+    was_training = model.training
+    model.eval()
+    try:
+        model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+
+
 def _drop(res_in, res_out) -> tuple | None:
     """(input, output) resolution of a module that lowers both sides; None when it does not."""
     if res_in is None or res_out is None or not (res_out[0] < res_in[0] and res_out[1] < res_in[1]):
@@ -147,15 +159,7 @@ def resolution_levels(model: nn.Module, x: torch.Tensor, layout: str = "NCHW") -
         return fn
 
     modules = {p: m for p, m in module_paths(model).items() if not isinstance(m, skip)}
-    hooks = [m.register_forward_hook(hook(p)) for p, m in modules.items()]
-    was_training = model.training
-    model.eval()
-    try:
-        model(x)
-    finally:
-        for h in hooks:
-            h.remove()
-        model.train(was_training)
+    _hooked_eval_pass(model, x, [m.register_forward_hook(hook(p)) for p, m in modules.items()])
     qualified = []
     for path in calls:  # in the order modules first finished
         if calls[path] != 1 or res_out[path] is None:
@@ -184,15 +188,8 @@ def check_stages(model: nn.Module, stages, x: torch.Tensor) -> list[tuple[str, i
     """
     found = find_modules(model, stages)
     seen: dict[str, list] = {s.name: [] for s, _ in found}
-    hooks = [m.register_forward_hook(lambda _m, _i, out, s=s: seen[s.name].append(out)) for s, m in found]
-    was_training = model.training
-    model.eval()
-    try:
-        model(x)
-    finally:
-        for h in hooks:
-            h.remove()
-        model.train(was_training)
+    _hooked_eval_pass(model, x, [m.register_forward_hook(lambda _m, _i, out, s=s: seen[s.name].append(out))
+                                 for s, m in found])
     widths = []
     for stage, _ in found:
         outs = seen[stage.name]

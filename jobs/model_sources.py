@@ -94,7 +94,8 @@ def check_model_ref(ref: ModelRef, label: str) -> None:
     """
     if ref.kind in ("timm", "torchvision"):
         known = timm_names() if ref.kind == "timm" else torchvision_names()
-        if ref.target not in known:
+        arch = ref.target.split(".", 1)[0] if ref.kind == "timm" else ref.target  # timm's name.pretrained_tag
+        if arch not in known:
             near = [f"{ref.kind}/{n}" for n in close_matches(ref.target, known)]
             hint = f"close matches: {', '.join(near)}" if near else f"see {ref.kind}'s list_models()"
             raise ModelNameError(f"model {label!r}: {ref.kind} has no model {ref.target!r}; {hint}")
@@ -133,7 +134,6 @@ def _layout(model: nn.Module) -> str | None:
 
 def _timm(name: str, num_classes: int, in_chans: int, kwargs: dict, pretrained: str | None) -> Source:
     import timm
-    from timm.models import get_model_input_config
 
     args = {"num_classes": num_classes, "in_chans": in_chans, **kwargs}
     if pretrained == "hub":
@@ -143,9 +143,21 @@ def _timm(name: str, num_classes: int, in_chans: int, kwargs: dict, pretrained: 
     else:
         model = timm.create_model(name, pretrained=False, **args)
     levels = [f["module"] for f in getattr(model, "feature_info", None) or [] if f.get("module")]
+    return Source(model, tuple(levels[i] for i in spread(len(levels))), _timm_fixed_size(model, kwargs), _layout(model))
+
+
+def _timm_fixed_size(model: nn.Module, kwargs: dict) -> int | None:
+    """The input side a timm model requires (None: any), from its input config as built (img_size kwargs count)."""
+    try:
+        from timm.models import get_model_input_config  # newer timm; older ones only have pretrained_cfg
+    except ImportError:
+        cfg = getattr(model, "pretrained_cfg", {}) or {}
+        if not cfg.get("fixed_input_size") or kwargs.get("dynamic_img_size"):
+            return None
+        size = kwargs.get("img_size") or cfg.get("input_size", (3, 224, 224))[-1]
+        return int(size if isinstance(size, int) else size[-1])
     config = get_model_input_config(model)
-    size = int(config["input_size"][-1]) if config.get("fixed_input_size") else None
-    return Source(model, tuple(levels[i] for i in spread(len(levels))), size, _layout(model))
+    return int(config["input_size"][-1]) if config.get("fixed_input_size") else None
 
 
 def _tv_family_stages(name: str, model: nn.Module) -> tuple[str, ...]:

@@ -147,6 +147,20 @@ def test_fixed_input_sizes_come_from_the_model_config():
     assert build(ModelDef("z", "vit_b_16"), 10, image_size=32).input_size == 224  # the zoo, as before
 
 
+def test_fixed_input_sizes_on_a_timm_without_input_config(monkeypatch):
+    """Older timm has no get_model_input_config: the pretrained config and an img_size kwarg say the same."""
+    import timm.models
+
+    monkeypatch.delattr(timm.models, "get_model_input_config")
+    assert build(ModelDef("v", "timm/vit_tiny_patch16_224"), 10, image_size=32).input_size == 224
+    assert build(ModelDef("v", "timm/vit_tiny_patch16_224", TINY_VIT), 10, image_size=32).input_size == 32
+    assert build(ModelDef("c", "timm/convnext_atto"), 10, image_size=32).input_size is None
+
+
+def test_a_timm_name_may_carry_a_pretrained_tag():
+    check_model_names([_trial("timm/resnet18.a1_in1k")])
+
+
 def test_spread_keeps_the_last_level():
     assert spread(5) == [1, 2, 3, 4] and spread(12) == [2, 5, 8, 11] and spread(4) == [0, 1, 2, 3]
     assert spread(8) == [1, 3, 5, 7] and spread(3) == [0, 1, 2]

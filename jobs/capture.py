@@ -2,8 +2,9 @@
 
 At every capture the same probe images (the first P validation images, in
 their fixed order) go through the model in eval mode without gradients.
-Forward hooks on the four stage modules global-average-pool each stage output
-to [P, C_stage] on the model's device; a fixed subset of K channels per stage
+Forward hooks on the stage modules (four by default) pool each stage output
+to [P, C_stage] on the model's device (over space for image-shaped outputs,
+over tokens for token-shaped ones: :func:`jobs.stages.pool_stage_output`); a fixed subset of K channels per stage
 (drawn once per run from the seed, or re-drawn per capture as the authors
 did) is kept, and one transfer per stage brings [P, K] to the host.
 
@@ -24,7 +25,8 @@ import torch
 
 from jobs.augment import resize_batch
 from jobs.data import normalize
-from jobs.models import pool_stage_output, stage_modules
+from jobs.models import zoo_stages
+from jobs.stages import find_modules, pool_stage_output
 
 
 @dataclass
@@ -51,11 +53,12 @@ def draw_channels(n_channels: int, k: int | None, seed: int, stage_index: int, c
 
 
 class ActivationProbe:
-    """Captures the four stage signals of ``model`` on a fixed probe set.
+    """Captures the stage signals of ``model`` on a fixed probe set.
 
     Parameters
     ----------
-    model, model_name : the network and its registry name (for its stages).
+    model : the network.
+    stages : a zoo model's name (its four stages), or the :class:`jobs.stages.Stage` list to capture.
     probe_x : uint8 tensor [P, C, H, W], the probe images in fixed order.
     probe_y : int tensor [P], their labels.
     mean, std : per-channel normalisation, as in training.
@@ -66,10 +69,12 @@ class ActivationProbe:
     input_size : resize the probe to this side (models with a fixed input, e.g. ViT-B/16 at 224).
     """
 
-    def __init__(self, model, model_name, probe_x, probe_y, mean, std, channels_per_stage, seed,
+    def __init__(self, model, stages, probe_x, probe_y, mean, std, channels_per_stage, seed,
                  redraw=False, batch_size=256, input_size=None):
         self.model = model
-        self.stages = stage_modules(model, model_name)
+        found = find_modules(model, zoo_stages(stages) if isinstance(stages, str) else stages)
+        self.stages = [(stage.name, module) for stage, module in found]
+        self.layouts = {stage.name: stage.layout for stage, _ in found}
         self.probe_x = probe_x
         self.labels = probe_y.cpu().numpy().astype(np.int32)
         self.mean, self.std = mean, std
@@ -92,7 +97,8 @@ class ActivationProbe:
         device = next(self.model.parameters()).device
         pooled: dict[str, list[torch.Tensor]] = {name: [] for name, _ in self.stages}
         hooks = [
-            module.register_forward_hook(lambda _m, _i, out, name=name: pooled[name].append(pool_stage_output(out).float()))
+            module.register_forward_hook(lambda _m, _i, out, name=name: pooled[name].append(
+                pool_stage_output(out, self.layouts[name]).float()))
             for name, module in self.stages
         ]
         was_training = self.model.training

@@ -38,7 +38,8 @@ def capture_problem(cap: dict, dataset: str, n_val: int | None, widths: list[tup
     field = "channels_per_stage" if cap["channels_per_stage"] == want else "store_channels"
     fix = " or 'all'" if field == "store_channels" else " (the narrowest stage's width)"
     return (f"capture.{field}={want} but stage(s) {', '.join(f'{n} ({w} channels)' for n, w in narrow)} "
-            f"have fewer; set capture.{field} <= {min(w for _, w in narrow)}{fix}")
+            f"have fewer; set capture.{field} <= {min(w for _, w in narrow)}{fix}, or name wider stages "
+            "(stages: [...] of the model entry or an override)")
 
 
 def validation_size(ds: dict) -> int | None:
@@ -56,17 +57,23 @@ def validation_size(ds: dict) -> int | None:
 
 
 def check_trials_fit(trials: list[dict]) -> None:
-    """Raise ValueError naming every cell whose capture settings its data or model cannot give."""
-    from jobs.models import stage_widths  # torch: only where training is installed
+    """Raise ValueError naming every cell whose model cannot be captured (stages that do not exist, do not fire
+    once, or a forward pass that fails on the data's images) or whose capture settings its data or model cannot
+    give."""
+    from jobs.registry import ModelDef, stage_widths  # torch: only where training is installed
 
     problems, widths = {}, {}
     for t in trials:
-        ds, cap = t["dataset"], t["capture"]
-        key = (t["model"], ds["name"], ds.get("image_size"), t["train"].get("stem", "stock"))
+        ds, cap, md = t["dataset"], t["capture"], ModelDef.of(t)
+        key = (md.key, ds["name"], ds.get("image_size"), t["train"].get("stem", "stock"))
         if key not in widths:
             chans, side = GEOMETRY[ds["name"]]
-            widths[key] = stage_widths(t["model"], chans, ds.get("image_size") or side, key[3])
-        problem = capture_problem(cap, ds["name"], validation_size(ds), widths[key])
+            try:
+                widths[key] = stage_widths(md, chans, ds.get("image_size") or side, key[3])
+            except ValueError as err:
+                widths[key] = str(err)
+        problem = widths[key] if isinstance(widths[key], str) else capture_problem(
+            cap, ds["name"], validation_size(ds), widths[key])
         if problem:
             problems.setdefault(f"{t['model']} x {ds['name']}", problem)
     if problems:

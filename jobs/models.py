@@ -17,16 +17,15 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from jobs.model_names import MODEL_NAMES
+from jobs.stages import Stage, check_stages, find_modules, pool_stage_output
 from jobs.tv_compat import ensure_torchvision
 
 ensure_torchvision()
 import torchvision  # noqa: E402
 
-MODEL_NAMES = (
-    "tiny_cnn", "tiny_resnet",
-    "resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
-    "densenet121", "mobilenet_v2", "vgg16_bn", "vit_b_16", "vit_tiny",
-)
+__all__ = ["MODEL_NAMES", "ModelInfo", "build_model", "model_info", "pool_stage_output", "stage_modules",
+           "stage_widths", "zoo_stages"]
 STEMS = ("stock", "cifar")
 TINY_WIDTHS = (32, 48, 64, 96)
 
@@ -175,7 +174,7 @@ def _timm_model(name: str, num_classes: int, in_chans: int, image_size: int, pre
             state = {}
         if isinstance(state, dict) and any(str(k).startswith("encoder.layers.") for k in state):  # torchvision's ViT
             model = timm.create_model(arch, pretrained=False, **kwargs)
-            _load_local_weights(model, pretrained, torchvision_vit_to_timm(state))
+            load_local_weights(model, pretrained, torchvision_vit_to_timm(state))
             return model
         return timm.create_model(arch, pretrained=True, pretrained_cfg_overlay={"file": str(pretrained)}, **kwargs)
     return timm.create_model(arch, pretrained=False, **kwargs)
@@ -218,7 +217,7 @@ def _read_state(path: str) -> dict:
     return state
 
 
-def _load_local_weights(model: nn.Module, path: str, state: dict | None = None) -> None:
+def load_local_weights(model: nn.Module, path: str, state: dict | None = None) -> None:
     """Load a state dict (``state``, else the file at ``path``), skipping tensors whose shapes differ (a new
     classifier head)."""
     state = _read_state(path) if state is None else state
@@ -264,64 +263,44 @@ def build_model(name: str, num_classes: int, in_chans: int = 3, image_size: int 
     else:
         if pretrained == "hub":
             model = getattr(torchvision.models, name)(weights="DEFAULT")
-            model = _reset_head(model, num_classes)
+            model = reset_head(model, num_classes)
             if stem == "cifar" or in_chans != 3:
                 raise ValueError("hub weights are for the stock RGB stem; use stem='stock' and 3 channels")
             return model
         model = _torchvision_model(name, num_classes, in_chans, stem)
     if pretrained:
-        _load_local_weights(model, pretrained)
+        load_local_weights(model, pretrained)
     return model
 
 
-def _reset_head(model: nn.Module, num_classes: int) -> nn.Module:
-    for attr in ("fc", "classifier"):
+def reset_head(model: nn.Module, num_classes: int) -> nn.Module:
+    """Give a pretrained classifier ``num_classes`` outputs: its last ``nn.Linear`` under ``fc``, ``classifier``,
+    ``head`` or ``heads`` is replaced; ValueError when the model has none of them."""
+    for attr in ("fc", "classifier", "head", "heads"):
         head = getattr(model, attr, None)
         if isinstance(head, nn.Linear):
             setattr(model, attr, nn.Linear(head.in_features, num_classes))
-        elif isinstance(head, nn.Sequential) and isinstance(head[-1], nn.Linear):
+            return model
+        if isinstance(head, nn.Sequential) and isinstance(head[-1], nn.Linear):
             head[-1] = nn.Linear(head[-1].in_features, num_classes)
-    return model
+            return model
+    raise ValueError(f"cannot find the classifier of this {type(model).__name__} to give it {num_classes} outputs; "
+                     "train from scratch (pretrained: null) or give a local weights file")
+
+
+def zoo_stages(name: str) -> tuple[Stage, ...]:
+    """The paper protocol's four stages of a zoo model (DenseNet's blocks live under ``features``)."""
+    info = model_info(name)
+    return tuple(Stage(s, f"features.{s}" if info.family == "densenet" else s) for s in info.stage_names)
 
 
 def stage_modules(model: nn.Module, name: str) -> list[tuple[str, nn.Module]]:
-    """The four capture stages of ``model`` as (stage name, module), in depth order."""
-    info = model_info(name)
-    modules = dict(model.named_modules())
-    out = []
-    for stage in info.stage_names:
-        path = stage if stage in modules or info.family != "densenet" else f"features.{stage}"
-        if path not in modules:
-            raise ValueError(f"model {name!r} has no module {path!r}; was it built by build_model?")
-        out.append((stage, modules[path]))
-    return out
+    """The four capture stages of a zoo ``model`` as (stage name, module), in depth order."""
+    return [(stage.name, module) for stage, module in find_modules(model, zoo_stages(name))]
 
 
-def pool_stage_output(t: torch.Tensor) -> torch.Tensor:
-    """[B, C, H, W] -> [B, C] global average pool; [B, T, D] -> [B, D] mean over all T tokens.
-
-    For a ViT block the T tokens are the CLS token and the patch tokens (197
-    for ViT-B/16 at 224): the authors' ``output.mean(dim=1)``, CLS included.
-    """
-    if t.dim() == 4:
-        return t.mean(dim=(2, 3))
-    if t.dim() == 3:
-        return t.mean(dim=1)
-    raise ValueError(f"stage output of shape {tuple(t.shape)} is neither [B, C, H, W] nor [B, T, D]")
-
-
-@torch.no_grad()
 def stage_widths(name: str, in_chans: int = 3, image_size: int = 32, stem: str = "stock") -> list[tuple[str, int]]:
-    """(stage, channels of its pooled output) of each stage, from a forward pass on a dummy input."""
-    info = model_info(name)
-    size = info.input_size or image_size
-    model = build_model(name, 10, in_chans, size, stem).eval()
-    seen = []
-    hooks = [m.register_forward_hook(lambda _m, _i, out, stage=stage: seen.append((stage, pool_stage_output(out).shape[1])))
-             for stage, m in stage_modules(model, name)]
-    try:
-        model(torch.zeros(1, in_chans, size, size))
-    finally:
-        for h in hooks:
-            h.remove()
-    return seen
+    """(stage, channels of its pooled output) of each stage of a zoo model, from a forward pass on a dummy input."""
+    size = model_info(name).input_size or image_size
+    model = build_model(name, 10, in_chans, size, stem)
+    return check_stages(model, zoo_stages(name), torch.zeros(1, in_chans, size, size))

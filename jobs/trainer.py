@@ -42,7 +42,7 @@ from jobs.augment import augment_batch, resize_batch
 from jobs.capture import ActivationProbe, capture_columns, signals_finite
 from jobs.data import iterate_batches, load_dataset, normalize
 from jobs.fit_check import capture_problem
-from jobs.models import build_model, model_info, stage_widths
+from jobs.registry import ModelDef, build, stage_widths
 from jobs.online import OnlineDynamics
 from store_contract.files import read_run_row, remove_run_files, write_rows
 from store_contract.schemas import TRAIN_METRICS, config_identity
@@ -118,7 +118,7 @@ def count_attempt(store: str, run_id: str, config: dict) -> int:
 
 def check_fits(config: dict, data, image_size: int) -> None:
     """Refuse a probe or a channel count larger than the dataset or a stage offers (never shrink silently)."""
-    widths = stage_widths(config["model"], data.in_chans, image_size, config["train"].get("stem", "stock"))
+    widths = stage_widths(ModelDef.of(config), data.in_chans, image_size, config["train"].get("stem", "stock"))
     problem = capture_problem(config["capture"], data.name, len(data.val.y), widths)
     if problem:
         raise ValueError(problem)
@@ -139,17 +139,17 @@ def run_trial(config: dict, session) -> dict:
                     ds_cfg.get("n_train"), ds_cfg.get("n_val"), ds_cfg.get("image_size"))
 
     gen = seed_everything(seed)
-    input_size = model_info(config["model"]).input_size
-    size = input_size if input_size and input_size != data.image_size else None
-    model = build_model(config["model"], data.num_classes, in_chans=data.in_chans, image_size=size or data.image_size,
-                        stem=train.get("stem", "stock"), pretrained=train.get("pretrained")).to(device)
+    built = build(ModelDef.of(config), data.num_classes, in_chans=data.in_chans, image_size=data.image_size,
+                  stem=train.get("stem", "stock"), pretrained=train.get("pretrained"))
+    size = built.input_size if built.input_size and built.input_size != data.image_size else None
+    model = built.module.to(device)
     amp = device.type == "cuda" and train.get("amp", True)
     if amp:
         model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(model.parameters(), config["optimizer"])
     scheduler = make_scheduler(optimizer, train)
     stored = cap.get("store_channels")
-    probe = ActivationProbe(model, config["model"], data.val.x[:cap["probe_size"]], data.val.y[:cap["probe_size"]],
+    probe = ActivationProbe(model, built.stages, data.val.x[:cap["probe_size"]], data.val.y[:cap["probe_size"]],
                             data.mean, data.std, None if stored == "all" else (stored or cap["channels_per_stage"]), seed,
                             redraw=cap.get("redraw_channels", False), batch_size=cap.get("batch_size", 256),
                             input_size=size)

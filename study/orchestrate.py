@@ -193,6 +193,9 @@ def run_study(spec: StudySpec, *, store: Optional[str] = None, resume: bool = Fa
     print(f"study {spec.name}: {len(trials)} runs ({len(spec.models)} models x {len(spec.datasets)} datasets x "
           f"{len(spec.optimizers)} optimizers x {len(spec.seeds)} seeds) -> store {store}", file=out, flush=True)
     faults.check_fault_env()
+    from jobs.registry import check_model_names  # torch and timm: only where training is installed
+
+    check_model_names(trials)
     check_store_writable(store)
     if is_remote(store):
         try:

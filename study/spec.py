@@ -16,14 +16,12 @@ from typing import Any, Literal, Optional, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from jobs.model_names import MODEL_NAMES
 from store_contract.files import check_store_uri
+from study.spec_models import ModelEntry, ModelSpec, check_stage_names
 from study.spec_yaml import SpecYAMLError, load_yaml, read_spec_file
 
-MODEL_NAMES = (
-    "tiny_cnn", "tiny_resnet",
-    "resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
-    "densenet121", "mobilenet_v2", "vgg16_bn", "vit_b_16", "vit_tiny",
-)
+__all__ = ["MODEL_NAMES", "ModelSpec", "SpecError", "StudySpec", "load_spec", "parse_spec", "preset_names"]
 DATASET_NAMES = ("digits", "synthetic", "cifar10", "cifar100", "imagefolder")
 #: Datasets that are read from a local root (or downloaded into it).
 ROOTED_DATASETS = ("cifar10", "cifar100", "imagefolder")
@@ -181,6 +179,7 @@ class Override(_Strict):
     """
 
     match: CellMatch
+    stages: Optional[list[str]] = Field(None, min_length=1, description="module names to capture in these cells")
     optimizer: dict[str, Any] = Field(default_factory=dict)
     train: dict[str, Any] = Field(default_factory=dict)
     capture: dict[str, Any] = Field(default_factory=dict)
@@ -190,11 +189,16 @@ class Override(_Strict):
         m = self.match
         return (m.models is None or model in m.models) and (m.datasets is None or dataset in m.datasets)
 
+    @field_validator("stages")
+    @classmethod
+    def _stage_names(cls, v: Optional[list[str]]) -> Optional[list[str]]:
+        return check_stage_names(v)
+
 
 class StudySpec(_Strict):
     name: str
     description: str = ""
-    models: list[str] = Field(min_length=1)
+    models: list[ModelEntry] = Field(min_length=1)
     datasets: list[DatasetSpec] = Field(min_length=1)
     optimizers: list[OptimizerSpec] = Field(default_factory=lambda: [OptimizerSpec()], min_length=1)
     seeds: list[int] = Field(min_length=1)
@@ -214,11 +218,22 @@ class StudySpec(_Strict):
 
     @field_validator("models")
     @classmethod
-    def _known_models(cls, v: list[str]) -> list[str]:
-        bad = [m for m in v if m not in MODEL_NAMES]
-        if bad:
-            raise ValueError(f"unknown model(s) {_short_repr(bad)}; allowed: {', '.join(MODEL_NAMES)}")
-        return _unique(v, "models")
+    def _unique_models(cls, v: list[ModelSpec]) -> list[ModelSpec]:
+        _unique([m.cell_label for m in v], "models (labels; give two entries of one model different labels)")
+        return v
+
+    @property
+    def model_labels(self) -> list[str]:
+        """The models' cell labels, in spec order."""
+        return [m.cell_label for m in self.models]
+
+    def cell_stages(self, model: ModelSpec, dataset: str) -> Optional[list[str]]:
+        """The stages the spec names for one cell: the last override that names some, else the model entry's."""
+        stages = model.stages
+        for ov in self.overrides:
+            if ov.stages is not None and ov.applies(model.cell_label, dataset):
+                stages = ov.stages
+        return stages
 
     @field_validator("datasets", mode="before")
     @classmethod
@@ -257,12 +272,12 @@ class StudySpec(_Strict):
     @model_validator(mode="after")
     def _overrides_valid(self) -> "StudySpec":
         for i, ov in enumerate(self.overrides):
-            for axis, known in (("models", self.models), ("datasets", [d.name for d in self.datasets])):
+            for axis, known in (("models", self.model_labels), ("datasets", [d.name for d in self.datasets])):
                 bad = [v for v in (getattr(ov.match, axis) or []) if v not in known]
                 if bad:
                     raise ValueError(f"overrides.{i}.match.{axis}: {_short_repr(bad)} not in the study's {axis} "
                                      f"{_short_repr(known)}")
-            for model in self.models:
+            for model in self.model_labels:
                 for ds in self.datasets:
                     if not ov.applies(model, ds.name):
                         continue

@@ -34,7 +34,7 @@ def test_defaults_are_the_paper_protocol():
 
 
 @pytest.mark.parametrize("patch, field, words", [
-    ({"models": ["resnet9000"]}, "models", ["resnet9000", "resnet18"]),
+    ({"models": ["resnet9000"]}, "models.0", ["resnet9000", "close matches: resnet50", "resnet18", "timm/<name>"]),
     ({"train": {"epochs": -1}}, "train.epochs", ["-1", "greater than or equal to 1"]),
     ({"seeds": [0, 1.5]}, "seeds", ["1.5", "integers"]),
     ({"seeds": ["a"]}, "seeds", ["'a'"]),

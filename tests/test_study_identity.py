@@ -163,9 +163,11 @@ def test_a_fresh_start_leaves_nothing_of_an_earlier_attempt(tmp_path):
                              "set capture.probe_size <= 64 (or dataset n_val higher)"),
     ({"channels_per_stage": 1000}, "capture.channels_per_stage=1000 but stage(s) stage1 (32 channels), stage2 "
                                    "(48 channels), stage3 (64 channels), stage4 (96 channels) have fewer; set "
-                                   "capture.channels_per_stage <= 32 (the narrowest stage's width)"),
+                                   "capture.channels_per_stage <= 32 (the narrowest stage's width), or name wider stages "
+                                   "(stages: [...] of the model entry or an override)"),
     ({"store_channels": 40}, "capture.store_channels=40 but stage(s) stage1 (32 channels) have fewer; set "
-                             "capture.store_channels <= 32 or 'all'"),
+                             "capture.store_channels <= 32 or 'all', or name wider stages (stages: [...] of the "
+                             "model entry or an override)"),
 ])
 def test_a_probe_or_channel_count_the_run_cannot_have_is_refused(tmp_path, capture, message):
     store = tmp_path / "s"

@@ -24,8 +24,9 @@ def _config(run_id: str, seed: int, dataset: str, epochs: int, probe: int = PROB
             "analysis": {}}
 
 
-def write_capture(store, run_id: str, capture: int, epoch: int, rng, probe: int = PROBE) -> None:
-    PROBE = probe  # noqa: N806  (the probe size of this capture)
+def write_capture(store, run_id: str, capture: int, epoch: int, rng, probe: int = PROBE, stored: int = K) -> None:
+    """One capture file; ``stored`` channels per stage (the metrics use the first K: more feed the channel re-draws)."""
+    PROBE, K = probe, stored  # noqa: N806  (the probe size and stored channels of this capture)
     labels = np.repeat(np.arange(CLASSES, dtype=np.int32), PROBE // CLASSES)
     n = len(STAGES) * K * PROBE
     values = np.cumsum(rng.standard_normal((len(STAGES) * K, PROBE)), axis=1) * 0.1 + rng.standard_normal((len(STAGES) * K, PROBE))
@@ -51,15 +52,16 @@ def write_run_row(store, run_id: str, seed: int, dataset: str, epochs: int, stat
         "config": [json.dumps(_config(run_id, seed, dataset, epochs, probe), sort_keys=True)], "attempts": [attempts]})
 
 
-def make_store(store, seeds=(0, 1, 2), epochs: int = 6, datasets=("digits", "synthetic"), probe: int = PROBE) -> list[str]:
-    """Write one finished run per (dataset, seed); return the run ids."""
+def make_store(store, seeds=(0, 1, 2), epochs: int = 6, datasets=("digits", "synthetic"), probe: int = PROBE,
+               stored: int = K) -> list[str]:
+    """Write one finished run per (dataset, seed) with ``stored`` channels per stage (K used); return the run ids."""
     ids = []
     for dataset in datasets:
         for seed in seeds:
             run_id = f"tiny_cnn-{dataset}-sgd-s{seed}-made"
             rng = np.random.default_rng([seed, len(dataset)])
             for e in range(epochs + 1):
-                write_capture(store, run_id, e, e, rng, probe)
+                write_capture(store, run_id, e, e, rng, probe, stored)
                 if e:
                     write_epoch(store, run_id, e, rng)
             write_run_row(store, run_id, seed, dataset, epochs, probe=probe)

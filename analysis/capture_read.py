@@ -1,7 +1,8 @@
 """One run's input files read directly with pyarrow, one capture at a time.
 
 The fast path of ``dynstudy analyze`` reads each capture file once, with the
-columns it needs, and puts its rows in (stage, rank, sample) order itself:
+columns it needs (the stage names as a dictionary, the capture's number,
+kind, epoch and step from the footer's statistics, not one per row), and puts its rows in (stage, rank, sample) order itself:
 files written by dynstudy's workers are already in that order (channel-major,
 probe order), which is checked in one vectorised pass, and only a file in
 another order is sorted. The result is what the reference's
@@ -20,7 +21,10 @@ import pyarrow.parquet as pq
 from store_contract.files import filesystem
 from store_contract.scan import StoreFile
 
-COLUMNS = ("capture", "kind", "epoch", "step", "stage", "rank", "sample", "label", "value")
+#: Columns read from each capture file (stage as a dictionary: no string per row).
+COLUMNS = ("stage", "rank", "sample", "label", "value")
+#: Columns with one value per file, taken from the footer's statistics.
+CONSTANT = ("capture", "kind", "epoch", "step")
 
 
 @dataclass
@@ -38,15 +42,24 @@ class Capture:
     ranks: np.ndarray
 
 
-def _read(f: StoreFile, columns):
+def _read(f: StoreFile, columns, dictionary=()):
     fs, inner = filesystem(f.path)
-    return pq.read_table(inner, columns=list(columns), filesystem=fs)
+    return pq.read_table(inner, columns=list(columns), filesystem=fs, read_dictionary=list(dictionary))
 
 
-def _one(table, column: str, path: str):
-    values = pc.unique(table[column]).to_pylist()
+def _one(f: StoreFile, column: str):
+    """The one value of ``column`` in the file, from its footer's statistics where they say it (else read)."""
+    fs, inner = filesystem(f.path)
+    with fs.open_input_file(inner) as fh:
+        meta = pq.ParquetFile(fh).metadata
+        idx = meta.schema.names.index(column)
+        stats = [meta.row_group(i).column(idx).statistics for i in range(meta.num_row_groups)]
+    if stats and all(st is not None and st.has_min_max and st.null_count == 0 for st in stats):
+        values = sorted({st.min for st in stats} | {st.max for st in stats})
+    else:
+        values = pc.unique(_read(f, [column])[column]).to_pylist()
     if len(values) != 1:
-        raise ValueError(f"{path}: column {column} holds {len(values)} values {values[:4]}; a capture file holds "
+        raise ValueError(f"{f.path}: column {column} holds {len(values)} values {values[:4]}; a capture file holds "
                          "one capture")
     return values[0]
 
@@ -59,13 +72,14 @@ def _in_order(codes: np.ndarray, rank: np.ndarray, sample: np.ndarray) -> bool:
 
 def read_capture(f: StoreFile) -> Capture:
     """The capture in activation file ``f``; ValueError when the file is not one capture of channels x samples."""
-    t = _read(f, COLUMNS)
+    t = _read(f, COLUMNS, dictionary=("stage",))
     if t.num_rows == 0:
         raise ValueError(f"{f.path}: no rows")
-    capture, kind, epoch, step = (_one(t, c, f.path) for c in ("capture", "kind", "epoch", "step"))
+    capture, kind, epoch, step = (_one(f, c) for c in CONSTANT)
     if f.name != f"capture={capture:06d}":
         raise ValueError(f"{f.path} holds capture {capture}, not the one its name says")
-    enc = t["stage"].combine_chunks().dictionary_encode()
+    enc = t["stage"].combine_chunks()
+    enc = enc if hasattr(enc, "dictionary") else enc.dictionary_encode()
     names = np.asarray(enc.dictionary.to_pylist(), dtype=object)
     order = np.argsort(names.astype(str), kind="stable")
     codes = np.empty(len(order), np.int64)

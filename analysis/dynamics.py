@@ -117,33 +117,55 @@ def pseudo_time(acts, labels, smooth_window=5, order="label", seed=0):
         A channel with no within-class variation comes out exactly zero (its
         centred values are rounding noise), so the metrics see it as constant.
     """
+    x = class_centred(acts, labels)
+    window = _check_int("smooth_window", smooth_window, 1, "use an integer >= 1 (1 = no smoothing)")
+    if order not in ("label", "random"):
+        raise ValueError(f"order={order!r} is invalid: use 'label' (the paper) or 'random' (the order control)")
+    perm = np.random.default_rng(seed).permutation(x.shape[1]) if order == "random" else None
+    return smoothed(x, window, perm, out=x)
+
+
+def class_centred(acts, labels):
+    """The first steps of :func:`pseudo_time`: samples stable-sorted by label, each class's mean subtracted.
+
+    Returns X [C, P] (C-contiguous) before any reordering or smoothing; a
+    channel with no within-class variation comes out exactly zero.
+    """
     acts = np.asarray(acts, dtype=float)
     labels = np.asarray(labels)
     if acts.ndim != 2 or labels.ndim != 1 or len(labels) != acts.shape[0] or acts.size == 0:
         raise ValueError(f"acts must be a non-empty [samples x channels] array with one label per sample; got acts "
                          f"{acts.shape}, labels {labels.shape}: pass acts [P, C] and labels [P]")
-    window = _check_int("smooth_window", smooth_window, 1, "use an integer >= 1 (1 = no smoothing)")
-    if order not in ("label", "random"):
-        raise ValueError(f"order={order!r} is invalid: use 'label' (the paper) or 'random' (the order control)")
     idx = np.argsort(labels, kind="stable")
     lab = labels[idx]
     starts = np.flatnonzero(np.r_[True, lab[1:] != lab[:-1]])
     counts = np.diff(np.r_[starts, len(lab)])
-    perm = np.random.default_rng(seed).permutation(len(lab)) if order == "random" else None
     peak = np.maximum(acts.max(axis=0), -acts.min(axis=0))  # largest |value| per channel
     x = np.empty((acts.shape[1], len(idx)))
     for i in range(0, len(idx), 512):  # acts[idx].T in blocks that stay in cache
         x[:, i:i + 512] = acts[idx[i:i + 512]].T
     step = _rows_per_chunk(x.shape[1])
     for start in range(0, x.shape[0], step):
-        rows = slice(start, start + step)
-        xc = x[rows]
+        xc = x[start:start + step]
         xc -= np.repeat(np.add.reduceat(xc, starts, axis=1) / counts, counts, axis=1)
-        xc[np.maximum(xc.max(axis=1), -xc.min(axis=1)) <= _ROUNDING * peak[rows]] = 0.0
+        xc[np.maximum(xc.max(axis=1), -xc.min(axis=1)) <= _ROUNDING * peak[start:start + step]] = 0.0
+    return x
+
+
+def smoothed(x, window, perm=None, out=None):
+    """The last steps of :func:`pseudo_time` on class-centred rows ``x`` [C, P]: time points reordered by
+    ``perm`` (the order control; None: label order kept), then the centred rolling mean of width ``window``.
+
+    ``out``: where to write the result (it may be ``x`` itself); default a new array.
+    """
+    out = np.empty_like(x) if out is None else out
+    step = _rows_per_chunk(x.shape[1])
+    for start in range(0, x.shape[0], step):
+        xc = x[start:start + step]
         if perm is not None:
             xc = xc[:, perm]
-        x[rows] = _rolling_mean(xc, window) if window > 1 else xc
-    return x
+        out[start:start + step] = _rolling_mean(xc, window) if window > 1 else xc
+    return out
 
 
 def dfa_scales(n, min_scale=16, n_scales=10, rule="authors"):
@@ -389,6 +411,15 @@ def series_metrics(X, *, h_opt=0.7, sigma_h=0.15, min_scale=16, n_scales=10, dfa
     X = _check_series(X)
     alpha, reasons = dfa_exponents(X, min_scale, n_scales, dfa_order, overlap, return_reasons=True,
                                    scale_rule=scale_rule)
+    return capture_summary(alpha, reasons, kuramoto(X, compat), compat, h_opt, sigma_h)
+
+
+def capture_summary(alpha, reasons, kuramoto_pair, compat="dynstudy", h_opt=0.7, sigma_h=0.15):
+    """The dict of :func:`capture_metrics` from the channels' DFA exponents and reasons and (M, synchrony).
+
+    H_raw is the mean of ``alpha`` over the channels that have one (``compat="dynstudy"``) or over all
+    of them (``"authors"``: missing as soon as one lacks it); ``reason`` says why it is missing.
+    """
     valid = np.isfinite(alpha)
     reason = None
     if valid.all() or (valid.any() and compat == "dynstudy"):
@@ -402,9 +433,9 @@ def series_metrics(X, *, h_opt=0.7, sigma_h=0.15, min_scale=16, n_scales=10, dfa
                       f"have no DFA exponent: {listed}")
         else:
             reason = reasons[0] if len(causes) == 1 else "no channel has a DFA exponent: " + listed
-    m, s = kuramoto(X, compat)
+    m, s = kuramoto_pair
     return {"h_raw": h_raw, "h_eff": float(integration(h_raw, h_opt, sigma_h)), "metastability": m, "synchrony": s,
-            "n_channels": int(X.shape[0]), "n_valid": int(valid.sum()), "reason": reason}
+            "n_channels": int(len(alpha)), "n_valid": int(valid.sum()), "reason": reason}
 
 
 def capture_metrics(acts, labels, *, smooth_window=5, order="label", seed=0, h_opt=0.7, sigma_h=0.15,

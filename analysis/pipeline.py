@@ -6,13 +6,16 @@ one capture, whatever the study's size):
 1. list the run's input files and their digest (:mod:`analysis.inventory`);
    a run whose outputs record that digest is current and skipped unless
    ``force``; a run whose files have a gap is named, with the reason;
-2. per capture (:func:`capture_rows`): read its activations (channel-major,
-   probe order) through a DuckDB catalog of exactly those files, rebuild
-   ``acts`` [P x C] and ``labels`` [P], and compute the capture's metrics with
-   :func:`analysis.dynamics.capture_metrics`, beside the same metrics for the
-   noise control (i.i.d. Gaussian features with the same labels, P, C and
-   preprocessing), the order control (random instead of label order) and the
-   extra smoothing windows;
+2. per capture (:func:`analysis.capture_family.capture_rows`): read its
+   activation file once with pyarrow (:mod:`analysis.capture_read`), rebuild
+   ``acts`` [P x C] and ``labels`` [P], and compute the capture's metrics
+   (those of :func:`analysis.dynamics.capture_metrics`), beside the same
+   metrics for the noise control (i.i.d. Gaussian features with the same
+   labels, P, C and preprocessing), the order control (random instead of
+   label order), the channel re-draws and the extra smoothing windows and
+   probe sizes, sharing the work their definitions share. The implementation
+   this replaced (a DuckDB read and a whole ``capture_metrics`` per variant)
+   is :mod:`analysis.reference_capture`, ``capture_path="reference"``;
 3. over the run's epochs >= 1 (:func:`summarise_run`): Psi, its volatility,
    r(Hz,Mz), r(Psi,acc), the trigger and the state with
    :func:`analysis.dynamics.run_metrics`;
@@ -27,12 +30,13 @@ Each run's results are written to ``capture_metrics``, ``controls``,
 each recording the input digest); then ``cell_variability``, ``claims`` and
 ``sensitivity`` are rebuilt from the summaries that are current and whole. A
 run whose files cannot be read is named and skipped (its old outputs are
-removed), and the rest of the analysis completes.
+removed), and the rest of the analysis completes. Runs go to local worker
+processes, or with ``address`` to a Ray cluster as one task each
+(:mod:`analysis.ray_dispatch`); either way each run's files are written by
+the worker that analysed it and the cross-run tables once, here, at the end.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import multiprocessing
 import os
@@ -43,28 +47,31 @@ from concurrent.futures import ProcessPoolExecutor
 import numpy as np
 
 from analysis import dynamics
+from analysis.capture_family import FastSource
+from analysis.capture_plan import (CHANNEL_DRAWS, DEFAULT_PARAMS, SENSITIVITY_PROBES, SENSITIVITY_WINDOWS,
+                                   channel_draws, run_params)
+from analysis.capture_plan import metric_kwargs as _metric_kwargs
 from analysis.catalog import open_catalog
 from analysis.claims import PLATEAU_POINTS, all_claims
 from analysis.claims_temporal import temporal_claims
 from analysis.inventory import RunInputs, capture_gaps, damaged_files, file_gaps, is_current, run_inputs
 from analysis.sensitivity import run_series, sensitivity
+from analysis.reference_capture import ReferenceSource, capture_arrays
 from analysis.temporal_run import run_temporal
 from analysis.variability import cell_variability
+from analysis.worker_env import single_threaded_children
 from store_contract.files import remove_run_files, resolve_store, write_rows
 from store_contract.scan import StoreScan, scan_store
 from store_contract.schemas import ANALYSIS_TABLES, INPUT_DIGEST_KEY, RUN_OUTPUTS
 
-#: analysis settings a run's config may set (spec section ``analysis``); SPEC defaults.
-#: smoothing windows every end-of-epoch capture is also analysed at (sensitivity).
-SENSITIVITY_WINDOWS = (1, 5, 15)
-#: probe sizes (the first P samples) every end-of-epoch capture is also analysed at, where the probe has them.
-SENSITIVITY_PROBES = (256, 512, 1024, 2048, 4096)
-#: re-drawn channel subsets per capture for the channel-draw control.
-CHANNEL_DRAWS = 8
-DEFAULT_PARAMS = {"smooth_window": 5, "h_opt": 0.7, "sigma_h": 0.15, "w_h": 0.5, "min_scale": 16,
-                  "n_scales": 10, "vol_window": 3, "vol_threshold": 0.35, "vol_patience": 3, "compat": "dynstudy",
-                  "temporal_window": 64, "temporal_stride": 16}
+__all__ = ["analyze", "analyze_and_write", "analyze_run", "current_summaries", "plan_runs", "summarise_run",
+           "write_cross_run_tables", "CAPTURE_PATHS", "RUN_COLUMNS",
+           # re-exported from analysis.capture_plan and analysis.reference_capture
+           "CHANNEL_DRAWS", "DEFAULT_PARAMS", "SENSITIVITY_PROBES", "SENSITIVITY_WINDOWS", "capture_arrays",
+           "channel_draws", "run_params", "_metric_kwargs"]
 RUN_COLUMNS = ("run_id", "study", "model", "dataset", "optimizer", "seed", "status", "epochs_completed", "config")
+#: How each capture is read and computed: the fast path, or the implementation it replaced (its reference).
+CAPTURE_PATHS = ("fast", "reference")
 
 
 def _write(store: str, table: str, rows: list[dict], run_id: str | None = None, digest: str | None = None) -> None:
@@ -82,91 +89,6 @@ def _clean(x):
     if isinstance(x, np.integer):
         return int(x)
     return x
-
-
-def _noise_seed(run_id: str, capture: int) -> list[int]:
-    return [int(hashlib.sha1(run_id.encode()).hexdigest()[:8], 16), capture]
-
-
-def capture_arrays(con, run_id: str, capture: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """One capture as acts [P x C], labels [P], and each column's stage and rank.
-
-    Columns are every stored channel, in (stage, rank) order; the run's metric
-    subset is rank < channels_per_stage (more may be stored for the
-    channel-draw control).
-    """
-    got = con.execute(
-        "SELECT stage, rank, sample, label, value FROM activations WHERE run_id = ? AND capture = ? "
-        "ORDER BY stage, rank, sample", [run_id, capture]).fetchnumpy()
-    n_samples = int(got["sample"].max()) + 1
-    if len(got["value"]) % n_samples:
-        raise ValueError(f"run {run_id} capture {capture}: {len(got['value'])} values is not channels x {n_samples} samples")
-    acts = np.asarray(got["value"], dtype=np.float64).reshape(-1, n_samples).T
-    return acts, np.asarray(got["label"][:n_samples]), got["stage"][::n_samples], np.asarray(got["rank"][::n_samples])
-
-
-def channel_draws(stages: np.ndarray, k: int, n_draws: int, seed: list[int]) -> list[np.ndarray]:
-    """``n_draws`` column subsets with ``k`` random stored channels per stage (the channel-draw control)."""
-    rng = np.random.default_rng(seed)
-    groups = [np.flatnonzero(stages == s) for s in np.unique(stages)]
-    return [np.concatenate([rng.choice(g, size=min(k, len(g)), replace=False) for g in groups]) for _ in range(n_draws)]
-
-
-def _metric_kwargs(params: dict) -> dict:
-    return {k: params[k] for k in dynamics.CAPTURE_PARAMS}
-
-
-def sensitivity_rows(where: dict, acts, labels, noise, own: dict, own_noise: float, kw: dict, noise_at: dict) -> list:
-    """window_sensitivity rows of one end-of-epoch capture: every window of :data:`SENSITIVITY_WINDOWS` on the
-    whole probe, and the run's own window on the first P samples for each smaller P of :data:`SENSITIVITY_PROBES`.
-
-    ``own`` / ``own_noise``: the capture's metrics and noise control at the run's own settings (not recomputed).
-    The noise control at other settings is computed once per run into ``noise_at`` (it depends only on the
-    probe's labels and size, which are fixed per run).
-    """
-    n = len(labels)
-    settings = [(w, n) for w in sorted(set(SENSITIVITY_WINDOWS) | {kw["smooth_window"]})]
-    settings += [(kw["smooth_window"], p) for p in SENSITIVITY_PROBES if p < n]
-    rows = []
-    for window, p in settings:
-        same = (window, p) == (kw["smooth_window"], n)
-        sig = own if same else dynamics.capture_metrics(acts[:p], labels[:p], **{**kw, "smooth_window": window})
-        if not same and (window, p) not in noise_at:
-            noise_at[(window, p)] = dynamics.capture_metrics(noise[:p], labels[:p], **{**kw, "smooth_window": window})["h_raw"]
-        rows.append({**where, "smooth_window": window, "probe_size": p, "h_raw": sig["h_raw"],
-                     "metastability": sig["metastability"], "noise_h_raw": own_noise if same else noise_at[(window, p)]})
-    return rows
-
-
-def capture_rows(con, where: dict, step: int, params: dict, k: int | None, noise_at: dict) -> tuple[dict, list, list]:
-    """One capture's metrics row, its control rows and its window-sensitivity rows.
-
-    ``where``: run_id, capture, kind, epoch. The noise control at the extra
-    smoothing windows is computed once per run into ``noise_at`` (it depends
-    only on the probe's labels and size, which are fixed per run).
-    """
-    run_id, capture, kind = where["run_id"], where["capture"], where["kind"]
-    kw = _metric_kwargs(params)
-    acts_all, labels, stages, ranks = capture_arrays(con, run_id, capture)
-    used = ranks < k if k is not None else np.ones(len(ranks), bool)
-    acts = acts_all[:, used]
-    m = dynamics.capture_metrics(acts, labels, **kw)
-    noise = np.random.default_rng(_noise_seed(run_id, capture)).standard_normal(acts.shape)
-    controls = {"noise": dynamics.capture_metrics(noise, labels, **kw),
-                "order": dynamics.capture_metrics(acts, labels, order="random", seed=capture, **kw)}
-    if kind == "epoch" and k is not None and not used.all():
-        draws = [dynamics.capture_metrics(acts_all[:, cols], labels, **kw)
-                 for cols in channel_draws(stages, k, CHANNEL_DRAWS, _noise_seed(run_id, capture))]
-        controls["channel_draw"] = {key: float(np.nanmean([d[key] for d in draws]))
-                                    for key in ("h_raw", "h_eff", "metastability", "synchrony")}
-        controls["channel_draw"]["spread"] = float(np.nanstd([d["h_raw"] for d in draws], ddof=1))
-    control_rows = [{**where, "control": name, "spread": c.get("spread"),
-                     **{key: c[key] for key in ("h_raw", "h_eff", "metastability", "synchrony")}}
-                    for name, c in controls.items()]
-    window_rows = []
-    if kind == "epoch":
-        window_rows = sensitivity_rows(where, acts, labels, noise, m, controls["noise"]["h_raw"], kw, noise_at)
-    return {**where, "step": step, **m}, control_rows, window_rows
 
 
 def summarise_run(run: dict, cap_rows: list[dict], control_rows: list[dict], acc: dict, params: dict,
@@ -205,11 +127,14 @@ def summarise_run(run: dict, cap_rows: list[dict], control_rows: list[dict], acc
     return summary
 
 
-def analyze_run(con, run: dict, params: dict, k: int | None = None, reason: str | None = None) -> dict[str, list[dict]]:
+def analyze_run(source, run: dict, params: dict, k: int | None = None, reason: str | None = None,
+                activation_files=()) -> dict[str, list[dict]]:
     """The rows one run contributes to capture_metrics, controls, window_sensitivity, the temporal tables and
     run_summary.
 
-    The run-level series (Psi, volatility, r, state) is over the captures
+    ``source`` yields each capture's rows (:class:`analysis.capture_family.FastSource`, or the reference's
+    :class:`analysis.reference_capture.ReferenceSource`) and the run's accuracies. The run-level series
+    (Psi, volatility, r, state) is over the captures
     taken after each epoch's validation; capture 0 is the init control and
     every-N-step captures make the temporal series (:func:`run_temporal`),
     with no capture metrics of their own. End-of-epoch captures are
@@ -218,30 +143,24 @@ def analyze_run(con, run: dict, params: dict, k: int | None = None, reason: str 
     it uses, over :data:`CHANNEL_DRAWS` re-drawn channel subsets (the
     channel-draw control). ``reason``: the run's files have a gap (see
     :mod:`analysis.inventory`); the end-of-epoch captures are also checked
-    against the epoch files here.
+    against the epoch files here. ``activation_files``: the run's activation
+    files, from which :func:`run_temporal` reads the temporal series.
     """
-    run_id = run["run_id"]
-    # every-N-step captures feed the temporal protocol only (run_temporal): their step probe is too small
-    # for pseudo-time metrics of its own, and a run has hundreds of them
-    caps = con.execute("SELECT DISTINCT capture, kind, epoch, step FROM activations WHERE run_id = ? AND kind != 'step' "
-                       "ORDER BY capture", [run_id]).fetchall()
-    cap_rows, control_rows, window_rows, noise_at = [], [], [], {}
-    for capture, kind, epoch, step in caps:
-        where = {"run_id": run_id, "capture": capture, "kind": kind, "epoch": epoch}
-        row, controls, windows = capture_rows(con, where, step, params, k, noise_at)
+    cap_rows, control_rows, window_rows = [], [], []
+    for row, controls, windows in source.captures(params, k):
         cap_rows.append(row)
         control_rows += controls
         window_rows += windows
-    acc = dict(con.execute("SELECT epoch, val_acc FROM train_metrics WHERE run_id = ?", [run_id]).fetchall()) \
-        if "train_metrics" in _views(con) else {}
+    acc = source.accuracy()
     if reason is None:
         captured = [r["epoch"] for r in cap_rows if r["kind"] == "epoch"]
         if run.get("status") == "running":  # the newest capture may be written before its epoch file
             captured = [e for e in captured if e <= max(acc, default=0)]
         reason = capture_gaps(captured, list(acc))
     summary = summarise_run(run, cap_rows, control_rows, acc, params, reason)
-    temporal_rows, temporal_controls, temporal_summary = run_temporal(con, run_id, params, k) \
-        if reason is None else ([], [], {})
+    temporal_rows, temporal_controls, temporal_summary = \
+        run_temporal(list(activation_files), run["run_id"], params, k) if reason is None and activation_files \
+        else ([], [], {})
     summary.update(temporal_summary)
     clean = lambda rows: [{key: _clean(v) for key, v in r.items()} for r in rows]  # noqa: E731
     return {"capture_metrics": clean(cap_rows), "controls": clean(control_rows),
@@ -257,22 +176,22 @@ def _views(con) -> set[str]:
     return {r[0] for r in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
 
 
-def run_params(config_json: str | None) -> tuple[dict, int | None]:
-    """A run's analysis settings (its config's ``analysis`` section over the
-    defaults) and its metric channel count per stage."""
-    cfg = json.loads(config_json) if config_json else {}
-    return {**DEFAULT_PARAMS, **(cfg.get("analysis") or {})}, (cfg.get("capture") or {}).get("channels_per_stage")
-
-
-def analyze_and_write(store: str, run: dict, inputs: RunInputs, reason: str | None) -> tuple[str, str | None, int, dict]:
+def analyze_and_write(store: str, run: dict, inputs: RunInputs, reason: str | None,
+                      capture_path: str = "fast") -> tuple[str, str | None, int, dict]:
     """Analyse one run from exactly ``inputs`` and write its tables; return (run_id, error, captures, summary).
 
     The outputs record ``inputs.digest``. An unreadable or inconsistent file
     makes the error, naming it; nothing of the run is written then.
+    ``capture_path``: "fast" (:mod:`analysis.capture_family`) or "reference"
+    (:mod:`analysis.reference_capture`, the implementation it replaced).
     """
     try:
-        con = open_catalog(store, scan=StoreScan(store, inputs.files, []))
-        tables = analyze_run(con, run, *run_params(run["config"]), reason=reason)
+        if capture_path == "reference":
+            source = ReferenceSource(open_catalog(store, scan=StoreScan(store, inputs.files, [])), run["run_id"])
+        else:
+            source = FastSource(run["run_id"], inputs.files)
+        tables = analyze_run(source, run, *run_params(run["config"]), reason=reason,
+                             activation_files=inputs.files.get("activations", []))
     except Exception as err:  # a file that changed or broke after the scan: name it, skip the run
         return run["run_id"], f"{type(err).__name__}: {err}", 0, {}
     tables["run_summary"][0]["input_digest"] = inputs.digest
@@ -297,15 +216,24 @@ def plan_runs(scan: StoreScan, runs: list[dict], force: bool) -> tuple[list, int
     return todo, current, failed
 
 
-def _run_all(store: str, todo: list, workers: int | None):
-    """Results of :func:`analyze_and_write` for ``todo``, in parallel processes when ``workers`` > 1."""
+def _run_all(store: str, todo: list, workers: int | None, capture_path: str = "fast", address: str | None = None):
+    """Results of :func:`analyze_and_write` for ``todo``: as Ray tasks on the cluster at ``address``
+    (:mod:`analysis.ray_dispatch`), else in ``workers`` local processes (one: in this process)."""
+    if address is not None:
+        from analysis.ray_dispatch import run_on_cluster
+
+        yield from run_on_cluster(address, store, todo, capture_path)
+        return
     workers = max(1, min(workers or os.cpu_count() or 1, len(todo)))
+    jobs = [(store, run, inputs, reason, capture_path) for run, inputs, reason in todo]
     if workers == 1:
-        yield from (analyze_and_write(store, run, inputs, reason) for run, inputs, reason in todo)
+        yield from (analyze_and_write(*job) for job in jobs)
         return
     # spawn, not fork: the parent holds a multi-threaded DuckDB connection
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        yield from pool.map(analyze_and_write, *zip(*[(store, run, inputs, reason) for run, inputs, reason in todo]))
+        with single_threaded_children():  # map submits every job, so every worker starts, inside this block
+            results = pool.map(analyze_and_write, *zip(*jobs))
+        yield from results
 
 
 def current_summaries(store: str, runs: list[dict]) -> tuple[list[dict], list[dict], object]:
@@ -349,14 +277,22 @@ def write_cross_run_tables(store: str, con, summaries: list[dict], runs: list[di
 
 
 def analyze(store: str, *, force: bool = False, workers: int | None = 1, plateau_points: float = PLATEAU_POINTS,
-            out=None) -> dict:
+            out=None, address: str | None = None, capture_path: str = "fast") -> dict:
     """Analyse every run of ``store``; return counts of analysed/current runs and the failed and incomplete ones.
 
     ``workers`` processes analyse runs in parallel (None: one per CPU); each
     holds one capture at a time, so memory grows with workers, not with the store.
     ``plateau_points``: a run's accuracy plateau is its first epoch within this
     many percentage points of its best val_acc (claims and sensitivity).
+    ``address``: a Ray cluster (``ray.init`` address, e.g. ``auto`` or
+    ``ray://host:10001``); each run's analysis is then a Ray task there, reading
+    and writing the store, and ``workers`` is ignored. The cross-run tables
+    are computed here, once, at the end. ``capture_path``: "fast" (the
+    default) or "reference" (the implementation it replaced; for the bench
+    and the equality test).
     """
+    if capture_path not in CAPTURE_PATHS:
+        raise ValueError(f"capture_path={capture_path!r} is invalid: use one of {', '.join(CAPTURE_PATHS)}")
     out = out or sys.stdout
     store = resolve_store(store)
     scan = scan_store(store)
@@ -373,7 +309,7 @@ def analyze(store: str, *, force: bool = False, workers: int | None = 1, plateau
         remove_run_files(store, run_id, RUN_OUTPUTS)  # no stale outputs of a run that cannot be read
         print(f"analyze: skipped run {run_id}: {why}", file=out, flush=True)
     done = 0
-    for run_id, error, n_captures, summary in _run_all(store, todo, workers):
+    for run_id, error, n_captures, summary in _run_all(store, todo, workers, capture_path, address):
         if error:
             failed[run_id] = error
             remove_run_files(store, run_id, RUN_OUTPUTS)

@@ -1,19 +1,29 @@
 """Benchmark: analyse a large generated store (default: the issue's 100 runs x 60
-captures x 128 channels x 2048 samples = 1.6 G values), reporting wall time and
-peak memory of ``dynstudy analyze``.
+captures x 128 channels x 2048 samples = 1.6 G values), reporting wall time,
+activation values per second per core and peak memory of ``dynstudy analyze``.
 
 The store is written in the worker's own format (store_contract.files.write_rows): each
 run is an AR(1) process per channel whose persistence drifts over training, so
 the metrics have something to find. Generation time is reported separately.
 
+``--compare R`` analyses the store R times with each capture path, the fast
+one and the reference (the implementation before issue 17,
+analysis/reference_capture.py), interleaved (alternating which goes first),
+each in a fresh process with the same worker count, and prints each one's
+values/s per core, its peak RSS (the largest process: the driver or one
+worker) and the median of the R ratios fast / reference.
+
     .venv/bin/python bench/bench_scale.py --runs 100 --captures 60 --out /tmp/scale-store
+    .venv/bin/python bench/bench_scale.py --runs 4 --captures 60 --compare 3
 """
 from __future__ import annotations
 
 import argparse
 import io
 import json
+import os
 import resource
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -74,6 +84,40 @@ def generate(out: Path, runs: int, captures: int, channels: int, samples: int) -
     return written
 
 
+def timed_analysis(out: str, workers: int | None, path: str) -> tuple[float, float, int]:
+    """(wall s of the analysis alone, peak RSS MiB of the largest process, runs analysed), in a fresh process."""
+    code = ("import io, json, sys, time; sys.path.insert(0, sys.argv[1]); from analysis.pipeline import analyze; "
+            "t0 = time.perf_counter(); r = analyze(sys.argv[2], force=True, workers=json.loads(sys.argv[3]), "
+            "capture_path=sys.argv[4], out=io.StringIO()); "
+            "print(json.dumps([time.perf_counter() - t0, r['analysed'], len(r['failed'])]))")
+    root = str(Path(__file__).resolve().parent.parent)
+    proc = subprocess.Popen([sys.executable, "-c", code, root, out, json.dumps(workers), path], stdout=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall, analysed, failed = json.loads(proc.stdout.read())
+    if status or failed:
+        raise SystemExit(f"analysis ({path}) failed: status {status}, {failed} runs failed")
+    return wall, usage.ru_maxrss / 1024, analysed
+
+
+def compare(out: str, workers: int | None, repeats: int, values: int) -> None:
+    """Interleaved runs of both capture paths; per-core throughput, peak RSS and the median ratio."""
+    cores = min(workers or os.cpu_count() or 1, os.cpu_count() or 1)
+    got = {"fast": [], "reference": []}
+    for r in range(repeats):
+        for path in (("reference", "fast") if r % 2 == 0 else ("fast", "reference")):
+            wall, peak, _ = timed_analysis(out, workers, path)
+            got[path].append((wall, peak))
+            print(f"  repeat {r + 1} {path:9s}: {wall:6.1f} s, {values / wall / cores / 1e6:6.2f} M values/s per core, "
+                  f"peak RSS {peak:4.0f} MiB", flush=True)
+    ratios = [ref[0] / fast[0] for ref, fast in zip(got["reference"], got["fast"])]
+    for path, rows in got.items():
+        walls = [w for w, _ in rows]
+        print(f"{path:9s}: median {np.median(walls):.1f} s, {values / np.median(walls) / cores / 1e6:.2f} M values/s "
+              f"per core ({cores} cores), peak RSS {max(p for _, p in rows):.0f} MiB")
+    print(f"ratio fast / reference (throughput): median {np.median(ratios):.2f} "
+          f"(each repeat: {', '.join(f'{x:.2f}' for x in ratios)})")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=100)
@@ -82,18 +126,25 @@ def main():
     ap.add_argument("--samples", type=int, default=2048)
     ap.add_argument("--out", default="/tmp/dynstudy-scale-store")
     ap.add_argument("--workers", type=int, default=None, help="analysis processes (default: one per CPU)")
+    ap.add_argument("--compare", type=int, default=0, metavar="R",
+                    help="R interleaved repeats of the fast and the reference capture path, side by side")
     args = ap.parse_args()
     out = Path(args.out)
     t0 = time.perf_counter()
     written = generate(out, args.runs, args.captures, args.channels, args.samples)
     print(f"store of {args.runs * args.captures * args.channels * args.samples / 1e9:.2f} G values at {out}: "
           f"{written} runs generated in {time.perf_counter() - t0:.0f} s", flush=True)
+    values = args.runs * args.captures * args.channels * args.samples
+    if args.compare:
+        compare(str(out), args.workers, args.compare, values)
+        return
     t0 = time.perf_counter()
     result = analyze(str(out), force=True, workers=args.workers, out=io.StringIO())
     wall = time.perf_counter() - t0
+    cores = min(args.workers or os.cpu_count() or 1, os.cpu_count() or 1)
     peak = max(resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)) / 1024
     print(f"analyze: {result['analysed']} runs in {wall:.0f} s ({wall / max(result['analysed'], 1):.1f} s per run), "
-          f"peak RSS of one process {peak:.0f} MiB")
+          f"{values / wall / cores / 1e6:.2f} M values/s per core ({cores} cores), peak RSS of one process {peak:.0f} MiB")
 
 
 if __name__ == "__main__":

@@ -59,10 +59,17 @@ def cmd_sql(args) -> int:
     return 0
 
 
+def cluster_address(address: str | None) -> str | None:
+    """The Ray cluster to analyse on: ``--address``, else ``$RAY_ADDRESS`` (set under ``ray job submit``), else
+    None (this machine)."""
+    return address or os.environ.get("RAY_ADDRESS") or None
+
+
 def cmd_analyze(args) -> int:
     from analysis.pipeline import analyze
 
-    result = analyze(args.store, force=args.force, workers=args.workers, plateau_points=args.plateau_points)
+    result = analyze(args.store, force=args.force, workers=args.workers, plateau_points=args.plateau_points,
+                     address=cluster_address(args.address))
     return 1 if result["failed"] else 0
 
 
@@ -145,6 +152,7 @@ def _leave_job_working_dir(store: str, report: str | None) -> None:
         raise ValueError(f"--report {report!r} is a relative path; under `ray job submit` give an absolute path")
     import analysis.catalog  # noqa: F401  (imported before the working directory can go)
     import analysis.pipeline  # noqa: F401
+    import analysis.ray_dispatch  # noqa: F401
     import analysis.report  # noqa: F401
     import study.orchestrate  # noqa: F401
 
@@ -180,7 +188,7 @@ def cmd_run(args) -> int:
     from analysis.pipeline import analyze
     from analysis.report import write_report
 
-    analyze(summary["store"], workers=None)
+    analyze(summary["store"], workers=None, address=cluster_address(args.address))  # on the cluster, if one trained
     out = Path(args.report) if args.report else default_report(summary["store"])
     write_report(open_catalog(summary["store"]), out, title=f"dynstudy: {spec.name}")
     print(f"\nreport: {out.resolve()}\nquery:  dynstudy sql --store {summary['store']} \"SELECT * FROM run_summary\"")
@@ -224,6 +232,9 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--store", default=default_store, help=store_help)
     a.add_argument("--force", action="store_true", help="re-analyse runs that are already current")
     a.add_argument("--workers", type=int, default=None, help="parallel processes (default: one per CPU)")
+    a.add_argument("--address", default=None,
+                   help="Ray cluster address: each run's analysis is a task there (default: $RAY_ADDRESS, else this "
+                        "machine's processes); needs the train extra")
     a.add_argument("--plateau-points", type=float, default=0.5,
                    help="accuracy plateau: first epoch within this many points of the run's best (default 0.5)")
     a.set_defaults(func=cmd_analyze)

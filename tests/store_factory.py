@@ -35,13 +35,15 @@ def _config(run_id: str, seed: int, dataset: str, epochs: int, probe: int = PROB
 STEP_PROBE = 32
 
 
-def write_capture(store, run_id: str, capture: int, epoch: int, rng, probe: int = PROBE) -> None:
-    write_rows(store, "activations", run_id, f"capture={capture:06d}", capture_columns(run_id, capture, epoch, rng, probe))
+def write_capture(store, run_id: str, capture: int, epoch: int, rng, probe: int = PROBE, stored: int = K) -> None:
+    """One capture file; ``stored`` channels per stage (the metrics use the first K: more feed the channel re-draws)."""
+    write_rows(store, "activations", run_id, f"capture={capture:06d}",
+               capture_columns(run_id, capture, epoch, rng, probe, stored=stored))
 
 
 def capture_columns(run_id: str, capture: int, epoch: int, rng, probe: int = PROBE, kind: str | None = None,
-                    step: int | None = None) -> dict:
-    PROBE = probe  # noqa: N806  (the probe size of this capture)
+                    step: int | None = None, stored: int = K) -> dict:
+    PROBE, K = probe, stored  # noqa: N806  (the probe size and stored channels of this capture)
     labels = np.repeat(np.arange(CLASSES, dtype=np.int32), PROBE // CLASSES)
     n = len(STAGES) * K * PROBE
     values = np.cumsum(rng.standard_normal((len(STAGES) * K, PROBE)), axis=1) * 0.1 + rng.standard_normal((len(STAGES) * K, PROBE))
@@ -71,8 +73,8 @@ def write_run_row(store, run_id: str, seed: int, dataset: str, epochs: int, stat
 
 
 def make_store(store, seeds=(0, 1, 2), epochs: int = 6, datasets=("digits", "synthetic"), probe: int = PROBE,
-               every: int | None = None, analysis: dict | None = None) -> list[str]:
-    """Write one finished run per (dataset, seed); return the run ids.
+               every: int | None = None, analysis: dict | None = None, stored: int = K) -> list[str]:
+    """Write one finished run per (dataset, seed) with ``stored`` channels per stage (K used); return the run ids.
 
     ``every``: also a step capture (the first :data:`STEP_PROBE` samples,
     the metric channels) every that many steps, the epoch's last step
@@ -92,7 +94,7 @@ def make_store(store, seeds=(0, 1, 2), epochs: int = 6, datasets=("digits", "syn
                         capture += 1
                     write_rows(store, "activations", run_id, f"steps={first:06d}-{capture - 1:06d}",
                                {k: np.concatenate([np.asarray(p[k]) for p in parts]) for k in parts[0]})
-                write_capture(store, run_id, capture, e, rng, probe)
+                write_capture(store, run_id, capture, e, rng, probe, stored)
                 capture += 1
                 if e:
                     write_epoch(store, run_id, e, rng)

@@ -65,7 +65,7 @@ def test_foreign_files_are_listed_and_stop_nothing(store, tmp_path, capsys):
     assert got == {
         "S/runs/backup.parquet": "not a file of this table's layout (expected run_id=<id>/run.parquet)",
         f"S/activations/run_id={ids[0]}/notes.txt":
-            "not a file of this table's layout (expected run_id=<id>/capture=NNNNNN.parquet)",
+            "not a file of this table's layout (expected run_id=<id>/capture=NNNNNN.parquet or run_id=<id>/steps=NNNNNN-NNNNNN.parquet)",
         f"S/train_metrics/run_id={ids[1]}/epoch=000099.parquet":
             "foreign schema: no column run_id, epoch, val_acc (a train_metrics file has run_id, epoch, val_acc)",
         f"S/train_metrics/run_id={ids[3]}/epoch=000042.parquet":

@@ -1,0 +1,118 @@
+"""One run's input files read directly with pyarrow, one capture at a time.
+
+The fast path of ``dynstudy analyze`` reads each capture file once, with the
+columns it needs (the stage names as a dictionary, the capture's number,
+kind, epoch and step from the footer's statistics, not one per row), and puts its rows in (stage, rank, sample) order itself:
+files written by dynstudy's workers are already in that order (channel-major,
+probe order), which is checked in one vectorised pass, and only a file in
+another order is sorted. The result is what the reference's
+``SELECT ... ORDER BY stage, rank, sample`` through DuckDB gives
+(:func:`analysis.reference_capture.capture_arrays`). Local paths and object
+stores go through :func:`store_contract.files.filesystem`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from store_contract.files import filesystem
+from store_contract.scan import StoreFile
+
+#: Columns read from each capture file (stage as a dictionary: no string per row).
+COLUMNS = ("stage", "rank", "sample", "label", "value")
+#: Columns with one value per file, taken from the footer's statistics.
+CONSTANT = ("capture", "kind", "epoch", "step")
+
+
+@dataclass
+class Capture:
+    """One capture: acts [P x C] over every stored channel in (stage, rank) order, labels [P], and each
+    column's stage and rank."""
+
+    capture: int
+    kind: str
+    epoch: int
+    step: int
+    acts: np.ndarray
+    labels: np.ndarray
+    stages: np.ndarray
+    ranks: np.ndarray
+
+
+def _read(f: StoreFile, columns, dictionary=()):
+    fs, inner = filesystem(f.path)
+    return pq.read_table(inner, columns=list(columns), filesystem=fs, read_dictionary=list(dictionary))
+
+
+def _one(f: StoreFile, column: str):
+    """The one value of ``column`` in the file, from its footer's statistics where they say it (else read)."""
+    fs, inner = filesystem(f.path)
+    with fs.open_input_file(inner) as fh:
+        meta = pq.ParquetFile(fh).metadata
+        idx = meta.schema.names.index(column)
+        stats = [meta.row_group(i).column(idx).statistics for i in range(meta.num_row_groups)]
+    if stats and all(st is not None and st.has_min_max and st.null_count == 0 for st in stats):
+        values = sorted({st.min for st in stats} | {st.max for st in stats})
+    else:
+        values = pc.unique(_read(f, [column])[column]).to_pylist()
+    if len(values) != 1:
+        raise ValueError(f"{f.path}: column {column} holds {len(values)} values {values[:4]}; a capture file holds "
+                         "one capture")
+    return values[0]
+
+
+def _in_order(codes: np.ndarray, rank: np.ndarray, sample: np.ndarray) -> bool:
+    """True when the rows are sorted by (codes, rank, sample)."""
+    dc, dr, ds = np.diff(codes), np.diff(rank), np.diff(sample)
+    return bool(((dc > 0) | ((dc == 0) & ((dr > 0) | ((dr == 0) & (ds >= 0))))).all())
+
+
+def read_capture(f: StoreFile) -> Capture:
+    """The capture in activation file ``f``; ValueError when the file is not one capture of channels x samples."""
+    t = _read(f, COLUMNS, dictionary=("stage",))
+    if t.num_rows == 0:
+        raise ValueError(f"{f.path}: no rows")
+    capture, kind, epoch, step = (_one(f, c) for c in CONSTANT)
+    if f.name != f"capture={capture:06d}":
+        raise ValueError(f"{f.path} holds capture {capture}, not the one its name says")
+    enc = t["stage"].combine_chunks()
+    enc = enc if hasattr(enc, "dictionary") else enc.dictionary_encode()
+    names = np.asarray(enc.dictionary.to_pylist(), dtype=object)
+    order = np.argsort(names.astype(str), kind="stable")
+    codes = np.empty(len(order), np.int64)
+    codes[order] = np.arange(len(order))  # stage code in sorted order of the names
+    codes = codes[enc.indices.to_numpy()]
+    rank = t["rank"].to_numpy()
+    sample = t["sample"].to_numpy()
+    label = t["label"].to_numpy()
+    value = t["value"].to_numpy()
+    if not _in_order(codes, rank, sample):
+        rows = np.lexsort((sample, rank, codes))
+        codes, rank, sample, label, value = codes[rows], rank[rows], sample[rows], label[rows], value[rows]
+    n_samples = int(sample.max()) + 1
+    if len(value) % n_samples:
+        raise ValueError(f"{f.path}: {len(value)} values is not channels x {n_samples} samples")
+    acts = np.asarray(value, dtype=np.float64).reshape(-1, n_samples).T
+    return Capture(int(capture), kind, int(epoch), int(step), acts, np.asarray(label[:n_samples]),
+                   names[order][codes[::n_samples]], np.asarray(rank[::n_samples]))
+
+
+def capture_files(files: list[StoreFile]) -> list[StoreFile]:
+    """The init and end-of-epoch capture files (``capture=NNNNNN``) in capture order (their names number them).
+
+    Every-N-step captures (``steps=FIRST-LAST`` files) make the temporal
+    series (:mod:`analysis.temporal_run`) and have no capture metrics of their own.
+    """
+    return sorted((f for f in files if f.name.startswith("capture=")), key=lambda f: f.name)
+
+
+def epoch_accuracy(files: list[StoreFile]) -> dict:
+    """epoch -> val_acc over the run's train_metrics files."""
+    acc = {}
+    for f in files:
+        t = _read(f, ("epoch", "val_acc"))
+        acc.update(zip(t["epoch"].to_pylist(), t["val_acc"].to_pylist()))
+    return acc

@@ -1,0 +1,179 @@
+"""The fast analysis path (analysis.capture_family) against the implementation it replaced (analysis.reference_capture).
+
+Every table ``dynstudy analyze`` writes must be the same, value for value within 1e-12, on a generated store that
+exercises every variant of a capture: channel re-draws (runs storing more channels than they use), smaller probe
+sizes, the authors' aggregation, the order and noise controls. Also: the reader against DuckDB's ORDER BY, the cached
+kernels against the literal implementation, and the analysis as Ray tasks against the local one.
+"""
+from __future__ import annotations
+
+import io
+import json
+import math
+import shutil
+import sys
+import tempfile
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from analysis import fast_kernels as fk
+from analysis.capture_read import read_capture
+from analysis.catalog import open_catalog
+from analysis.pipeline import analyze
+from analysis.reference_capture import capture_arrays
+from store_contract.files import write_rows
+from store_contract.scan import scan_store
+from store_contract.schemas import ANALYSIS_TABLES
+from tests import literal_dynamics as lit
+from tests.store_factory import K, make_store
+
+TOLERANCE = 1e-12
+
+
+def _rows(store, table: str) -> list[dict]:
+    rows = []
+    for f in scan_store(str(store)).files.get(table, []):
+        rows += [{k: v for k, v in r.items() if k != "input_digest"} for r in pq.read_table(f.path).to_pylist()]
+    key = lambda r: repr([(k, v) for k, v in r.items() if not isinstance(v, float)])  # noqa: E731
+    return sorted(rows, key=key)
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, float) and isinstance(b, float):
+        return (math.isnan(a) and math.isnan(b)) or abs(a - b) <= TOLERANCE
+    return a == b
+
+
+def assert_same_tables(store_a, store_b, empty_ok=()) -> int:
+    """Every analysis table of the two stores holds the same rows (floats within 1e-12); returns values compared.
+
+    Each table must have rows, but those of ``empty_ok``.
+    """
+    compared = 0
+    for table in ANALYSIS_TABLES:
+        a, b = _rows(store_a, table), _rows(store_b, table)
+        assert len(a) == len(b) and (a or table in empty_ok), table
+        for ra, rb in zip(a, b):
+            assert ra.keys() == rb.keys(), table
+            bad = {k: (ra[k], rb[k]) for k in ra if not _same(ra[k], rb[k])}
+            assert not bad, (table, bad)
+            compared += len(ra)
+    return compared
+
+
+def _set_analysis(store, run_id: str, **settings) -> None:
+    row = pq.read_table(f"{store}/runs/run_id={run_id}/run.parquet").to_pylist()[0]
+    cfg = json.loads(row["config"])
+    cfg["analysis"] = {**cfg.get("analysis", {}), **settings}
+    row["config"] = json.dumps(cfg, sort_keys=True)
+    write_rows(str(store), "runs", run_id, "run", {k: [v] for k, v in row.items()})
+
+
+@pytest.fixture(scope="module")
+def stores(tmp_path_factory):
+    """(reference store, fast store): one generated store analysed by each path."""
+    root = tmp_path_factory.mktemp("fast")
+    ref = root / "reference"
+    make_store(ref, seeds=(0, 1), datasets=("digits",), epochs=4, probe=512, stored=2 * K)  # re-draws, probe 256
+    ids = make_store(ref, seeds=(0, 1, 2), datasets=("synthetic",), epochs=4, every=1,  # the temporal protocol
+                     analysis={"temporal_window": 36, "temporal_stride": 4})
+    _set_analysis(ref, ids[0], compat="authors", smooth_window=4)
+    _set_analysis(ref, ids[1], smooth_window=15, n_scales=6)
+    fast = root / "fast"
+    shutil.copytree(ref, fast)
+    assert not analyze(str(ref), capture_path="reference", out=io.StringIO())["failed"]
+    assert not analyze(str(fast), out=io.StringIO())["failed"]
+    return ref, fast
+
+
+def test_the_fast_path_writes_the_reference_tables(stores):
+    ref, fast = stores
+    assert assert_same_tables(ref, fast) > 1000
+    con = open_catalog(str(fast))  # the variants were there to compare
+    assert con.execute("SELECT count(*) FROM controls WHERE control = 'channel_draw'").fetchone()[0] == 8
+    assert con.execute("SELECT count(DISTINCT probe_size) FROM window_sensitivity").fetchone()[0] == 3
+
+
+def test_the_comparison_can_fail(stores, tmp_path):
+    """One value changed by 1e-9 in one table is found."""
+    ref, fast = stores
+    changed = tmp_path / "changed"
+    shutil.copytree(fast, changed)
+    path = next((changed / "capture_metrics").rglob("part.parquet"))
+    table = pq.read_table(path)
+    h = table["h_raw"].to_pylist()
+    h[1] += 1e-9
+    pq.write_table(table.set_column(table.schema.get_field_index("h_raw"), "h_raw", [h]), path)
+    with pytest.raises(AssertionError, match="h_raw"):
+        assert_same_tables(ref, changed)
+
+
+def test_the_reader_orders_rows_as_duckdb_does(tmp_path):
+    """A capture file whose rows are in another order reads the same as through ORDER BY stage, rank, sample."""
+    store = tmp_path / "s"
+    ids = make_store(store, seeds=(0,), datasets=("digits",), epochs=1, stored=2 * K)
+    path = store / "activations" / f"run_id={ids[0]}" / "capture=000001.parquet"
+    table = pq.read_table(path)
+    pq.write_table(table.take(np.random.default_rng(0).permutation(table.num_rows)), path)
+    scan = scan_store(str(store))
+    got = read_capture(next(f for f in scan.files["activations"] if f.name == "capture=000001"))
+    want = capture_arrays(open_catalog(str(store), scan=scan), ids[0], 1)
+    for a, b in zip((got.acts, got.labels, got.stages, got.ranks), want):
+        assert np.array_equal(a, b)
+    assert (got.capture, got.kind, got.epoch, got.step) == (1, "epoch", 1, 10)
+
+
+def test_a_capture_file_holding_another_capture_is_named(tmp_path):
+    store = tmp_path / "s"
+    ids = make_store(store, seeds=(0, 1), datasets=("digits",), epochs=2)
+    run = store / "activations" / f"run_id={ids[0]}"
+    shutil.copy(run / "capture=000002.parquet", run / "capture=000001.parquet")
+    result = analyze(str(store), out=io.StringIO())
+    assert list(result["failed"]) == [ids[0]] and result["analysed"] == 1
+    assert "holds capture 2, not the one its name says" in result["failed"][ids[0]]
+
+
+@pytest.mark.parametrize("n, window, classes", [(257, 4, 10), (1000, 15, 7), (2048, 1, 10)])
+def test_fast_kernels_agree_with_the_literal_implementation(n, window, classes):
+    rng = np.random.default_rng(n)
+    acts = rng.standard_normal((n, 5)) * rng.uniform(0.1, 10, 5)
+    X = lit.pseudo_time(acts, rng.integers(0, classes, n), window)
+    alpha, reasons = fk.dfa_exponents(X)
+    np.testing.assert_allclose(alpha, [lit.dfa(row) for row in X], rtol=0, atol=1e-9)
+    assert reasons == [None] * 5
+    np.testing.assert_allclose(fk.kuramoto(X), lit.kuramoto(X), rtol=0, atol=1e-9)
+
+
+def test_a_cluster_without_ray_names_the_extra(tmp_path, monkeypatch):
+    store = tmp_path / "s"
+    make_store(store, seeds=(0,), datasets=("digits",), epochs=2)
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray now fails, as in an analysis-only install
+    with pytest.raises(ValueError, match=r"needs ray, which this install lacks: pip install 'dynstudy\[train\]'"):
+        analyze(str(store), address="auto", out=io.StringIO())
+
+
+@pytest.mark.slow
+def test_ray_tasks_write_the_local_tables(tmp_path):
+    """analyze on a local Ray instance: the same tables as local processes, incremental, a broken run named."""
+    import ray
+
+    local, remote = tmp_path / "local", tmp_path / "remote"
+    ids = make_store(local, seeds=(0, 1), datasets=("digits", "synthetic"), epochs=3, stored=2 * K)
+    shutil.copytree(local, remote)
+    analyze(str(local), out=io.StringIO())
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _temp_dir=tempfile.mkdtemp(prefix="dynray-"))
+    try:
+        out = io.StringIO()
+        result = analyze(str(remote), address="auto", out=out)
+        assert result["analysed"] == len(ids) and not result["failed"], out.getvalue()
+        assert_same_tables(local, remote, empty_ok=("temporal_metrics", "temporal_controls"))  # no step captures
+        assert analyze(str(remote), address="auto", out=io.StringIO())["current"] == len(ids)
+        run = remote / "activations" / f"run_id={ids[0]}"
+        shutil.copy(run / "capture=000002.parquet", run / "capture=000001.parquet")
+        result = analyze(str(remote), address="auto", out=io.StringIO())
+        assert list(result["failed"]) == [ids[0]] and result["analysed"] == 0
+        assert not (remote / "run_summary" / f"run_id={ids[0]}").exists()  # no stale outputs of the broken run
+    finally:
+        ray.shutdown()

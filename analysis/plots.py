@@ -67,7 +67,7 @@ PLOT_CONFIG = {"responsive": True, "displaylogo": False, "showLink": False, "sho
 HOVER_POINT = "run %{customdata[0]}<br>seed %{customdata[1]}<br>epoch %{x}<br>%{fullData.meta}: %{y:.4g}<extra></extra>"
 
 
-def _e(value) -> str:
+def label_text(value) -> str:
     """Text from the data, escaped for plotly's HTML-like labels."""
     return html.escape("" if value is None else str(value))
 
@@ -110,7 +110,8 @@ def _finite(x, y) -> tuple:
     return x[keep], y[keep]
 
 
-def _layout(fig: go.Figure, height: int, title: str | None = None) -> go.Figure:
+def finish_layout(fig: go.Figure, height: int, title: str | None = None) -> go.Figure:
+    """The report's common look: bare template, light grids, closest-point hover, ``height`` px, a title."""
     fig.update_layout(template="none", height=height, margin={"l": 60, "r": 20, "t": 70 if title else 50, "b": 50},
                       hovermode="closest", legend={"font": {"size": 11}}, font={"size": 11},
                       title={"text": title, "font": {"size": 13}} if title else None)
@@ -131,7 +132,7 @@ def _trajectory_slots(cells: list[dict], panels: list[str]) -> tuple[int, int, l
     return n_rows, n_cols, slots
 
 
-def _vertical(x: float, lo: float, hi: float, colour: str, dash: str, group: str, text: str) -> go.Scatter:
+def vertical_line(x: float, lo: float, hi: float, colour: str, dash: str, group: str, text: str) -> go.Scatter:
     """A vertical line from ``lo`` to ``hi`` at ``x``, in ``group`` (so it hides with its seed)."""
     return go.Scatter(x=[x, x], y=[lo, hi], mode="lines", line={"color": colour, "dash": dash, "width": 1},
                       legendgroup=group, showlegend=False, hovertemplate=f"{text}<extra></extra>")
@@ -162,7 +163,7 @@ def trajectory_figure(cells: list[dict], panels: list[str]) -> go.Figure:
     for row, col, i, key in slots:
         name = TRAJECTORY_PANELS[key][0]
         first = len(panels) == 1 or col == 1
-        titles[(row - 1) * n_cols + col - 1] = f"{_e(cells[i]['title'])}<br>{name}" if first else name
+        titles[(row - 1) * n_cols + col - 1] = f"{label_text(cells[i]['title'])}<br>{name}" if first else name
     fig = make_subplots(rows=n_rows, cols=n_cols, subplot_titles=titles, horizontal_spacing=0.06,
                         vertical_spacing=min(0.3 / n_rows, 0.12) if n_rows > 1 else 0.1)
     several = len(cells) > 1 and len(panels) == 1
@@ -183,20 +184,20 @@ def trajectory_figure(cells: list[dict], panels: list[str]) -> go.Figure:
         fig.update_yaxes(title_text=TRAJECTORY_PANELS[key][1], row=row, col=col)
         for run, colour, (x, y) in zip(cell["runs"], seed_colours(len(cell["runs"])), ys):
             group = str(run["run_id"])
-            label = (f"{_e(cell['title'])} · " if several else "") + _e(run["label"])
+            label = (f"{label_text(cell['title'])} · " if several else "") + label_text(run["label"])
             fig.add_trace(go.Scatter(
                 x=x, y=y, mode="lines+markers" if len(x) <= 30 else "lines", name=label, legendgroup=group,
                 showlegend=group not in shown, line={"color": colour, "width": 1.5}, marker={"size": 5},
-                customdata=[[_e(run["run_id"]), _e(run.get("seed"))]] * len(x), meta=TRAJECTORY_PANELS[key][0],
+                customdata=[[label_text(run["run_id"]), label_text(run.get("seed"))]] * len(x), meta=TRAJECTORY_PANELS[key][0],
                 hovertemplate=HOVER_POINT), row=row, col=col)
             shown.add(group)
             if run.get("trigger") is not None:
-                fig.add_trace(_vertical(run["trigger"], lo, hi, colour, "dash", group,
-                                        f"run {_e(run['run_id'])}: volatility trigger at epoch {run['trigger']}"),
+                fig.add_trace(vertical_line(run["trigger"], lo, hi, colour, "dash", group,
+                                        f"run {label_text(run['run_id'])}: volatility trigger at epoch {run['trigger']}"),
                               row=row, col=col)
             if key == "val_acc" and run.get("plateau") is not None:
-                text = f"run {_e(run['run_id'])}: accuracy plateau at epoch {run['plateau']}"
-                fig.add_trace(_vertical(run["plateau"], lo, hi, colour, "dot", group, text), row=row, col=col)
+                text = f"run {label_text(run['run_id'])}: accuracy plateau at epoch {run['plateau']}"
+                fig.add_trace(vertical_line(run["plateau"], lo, hi, colour, "dot", group, text), row=row, col=col)
                 at = x == run["plateau"]
                 if at.any():
                     fig.add_trace(go.Scatter(x=x[at], y=y[at], mode="markers", legendgroup=group, showlegend=False,
@@ -207,7 +208,7 @@ def trajectory_figure(cells: list[dict], panels: list[str]) -> go.Figure:
             fig.add_annotation(text="no data", showarrow=False, font={"color": "grey"}, xref="x domain",
                                yref="y domain", x=0.5, y=0.5, row=row, col=col)
     fig.update_annotations(font_size=11)
-    return _layout(fig, ROW_HEIGHT * n_rows + 90)
+    return finish_layout(fig, ROW_HEIGHT * n_rows + 90)
 
 
 def state_colours(states) -> dict:
@@ -255,15 +256,15 @@ def hm_plane_figure(points: list[dict]) -> go.Figure:
                 continue
             fig.add_trace(go.Scatter(
                 x=[p["h_eff"] for p in group], y=[p["m"] for p in group], mode="markers",
-                name=f"{_e(state)} · {_e(dataset)}", legendgroup=state,
+                name=f"{label_text(state)} · {label_text(dataset)}", legendgroup=state,
                 marker={"symbol": symbols[dataset], "size": 10, "color": colours[state], "opacity": 0.85,
                         "line": {"color": "black", "width": 0.5}},
-                customdata=[[_e(p["run_id"]), _e(p["seed"]), _e(p["cell"]), _e(state)] for p in group],
+                customdata=[[label_text(p["run_id"]), label_text(p["seed"]), label_text(p["cell"]), label_text(state)] for p in group],
                 hovertemplate="run %{customdata[0]}<br>seed %{customdata[1]}<br>%{customdata[2]}<br>"
                               "state %{customdata[3]}<br>H_eff %{x:.4g}<br>M %{y:.4g}<extra></extra>"))
     fig.update_xaxes(title_text="H_eff, mean over epochs (integration, 0..1)")
     fig.update_yaxes(title_text="metastability M, mean over epochs")
-    return _layout(fig, 480, "Runs in the H-M plane (colour: state, marker: dataset)")
+    return finish_layout(fig, 480, "Runs in the H-M plane (colour: state, marker: dataset)")
 
 
 def controls_figure(cells: list[dict], h_opt: float = 0.7) -> go.Figure:
@@ -282,7 +283,7 @@ def controls_figure(cells: list[dict], h_opt: float = 0.7) -> go.Figure:
     zero, so gaps between signal and controls stay visible.
     """
     fig = go.Figure()
-    labels = [_e(c["label"]) for c in cells]
+    labels = [label_text(c["label"]) for c in cells]
     spans = [h_opt]
     for key, label, colour in CONTROL_BARS:
         means, stds, xs, dots, data = [], [], [], [], []
@@ -296,7 +297,7 @@ def controls_figure(cells: list[dict], h_opt: float = 0.7) -> go.Figure:
             for rid, seed, v in vals:
                 xs.append(name)
                 dots.append(v)
-                data.append([_e(rid), _e(seed)])
+                data.append([label_text(rid), label_text(seed)])
         if not xs:
             continue
         fig.add_trace(go.Scatter(x=labels, y=means, mode="markers", name=label, legendgroup=key, offsetgroup=key,
@@ -315,7 +316,7 @@ def controls_figure(cells: list[dict], h_opt: float = 0.7) -> go.Figure:
     pad = 0.08 * (max(spans) - min(spans)) or 0.05
     fig.update_yaxes(title_text="H_raw (mean DFA exponent)", range=[min(spans) - pad, max(spans) + pad])
     fig.update_layout(scattermode="group", scattergap=0.3)
-    return _layout(fig, 460, "H_raw: trained signal vs noise / order / init / channel re-draw controls "
+    return finish_layout(fig, 460, "H_raw: trained signal vs noise / order / init / channel re-draw controls "
                              "(diamond: seed mean ± std, dots: seeds)")
 
 
@@ -347,9 +348,9 @@ def training_figure(run_id: str, curves: dict) -> go.Figure:
             x, y = _finite(*curves.get(column, ([], [])))
             fig.add_trace(go.Scatter(x=x, y=y, mode="lines+markers" if len(x) <= 30 else "lines", name=label,
                                      line={"color": colour, "dash": dash, "width": 1.5}, marker={"size": 4},
-                                     hovertemplate=f"run {_e(run_id)}<br>epoch %{{x}}<br>{label}: %{{y:.4g}}"
+                                     hovertemplate=f"run {label_text(run_id)}<br>epoch %{{x}}<br>{label}: %{{y:.4g}}"
                                                    "<extra></extra>"), row=1, col=col)
         fig.update_xaxes(title_text="epoch", row=1, col=col)
         fig.update_yaxes(title_text=ylabel, row=1, col=col)
     fig.update_annotations(font_size=11)
-    return _layout(fig, 300)
+    return finish_layout(fig, 300)

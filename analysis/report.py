@@ -29,6 +29,7 @@ from analysis.contrasts import cell_contrasts
 from analysis.report_page import page_html
 from analysis.report_conclusions import claims_section, contrasts_section, sensitivity_section
 from analysis.report_runs import run_details_section, run_section, run_table, training_curves
+from analysis.report_temporal import temporal_section
 from analysis.variability import HIGH_CV
 
 #: At most this many trajectory figures; beyond it, several cells share a figure (one row each).
@@ -100,8 +101,8 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
 
 #: (anchor, title) of every section, in page order.
 CONTENTS = (("glance", "at a glance: signal vs controls"), ("claims", "claims"), ("cells", "1. cell metrics"),
-            ("trajectories", "2. trajectories"), ("hm", "3. H-M plane"), ("controls", "4. controls"),
-            ("runs", "5. runs"), ("sensitivity", "sensitivity"), ("tables", "tables"),
+            ("trajectories", "2. trajectories"), ("temporal", "2b. temporal protocol"), ("hm", "3. H-M plane"),
+            ("controls", "4. controls"), ("runs", "5. runs"), ("sensitivity", "sensitivity"), ("tables", "tables"),
             ("rundetails", "6. run details"))
 
 
@@ -361,6 +362,8 @@ def write_report(con: duckdb.DuckDBPyConnection, out_path, *, title: str = "dyns
         claims_section(claims),
         _cell_section(variability, scale, colours),
         _trajectory_section(cells, captures, accuracy),
+        temporal_section(cells, rd.read_rows(con, "temporal_metrics", counts),
+                         rd.read_rows(con, "temporal_controls", counts)),
         _hm_section(index),
         _controls_section(cells, per_run, by_cell),
         run_section(runs_rows, bool(summary), colours, _num, _state, _missing),

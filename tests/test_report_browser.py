@@ -109,13 +109,15 @@ def test_analysed_store_report_in_browser(browser, tmp_path):
     from tests.store_factory import make_store
 
     store = tmp_path / "store"
-    ids = make_store(store)
+    ids = make_store(store, every=1, analysis={"temporal_window": 36, "temporal_stride": 6})  # a temporal series
     assert main(["analyze", "--store", str(store)]) == 0
     assert main(["report", "--store", str(store)]) == 0
     page = (store / "report.html").read_text(encoding="utf-8")
-    for anchor in ("glance", "claims", "sensitivity"):
+    assert 'id="fig-temporal-0"' in page and 'id="fig-temporal-1"' in page
+    for anchor in ("glance", "claims", "sensitivity", "temporal"):
         assert f'id="{anchor}"' in page
     probe, stderr = open_in_browser(browser, store / "report.html", tmp_path)
     assert probe["errors"] == [] and console_errors(stderr) == []
-    assert probe["plots"] == 2 + 2 + len(ids) and probe["drawn"] == probe["plots"]  # 2 cells: 2 trajectory figures
+    # 2 cells: 2 trajectory figures and 2 temporal ones; the H-M plane, the controls, a training figure per run
+    assert probe["plots"] == 2 + 2 + 2 + len(ids) and probe["drawn"] == probe["plots"]
     assert probe["width"] <= WIDTH and probe["links"] == 0

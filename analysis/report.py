@@ -54,6 +54,10 @@ METRIC_LABELS = {
     "noise_h_raw_mean": "H_raw, noise control",
     "order_h_raw_mean": "H_raw, order control",
     "init_h_raw": "H_raw, init (epoch 0)",
+    "temporal_h_raw": "H_raw over training time (temporal)",
+    "temporal_h_eff": "H_eff over training time (temporal)",
+    "temporal_metastability": "Metastability over training time (temporal)",
+    "temporal_trigger_step": "Temporal trigger step",
 }
 
 

@@ -108,3 +108,42 @@ def test_a_missing_steps_file_is_a_named_gap(tmp_path):
     assert result["incomplete"] == {run_id: "capture file(s) 7-11 missing (captures present: 0-6, 12-18)"}
     con = open_catalog(str(store))
     assert rows(con, "SELECT count(*) AS n FROM temporal_metrics") == [{"n": 0}]
+
+
+@pytest.mark.slow
+def test_a_study_through_ray_tune_has_its_temporal_tables(tmp_path):
+    """The trainer's step captures through Ray Tune and `dynstudy analyze`: every table's row count is the plan's."""
+    import io
+
+    from study.orchestrate import run_study
+    from study.spec import parse_spec
+
+    spec = parse_spec({
+        "name": "temporal-e2e", "models": ["tiny_cnn"], "datasets": [{"name": "digits"}], "seeds": [0, 1],
+        "optimizers": [{"name": "sgd", "lr": 0.05}],
+        "train": {"epochs": 3, "batch_size": 128, "early_stopping_patience": None},
+        "capture": {"probe_size": 64, "channels_per_stage": 8, "every_n_steps": 1, "step_probe_size": 32},
+        "analysis": {"temporal_window": 16, "temporal_stride": 4, "min_scale": 4},
+        "resources": {"cpus_per_trial": 1, "max_failures": 0}})
+    out = io.StringIO()
+    assert run_study(spec, store=str(tmp_path), num_cpus=2, out=out)["finished"] == 2, out.getvalue()
+    assert not analyze(str(tmp_path), out=io.StringIO())["failed"]
+    con = open_catalog(str(tmp_path))
+    for run in rows(con, "SELECT run_id FROM runs"):
+        rid = run["run_id"]
+        steps = rows(con, "SELECT step FROM train_metrics WHERE run_id = ? ORDER BY epoch", rid)
+        last = steps[-1]["step"]
+        n_step_captures = last  # one per step
+        kinds = rows(con, "SELECT kind, count(DISTINCT capture) AS n FROM activations WHERE run_id = ? "
+                          "GROUP BY kind ORDER BY kind", rid)
+        assert kinds == [{"kind": "epoch", "n": 3}, {"kind": "init", "n": 1}, {"kind": "step", "n": n_step_captures}]
+        # one point per step with a capture: init, the step captures (the epoch captures share their last step)
+        n_points = 1 + n_step_captures
+        windows = (n_points - 16) // 4 + 1
+        assert windows >= 5
+        got = rows(con, "SELECT count(*) AS n, max(n_points) AS p, max(end_step) AS e FROM temporal_metrics "
+                        "WHERE run_id = ?", rid)[0]
+        assert (got["n"], got["p"], got["e"]) == (windows + 1, n_points, last)
+        assert rows(con, "SELECT count(*) AS n FROM temporal_controls WHERE run_id = ?", rid)[0]["n"] == 2 * (windows + 1)
+        summary = rows(con, "SELECT temporal_n_points, temporal_h_raw FROM run_summary WHERE run_id = ?", rid)[0]
+        assert summary["temporal_n_points"] == n_points and 0 < summary["temporal_h_raw"] < 3

@@ -18,6 +18,8 @@ SEED_METRICS = (
     "r_hz_mz", "r_psi_acc", "trigger_epoch", "best_val_acc", "noise_h_raw_mean", "order_h_raw_mean", "init_h_raw",
     "temporal_h_raw", "temporal_h_eff", "temporal_metastability", "temporal_trigger_step",
 )
+#: The temporal protocol's run metrics: left out when no run has a temporal series.
+TEMPORAL_METRICS = tuple(m for m in SEED_METRICS if m.startswith("temporal_"))
 CELL_KEYS = ("model", "dataset", "optimizer")
 #: Where each metric's values can lie: intervals are bounded to it (None: unbounded).
 METRIC_DOMAINS = {
@@ -102,7 +104,7 @@ def cell_variability(rows: list[dict], metrics=SEED_METRICS) -> list[dict]:
     when no run has a temporal series.
     """
     if not any(r.get("temporal_n_points") for r in rows):  # no run has the temporal protocol: no rows of it
-        metrics = [m for m in metrics if not m.startswith("temporal_")]
+        metrics = [m for m in metrics if m not in TEMPORAL_METRICS]
     cells = defaultdict(list)
     for row in rows:
         if row.get("status") == "finished":

@@ -8,7 +8,7 @@ import pytest
 
 from analysis.catalog import open_catalog
 from analysis.pipeline import analyze
-from analysis.variability import SEED_METRICS
+from analysis.variability import SEED_METRICS, TEMPORAL_METRICS
 from study.cli import main
 from study.orchestrate import run_study
 from study.spec import parse_spec
@@ -89,7 +89,8 @@ def test_analysis_tables(store):
         "noise": N_RUNS * N_CAPTURES, "order": N_RUNS * N_CAPTURES, "channel_draw": N_RUNS * EPOCHS}
     assert _one(con, "SELECT bool_and(spread > 0) FROM controls WHERE control = 'channel_draw'")[0]
     cells = 2  # tiny_cnn x {digits, synthetic} x sgd
-    assert _one(con, "SELECT count(*) FROM cell_variability")[0] == cells * len(SEED_METRICS)
+    # no every-N-step captures here: no temporal metrics
+    assert _one(con, "SELECT count(*) FROM cell_variability")[0] == cells * (len(SEED_METRICS) - len(TEMPORAL_METRICS))
     # 3 epochs are too few for the volatility rule (window 3 + patience 3): no trigger, so no seeds for it
     assert _one(con, "SELECT min(n_seeds), max(n_seeds) FROM cell_variability WHERE metric <> 'trigger_epoch'") == (2, 2)
     assert _one(con, "SELECT max(n_seeds) FROM cell_variability WHERE metric = 'trigger_epoch'")[0] == 0

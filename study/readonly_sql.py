@@ -17,6 +17,8 @@ Two layers, each enough for what it guards:
 """
 from __future__ import annotations
 
+import re
+
 import duckdb
 
 #: Statement types that run as they are.
@@ -67,12 +69,22 @@ def check_statement(con, statement) -> None:
                            "open the store's Parquet files with DuckDB directly")
 
 
+#: Column names of the store that are SQL keywords, and must be quoted in a query.
+KEYWORD_COLUMNS = ("window",)
+
+
+def _keyword_hint(sql: str) -> str:
+    """A hint for a query that uses a keyword column unquoted (``window`` of temporal_metrics), else ''."""
+    bare = [c for c in KEYWORD_COLUMNS if re.search(rf'(?<!["\w]){c}(?!["\w])', sql, flags=re.IGNORECASE)]
+    return "".join(f'; {c} is an SQL keyword: quote the column, "{c}"' for c in bare)
+
+
 def read_only_statements(con, sql: str) -> list:
     """Parse ``sql`` and return its statements, refusing the whole input if any one would write."""
     try:
         statements = con.extract_statements(sql)
     except duckdb.Error as err:
-        raise RefusedStatement(f"dynstudy sql: cannot parse the query: {_one_line(err)}") from None
+        raise RefusedStatement(f"dynstudy sql: cannot parse the query: {_one_line(err)}{_keyword_hint(sql)}") from None
     if not statements:
         raise RefusedStatement("dynstudy sql: no statement given")
     for st in statements:

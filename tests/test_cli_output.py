@@ -48,6 +48,10 @@ def test_sql_format_errors(store, capsys):
     assert "--format parquet writes a file: give --output FILE" in capsys.readouterr().err
     assert main(["sql", "--store", str(store), "--format", "csv", "SELECT 1; SELECT 2"]) == 2
     assert capsys.readouterr().err == "dynstudy sql: --format csv writes one result; give one query\n"
+    # temporal_metrics' "window" is an SQL keyword: an unquoted use gets the fix, a quoted one works
+    assert main(["sql", "--store", str(store), "SELECT window, h_raw FROM temporal_metrics"]) == 2
+    assert capsys.readouterr().err.endswith('; window is an SQL keyword: quote the column, "window"\n')
+    assert main(["sql", "--store", str(store), 'SELECT "window", h_raw FROM temporal_metrics']) == 0
 
 
 def test_version_and_presets_show(capsys):

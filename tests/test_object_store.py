@@ -201,3 +201,38 @@ def test_a_study_on_s3_fails_resumes_and_analyses(s3, tmp_path, monkeypatch, cap
     assert main(["report", "--store", store, "--out", str(tmp_path / "r.html")]) == 0
     text = capsys.readouterr().out
     assert "2 runs analysed" in text and "finished" in text
+
+
+@pytest.mark.slow
+def test_analysis_as_ray_tasks_on_s3_writes_the_local_tables(s3, tmp_path):
+    """The same store analysed on this machine and as Ray tasks reading from and writing to S3, temporal
+    series included: every analysis table equal."""
+    import tempfile
+
+    import ray
+    from pyarrow import fs as pafs
+
+    from tests.test_fast_path import assert_same_tables
+
+    local, remote = tmp_path / "local", f"{s3}/tasks"
+    ids = make_store(local, seeds=(0, 1), datasets=("digits",), epochs=4, every=1,
+                     analysis={"temporal_window": 36, "temporal_stride": 4})
+    make_store(remote, seeds=(0, 1), datasets=("digits",), epochs=4, every=1,
+               analysis={"temporal_window": 36, "temporal_stride": 4})
+    analyze(str(local), out=io.StringIO())
+    # the tasks' workers inherit this process's AWS_* variables (a cluster's nodes need their own credentials)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _temp_dir=tempfile.mkdtemp(prefix="dynray-"))
+    try:
+        result = analyze(remote, address="auto", out=io.StringIO())
+    finally:
+        ray.shutdown()
+    assert result["analysed"] == len(ids) and not result["failed"]
+    mirror = tmp_path / "mirror"  # the S3 store's analysis tables, copied down to compare file by file
+    fs, inner = filesystem(remote)
+    for info in fs.get_file_info(pafs.FileSelector(inner, recursive=True)):
+        if info.type == pafs.FileType.File and not info.base_name.startswith("."):
+            target = mirror / info.path[len(inner) + 1:]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with fs.open_input_stream(info.path) as src:
+                target.write_bytes(src.read())
+    assert assert_same_tables(local, mirror) > 1000

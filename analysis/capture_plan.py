@@ -32,9 +32,14 @@ DEFAULT_PARAMS = {"smooth_window": 5, "h_opt": 0.7, "sigma_h": 0.15, "w_h": 0.5,
 CONTROL_METRICS = ("h_raw", "h_eff", "metastability", "synchrony")
 
 
+def run_seed(run_id: str) -> int:
+    """A run's own random seed for its controls, from its id (stable across machines and Python versions)."""
+    return int(hashlib.sha1(run_id.encode()).hexdigest()[:8], 16)
+
+
 def noise_seed(run_id: str, capture: int) -> list[int]:
     """Seed of the capture's noise control (and of its channel re-draws)."""
-    return [int(hashlib.sha1(run_id.encode()).hexdigest()[:8], 16), capture]
+    return [run_seed(run_id), capture]
 
 
 def channel_draws(stages: np.ndarray, k: int, n_draws: int, seed: list[int]) -> list[np.ndarray]:

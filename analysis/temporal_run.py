@@ -11,17 +11,18 @@ summary's temporal columns stay null).
 """
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
 import pyarrow.dataset as pads
 
+from analysis.capture_plan import run_seed
 from analysis.temporal import TemporalSeries, temporal_series, temporal_tables
 from store_contract.files import filesystem
 from store_contract.scan import StoreFile
 
 #: File names of every-N-step captures (``steps=FIRST-LAST``; :data:`store_contract.schemas.FILE_NAMES`).
 STEP_FILES = "steps="
+#: Second word of the surrogates' seed (the first is the run's own, as for its noise controls).
+TEMPORAL_SEED = 0x7E
 
 
 def _table(files: list[StoreFile], columns: list[str], where=None):
@@ -82,6 +83,5 @@ def run_temporal(files: list[StoreFile], run_id: str, params: dict, k: int | Non
         return [], [], {}
     n_samples, stored = probe
     series = read_series(files, run_id, n_samples, k or stored)
-    seed = [int(hashlib.sha1(run_id.encode()).hexdigest()[:8], 16), 0x7E]
-    rows, controls, summary = temporal_tables(series, params, seed)
+    rows, controls, summary = temporal_tables(series, params, [run_seed(run_id), TEMPORAL_SEED])
     return ([{"run_id": run_id, **r} for r in rows], [{"run_id": run_id, **c} for c in controls], summary)

@@ -188,12 +188,14 @@ def trajectory_figure(cells: list[dict], panels: list[str]) -> go.Figure:
             fig.add_trace(go.Scatter(
                 x=x, y=y, mode="lines+markers" if len(x) <= 30 else "lines", name=label, legendgroup=group,
                 showlegend=group not in shown, line={"color": colour, "width": 1.5}, marker={"size": 5},
-                customdata=[[label_text(run["run_id"]), label_text(run.get("seed"))]] * len(x), meta=TRAJECTORY_PANELS[key][0],
+                customdata=[[label_text(run["run_id"]), label_text(run.get("seed"))]] * len(x),
+                meta=TRAJECTORY_PANELS[key][0],
                 hovertemplate=HOVER_POINT), row=row, col=col)
             shown.add(group)
             if run.get("trigger") is not None:
                 fig.add_trace(vertical_line(run["trigger"], lo, hi, colour, "dash", group,
-                                        f"run {label_text(run['run_id'])}: volatility trigger at epoch {run['trigger']}"),
+                                        f"run {label_text(run['run_id'])}: volatility trigger at epoch "
+                                        f"{run['trigger']}"),
                               row=row, col=col)
             if key == "val_acc" and run.get("plateau") is not None:
                 text = f"run {label_text(run['run_id'])}: accuracy plateau at epoch {run['plateau']}"
@@ -259,7 +261,8 @@ def hm_plane_figure(points: list[dict]) -> go.Figure:
                 name=f"{label_text(state)} · {label_text(dataset)}", legendgroup=state,
                 marker={"symbol": symbols[dataset], "size": 10, "color": colours[state], "opacity": 0.85,
                         "line": {"color": "black", "width": 0.5}},
-                customdata=[[label_text(p["run_id"]), label_text(p["seed"]), label_text(p["cell"]), label_text(state)] for p in group],
+                customdata=[[label_text(p["run_id"]), label_text(p["seed"]), label_text(p["cell"]), label_text(state)]
+                            for p in group],
                 hovertemplate="run %{customdata[0]}<br>seed %{customdata[1]}<br>%{customdata[2]}<br>"
                               "state %{customdata[3]}<br>H_eff %{x:.4g}<br>M %{y:.4g}<extra></extra>"))
     fig.update_xaxes(title_text="H_eff, mean over epochs (integration, 0..1)")
@@ -325,7 +328,8 @@ TRAINING_PANELS = (
     ("Loss", "loss", (("train_loss", "train loss", "solid"), ("val_loss", "val loss", "dash"))),
     ("Accuracy", "accuracy (%)", (("train_acc", "train acc", "solid"), ("val_acc", "val acc", "dash"))),
     ("Learning rate", "lr", (("lr", "lr", "solid"),)),
-    ("Time per epoch", "seconds", (("epoch_time_s", "epoch time", "solid"), ("capture_time_s", "capture time", "dash"))),
+    ("Time per epoch", "seconds", (("epoch_time_s", "epoch time", "solid"),
+                                   ("capture_time_s", "capture time", "dash"))),
 )
 
 

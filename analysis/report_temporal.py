@@ -75,8 +75,8 @@ def temporal_figure(title: str, runs: list[dict], metrics: dict, controls: dict)
             fig.add_trace(go.Scatter(
                 x=x, y=y, mode="lines+markers", name=f"seed {plots.label_text(info.get('seed'))}", legendgroup=group,
                 showlegend=group not in shown, line={"color": colour, "width": 1.5}, marker={"size": 5},
-                customdata=[[plots.label_text(group), plots.label_text(info.get("seed")), r["start_step"], r["end_epoch"]]
-                            for r in rows],
+                customdata=[[plots.label_text(group), plots.label_text(info.get("seed")), r["start_step"],
+                             r["end_epoch"]] for r in rows],
                 hovertemplate=("run %{customdata[0]}<br>seed %{customdata[1]}<br>steps %{customdata[2]}-%{x} "
                                f"(epoch %{{customdata[3]}})<br>{metric}: %{{y:.4g}}<extra></extra>")), row=1, col=col)
             shown.add(group)
@@ -91,7 +91,8 @@ def temporal_figure(title: str, runs: list[dict], metrics: dict, controls: dict)
                 label, dash = SURROGATE_STYLE[name]
                 x, y = levels[(name, metric)]
                 fig.add_trace(go.Scatter(x=x, y=y, mode="lines", name=label, legendgroup=name,
-                                         showlegend=name not in shown, line={"color": "#555", "dash": dash, "width": 1.2},
+                                         showlegend=name not in shown,
+                                         line={"color": "#555", "dash": dash, "width": 1.2},
                                          hovertemplate=f"{label}, seed mean<br>step %{{x}}<br>{metric}: %{{y:.4g}}"
                                                        "<extra></extra>"), row=1, col=col)
                 shown.add(name)

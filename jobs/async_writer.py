@@ -39,13 +39,13 @@ class AsyncWriter:
     ----------
     store : the store the files go to.
     max_queued : files waiting before :meth:`submit` blocks.
-    write : the function that writes one file (``write_rows``'s signature).
+    write : the function that writes one file (default: ``write_rows``).
     """
 
-    def __init__(self, store: str, max_queued: int = DEFAULT_MAX_QUEUED, write: Callable = write_rows):
+    def __init__(self, store: str, max_queued: int = DEFAULT_MAX_QUEUED, write: Callable | None = None):
         if max_queued < 1:
             raise ValueError(f"max_queued={max_queued} must be at least 1")
-        self.store, self._write = store, write
+        self.store, self._write = store, write or write_rows
         self._queue: queue.Queue = queue.Queue(maxsize=max_queued)
         self._error: BaseException | None = None
         self._failed_file: str | None = None

@@ -43,8 +43,12 @@ def _first_nonfinite(losses: torch.Tensor) -> int | None:
 
 def train_epoch(forward: Callable, optimizer: torch.optim.Optimizer, batches: Iterable, n_batches: int,
                 device: torch.device, amp: bool, after_step: Callable[[], None],
-                check_every: int = DIVERGENCE_CHECK_STEPS) -> EpochStats:
-    """Train over ``batches`` (``n_batches`` of them); ``after_step()`` runs after each optimiser step."""
+                check_every: int | None = None) -> EpochStats:
+    """Train over ``batches`` (``n_batches`` of them); ``after_step()`` runs after each optimiser step.
+
+    ``check_every``: steps between divergence checks (default :data:`DIVERGENCE_CHECK_STEPS`).
+    """
+    check_every = check_every or DIVERGENCE_CHECK_STEPS
     losses = torch.zeros(n_batches, device=device)
     correct = torch.zeros(n_batches, dtype=torch.int64, device=device)
     sizes: list[int] = []

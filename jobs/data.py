@@ -1,8 +1,9 @@
 """Datasets held fully in memory as uint8 tensors, plus batching and normalisation.
 
-The training loop indexes :class:`Split` tensors directly (no DataLoader):
-:func:`iterate_batches` yields uint8 batches, :func:`normalize` turns them into
-float32 on their device, :func:`jobs.augment.augment_batch` augments them.
+No DataLoader: :func:`iterate_batches` yields uint8 batches of a :class:`Split`,
+:func:`normalize` turns them into float32 on their device,
+:func:`jobs.augment.augment_batch` augments them. The trainer does the same
+on the training device (:mod:`jobs.device_data`, bit for bit these batches).
 
 Every loader is deterministic and independent of any run seed: the same call
 returns the same tensors bit for bit, so the validation split (the source of

@@ -32,10 +32,14 @@ def flip_mask(n: int, generator: torch.Generator, device: torch.device | str) ->
     return (draw < 0.5).to(device)
 
 
+def apply_flip(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Flip the images of ``x`` where ``mask`` [N] (bool, on ``x``'s device) is true."""
+    return torch.where(mask[:, None, None, None], x.flip(3), x)
+
+
 def random_flip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Flip each image horizontally with probability 0.5."""
-    mask = flip_mask(x.shape[0], generator, x.device)
-    return torch.where(mask[:, None, None, None], x.flip(3), x)
+    return apply_flip(x, flip_mask(x.shape[0], generator, x.device))
 
 
 def reflect_index(size: int, pad: int, device: torch.device | str) -> torch.Tensor:
@@ -57,8 +61,17 @@ def random_crop_reflect(x: torch.Tensor, generator: torch.Generator, pad: int = 
     Equivalent to ``F.pad(x, (pad,) * 4, mode="reflect")[i, :, oy:oy+H, ox:ox+W]``
     per image with ``oy, ox`` uniform in ``0..2*pad``, done with one gather.
     """
+    return apply_crop(x, crop_offsets(x.shape[0], generator, x.device, pad), pad)
+
+
+def crop_offsets(n: int, generator: torch.Generator, device: torch.device | str, pad: int = CROP_PAD) -> torch.Tensor:
+    """Int [n, 2]: each image's (row, column) crop offset in ``0..2*pad``, drawn from ``generator``."""
+    return torch.randint(0, 2 * pad + 1, (n, 2), generator=generator, device=generator.device).to(device)
+
+
+def apply_crop(x: torch.Tensor, offsets: torch.Tensor, pad: int = CROP_PAD) -> torch.Tensor:
+    """Reflect-pad ``x`` by ``pad`` and crop each image back at its ``offsets`` [N, 2] (one gather)."""
     n, _, h, w = x.shape
-    offsets = torch.randint(0, 2 * pad + 1, (n, 2), generator=generator, device=generator.device).to(x.device)
     rows_src = reflect_index(h, pad, x.device)
     cols_src = reflect_index(w, pad, x.device)
     rows = rows_src[offsets[:, :1] + torch.arange(h, device=x.device)]  # [N, H]

@@ -6,7 +6,9 @@ Forward hooks on the stage modules (four by default) pool each stage output
 to [P, C_stage] on the model's device (over space for image-shaped outputs,
 over tokens for token-shaped ones: :func:`jobs.stages.pool_stage_output`); a fixed subset of K channels per stage
 (drawn once per run from the seed, or re-drawn per capture as the authors
-did) is kept, and one transfer per stage brings [P, K] to the host.
+did) is kept, and one transfer per capture brings every stage's [P, K] to
+the host (:meth:`ActivationProbe.capture_device` leaves them on the device,
+as the trainer does with step captures until the epoch's end).
 
 A capture every N optimiser steps (the temporal protocol) is smaller: the
 first P_t probe images (``capture.step_probe_size``) and the metric channels
@@ -24,7 +26,7 @@ import numpy as np
 import torch
 
 from jobs.augment import resize_batch
-from jobs.data import normalize
+from jobs.data import norm_tensors, normalize_with
 from jobs.models import zoo_stages
 from jobs.stages import find_modules, pool_stage_output
 
@@ -83,6 +85,8 @@ class ActivationProbe:
         self.redraw = redraw
         self.batch_size = batch_size
         self.input_size = input_size
+        self._norm: dict = {}   # device -> (mean, std) tensors
+        self._index: dict = {}  # (stage, width, k, capture, device) -> channel index tensor
 
     @torch.no_grad()
     def capture(self, capture_index: int, n_samples: int | None = None, n_channels: int | None = None
@@ -91,10 +95,19 @@ class ActivationProbe:
 
         ``n_samples``: only the first that many probe images (a step
         capture); ``n_channels``: only the first that many channels of the
-        run's draw per stage (its metric channels).
+        run's draw per stage (its metric channels). One device-to-host
+        transfer brings every stage's values.
         """
+        return self.capture_device(capture_index, n_samples, n_channels).to_host()
+
+    @torch.no_grad()
+    def capture_device(self, capture_index: int, n_samples: int | None = None, n_channels: int | None = None
+                       ) -> "DeviceCapture":
+        """:meth:`capture`, left on the model's device: pooling and channel selection happen there."""
         probe_x = self.probe_x if n_samples is None else self.probe_x[:n_samples]
         device = next(self.model.parameters()).device
+        if device not in self._norm:
+            self._norm[device] = norm_tensors(self.mean, self.std, device)
         pooled: dict[str, list[torch.Tensor]] = {name: [] for name, _ in self.stages}
         hooks = [
             module.register_forward_hook(lambda _m, _i, out, name=name: pooled[name].append(
@@ -106,19 +119,50 @@ class ActivationProbe:
         try:
             for start in range(0, len(probe_x), self.batch_size):
                 xb = probe_x[start:start + self.batch_size].to(device, non_blocking=True)
-                self.model(resize_batch(normalize(xb, self.mean, self.std), self.input_size))
+                self.model(resize_batch(normalize_with(xb, *self._norm[device]), self.input_size))
         finally:
             for h in hooks:
                 h.remove()
             self.model.train(was_training)
-        signals = []
+        parts, channels = [], []
         for i, (name, _) in enumerate(self.stages):
             full = torch.cat(pooled[name])  # [P, C_stage] on device
             idx = draw_channels(full.shape[1], self.k, self.seed, i, capture_index if self.redraw else None)
             idx = idx if n_channels is None else idx[:n_channels]
-            values = full[:, torch.as_tensor(idx, device=full.device)].cpu().numpy()
-            signals.append(StageSignal(name, idx, values.astype(np.float32, copy=False)))
-        return signals
+            key = (i, full.shape[1], len(idx), capture_index if self.redraw else None, full.device)
+            if key not in self._index:  # the draw is fixed per run: its index tensor is moved once
+                self._index = {k: v for k, v in self._index.items() if k[3] is None}  # re-drawn ones are not kept
+                self._index[key] = torch.as_tensor(idx, device=full.device)
+            parts.append(full[:, self._index[key]])
+            channels.append(idx)
+        return DeviceCapture([name for name, _ in self.stages], channels, torch.cat(parts, dim=1))
+
+
+@dataclass
+class DeviceCapture:
+    """One capture's selected channels of every stage, side by side, on the model's device."""
+
+    stages: list[str]
+    channels: list[np.ndarray]  # per stage, in draw order
+    values: torch.Tensor        # [P, sum of the stages' channel counts]
+
+    def to_host(self, values: np.ndarray | None = None) -> list[StageSignal]:
+        """The :class:`StageSignal` list; ``values``: this capture's values already on the host."""
+        host = self.values.cpu().numpy() if values is None else values
+        host = host.astype(np.float32, copy=False)
+        out, start = [], 0
+        for stage, idx in zip(self.stages, self.channels):
+            out.append(StageSignal(stage, idx, host[:, start:start + len(idx)]))
+            start += len(idx)
+        return out
+
+
+def captures_to_host(captures: list[DeviceCapture]) -> list[list[StageSignal]]:
+    """Many captures of the same shape (an epoch's step captures) moved to the host in one transfer."""
+    if not captures:
+        return []
+    host = torch.stack([c.values for c in captures]).cpu().numpy()
+    return [c.to_host(host[i]) for i, c in enumerate(captures)]
 
 
 def capture_columns(signals: list[StageSignal], labels: np.ndarray, run_id: str, capture: int,

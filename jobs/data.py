@@ -1,8 +1,9 @@
 """Datasets held fully in memory as uint8 tensors, plus batching and normalisation.
 
-The training loop indexes :class:`Split` tensors directly (no DataLoader):
-:func:`iterate_batches` yields uint8 batches, :func:`normalize` turns them into
-float32 on their device, :func:`jobs.augment.augment_batch` augments them.
+No DataLoader: :func:`iterate_batches` yields uint8 batches of a :class:`Split`,
+:func:`normalize` turns them into float32 on their device,
+:func:`jobs.augment.augment_batch` augments them. The trainer does the same
+on the training device (:mod:`jobs.device_data`, bit for bit these batches).
 
 Every loader is deterministic and independent of any run seed: the same call
 returns the same tensors bit for bit, so the validation split (the source of
@@ -328,8 +329,17 @@ def normalize(x: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) 
     if x.dim() != 4 or x.shape[1] != len(mean) or len(mean) != len(std):
         raise ValueError(f"normalize: x of shape {tuple(x.shape)} needs len(mean) == len(std) == channels, "
                          f"got {len(mean)} means and {len(std)} stds")
-    m = torch.tensor(mean, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
-    s = torch.tensor(std, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
+    return normalize_with(x, *norm_tensors(mean, std, x.device))
+
+
+def norm_tensors(mean: tuple[float, ...], std: tuple[float, ...], device) -> tuple[torch.Tensor, torch.Tensor]:
+    """``mean`` and ``std`` as float32 [1, C, 1, 1] tensors on ``device`` (made once, reused per batch)."""
+    return (torch.tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1),
+            torch.tensor(std, dtype=torch.float32, device=device).view(1, -1, 1, 1))
+
+
+def normalize_with(x: torch.Tensor, m: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    """:func:`normalize` with the statistics already on ``x``'s device (:func:`norm_tensors`)."""
     return (x.float().div_(255.0) - m) / s
 
 

@@ -11,12 +11,21 @@ The loop a reader can hold in their head::
         write train_metrics + activations for this epoch, then checkpoint
         stop on early-stopping patience, max epochs, the volatility rule (opt-in) or divergence
 
-Measured on this 2-core CPU (``bench/bench_capture.py``): a probe of 2048
-images through ResNet-18 costs about 1% of a 50,000-image CIFAR epoch.
+The fast path (``bench/bench_gpu.py`` measures it): the data live on the
+training device (:mod:`jobs.device_data`), batches are shuffled and
+augmented there, per-step loss and accuracy stay on the device until the
+epoch's end (:mod:`jobs.loop`), bf16 autocast and channels_last on CUDA,
+``train.compile`` compiles once per process and model shape
+(:mod:`jobs.compile_cache`). A capture's probe forward runs in the trial and
+its pooled channels come to the host in one transfer (step captures: one per
+epoch); the Parquet writes go to a background thread
+(:mod:`jobs.async_writer`).
 
-Every write is idempotent per (run, epoch/capture), and the checkpoint comes
-after the epoch's files, so a trial killed at any point and resumed from its
-last checkpoint rewrites at most one epoch and never duplicates a row.
+Every write is idempotent per (run, epoch/capture), and the writer is
+flushed before each checkpoint is reported, so the checkpoint comes after
+the epoch's files: a trial killed at any point (writes still queued
+included) and resumed from its last checkpoint rewrites at most one epoch
+and never duplicates a row.
 
 ``run_trial`` takes a plain dict (what Ray Tune passes) and a ``session`` that
 restores and saves checkpoints: :class:`jobs.session.TuneSession` inside Ray
@@ -31,27 +40,21 @@ import random
 import socket
 import time
 from datetime import datetime, timezone
-from functools import lru_cache
+from functools import partial
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from jobs import faults
-from jobs.augment import augment_batch, resize_batch
-from jobs.capture import ActivationProbe, capture_columns, signals_finite
-from jobs.data import iterate_batches, load_dataset, normalize
+from jobs import compile_cache, faults
+from jobs.async_writer import AsyncWriter
+from jobs.capture import ActivationProbe, capture_columns, captures_to_host, signals_finite
+from jobs.device_data import dataset, device_dataset
 from jobs.fit_check import capture_problem
+from jobs.loop import evaluate, train_epoch
 from jobs.registry import ModelDef, build, stage_widths
 from jobs.online import OnlineDynamics
 from store_contract.files import read_run_row, remove_run_files, write_rows
 from store_contract.schemas import TRAIN_METRICS, config_identity
-
-
-@lru_cache(maxsize=4)
-def _dataset(name, root, download, n_train, n_val, image_size):
-    """Datasets are loaded once per worker process and shared by its trials."""
-    return load_dataset(name, root, download=download, image_size=image_size, n_train=n_train, n_val=n_val)
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -81,22 +84,6 @@ def make_scheduler(optimizer, train: dict):
     return None
 
 
-@torch.no_grad()
-def evaluate(model, split, mean, std, batch_size, device, size=None, amp=False) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy (0..1) over a split, in eval mode."""
-    model.eval()
-    loss_sum, correct = 0.0, 0
-    for xb, yb in iterate_batches(split, batch_size, shuffle=False, generator=None):
-        xb, yb = xb.to(device), yb.to(device)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            logits = model(resize_batch(normalize(xb, mean, std), size)).float()
-        loss_sum += F.cross_entropy(logits, yb, reduction="sum").item()
-        correct += (logits.argmax(1) == yb).sum().item()
-    model.train()
-    n = len(split.y)
-    return loss_sum / n, correct / n
-
-
 def software_versions() -> dict:
     import torchvision
 
@@ -124,6 +111,14 @@ def check_fits(config: dict, data, image_size: int) -> None:
         raise ValueError(problem)
 
 
+def steps_columns(captures: list, labels: np.ndarray, run_id: str) -> dict:
+    """The columns of an epoch's step captures (``(DeviceCapture, index, epoch, step)``), one transfer for all."""
+    signals = captures_to_host([c[0] for c in captures])
+    parts = [capture_columns(sig, labels, run_id, index, epoch, step, "step")
+             for sig, (_, index, epoch, step) in zip(signals, captures)]
+    return {k: np.concatenate([c[k] for c in parts]) for k in parts[0]}
+
+
 def run_trial(config: dict, session) -> dict:
     """Train one run as ``config`` describes; return its final metrics.
 
@@ -135,21 +130,29 @@ def run_trial(config: dict, session) -> dict:
     torch.set_num_threads(train.get("threads", 1))
     device = torch.device("cuda" if torch.cuda.is_available() and config.get("use_gpu") else "cpu")
     ds_cfg = config["dataset"]
-    data = _dataset(ds_cfg["name"], ds_cfg.get("root"), ds_cfg.get("download", False),
-                    ds_cfg.get("n_train"), ds_cfg.get("n_val"), ds_cfg.get("image_size"))
+    ds_key = (ds_cfg["name"], ds_cfg.get("root"), ds_cfg.get("download", False),
+              ds_cfg.get("n_train"), ds_cfg.get("n_val"), ds_cfg.get("image_size"))
+    data = dataset(*ds_key)
+    ddata = device_dataset(*ds_key, str(device))
 
     gen = seed_everything(seed)
-    built = build(ModelDef.of(config), data.num_classes, in_chans=data.in_chans, image_size=data.image_size,
-                  stem=train.get("stem", "stock"), pretrained=train.get("pretrained"))
+    md, stem = ModelDef.of(config), train.get("stem", "stock")
+    built = build(md, data.num_classes, in_chans=data.in_chans, image_size=data.image_size,
+                  stem=stem, pretrained=train.get("pretrained"))
     size = built.input_size if built.input_size and built.input_size != data.image_size else None
     model = built.module.to(device)
     amp = device.type == "cuda" and train.get("amp", True)
     if amp:
         model = model.to(memory_format=torch.channels_last)
+    forward = model
+    if train.get("compile", False):
+        shape = (md.key, stem, train.get("pretrained"), data.num_classes, data.in_chans, size or data.image_size,
+                 str(device), amp)
+        model, forward = compile_cache.compiled(shape, model)
     optimizer = make_optimizer(model.parameters(), config["optimizer"])
     scheduler = make_scheduler(optimizer, train)
     stored = cap.get("store_channels")
-    probe = ActivationProbe(model, built.stages, data.val.x[:cap["probe_size"]], data.val.y[:cap["probe_size"]],
+    probe = ActivationProbe(model, built.stages, ddata.val.x[:cap["probe_size"]], data.val.y[:cap["probe_size"]],
                             data.mean, data.std, None if stored == "all" else (stored or cap["channels_per_stage"]), seed,
                             redraw=cap.get("redraw_channels", False), batch_size=cap.get("batch_size", 256),
                             input_size=size)
@@ -158,17 +161,20 @@ def run_trial(config: dict, session) -> dict:
                "seed": [seed], "config": [json.dumps(config, sort_keys=True)],
                "versions": [json.dumps(software_versions())], "device": [str(device)],
                "hostname": [socket.gethostname()], "started_at": [_now()]}
+    writer = AsyncWriter(store)
+
+    def run_columns(status, stop_reason, epochs, error):
+        return {**run_row, "status": [status], "stop_reason": [stop_reason], "epochs_completed": [epochs],
+                "updated_at": [_now()], "error": [error], "attempts": [attempts]}
 
     def write_run(status, stop_reason=None, epochs=0, error=None):
-        write_rows(store, "runs", run_id, "run", {**run_row, "status": [status], "stop_reason": [stop_reason],
-                                                   "epochs_completed": [epochs], "updated_at": [_now()], "error": [error],
-                                                   "attempts": [attempts]})
+        writer.submit("runs", run_id, "run", run_columns(status, stop_reason, epochs, error))
 
     capture_on = cap.get("enabled", True)
     every = cap.get("every_n_steps")
     online = OnlineDynamics(cap["channels_per_stage"], config.get("analysis") or {})
 
-    steps_buffer = []  # this epoch's every-N-step captures (column dicts), written by flush_steps
+    steps_buffer = []  # this epoch's every-N-step captures, on the device: (DeviceCapture, index, epoch, step)
 
     def capture(kind):
         """Capture the probe set now, as capture number counters['capture']; return (seconds, finite)."""
@@ -176,92 +182,95 @@ def run_trial(config: dict, session) -> dict:
             return 0.0, True
         t0 = time.perf_counter()
         index = counters["capture"]
+        finite = True
         if kind == "step":  # the temporal protocol's capture: the step probe and the metric channels only
-            n = cap.get("step_probe_size", 64)
-            signals = probe.capture(index, n_samples=n, n_channels=cap["channels_per_stage"])
-            steps_buffer.append(capture_columns(signals, probe.labels[:n], run_id, index, epoch, step, kind))
+            steps_buffer.append((probe.capture_device(index, n_samples=cap.get("step_probe_size", 64),
+                                                      n_channels=cap["channels_per_stage"]), index, epoch, step))
         else:
-            signals = probe.capture(index)
-            write_rows(store, "activations", run_id, f"capture={index:06d}",
-                       capture_columns(signals, probe.labels, run_id, index, epoch, step, kind))
+            signals = probe.capture(index)  # one transfer; the columns are built and written by the writer
+            writer.submit("activations", run_id, f"capture={index:06d}",
+                          partial(capture_columns, signals, probe.labels, run_id, index, epoch, step, kind))
+            finite = signals_finite(signals)
+            if kind == "epoch":
+                online.add(signals, probe.labels)
         counters["capture"] += 1
-        if kind == "epoch":
-            online.add(signals, probe.labels)
-        return time.perf_counter() - t0, signals_finite(signals)
+        return time.perf_counter() - t0, finite
 
     def flush_steps():
-        """Write the epoch's step captures as one file ``steps=FIRST-LAST`` (capture numbers); return seconds.
+        """Queue the epoch's step captures as one file ``steps=FIRST-LAST`` (capture numbers); return seconds.
 
-        A trial that dies before this loses them with the epoch, which its
-        resume from the last checkpoint trains again under the same numbers.
+        A trial that dies before its next checkpoint loses them with the
+        epoch, which its resume from the last checkpoint trains again under
+        the same numbers.
         """
         if not steps_buffer:
             return 0.0
         t0 = time.perf_counter()
-        first, last = steps_buffer[0]["capture"][0], steps_buffer[-1]["capture"][0]
-        write_rows(store, "activations", run_id, f"steps={first:06d}-{last:06d}",
-                   {k: np.concatenate([c[k] for c in steps_buffer]) for k in steps_buffer[0]})
+        first, last = steps_buffer[0][1], steps_buffer[-1][1]
+        n = cap.get("step_probe_size", 64)
+        writer.submit("activations", run_id, f"steps={first:06d}-{last:06d}",
+                      partial(steps_columns, list(steps_buffer), probe.labels[:n], run_id))
         steps_buffer.clear()
         return time.perf_counter() - t0
 
-    state = session.restore()
-    attempts = count_attempt(store, run_id, config)
-    if state is None:
-        epoch, step, counters = 0, 0, {"capture": 0}
-        best = {"val_loss": math.inf, "val_acc": -1.0, "epoch": 0, "bad_epochs": 0}
-        remove_run_files(store, run_id)  # a fresh start: nothing an earlier attempt wrote survives
-        write_run("running")
-        try:
-            check_fits(config, data, size or data.image_size)
-        except ValueError as err:
-            write_run("failed", "error", error=f"{type(err).__name__}: {err}")
-            raise
-        capture("init")
-    else:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        if scheduler is not None:
-            scheduler.load_state_dict(state["scheduler"])
-        gen.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
-        np.random.set_state(state["numpy_rng"])
-        random.setstate(state["python_rng"])
-        epoch, step, best, counters = state["epoch"], state["step"], state["best"], state["counters"]
-        online.history = state["online"]
-        write_run("running", epochs=epoch)
+    def after_step():
+        nonlocal step, capture_time
+        step += 1
+        faults.maybe_inject(epoch=epoch, step=step, run_id=run_id)
+        if every and step % every == 0:
+            capture_time += capture("step")[0]
+
+    try:
+        state = session.restore()
+        attempts = count_attempt(store, run_id, config)
+        if state is None:
+            epoch, step, counters = 0, 0, {"capture": 0}
+            best = {"val_loss": math.inf, "val_acc": -1.0, "epoch": 0, "bad_epochs": 0}
+            remove_run_files(store, run_id)  # a fresh start: nothing an earlier attempt wrote survives
+            write_run("running")
+            try:
+                check_fits(config, data, size or data.image_size)
+            except ValueError as err:
+                write_run("failed", "error", error=f"{type(err).__name__}: {err}")
+                writer.flush()
+                raise
+            capture("init")
+        else:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            if scheduler is not None:
+                scheduler.load_state_dict(state["scheduler"])
+            gen.set_state(state["generator"])
+            torch.set_rng_state(state["torch_rng"])
+            np.random.set_state(state["numpy_rng"])
+            random.setstate(state["python_rng"])
+            epoch, step, best, counters = state["epoch"], state["step"], state["best"], state["counters"]
+            online.history = state["online"]
+            write_run("running", epochs=epoch)
+    except BaseException:
+        writer.close(raise_errors=False)
+        raise
 
     status, stop_reason, metrics = "finished", "max_epochs", {}
+    n_batches = -(-len(ddata.train) // train["batch_size"])
     model.train()
     try:
         while epoch < train["epochs"]:
             epoch += 1
             t0 = time.perf_counter()
-            loss_sum, correct, seen, diverged, capture_time = 0.0, 0, 0, False, 0.0
-            for xb, yb in iterate_batches(data.train, train["batch_size"], shuffle=True, generator=gen):
-                xb, yb = xb.to(device), yb.to(device)
-                x = resize_batch(augment_batch(normalize(xb, data.mean, data.std), data.augment, gen), size)
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                    logits = model(x)
-                    loss = F.cross_entropy(logits.float(), yb)
-                if not torch.isfinite(loss):
-                    diverged = True
-                    break
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                step += 1
-                faults.maybe_inject(epoch=epoch, step=step, run_id=run_id)
-                loss_sum += loss.item() * len(yb)
-                correct += (logits.argmax(1) == yb).sum().item()
-                seen += len(yb)
-                if every and step % every == 0:
-                    capture_time += capture("step")[0]
+            capture_time, first_step = 0.0, step
+            stats = train_epoch(forward, optimizer, ddata.train_batches(train["batch_size"], gen, size, amp),
+                                n_batches, device, amp, after_step)
+            if stats.diverged_at is not None:  # training stopped at that step: what came after it is dropped
+                step = first_step + stats.diverged_at
+                steps_buffer[:] = [c for c in steps_buffer if c[3] <= step]
             capture_time += flush_steps()
             epoch_time = time.perf_counter() - t0 - capture_time
-            if diverged:  # a non-finite loss inside the epoch: the epoch was not completed
+            if stats.diverged_at is not None:  # a non-finite loss inside the epoch: the epoch was not completed
                 status, stop_reason, epoch = "diverged", "diverged", epoch - 1
                 break
-            val_loss, val_acc = evaluate(model, data.val, data.mean, data.std, train["batch_size"], device, size, amp)
+            val_loss, val_acc = evaluate(forward, model, ddata.val_batches(train["batch_size"], size, amp),
+                                         len(ddata.val), device, amp)
             lr = optimizer.param_groups[0]["lr"]
             if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
                 scheduler.step(val_loss)
@@ -270,11 +279,11 @@ def run_trial(config: dict, session) -> dict:
             seconds, finite = capture("epoch")
             capture_time += seconds
             dyn = online.summary(val_acc)
-            metrics = {"epoch": epoch, "step": step, "train_loss": loss_sum / max(seen, 1), "train_acc": correct / max(seen, 1),
-                       "val_loss": val_loss, "val_acc": val_acc, "lr": lr, "epoch_time_s": epoch_time,
-                       "capture_time_s": capture_time, **dyn}
-            write_rows(store, "train_metrics", run_id, f"epoch={epoch:06d}",
-                       {"run_id": [run_id], **{k: [v] for k, v in metrics.items() if k in TRAIN_METRICS.names}})
+            metrics = {"epoch": epoch, "step": step, "train_loss": stats.loss_sum / max(stats.seen, 1),
+                       "train_acc": stats.correct / max(stats.seen, 1), "val_loss": val_loss, "val_acc": val_acc,
+                       "lr": lr, "epoch_time_s": epoch_time, "capture_time_s": capture_time, **dyn}
+            writer.submit("train_metrics", run_id, f"epoch={epoch:06d}",
+                          {"run_id": [run_id], **{k: [v] for k, v in metrics.items() if k in TRAIN_METRICS.names}})
             if val_loss < best["val_loss"]:
                 best.update(val_loss=val_loss, bad_epochs=0)
             else:
@@ -293,6 +302,7 @@ def run_trial(config: dict, session) -> dict:
             # the final status is written before the last report: Tune may end the
             # trial as soon as it has the last result
             write_run("finished" if done else "running", stop_reason if done else None, epochs=epoch)
+            writer.flush()  # the epoch's files are on the store before its checkpoint is
             session.report({**metrics, "run_id": run_id, "best_val_acc": best["val_acc"], "last": done}, {
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict() if scheduler is not None else None,
@@ -301,11 +311,19 @@ def run_trial(config: dict, session) -> dict:
                 "online": online.history})
             if done:
                 break
+        final = {**metrics, "run_id": run_id, "status": status, "stop_reason": stop_reason,
+                 "best_val_acc": best["val_acc"]}
+        if status != "finished":
+            write_run(status, stop_reason, epochs=epoch)
+            writer.flush()
+            session.report({**final, "last": True}, None)
+        writer.close()
     except Exception as err:  # recorded, then re-raised so that Ray Tune retries from the checkpoint
-        write_run("failed", "error", epochs=epoch, error=f"{type(err).__name__}: {err}"[:2000])
+        writer.close(raise_errors=False)  # what was queued lands; a writer's own error is already ``err``
+        write_rows(store, "runs", run_id, "run", run_columns("failed", "error", epoch,
+                                                             f"{type(err).__name__}: {err}"[:2000]))
         raise
-    final = {**metrics, "run_id": run_id, "status": status, "stop_reason": stop_reason, "best_val_acc": best["val_acc"]}
-    if status != "finished":
-        write_run(status, stop_reason, epochs=epoch)
-        session.report({**final, "last": True}, None)
+    except BaseException:
+        writer.close(raise_errors=False)
+        raise
     return final

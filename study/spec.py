@@ -94,6 +94,9 @@ class TrainSpec(_Strict):
     amp: bool = Field(True, description="bf16 autocast and channels_last on GPU (ignored on CPU)")
     volatility_stopping: bool = Field(False, description="stop when the Psi-volatility rule fires (opt-in)")
     threads: int = Field(1, ge=1, description="torch CPU threads per trial")
+    compile: bool = Field(False, description="torch.compile the network, once per worker process and model shape "
+                                            "(reused by the trials that process runs); the first epoch pays the "
+                                            "compile time")
 
     @field_validator("pretrained")
     @classmethod

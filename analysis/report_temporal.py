@@ -44,7 +44,7 @@ def _surrogate_levels(runs: list[dict], controls: dict, ends: dict) -> dict:
     """(control, metric) -> (end steps, seed mean per window) over the cell's runs, by window number."""
     out = {}
     for name in CONTROLS:
-        for metric, *_ in PANELS[:2]:
+        for metric, *_ in (p for p in PANELS if p[3]):  # the panels that draw surrogates
             acc = defaultdict(list)
             for info in runs:
                 for c in controls.get(info["run_id"], []):

@@ -32,16 +32,15 @@ from analysis.capture_plan import (CHANNEL_DRAWS, CONTROL_METRICS, channel_draws
 from analysis.capture_read import Capture, capture_files, epoch_accuracy, read_capture
 
 
-def _metrics(X: np.ndarray, kw: dict) -> dict:
-    """:func:`analysis.dynamics.capture_metrics` of the pseudo-time series ``X`` [C, N]."""
-    alpha, reasons = fk.dfa_exponents(X, kw["min_scale"], kw["n_scales"])
-    return dynamics.capture_summary(alpha, reasons, fk.kuramoto(X, kw["compat"]), kw["compat"], kw["h_opt"],
-                                    kw["sigma_h"])
+def _metrics(X: np.ndarray, kw: dict, phases: bool = True) -> dict:
+    """:func:`analysis.dynamics.capture_metrics` of the pseudo-time series ``X`` [C, N] (metastability and
+    synchrony NaN unless ``phases``)."""
+    parts = fk.series_parts(X, kw["min_scale"], kw["n_scales"], kw["compat"], phases)
+    return dynamics.capture_summary(*parts, kw["compat"], kw["h_opt"], kw["sigma_h"])
 
 
 def _h_raw(X: np.ndarray, kw: dict) -> float:
-    alpha, reasons = fk.dfa_exponents(X, kw["min_scale"], kw["n_scales"])
-    return dynamics.capture_summary(alpha, reasons, (np.nan, np.nan), kw["compat"], kw["h_opt"], kw["sigma_h"])["h_raw"]
+    return _metrics(X, kw, phases=False)["h_raw"]
 
 
 class ChannelSet:
@@ -83,20 +82,20 @@ def capture_rows(cap: Capture, run_id: str, params: dict, k: int | None, noise_a
     window = kw["smooth_window"]
     where = {"run_id": run_id, "capture": cap.capture, "kind": cap.kind, "epoch": cap.epoch}
     used = cap.ranks < k if k is not None else np.ones(len(cap.ranks), bool)
-    acts = cap.acts[:, used]
+    acts = cap.acts if used.all() else cap.acts[:, used]
     redraw = cap.kind == "epoch" and k is not None and not used.all()
-    centred = dynamics.class_centred(cap.acts if redraw else acts, cap.labels)
+    centred = fk.class_centred(cap.acts if redraw else acts, cap.labels)
     if redraw:  # the pseudo-time series of every stored channel, once
-        channels = ChannelSet(dynamics.smoothed(centred, window), kw)
+        channels = ChannelSet(fk.smoothed(centred, window), kw)
         m = channels.metrics(np.flatnonzero(used))
         centred = centred[used]
     else:
-        m = _metrics(dynamics.smoothed(centred, window), kw)
+        m = _metrics(fk.smoothed(centred, window), kw)
     n = len(cap.labels)
     noise = np.random.default_rng(noise_seed(run_id, cap.capture)).standard_normal(acts.shape)
     perm = np.random.default_rng(cap.capture).permutation(n)
-    controls = {"noise": _metrics(dynamics.pseudo_time(noise, cap.labels, window), kw),
-                "order": _metrics(dynamics.smoothed(centred, window, perm), kw)}
+    controls = {"noise": _metrics(fk.pseudo_time(noise, cap.labels, window), kw),
+                "order": _metrics(fk.smoothed(centred, window, perm), kw)}
     if redraw:
         draws = [channels.metrics(cols) for cols in channel_draws(cap.stages, k, CHANNEL_DRAWS,
                                                                    noise_seed(run_id, cap.capture))]
@@ -111,11 +110,11 @@ def capture_rows(cap: Capture, run_id: str, params: dict, k: int | None, noise_a
             if same:
                 sig = m
             elif p == n:
-                sig = _metrics(dynamics.smoothed(centred, w), kw)
+                sig = _metrics(fk.smoothed(centred, w), kw)
             else:
-                sig = _metrics(dynamics.pseudo_time(acts[:p], cap.labels[:p], w), kw)
+                sig = _metrics(fk.pseudo_time(acts[:p], cap.labels[:p], w), kw)
             if not same and (w, p) not in noise_at:
-                noise_at[(w, p)] = _h_raw(dynamics.pseudo_time(noise[:p], cap.labels[:p], w), kw)
+                noise_at[(w, p)] = _h_raw(fk.pseudo_time(noise[:p], cap.labels[:p], w), kw)
             window_rows.append({**where, "smooth_window": w, "probe_size": p, "h_raw": sig["h_raw"],
                                 "metastability": sig["metastability"],
                                 "noise_h_raw": controls["noise"]["h_raw"] if same else noise_at[(w, p)]})

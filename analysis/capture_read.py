@@ -18,6 +18,7 @@ import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from analysis import fast_loops
 from store_contract.files import filesystem
 from store_contract.scan import StoreFile
 
@@ -64,12 +65,6 @@ def _one(f: StoreFile, column: str):
     return values[0]
 
 
-def _in_order(codes: np.ndarray, rank: np.ndarray, sample: np.ndarray) -> bool:
-    """True when the rows are sorted by (codes, rank, sample)."""
-    dc, dr, ds = np.diff(codes), np.diff(rank), np.diff(sample)
-    return bool(((dc > 0) | ((dc == 0) & ((dr > 0) | ((dr == 0) & (ds >= 0))))).all())
-
-
 def read_capture(f: StoreFile) -> Capture:
     """The capture in activation file ``f``; ValueError when the file is not one capture of channels x samples."""
     t = _read(f, COLUMNS, dictionary=("stage",))
@@ -82,19 +77,22 @@ def read_capture(f: StoreFile) -> Capture:
     enc = enc if hasattr(enc, "dictionary") else enc.dictionary_encode()
     names = np.asarray(enc.dictionary.to_pylist(), dtype=object)
     order = np.argsort(names.astype(str), kind="stable")
-    codes = np.empty(len(order), np.int64)
-    codes[order] = np.arange(len(order))  # stage code in sorted order of the names
-    codes = codes[enc.indices.to_numpy()]
+    codes = enc.indices.to_numpy()
+    if (order != np.arange(len(order))).any():  # dictionary not in name order: codes in sorted order of names
+        rename = np.empty(len(order), codes.dtype)
+        rename[order] = np.arange(len(order))
+        codes = rename[codes]
     rank = t["rank"].to_numpy()
     sample = t["sample"].to_numpy()
     label = t["label"].to_numpy()
     value = t["value"].to_numpy()
-    if not _in_order(codes, rank, sample):
+    if not fast_loops.rows_sorted(codes, rank, sample):
         rows = np.lexsort((sample, rank, codes))
         codes, rank, sample, label, value = codes[rows], rank[rows], sample[rows], label[rows], value[rows]
     n_samples = int(sample.max()) + 1
-    if len(value) % n_samples:
-        raise ValueError(f"{f.path}: {len(value)} values is not channels x {n_samples} samples")
+    if len(value) % n_samples or fast_loops.grid_problem(codes, rank, sample, label, n_samples) >= 0:
+        raise ValueError(f"{f.path}: {len(value)} rows are not one value per (stage, rank, sample) for samples "
+                         f"0..{n_samples - 1}, with one label per sample")
     acts = np.asarray(value, dtype=np.float64).reshape(-1, n_samples).T
     return Capture(int(capture), kind, int(epoch), int(step), acts, np.asarray(label[:n_samples]),
                    names[order][codes[::n_samples]], np.asarray(rank[::n_samples]))

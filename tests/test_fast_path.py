@@ -18,6 +18,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from analysis import dynamics
 from analysis import fast_kernels as fk
 from analysis.capture_read import read_capture
 from analysis.catalog import open_catalog
@@ -144,6 +145,54 @@ def test_fast_kernels_agree_with_the_literal_implementation(n, window, classes):
     np.testing.assert_allclose(alpha, [lit.dfa(row) for row in X], rtol=0, atol=1e-9)
     assert reasons == [None] * 5
     np.testing.assert_allclose(fk.kuramoto(X), lit.kuramoto(X), rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("window, order", [(1, "label"), (4, "label"), (5, "random"), (15, "random"), (40, "label")])
+def test_compiled_pseudo_time_agrees_with_the_literal_implementation(window, order):
+    """Stable label sort, per-class centring (a channel without within-class variation exactly zero), the
+    permutation of the order control and pandas' rolling mean, in the compiled loops."""
+    rng = np.random.default_rng(window)
+    labels = rng.integers(0, 7, 301)
+    acts = rng.standard_normal((301, 6)) * rng.uniform(0.1, 10, 6)
+    acts[:, 2] = 3.0 * labels  # constant within each class
+    want = lit.pseudo_time(acts, labels, window, order, seed=3)
+    x = fk.class_centred(acts, labels)
+    got = fk.smoothed(x, window, np.random.default_rng(3).permutation(301) if order == "random" else None)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
+    assert (x[2] == 0).all()
+
+
+def test_compiled_dfa_gives_the_reference_reasons():
+    """Rows with NaN, an infinity, one value throughout, or exactly linear segments have no exponent, for the
+    reference's reason; the others match it."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((7, 256))
+    X[1, 17] = np.nan
+    X[2, 3] = -np.inf
+    X[3] = 2.5
+    X[4] = 1.0  # a constant series: its profile is exactly zero
+    X[4, :128] = -1.0  # two flat halves: piecewise-linear profile, zero fluctuation at the smallest scales
+    alpha, reasons = fk.dfa_exponents(X)
+    want_alpha, want_reasons = dynamics.dfa_exponents(X, return_reasons=True)
+    assert reasons == want_reasons
+    assert [r is None for r in reasons] == [True, False, False, False, False, True, True]
+    np.testing.assert_allclose(alpha, want_alpha, rtol=0, atol=1e-12)
+
+
+def test_a_capture_file_that_is_not_one_value_per_channel_and_sample_is_named(tmp_path):
+    """A repeated sample (another one missing) in one channel would shift every later value by a place: the
+    run is named, with the file, and nothing of it is analysed."""
+    store = tmp_path / "s"
+    ids = make_store(store, seeds=(0, 1), datasets=("digits",), epochs=2)
+    path = store / "activations" / f"run_id={ids[0]}" / "capture=000001.parquet"
+    table = pq.read_table(path)
+    sample = table["sample"].to_numpy().copy()
+    sample[5] = sample[4]
+    pq.write_table(table.set_column(table.schema.get_field_index("sample"), "sample", [sample]), path)
+    result = analyze(str(store), out=io.StringIO())
+    assert list(result["failed"]) == [ids[0]] and result["analysed"] == 1
+    assert "capture=000001.parquet" in result["failed"][ids[0]]
+    assert "not one value per (stage, rank, sample)" in result["failed"][ids[0]]
 
 
 def test_a_cluster_without_ray_names_the_extra(tmp_path, monkeypatch):

@@ -83,8 +83,10 @@ def sensitivity_section(rows: list[dict]) -> str:
     """HTML: for each parameter setting, how many conclusions flip and how many runs change state."""
     out = ["<h2 id=\"sensitivity\">Sensitivity</h2>",
            '<p class="note">Each free parameter of the protocol varied in turn (the others at the runs\' own '
-           "values): H_opt, sigma_H, the smoothing window, w_H and the volatility threshold (0.40 and 0.20 are the "
-           "thresholds behind the paper's published CIFAR-10 and CIFAR-100 trigger results; its script says 0.35). "
+           "values): H_opt, sigma_H, the smoothing window, w_H, the volatility threshold (0.40 and 0.20 are the "
+           "thresholds behind the paper's published CIFAR-10 and CIFAR-100 trigger results; its script says 0.35) "
+           "and the probe size (the first P samples of each run's stored probe; a run whose probe is smaller than "
+           "P is left out of that row). "
            "A conclusion <em>flips</em> when its verdict differs from the one at the runs' own settings.</p>"]
     if not rows:
         out.append('<p class="missing">No sensitivity table: run <code>dynstudy analyze</code>.</p>')

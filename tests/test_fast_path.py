@@ -15,6 +15,7 @@ import sys
 import tempfile
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -72,15 +73,34 @@ def _set_analysis(store, run_id: str, **settings) -> None:
     write_rows(str(store), "runs", run_id, "run", {k: [v] for k, v in row.items()})
 
 
+#: the end-of-epoch capture of the re-drawn runs with dead (constant) channels.
+DEAD_CAPTURE = 2
+
+
+def _kill_channels(store, run_id: str, capture: int, channels) -> None:
+    """Make each (stage, rank) of ``channels`` constant in one capture file (a dead ReLU channel)."""
+    path = f"{store}/activations/run_id={run_id}/capture={capture:06d}.parquet"
+    table = pq.read_table(path)
+    stage, rank = np.asarray(table["stage"].to_pylist()), table["rank"].to_numpy()
+    value = table["value"].to_numpy().copy()
+    for s, r in channels:
+        value[(stage == s) & (rank == r)] = 0.25
+    pq.write_table(table.set_column(table.schema.get_field_index("value"), "value",
+                                    pa.array(value, type=table.schema.field("value").type)), path)
+
+
 @pytest.fixture(scope="module")
 def stores(tmp_path_factory):
     """(reference store, fast store): one generated store analysed by each path."""
     root = tmp_path_factory.mktemp("fast")
     ref = root / "reference"
-    make_store(ref, seeds=(0, 1), datasets=("digits",), epochs=4, probe=512, stored=2 * K)  # re-draws, probe 256
+    redrawn = make_store(ref, seeds=(0, 1), datasets=("digits",), epochs=4, probe=512, stored=2 * K)  # probe 256 too
     ids = make_store(ref, seeds=(0, 1, 2), datasets=("synthetic",), epochs=4, every=1,  # the temporal protocol
                      analysis={"temporal_window": 36, "temporal_stride": 4})
     _set_analysis(ref, ids[0], compat="authors", smooth_window=4)
+    _set_analysis(ref, redrawn[0], compat="authors")
+    for run_id in redrawn:  # a dead metric channel and a dead stored one: in H_raw, the Kuramoto order, the re-draws
+        _kill_channels(ref, run_id, DEAD_CAPTURE, [("stage2", 1), ("stage3", K + 1)])
     _set_analysis(ref, ids[1], smooth_window=15, n_scales=6)
     fast = root / "fast"
     shutil.copytree(ref, fast)
@@ -95,6 +115,27 @@ def test_the_fast_path_writes_the_reference_tables(stores):
     con = open_catalog(str(fast))  # the variants were there to compare
     assert con.execute("SELECT count(*) FROM controls WHERE control = 'channel_draw'").fetchone()[0] == 8
     assert con.execute("SELECT count(DISTINCT probe_size) FROM window_sensitivity").fetchone()[0] == 3
+
+
+def test_authors_compat_in_the_analysed_tables(stores):
+    """A capture with one dead metric channel: under analysis.compat: authors its H_raw is missing, with the reason,
+    and the dead channel counts in the Kuramoto order at phase 0; the run at the default keeps the valid-channel mean.
+    """
+    for store in stores:
+        con = open_catalog(str(store))
+        got = {}
+        for seed, compat in ((0, "authors"), (1, "dynstudy")):
+            run_id = f"tiny_cnn-digits-sgd-s{seed}-made"
+            acts, labels, _, ranks = capture_arrays(con, run_id, DEAD_CAPTURE)
+            want = lit.capture_metrics(acts[:, ranks < K], labels, compat=compat)
+            got[compat] = con.execute("SELECT h_raw, metastability, synchrony, n_valid, reason FROM capture_metrics "
+                                      "WHERE run_id = ? AND capture = ?", [run_id, DEAD_CAPTURE]).fetchone()
+            h_raw = math.nan if got[compat][0] is None else got[compat][0]
+            assert (h_raw, *got[compat][1:3]) == pytest.approx(
+                (want["h_raw"], want["metastability"], want["synchrony"]), abs=1e-9, nan_ok=True)
+            assert got[compat][3] == 4 * K - 1
+        assert got["authors"][0] is None and "averages all 16 channels and 1 have no DFA exponent" in got["authors"][4]
+        assert math.isfinite(got["dynstudy"][0]) and got["dynstudy"][4] is None
 
 
 def test_the_comparison_can_fail(stores, tmp_path):

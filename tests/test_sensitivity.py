@@ -1,9 +1,12 @@
 """Sensitivity: conclusions recomputed over the protocol's free parameters."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 from analysis.pipeline import DEFAULT_PARAMS, channel_draws
+from analysis.report_conclusions import sensitivity_section
 from analysis.sensitivity import GRID, run_series, sensitivity
 
 
@@ -97,3 +100,19 @@ def test_probe_size_uses_the_first_p_samples_where_the_probe_has_them():
     assert not any(r["flipped"] for r in rows if r["value"] == 512.0)  # the runs' own probe
     integ = {r["value"]: r["verdict"] for r in rows if r["claim"] == "integration separates datasets"}
     assert integ == {512.0: "not supported", 256.0: "supported"}
+    html = sensitivity_section(rows)  # the report's "what flips" names the probe size and what flipped at it
+    assert "the probe size (the first P samples" in html
+    assert re.search(r"<tr><td>probe_size</td><td>256</td><td>\d / 6</td><td>\d / 8</td><td>integration separates "
+                     r"datasets \(m, a vs b\): not supported → supported(<br>|</td>)", html)
+    assert "<tr><td>probe_size</td><td>512</td><td>0 / " in html
+
+
+def test_the_report_says_what_flips_with_the_volatility_threshold():
+    rows = [{"parameter": "vol_threshold", "value": v, "claim": "volatility trigger precedes accuracy plateau",
+             "model": "m", "optimizer": "sgd", "dataset": "a", "verdict": verdict, "default_verdict": "supported",
+             "flipped": verdict != "supported", "states_changed": 0, "n_runs": 6}
+            for v, verdict in ((0.20, "untested"), (0.35, "supported"), (0.40, "supported"))]
+    html = sensitivity_section(rows)
+    assert "<tr><td>vol_threshold</td><td>0.2</td><td>1 / 1</td><td>0 / 6</td><td>volatility trigger precedes " \
+           "accuracy plateau (m, a): supported → untested</td></tr>" in html
+    assert html.count("<tr><td>vol_threshold</td>") == 3 and "0.40 and 0.20 are the thresholds" in html

@@ -27,22 +27,35 @@ def _one_line(err) -> str:
     return " ".join(str(err).split())
 
 
+def _check_output_outside(store: str, output: str | None) -> None:
+    """``dynstudy sql --output`` never writes into a local store (it would replace a table's file)."""
+    from store_contract.files import is_remote, resolve_store
+
+    if not output or is_remote(store):
+        return
+    root = resolve_store(store)
+    if os.path.realpath(output).startswith(os.path.realpath(root) + os.sep):
+        raise ValueError(f"--output {output!r} is inside the store {root!r}; dynstudy sql writes nothing into the "
+                         "store: give a path outside it")
+
+
 def cmd_sql(args) -> int:
     """Run read-only SQL (see :mod:`study.readonly_sql`); a refusal or an SQL error is one line, exit 2."""
     import duckdb
 
     from analysis.catalog import open_catalog
-    from study.readonly_sql import RefusedStatement, read_only_statements
+    from study.readonly_sql import RefusedStatement, read_only_statements, statement_text
 
     if args.format == "parquet" and not args.output:
         raise ValueError("--format parquet writes a file: give --output FILE")
+    _check_output_outside(args.store, args.output)
     con = open_catalog(args.store, sandbox=True)
     try:
         statements = read_only_statements(con, args.query)
         if args.format != "table" and len(statements) > 1:
             raise RefusedStatement(f"dynstudy sql: --format {args.format} writes one result; give one query")
         for st in statements:
-            rel = con.sql(st.query)
+            rel = con.sql(statement_text(st))
             if rel is not None:
                 write_result(rel, args.format, args.output, args.limit)
     except RefusedStatement as err:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 
 import pytest
 
@@ -14,3 +15,22 @@ os.environ.setdefault("RAY_gcs_server_port_wait_time_s", "120")
 def _fault_dir(tmp_path, monkeypatch):
     """Fault-injection markers go to the test's own folder."""
     monkeypatch.setenv("DYNSTUDY_FAULT_DIR", str(tmp_path / "faults"))
+
+
+@pytest.fixture
+def read_only_dir(tmp_path):
+    """A folder nothing may be written to: a read-only tmpfs where the tests are root (root ignores modes), else
+    mode 0o555. Yields (folder, the error the probe meets)."""
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        yield folder, "PermissionError: Permission denied"
+        folder.chmod(0o755)
+        return
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(folder)], capture_output=True).returncode:
+        pytest.skip("mounting a read-only tmpfs failed")
+    try:
+        yield folder, "OSError: Read-only file system"
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True)

@@ -130,11 +130,11 @@ def test_cli_sql_report_status(store, tmp_path, capsys):
     assert main(["sql", "--store", str(store), f"COPY (SELECT 1) TO '{target}'"]) == 2
     assert "read-only: a COPY statement is not allowed" in capsys.readouterr().err
     assert not target.exists()
-    for stmt, kind in [("ATTACH 'x.db'", "ATTACH"), ("INSTALL httpfs", "LOAD"), ("SET threads = 1", "SET"),
-                       ("SELECT 1; CREATE TABLE t AS SELECT 1", "CREATE")]:
+    for stmt, kind in [("ATTACH 'x.db'", "an ATTACH"), ("INSTALL httpfs", "a LOAD"), ("SET threads = 1", "a SET"),
+                       ("SELECT 1; CREATE TABLE t AS SELECT 1", "a CREATE")]:
         assert main(["sql", "--store", str(store), stmt]) == 2
         err = capsys.readouterr().err
-        assert f"a {kind} statement is not allowed" in err and err.count("\n") == 1, err
+        assert f"read-only: {kind} statement is not allowed" in err and err.count("\n") == 1, err
     assert main(["sql", "--store", str(store), "SELECT * FROM no_such_table"]) == 2
     err = capsys.readouterr().err
     assert "Table with name no_such_table does not exist" in err and "tables in this store: activations" in err

@@ -181,3 +181,15 @@ def test_object_stores_are_not_checked(uri):
 def test_store_unknown_scheme():
     with pytest.raises(PreflightError, match=re.escape("store hdfs://nn/x has unknown scheme 'hdfs'")):
         check_store_writable("hdfs://nn/x")
+
+
+def test_a_read_only_store_is_refused_before_ray_in_one_line(read_only_dir, monkeypatch, capsys):
+    from study.cli import main
+
+    folder, why = read_only_dir
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:1")  # the store is checked first: Ray is never reached
+    for store in (folder, folder / "store"):
+        assert main(["run", "smoke", "--store", str(store), "--quiet"]) == 2
+        assert capsys.readouterr().err == (f"dynstudy run: store {store} is not writable ({why}); choose another "
+                                           "--store or fix its permissions\n")
+    assert list(folder.iterdir()) == []

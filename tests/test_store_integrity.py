@@ -206,6 +206,12 @@ WRITES = [
     "PRAGMA enable_profiling", "CALL pragma_version()", "ATTACH '{S}/x.db'", "DETACH memory", "CHECKPOINT",
     "DROP VIEW runs", "CREATE TABLE t AS SELECT 1", "UPDATE unreadable_files SET path = 'x'",
     "DELETE FROM unreadable_files", "PIVOT runs ON status USING count(*)", "USE memory",
+    # DuckDB types a query whose WITH clause writes as a SELECT
+    "WITH t AS (COPY (SELECT 'x' AS junk) TO '{run}' (FORMAT parquet)) SELECT 1",
+    "EXPLAIN ANALYZE WITH t AS (COPY (SELECT 1) TO '{S}/cte.csv') SELECT 1",
+    "SELECT 1; /* c */ WITH t AS (INSERT INTO unreadable_files VALUES ('a', 'b', 'c') RETURNING 1) SELECT 1",
+    "WITH t AS (DELETE FROM unreadable_files RETURNING 1), u AS (UPDATE unreadable_files SET path = 'x' RETURNING 1) "
+    "SELECT 1",
 ]
 READS_OUTSIDE = ["SELECT * FROM read_text('/etc/passwd')", "SELECT * FROM read_parquet('http://127.0.0.1:9/x.parquet')",
                  "SELECT * FROM glob('/etc/*')", "SELECT * FROM read_csv('{S}/../outside.csv')",
@@ -235,9 +241,21 @@ def test_sql_cannot_write_or_reach_outside_the_store(store, tmp_path, monkeypatc
     # queries still work, EXPLAIN of a query and multi-statement queries included
     for sql in ("SELECT count(*) FROM runs", "EXPLAIN SELECT * FROM run_summary", "EXPLAIN ANALYZE SELECT 1",
                 "FROM runs SELECT run_id LIMIT 1; SELECT 2", "DESCRIBE runs", "SUMMARIZE run_summary",
-                "SELECT current_setting('threads')"):
+                "SELECT current_setting('threads')", "-- a\nSELECT 1 AS copy; -- trailing comment\n"):
         assert main(["sql", "--store", str(path), sql]) == 0, sql
     assert _tree(tmp_path) == before
+
+
+def test_sql_output_never_lands_in_the_store(store, tmp_path, capsys):
+    path, ids = store
+    run = f"{path}/runs/run_id={ids[0]}/run.parquet"
+    before = _tree(path)
+    assert main(["sql", "--store", str(path), "SELECT 'x' AS junk", "--format", "parquet", "--output", run]) == 2
+    assert capsys.readouterr().err == (f"dynstudy sql: --output {run!r} is inside the store {str(path)!r}; dynstudy sql "
+                                       "writes nothing into the store: give a path outside it\n")
+    assert _tree(path) == before
+    assert main(["sql", "--store", str(path), "SELECT 1 AS a", "--format", "csv", "--output", str(tmp_path / "a.csv")]) == 0
+    assert (tmp_path / "a.csv").read_text() == "a\n1\n"
 
 
 def test_an_empty_store_is_named_not_a_traceback(tmp_path, capsys):

@@ -78,6 +78,16 @@ def test_a_shorter_rerun_under_replace_leaves_no_stale_file(tmp_path):
 
 
 @pytest.mark.slow
+def test_a_read_only_working_directory_trains_and_analyses(read_only_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(read_only_dir[0])  # nothing of a study is written to the working directory
+    store = tmp_path / "store"
+    out = io.StringIO()
+    assert run_study(load_spec("smoke"), store=str(store), num_cpus=2, out=out)["finished"] == 2, out.getvalue()
+    assert analyze(str(store), out=io.StringIO())["analysed"] == 2
+    assert list(read_only_dir[0].iterdir()) == []
+
+
+@pytest.mark.slow
 def test_resume_continues_a_failed_study(tmp_path, monkeypatch, clean):
     spec = load_spec("smoke")
     spec = spec.model_copy(update={"resources": spec.resources.model_copy(update={"max_failures": 0})})

@@ -84,8 +84,9 @@ def generate(out: Path, runs: int, captures: int, channels: int, samples: int) -
     return written
 
 
-def timed_analysis(out: str, workers: int | None, path: str) -> tuple[float, float, int]:
-    """(wall s of the analysis alone, peak RSS MiB of the largest process, runs analysed), in a fresh process."""
+def timed_analysis(out: str, workers: int | None, path: str) -> tuple[float, float, int, float]:
+    """(wall s of the analysis alone, peak RSS MiB of the largest process, runs analysed, CPU s of the process and
+    its workers, start-up and imports included), in a fresh process."""
     code = ("import io, json, sys, time; sys.path.insert(0, sys.argv[1]); from analysis.pipeline import analyze; "
             "t0 = time.perf_counter(); r = analyze(sys.argv[2], force=True, workers=json.loads(sys.argv[3]), "
             "capture_path=sys.argv[4], out=io.StringIO()); "
@@ -96,26 +97,32 @@ def timed_analysis(out: str, workers: int | None, path: str) -> tuple[float, flo
     wall, analysed, failed = json.loads(proc.stdout.read())
     if status or failed:
         raise SystemExit(f"analysis ({path}) failed: status {status}, {failed} runs failed")
-    return wall, usage.ru_maxrss / 1024, analysed
+    return wall, usage.ru_maxrss / 1024, analysed, usage.ru_utime + usage.ru_stime
 
 
 def compare(out: str, workers: int | None, repeats: int, values: int) -> None:
-    """Interleaved runs of both capture paths; per-core throughput, peak RSS and the median ratio."""
+    """Interleaved runs of both capture paths; per-core throughput (by wall time and by CPU time, which a
+    loaded machine inflates less), peak RSS and the median ratios."""
     cores = min(workers or os.cpu_count() or 1, os.cpu_count() or 1)
     got = {"fast": [], "reference": []}
     for r in range(repeats):
         for path in (("reference", "fast") if r % 2 == 0 else ("fast", "reference")):
-            wall, peak, _ = timed_analysis(out, workers, path)
-            got[path].append((wall, peak))
+            wall, peak, _, cpu = timed_analysis(out, workers, path)
+            got[path].append((wall, peak, cpu))
             print(f"  repeat {r + 1} {path:9s}: {wall:6.1f} s, {values / wall / cores / 1e6:6.2f} M values/s per core, "
-                  f"peak RSS {peak:4.0f} MiB", flush=True)
+                  f"CPU {cpu:6.1f} s ({values / cpu / 1e6:5.2f} M values per CPU s), peak RSS {peak:4.0f} MiB",
+                  flush=True)
     ratios = [ref[0] / fast[0] for ref, fast in zip(got["reference"], got["fast"])]
+    cpu_ratios = [ref[2] / fast[2] for ref, fast in zip(got["reference"], got["fast"])]
     for path, rows in got.items():
-        walls = [w for w, _ in rows]
+        walls = [w for w, _, _ in rows]
         print(f"{path:9s}: median {np.median(walls):.1f} s, {values / np.median(walls) / cores / 1e6:.2f} M values/s "
-              f"per core ({cores} cores), peak RSS {max(p for _, p in rows):.0f} MiB")
-    print(f"ratio fast / reference (throughput): median {np.median(ratios):.2f} "
+              f"per core ({cores} cores), CPU median {np.median([c for _, _, c in rows]):.1f} s, "
+              f"peak RSS {max(p for _, p, _ in rows):.0f} MiB")
+    print(f"ratio fast / reference (throughput by wall time): median {np.median(ratios):.2f} "
           f"(each repeat: {', '.join(f'{x:.2f}' for x in ratios)})")
+    print(f"ratio fast / reference (throughput by CPU time):  median {np.median(cpu_ratios):.2f} "
+          f"(each repeat: {', '.join(f'{x:.2f}' for x in cpu_ratios)})")
 
 
 def main():

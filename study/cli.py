@@ -13,6 +13,7 @@ line on stderr (exit 2: bad input; 1: a failure); ``--debug`` adds its traceback
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 import tempfile
@@ -288,6 +289,16 @@ def _where(err: BaseException) -> str:
     return ""
 
 
+def _fix(err: BaseException) -> str:
+    """What to do about an OS error the command met writing: ``; <fix>``, or '' for any other error."""
+    if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+        return "; the disk is full: free space, then run the command again"
+    if isinstance(err, OSError) and err.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return ("; the store (and a report's --out) must be writable: fix the permissions, or copy the store "
+                "somewhere writable")
+    return ""
+
+
 def main(argv=None) -> int:
     """Run one command; an error is one line on stderr (``--debug``: with its traceback)."""
     args = build_parser().parse_args(argv)
@@ -300,7 +311,7 @@ def main(argv=None) -> int:
             traceback.print_exc()
         expected = isinstance(err, (SpecError, ValueError)) or (isinstance(err, FileNotFoundError) and err.errno is None)
         kind = "" if expected or isinstance(err, StudyError) else f"{type(err).__name__}: "
-        print(f"dynstudy {args.command}: {kind}{err}{_where(err)}", file=sys.stderr)
+        print(f"dynstudy {args.command}: {kind}{err}{_where(err)}{_fix(err)}", file=sys.stderr)
         return 2 if expected else 1
 
 

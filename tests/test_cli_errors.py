@@ -33,3 +33,43 @@ def test_an_os_error_with_a_path_names_it(tmp_path, monkeypatch, capsys):
     assert cli.main(["status"]) == 1
     assert capsys.readouterr().err == (f"dynstudy status: FileNotFoundError: [Errno 2] No such file or directory: "
                                        f"'{tmp_path / 'missing' / 'file'}'\n")
+
+
+@pytest.fixture
+def frozen_store(tmp_path):
+    """A generated, unanalysed store nothing may be written to: a tmpfs remounted read-only where the tests are
+    root (root ignores modes), else every folder at mode 0o555."""
+    import subprocess
+
+    from tests.store_factory import make_store
+
+    store = tmp_path / "frozen"
+    store.mkdir()
+    root = os.geteuid() == 0
+    if root and subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(store)],
+                               capture_output=True).returncode:
+        pytest.skip("mounting a tmpfs failed")
+    try:
+        make_store(store, seeds=(0,), datasets=("digits",), epochs=2)
+        if root:
+            subprocess.run(["mount", "-o", "remount,ro", str(store)], check=True, capture_output=True)
+        else:
+            for folder in [store, *(p for p in store.rglob("*") if p.is_dir())]:
+                folder.chmod(0o555)
+        yield store
+    finally:
+        if root:
+            subprocess.run(["umount", "-l", str(store)], capture_output=True)
+        else:
+            for folder in [store, *(p for p in store.rglob("*") if p.is_dir())]:
+                folder.chmod(0o755)
+
+
+@pytest.mark.parametrize("command", ["analyze", "report"])
+def test_a_read_only_store_names_the_fix(frozen_store, capsys, command):
+    assert cli.main([command, "--store", str(frozen_store)]) == 1
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith(f"dynstudy {command}: ")
+    assert line.endswith("; the store (and a report's --out) must be writable: fix the permissions, or copy the "
+                         "store somewhere writable")
+    assert str(frozen_store) in line

@@ -1,6 +1,6 @@
 """Each run's analysis as a Ray task on a cluster (``dynstudy analyze --address``, or ``RAY_ADDRESS``).
 
-One task per run runs :func:`analysis.pipeline.analyze_and_write` on some
+One task per run runs :func:`analysis.run_analysis.analyze_and_write` on some
 node of the cluster: it reads the run's input files from the store (a shared
 path or an object store every node reaches), computes the run's tables and
 writes them there, recording the input digest, exactly as a local worker
@@ -32,10 +32,10 @@ def _ray():
 
 
 def run_on_cluster(address: str, store: str, todo: list, capture_path: str = "fast"):
-    """Results of :func:`analysis.pipeline.analyze_and_write` for ``todo`` ((run, inputs, reason) each), one Ray
+    """Results of :func:`analysis.run_analysis.analyze_and_write` for ``todo`` ((run, inputs, reason) each), one Ray
     task per run on the cluster at ``address`` (an existing connection is used as it is), in completion order."""
     ray = _ray()
-    from analysis.pipeline import analyze_and_write
+    from analysis.run_analysis import analyze_and_write
 
     connected = False
     if not ray.is_initialized():

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import io
 import os
-import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -30,51 +28,32 @@ from store_contract.scan import scan_store
 from study.cli import main
 from study.orchestrate import run_study
 from study.spec import load_spec
+from tests.moto_server import moto_server
 from tests.store_factory import make_store
 
 ROOT = Path(__file__).resolve().parent.parent
 KEYS = "r.seed, a.capture, a.stage, a.rank, a.sample"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def s3():
     """A moto S3 server on loopback and the AWS variables that point at it; stopped by pid."""
-    port = _free_port()
-    server = Path(sys.executable).parent / "moto_server"
-    proc = subprocess.Popen([str(server), "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "testing",
-           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1"}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError("moto_server did not start")
-                time.sleep(0.2)
-        import boto3
+    with moto_server() as endpoint:
+        env = {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+               "AWS_REGION": "us-east-1"}
+        saved = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)
+        try:
+            import boto3
 
-        boto3.client("s3").create_bucket(Bucket="dynstudy-test")
-        yield "s3://dynstudy-test"
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=30)
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+            boto3.client("s3").create_bucket(Bucket="dynstudy-test")
+            yield "s3://dynstudy-test"
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
 
 
 def _keys(uri: str) -> list[str]:
@@ -107,6 +86,20 @@ def test_analyze_sql_status_report_on_s3(s3, tmp_path, capsys, monkeypatch):
     assert not (Path(os.environ["HOME"]) / ".duckdb").exists()
     pq.write_table(pa.table({"junk": [1]}), "dynstudy-test/made/runs/backup.parquet", filesystem=filesystem(store)[0])
     assert [p for _, p, _ in scan_store(store).foreign] == [f"{store}/runs/backup.parquet"]
+
+
+def test_a_filter_on_run_id_opens_only_that_runs_files(s3):
+    """The filter reaches pyarrow as a partition filter: the other runs' objects are not even read (here: gone)."""
+    store = f"{s3}/pushdown"
+    ids = make_store(store, seeds=(0, 1, 2), datasets=("digits",))
+    want = open_catalog(store, run_id=ids[0]).execute("SELECT count(*) FROM activations").fetchone()[0]
+    con = open_catalog(store)  # not queried before the deletions: pyarrow would keep the footers it had read
+    fs, inner = filesystem(store)
+    for other in ids[1:]:
+        fs.delete_dir(f"{inner}/activations/run_id={other}")
+    assert con.execute("SELECT count(*) FROM activations WHERE run_id = ?", [ids[0]]).fetchone()[0] == want > 0
+    with pytest.raises(Exception, match="run_id=" + ids[1]):
+        con.execute("SELECT count(*) FROM activations").fetchone()
 
 
 def test_a_failed_upload_leaves_the_old_object_and_nothing_visible(s3, monkeypatch):

@@ -53,7 +53,7 @@ from jobs.fit_check import capture_problem
 from jobs.loop import evaluate, train_epoch
 from jobs.registry import ModelDef, build, stage_widths
 from jobs.online import OnlineDynamics
-from store_contract.files import read_run_row, remove_run_files, write_rows
+from store_contract.files import read_run_row, remove_run_files, remove_write_leftovers, write_rows
 from store_contract.schemas import TRAIN_METRICS, config_identity
 
 
@@ -236,6 +236,7 @@ def run_trial(config: dict, session) -> dict:
                 raise
             capture("init")
         else:
+            remove_write_leftovers(store, run_id)  # what the earlier attempt was writing when it died
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             if scheduler is not None:

@@ -134,6 +134,23 @@ def _upload_atomic(table: pa.Table, path: str) -> None:
             pass
 
 
+def remove_write_leftovers(store: str, run_id: str, tables=PARTITIONED) -> int:
+    """Delete the hidden temporaries (``.<name>.<hex>.tmp``) in ``run_id``'s partitions; return how many went.
+
+    A writer killed between its temporary and the final name (a hard exit, a
+    lost node) leaves one behind: invisible to readers, but never reclaimed
+    otherwise. Called when a run's trial resumes, once its earlier attempt is gone.
+    """
+    removed = 0
+    for table in tables:
+        fs, inner = filesystem(table_dir(store, table, run_id))
+        for info in fs.get_file_info(pafs.FileSelector(inner, allow_not_found=True)):
+            if info.type == pafs.FileType.File and info.base_name.startswith(".") and info.base_name.endswith(".tmp"):
+                fs.delete_file(info.path)
+                removed += 1
+    return removed
+
+
 def check_writable(store: str) -> None:
     """Write and delete a hidden object in an ``s3://`` / ``gs://`` store; OSError (with the cause) if it fails."""
     fs, inner = filesystem(store)

@@ -279,12 +279,22 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _where(err: BaseException) -> str:
-    """`` (in f at file:line: code)`` for an OS error that names no path (nor does its cause), else ''."""
+def _where(err: BaseException, start_dir: str | None) -> str:
+    """`` (in f, file:line: code)`` for an OS error that names no path (nor does its cause), else ''.
+
+    The line is the innermost one with source (a frozen stdlib module has
+    none), and a working directory ``start_dir`` that has gone since the
+    command started (what ``os.getcwd()`` fails on) is named.
+    """
     while err is not None:
         if isinstance(err, OSError) and err.errno is not None and not err.filename and err.__traceback__:
-            frame = traceback.extract_tb(err.__traceback__)[-1]
-            return f" (in {frame.name}, {frame.filename}:{frame.lineno}: {frame.line})"
+            frames = traceback.extract_tb(err.__traceback__)
+            code = next((f for f in reversed(frames) if f.line), frames[-1])
+            at = f"{code.filename}:{code.lineno}: {code.line}"
+            where = f"in {code.name}, {at}" if code is frames[-1] else f"in {frames[-1].name}, called at {at}"
+            if start_dir is not None and not os.path.isdir(start_dir):
+                where += f"; the working directory {start_dir} no longer exists"
+            return f" ({where})"
         err = err.__cause__
     return ""
 
@@ -305,13 +315,18 @@ def main(argv=None) -> int:
     from study.orchestrate import StudyError
 
     try:
+        start_dir = os.getcwd()
+    except FileNotFoundError:
+        start_dir = None
+
+    try:
         return args.func(args)
     except (SpecError, FileNotFoundError, ValueError, StudyError, OSError) as err:
         if args.debug:
             traceback.print_exc()
         expected = isinstance(err, (SpecError, ValueError)) or (isinstance(err, FileNotFoundError) and err.errno is None)
         kind = "" if expected or isinstance(err, StudyError) else f"{type(err).__name__}: "
-        print(f"dynstudy {args.command}: {kind}{err}{_where(err)}{_fix(err)}", file=sys.stderr)
+        print(f"dynstudy {args.command}: {kind}{err}{_where(err, start_dir)}{_fix(err)}", file=sys.stderr)
         return 2 if expected else 1
 
 

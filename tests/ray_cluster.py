@@ -122,7 +122,7 @@ class LocalCluster:
                 raise RuntimeError(f"the cluster has fewer than {n} nodes after {timeout} s")
             time.sleep(1)
 
-    def wait_for_job_agent(self, timeout: float = 120) -> None:
+    def wait_for_job_agent(self, timeout: float = 300) -> None:
         """Until a trivial job goes through: right after start the head answers 'No available agent to submit job'."""
         deadline = time.monotonic() + timeout
         while True:

@@ -73,3 +73,22 @@ def test_a_read_only_store_names_the_fix(frozen_store, capsys, command):
     assert line.endswith("; the store (and a report's --out) must be writable: fix the permissions, or copy the "
                          "store somewhere writable")
     assert str(frozen_store) in line
+
+
+def test_a_working_directory_removed_mid_command_is_named(tmp_path, monkeypatch, capsys):
+    """As when Ray removes a job's unpacked --working-dir under its driver: getcwd fails inside the stdlib."""
+    gone = tmp_path / "job-working-dir"
+    gone.mkdir()
+    monkeypatch.chdir(gone)
+
+    def removed(args):
+        gone.rmdir()
+        os.path.abspath("store")
+
+    monkeypatch.setattr(cli, "cmd_status", removed)
+    assert cli.main(["status"]) == 1
+    line = capsys.readouterr().err.strip()
+    assert line.startswith("dynstudy status: FileNotFoundError: [Errno 2] No such file or directory (in abspath, "
+                           "called at "), line
+    assert line.endswith(f'test_cli_errors.py:{removed.__code__.co_firstlineno + 2}: os.path.abspath("store"); '
+                         f"the working directory {gone} no longer exists)"), line

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import io
 import os
-import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -19,6 +17,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from pyarrow import fs as pafs
 import pytest
 
 import store_contract.files as files_mod
@@ -30,56 +29,35 @@ from store_contract.scan import scan_store
 from study.cli import main
 from study.orchestrate import run_study
 from study.spec import load_spec
+from tests.moto_server import moto_server
 from tests.store_factory import make_store
 
 ROOT = Path(__file__).resolve().parent.parent
 KEYS = "r.seed, a.capture, a.stage, a.rank, a.sample"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def s3():
     """A moto S3 server on loopback and the AWS variables that point at it; stopped by pid."""
-    port = _free_port()
-    server = Path(sys.executable).parent / "moto_server"
-    proc = subprocess.Popen([str(server), "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "testing",
-           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1"}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError("moto_server did not start")
-                time.sleep(0.2)
-        import boto3
+    with moto_server() as endpoint:
+        env = {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+               "AWS_REGION": "us-east-1"}
+        saved = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)
+        try:
+            import boto3
 
-        boto3.client("s3").create_bucket(Bucket="dynstudy-test")
-        yield "s3://dynstudy-test"
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=30)
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+            boto3.client("s3").create_bucket(Bucket="dynstudy-test")
+            yield "s3://dynstudy-test"
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
 
 
 def _keys(uri: str) -> list[str]:
-    from pyarrow import fs as pafs
-
     fs, inner = filesystem(uri)
     return sorted(i.path[len(inner) + 1:] for i in fs.get_file_info(pafs.FileSelector(inner, recursive=True,
                                                                                         allow_not_found=True))
@@ -109,6 +87,20 @@ def test_analyze_sql_status_report_on_s3(s3, tmp_path, capsys, monkeypatch):
     assert [p for _, p, _ in scan_store(store).foreign] == [f"{store}/runs/backup.parquet"]
 
 
+def test_a_filter_on_run_id_opens_only_that_runs_files(s3):
+    """The filter reaches pyarrow as a partition filter: the other runs' objects are not even read (here: gone)."""
+    store = f"{s3}/pushdown"
+    ids = make_store(store, seeds=(0, 1, 2), datasets=("digits",))
+    want = open_catalog(store, run_id=ids[0]).execute("SELECT count(*) FROM activations").fetchone()[0]
+    con = open_catalog(store)  # not queried before the deletions: pyarrow would keep the footers it had read
+    fs, inner = filesystem(store)
+    for other in ids[1:]:
+        fs.delete_dir(f"{inner}/activations/run_id={other}")
+    assert con.execute("SELECT count(*) FROM activations WHERE run_id = ?", [ids[0]]).fetchone()[0] == want > 0
+    with pytest.raises(Exception, match="run_id=" + ids[1]):
+        con.execute("SELECT count(*) FROM activations").fetchone()
+
+
 def test_a_failed_upload_leaves_the_old_object_and_nothing_visible(s3, monkeypatch):
     store = f"{s3}/atomic"
     path = write_rows(store, "train_metrics", "r1", "epoch=000001", {"run_id": ["r1"], "epoch": [1], "val_acc": [0.5]})
@@ -125,6 +117,19 @@ def test_a_failed_upload_leaves_the_old_object_and_nothing_visible(s3, monkeypat
     assert _keys(store) == before == ["train_metrics/run_id=r1/epoch=000001.parquet"]
     fs, inner = filesystem(path)
     assert pq.read_table(inner, filesystem=fs).column("val_acc").to_pylist() == [0.5]
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_a_resumed_run_removes_the_temporaries_of_writes_killed_midway(s3, tmp_path, where):
+    store = str(tmp_path / "store") if where == "local" else f"{s3}/leftovers"
+    kept = write_rows(store, "train_metrics", "r1", "epoch=000001", {"run_id": ["r1"], "epoch": [1], "val_acc": [0.5]})
+    fs, inner = filesystem(kept)
+    folder = inner.rsplit("/", 1)[0]
+    for leftover in (".epoch=000002.parquet.0123abcd.tmp", ".run.parquet.4567ef01.tmp"):
+        with fs.open_output_stream(f"{folder}/{leftover}") as sink:
+            sink.write(b"PAR1 half a file")
+    assert files_mod.remove_write_leftovers(store, "r1") == 2 and files_mod.remove_write_leftovers(store, "r2") == 0
+    assert [i.base_name for i in fs.get_file_info(pafs.FileSelector(folder))] == ["epoch=000001.parquet"]
 
 
 KILLED_UPLOAD = textwrap.dedent("""
@@ -175,19 +180,20 @@ def test_an_upload_killed_midway_leaves_nothing_visible(s3, tmp_path):
 
 @pytest.mark.slow
 def test_a_study_on_s3_fails_resumes_and_analyses(s3, tmp_path, monkeypatch, capsys):
-    """smoke to s3://, an injected hard exit with no retries, --resume, then analyze / sql / status / report."""
+    """The README's commands: smoke to s3:// with a hard exit at epoch 2 in every attempt (3 > the preset's
+    max_failures 2), --resume, then analyze / sql / status / report; every row once, equal to a clean run's."""
     clean = tmp_path / "clean"
     assert run_study(load_spec("smoke"), store=str(clean), num_cpus=2, out=io.StringIO())["finished"] == 2
+    monkeypatch.chdir(tmp_path)  # where `run` puts an object store's report: ./study-report.html
     store = f"{s3}/study"
-    spec = load_spec("smoke")
-    spec = spec.model_copy(update={"resources": spec.resources.model_copy(update={"max_failures": 0})})
-    monkeypatch.setenv(faults.ENV, "epoch=2,times=1,mode=exit")
-    assert run_study(spec, store=store, num_cpus=2, out=io.StringIO())["failed"] == 2
-    monkeypatch.delenv(faults.ENV)
-    out = io.StringIO()
-    second = run_study(spec, store=store, num_cpus=2, resume=True, out=out)
-    assert "resuming s3://dynstudy-test/study/_tune/smoke" in out.getvalue()
-    assert second["failed"] == 0 and second["finished"] == 2, out.getvalue()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    cli = [sys.executable, "-m", "study.cli", "run", "smoke", "--store", store]
+    first = subprocess.run(cli, env={**env, faults.ENV: "epoch=2,times=3,mode=exit"}, capture_output=True, text=True)
+    assert first.returncode == 1 and "study smoke: 0 finished, 0 diverged, 2 failed" in first.stdout, first.stderr
+    second = subprocess.run([*cli, "--resume"], env=env, capture_output=True, text=True)
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    assert "resuming s3://dynstudy-test/study/_tune/smoke" in second.stdout
+    assert "2 finished, 0 diverged, 0 failed" in second.stdout and "report: " in second.stdout
     keys = _keys(store)
     assert any(k.startswith("_tune/smoke/experiment_state-") for k in keys)
     assert any("/checkpoint_" in k and k.endswith("state.pt") for k in keys)
@@ -196,11 +202,13 @@ def test_a_study_on_s3_fails_resumes_and_analyses(s3, tmp_path, monkeypatch, cap
     got, want = open_catalog(store).execute(query).fetchall(), open_catalog(str(clean)).execute(query).fetchall()
     assert got == want and len(got) == 2 * 4 * 4 * 32 * 128  # exactly once, bit-identical to a clean run
     assert main(["analyze", "--store", store]) == 0
-    assert main(["sql", "--store", store, "SELECT count(*) AS n FROM run_summary WHERE reason IS NULL"]) == 0
+    assert "analyze: 0 runs analysed, 2 already current" in capsys.readouterr().out
+    assert main(["sql", "--store", store, "SELECT run_id, state FROM run_summary WHERE state IS NOT NULL"]) == 0
+    assert capsys.readouterr().out.count("tiny_cnn-digits-sgd-s") == 2
     assert main(["status", "--store", store]) == 0
-    assert main(["report", "--store", store, "--out", str(tmp_path / "r.html")]) == 0
-    text = capsys.readouterr().out
-    assert "2 runs analysed" in text and "finished" in text
+    assert "smoke  tiny_cnn  digits   sgd        2     2 " in capsys.readouterr().out
+    assert main(["report", "--store", store, "--out", "report.html"]) == 0
+    assert (tmp_path / "report.html").stat().st_size > 10_000 and (tmp_path / "study-report.html").exists()
 
 
 @pytest.mark.slow
@@ -210,7 +218,6 @@ def test_analysis_as_ray_tasks_on_s3_writes_the_local_tables(s3, tmp_path):
     import tempfile
 
     import ray
-    from pyarrow import fs as pafs
 
     from tests.test_fast_path import assert_same_tables
 

@@ -33,11 +33,16 @@ PAPER_WIDTHS = {
     "densenet121": (256, 512, 1024, 1024), "mobilenet_v2": (32, 64, 160, 320), "vgg16_bn": (64, 128, 256, 512),
     "vit_b_16": (768, 768, 768, 768),
 }
-PAPER_STAGES = {
-    "resnet18": ("layer1", "layer2", "layer3", "layer4"), "densenet121": tuple(f"denseblock{i}" for i in range(1, 5)),
+RESNET_STAGES = ("layer1", "layer2", "layer3", "layer4")
+PAPER_STAGES = {  # SPEC, "The paper protocol" 2: the stages the authors hooked, by the module names of the models
+    "resnet18": RESNET_STAGES, "resnet34": RESNET_STAGES, "resnet50": RESNET_STAGES, "resnet101": RESNET_STAGES,
+    "resnet152": RESNET_STAGES, "densenet121": tuple(f"denseblock{i}" for i in range(1, 5)),
     "mobilenet_v2": ("features.4", "features.7", "features.14", "features.17"),
     "vgg16_bn": ("features.6", "features.13", "features.23", "features.33"),
+    "vit_b_16": ("blocks.0", "blocks.3", "blocks.6", "blocks.9"),  # encoder blocks 1, 4, 7, 10
 }
+SPEC_PROBES = {"resnet18": 2048, "densenet121": 4096, "resnet50": 4096, "resnet101": 4096, "vgg16_bn": 4096,
+               "vit_b_16": 256}  # SPEC, "The paper protocol" 1 (the others' sizes are dynstudy's choice)
 
 
 @pytest.mark.parametrize("name", list(PAPER_WIDTHS))
@@ -54,7 +59,8 @@ def test_paper_architecture_capture(name):
     signals = probe.capture(0)
     for h in hooks:
         h.remove()
-    assert [s.stage for s in signals] == list(info.stage_names) == list(PAPER_STAGES.get(name, info.stage_names))
+    assert [s.stage for s in signals] == list(info.stage_names) == list(PAPER_STAGES[name])
+    assert info.paper_probe_size == SPEC_PROBES.get(name, info.paper_probe_size)
     assert set(calls.values()) == {1}  # each stage fires once per forward (one batch of 3)
     for sig, width in zip(signals, PAPER_WIDTHS[name]):
         assert sig.values.shape == (n, 32) and sig.values.dtype == np.float32 and np.isfinite(sig.values).all()

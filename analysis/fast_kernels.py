@@ -25,7 +25,6 @@ import math
 from functools import lru_cache
 
 import numpy as np
-from scipy import fft
 
 from analysis import dynamics, fast_loops
 
@@ -108,9 +107,9 @@ def _spectral_im(X: np.ndarray) -> np.ndarray:
     """Imaginary part [C, N] of the analytic signal of each row of ``X``: the Hilbert transform by the
     spectrum -i X(f), as :func:`analysis.dynamics.kuramoto` (the row mean only changes the DC bin, which
     the transform drops)."""
-    spec = fft.rfft(X, axis=1)
+    spec = np.fft.rfft(X, axis=1)  # numpy's pocketfft: the same values as scipy's here, and a little faster
     spec *= -1j
-    return fft.irfft(spec, n=X.shape[1], axis=1, overwrite_x=True)
+    return np.fft.irfft(spec, n=X.shape[1], axis=1)
 
 
 def phasors(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -47,6 +47,9 @@ _ROUNDING = 1e-12
 COMPAT = ("dynstudy", "authors")
 #: Settings of a spec's ``analysis`` section that ``capture_metrics`` takes (the analysis and the online trigger).
 CAPTURE_PARAMS = ("smooth_window", "h_opt", "sigma_h", "min_scale", "n_scales", "compat")
+#: Why a channel has no DFA exponent: non-finite values, one value throughout, exactly polynomial segments.
+DFA_REASONS = ("non-finite values", "constant channel",
+               "zero fluctuation at some scale (piecewise-polynomial or mostly constant channel)")
 #: Values per chunk of rows (1 MiB of float64).
 _CHUNK = 1 << 17
 
@@ -306,8 +309,7 @@ def dfa_exponents(X, min_scale=16, n_scales=10, order=1, overlap=False, return_r
         flat[rows] = tiny
     if not return_reasons:
         return alpha
-    reasons = np.select([~finite, const, flat], ["non-finite values", "constant channel", "zero fluctuation at some "
-                                                 "scale (piecewise-polynomial or mostly constant channel)"], "")
+    reasons = np.select([~finite, const, flat], list(DFA_REASONS), "")
     return alpha, [r or None for r in reasons.tolist()]
 
 

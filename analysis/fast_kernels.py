@@ -71,8 +71,7 @@ def pseudo_time(acts: np.ndarray, labels: np.ndarray, window: int) -> np.ndarray
     return smoothed(class_centred(acts, labels), window)
 
 
-_REASONS = {fast_loops.NON_FINITE: "non-finite values", fast_loops.CONSTANT: "constant channel",
-            fast_loops.FLAT: "zero fluctuation at some scale (piecewise-polynomial or mostly constant channel)"}
+_REASONS = dict(zip((fast_loops.NON_FINITE, fast_loops.CONSTANT, fast_loops.FLAT), dynamics.DFA_REASONS))
 
 
 def dfa_status(X, min_scale=16, n_scales=10) -> tuple[np.ndarray, np.ndarray]:

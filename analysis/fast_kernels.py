@@ -34,7 +34,8 @@ def dfa_plan(n: int, min_scale: int, n_scales: int):
     """(scales as int64, centred log scales) for length ``n``; read-only, since the cache shares them."""
     scales = dynamics.dfa_scales(n, min_scale, n_scales, "authors").astype(np.int64)
     ls = np.log(scales.astype(float))
-    ls -= ls.mean()
+    if len(ls):  # none below two DFA scales' worth of points
+        ls -= ls.mean()
     for a in (scales, ls):
         a.setflags(write=False)
     return scales, ls

@@ -17,7 +17,8 @@ of that work be shared, and here it is:
   their phasors (the reference recomputes all of it eight times);
 - the noise control at the other windows and probe sizes needs only H_raw
   (no Hilbert transform), once per run;
-- DFA bases are cached per series length (:mod:`analysis.fast_kernels`).
+- the DFA, phasor, centring and smoothing loops are compiled (:mod:`analysis.fast_kernels` over
+  :mod:`analysis.fast_loops`).
 
 Every value equals the reference's up to rounding (tests/test_fast_path.py).
 """

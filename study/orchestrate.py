@@ -243,10 +243,10 @@ def run_study(spec: StudySpec, *, store: Optional[str] = None, resume: bool = Fa
             callbacks=[tune_callback(ProgressLog({t["run_id"]: t["train"]["epochs"] for t in todo}, verbosity, out))],
             stop=VolatilityStopper() if spec.train.volatility_stopping else None,
         )
-        tuner = _restored(tune, exp_path, trainable, plan, out) if resume else None
-        if tuner is None:
+
+        def fresh_tuner():
             _forget_trials(exp_path, todo_ids)
-            tuner = tune.Tuner(
+            return tune.Tuner(
                 trainable,
                 param_space={"trial": tune.grid_search(todo)},
                 tune_config=tune.TuneConfig(
@@ -256,8 +256,20 @@ def run_study(spec: StudySpec, *, store: Optional[str] = None, resume: bool = Fa
                 ),
                 run_config=run_config,
             )
+
+        tuner = _restored(tune, exp_path, trainable, plan, out) if resume else None
         try:
-            results = tuner.fit()
+            if tuner is None:
+                results = fresh_tuner().fit()
+            else:
+                try:
+                    results = tuner.fit()
+                except Exception as err:  # a restored experiment that reads but cannot go on (a full disk
+                    # cut Tune's saved search state short): the unfinished runs start again, as for an unreadable one
+                    print(f"--resume: Ray Tune's interrupted experiment in {exp_path} cannot continue "
+                          f"({type(err).__name__}: {err}); the unfinished runs start again from scratch",
+                          file=out, flush=True)
+                    results = fresh_tuner().fit()
         except Exception as err:  # Tune's driver loop itself broke (a full disk under its experiment state, ...)
             cause = f"{type(err).__name__}: {err}"
             _mark_failed(store, {t["run_id"]: f"study stopped: {cause}"[:2000] for t in todo}, out)

@@ -43,97 +43,137 @@ _FLAGS = {"reassoc", "contract", "nsz", "arcp"}
 OK, NON_FINITE, CONSTANT, FLAT = 0, 1, 2, 3
 
 
+#: Rows whose DFA :func:`dfa_rows` runs side by side, one per vector lane (four doubles: AVX2).
+LANES = 4
+
+
 @numba.njit(cache=True, fastmath=_FLAGS, nogil=True)
-def _fluctuation(y: np.ndarray, s: int) -> float:
-    """F(s) of one profile ``y``: mean over its len(y) // s disjoint segments of the residual RMS about each
-    segment's least-squares line (fitted on the centred times j - (s - 1) / 2), the residual formed point
-    by point."""
-    k = len(y) // s
+def _profile(row: np.ndarray, y: np.ndarray, tiny: float) -> tuple[int, float]:
+    """(status, floor) of one row; for an OK row its profile cumsum(row - mean) is written to ``y`` and floor
+    is ``tiny`` x the profile's RMS (an F(s) at or below it means exactly polynomial segments)."""
+    n = len(row)
+    total = 0.0
+    first = row[0]
+    differ = 0
+    for j in range(n):
+        v = row[j]
+        total += v
+        differ += v != first
+    if not math.isfinite(total):  # an infinity or NaN in the row (or a sum that overflows)
+        for j in range(n):
+            if not math.isfinite(row[j]):
+                return NON_FINITE, 0.0
+    if differ == 0:
+        return CONSTANT, 0.0
+    mean = total / n
+    acc = 0.0
+    sq = 0.0
+    for j in range(n):
+        acc += row[j] - mean
+        y[j] = acc
+        sq += acc * acc
+    return OK, tiny * math.sqrt(sq / n)
+
+
+@numba.njit(cache=True, fastmath=_FLAGS, nogil=True)
+def _lane_fluctuations(Y: np.ndarray, s: int) -> tuple[float, float, float, float]:
+    """F(s) of each of the :data:`LANES` profiles in the columns of ``Y`` [N, 4]: the mean over the N // s
+    disjoint segments from the start of the residual RMS about each segment's least-squares line (fitted on
+    the centred times j - (s - 1) / 2), the residual formed point by point.
+
+    The four rows' sums are independent, so they fill one vector register per step instead of each segment
+    ending in a horizontal sum (1.8-2.9x faster than one row at a time here).
+    """
+    k = Y.shape[0] // s
     mid = (s - 1) / 2.0
     stt = s * (s * s - 1) / 12.0  # sum of (j - mid)^2
-    total = 0.0
+    f0 = f1 = f2 = f3 = 0.0
     for seg in range(k):
-        a = seg * s
-        s0 = 0.0
-        s1 = 0.0
+        W = Y[seg * s:(seg + 1) * s]  # a slice: indices from range() need no negative-index wraparound
+        m0 = m1 = m2 = m3 = 0.0
+        b0 = b1 = b2 = b3 = 0.0
+        tj = -mid  # j - mid, exactly (half-integers)
         for j in range(s):
-            v = y[a + j]
-            s0 += v
-            s1 += (j - mid) * v
-        mu = s0 / s
-        b = s1 / stt
-        r2 = 0.0
+            v0, v1, v2, v3 = W[j, 0], W[j, 1], W[j, 2], W[j, 3]
+            m0 += v0
+            m1 += v1
+            m2 += v2
+            m3 += v3
+            b0 += tj * v0
+            b1 += tj * v1
+            b2 += tj * v2
+            b3 += tj * v3
+            tj += 1.0
+        m0, m1, m2, m3 = m0 / s, m1 / s, m2 / s, m3 / s
+        b0, b1, b2, b3 = b0 / stt, b1 / stt, b2 / stt, b3 / stt
+        r0 = r1 = r2 = r3 = 0.0
+        tj = -mid
         for j in range(s):
-            r = y[a + j] - mu - b * (j - mid)
-            r2 += r * r
-        total += math.sqrt(r2 / s)
-    return total / k
+            e0 = W[j, 0] - m0 - b0 * tj
+            e1 = W[j, 1] - m1 - b1 * tj
+            e2 = W[j, 2] - m2 - b2 * tj
+            e3 = W[j, 3] - m3 - b3 * tj
+            r0 += e0 * e0
+            r1 += e1 * e1
+            r2 += e2 * e2
+            r3 += e3 * e3
+            tj += 1.0
+        f0 += math.sqrt(r0 / s)
+        f1 += math.sqrt(r1 / s)
+        f2 += math.sqrt(r2 / s)
+        f3 += math.sqrt(r3 / s)
+    return f0 / k, f1 / k, f2 / k, f3 / k
 
 
 @numba.njit(cache=True, fastmath=_FLAGS, nogil=True)
 def dfa_rows(X: np.ndarray, scales: np.ndarray, ls: np.ndarray, tiny: float) -> tuple[np.ndarray, np.ndarray]:
     """(alpha [C], status [C]) of DFA1 on every row of ``X`` [C, N] at ``scales``.
 
-    Per row: profile y = cumsum(x - mean x); F(s) per scale (:func:`_fluctuation`);
-    alpha = slope of log F on log s (``ls``: the centred log scales). Status
-    (alpha NaN unless OK): NON_FINITE, CONSTANT (every value equal), FLAT (F(s)
-    <= ``tiny`` x RMS of the profile at some scale: exactly polynomial segments,
+    Per row: profile y = cumsum(x - mean x) (:func:`_profile`); F(s) per scale
+    (:func:`_lane_fluctuations`, :data:`LANES` rows at a time); alpha = slope
+    of log F on log s (``ls``: the centred log scales). Status (alpha NaN
+    unless OK): NON_FINITE, CONSTANT (every value equal), FLAT (F(s) <=
+    ``tiny`` x RMS of the profile at some scale: exactly polynomial segments,
     where log F would be rounding noise).
     """
     c, n = X.shape
     m = len(scales)
     alpha = np.full(c, np.nan)
     status = np.zeros(c, np.int8)
-    y = np.empty(n)
-    logF = np.empty(m)
+    Y = np.zeros((n, LANES))
+    F = np.empty((m, LANES))
+    floor = np.zeros(LANES)
+    rows = np.zeros(LANES, np.int64)
     lss = 0.0
     for i in range(m):
         lss += ls[i] * ls[i]
+    q = 0
     for ch in range(c):
-        row = X[ch]
-        total = 0.0
-        first = row[0]
-        differ = 0
-        for j in range(n):
-            v = row[j]
-            total += v
-            differ += v != first
-        if not math.isfinite(total):  # an infinity or NaN in the row (or a sum that overflows)
-            for j in range(n):
-                if not math.isfinite(row[j]):
-                    status[ch] = NON_FINITE
-                    break
-            if status[ch] == NON_FINITE:
+        code, floor[q] = _profile(X[ch], Y[:, q], tiny)
+        status[ch] = code
+        if code == OK:
+            rows[q] = ch
+            q += 1
+        if q == 0 or (q < LANES and ch < c - 1):
+            continue
+        Y[:, q:] = 0.0  # lanes left over at the end: zero profiles, results unused
+        for i in range(m):
+            F[i, 0], F[i, 1], F[i, 2], F[i, 3] = _lane_fluctuations(Y, scales[i])
+        for lane in range(q):
+            flat = False
+            mlog = 0.0
+            for i in range(m):
+                flat = flat or F[i, lane] <= floor[lane]
+                mlog += math.log(F[i, lane])
+            if flat:
+                status[rows[lane]] = FLAT
                 continue
-        if differ == 0:
-            status[ch] = CONSTANT
-            continue
-        mean = total / n
-        acc = 0.0
-        sq = 0.0
-        for j in range(n):
-            acc += row[j] - mean
-            y[j] = acc
-            sq += acc * acc
-        floor = tiny * math.sqrt(sq / n)
-        flat = False
-        for i in range(m):
-            f = _fluctuation(y, scales[i])
-            if f <= floor:
-                flat = True
-                break
-            logF[i] = math.log(f)
-        if flat:
-            status[ch] = FLAT
-            continue
-        mlog = 0.0
-        for i in range(m):
-            mlog += logF[i]
-        mlog /= m
-        slope = 0.0
-        for i in range(m):
-            slope += ls[i] * (logF[i] - mlog)
-        alpha[ch] = slope / lss
+            mlog /= m
+            slope = 0.0
+            for i in range(m):
+                slope += ls[i] * (math.log(F[i, lane]) - mlog)
+            alpha[rows[lane]] = slope / lss
+        q = 0
     return alpha, status
 
 
@@ -144,17 +184,18 @@ def phase_sums(X: np.ndarray, im: np.ndarray, rows: np.ndarray, cos: np.ndarray,
     :func:`analysis.dynamics.kuramoto` defines it)."""
     n = X.shape[1]
     for r in rows:
+        x = X[r]  # row slices: indices from range() need no negative-index wraparound, so the loops vectorise
+        h_row = im[r]
         mean = 0.0
         for t in range(n):
-            mean += X[r, t]
+            mean += x[t]
         mean /= n
         for t in range(n):
-            a = X[r, t] - mean
-            b = im[r, t]
+            a = x[t] - mean
+            b = h_row[t]
             h = a * a + b * b
-            zero = h == 0.0
-            inv = 1.0 / math.sqrt(1.0 if zero else h)
-            cos[t] += (1.0 if zero else a) * inv
+            inv = 1.0 / math.sqrt(h) if h != 0.0 else 1.0  # written so, the loop vectorises (3.6x)
+            cos[t] += a * inv if h != 0.0 else 1.0
             sin[t] += b * inv
 
 
@@ -163,14 +204,15 @@ def normalise_phasors(re: np.ndarray, im: np.ndarray) -> None:
     """Replace ``re`` and ``im`` [R, N] in place by cos and sin of the phase (re / |z|, im / |z|; (1, im) at z = 0)."""
     rows, n = re.shape
     for r in range(rows):
+        x = re[r]
+        y = im[r]
         for t in range(n):
-            a = re[r, t]
-            b = im[r, t]
+            a = x[t]
+            b = y[t]
             h = a * a + b * b
-            zero = h == 0.0
-            inv = 1.0 / math.sqrt(1.0 if zero else h)
-            re[r, t] = (1.0 if zero else a) * inv
-            im[r, t] = b * inv
+            inv = 1.0 / math.sqrt(h) if h != 0.0 else 1.0
+            x[t] = a * inv if h != 0.0 else 1.0
+            y[t] = b * inv
 
 
 @numba.njit(cache=True, fastmath=_FLAGS, nogil=True)
@@ -182,24 +224,27 @@ def centre_rows(V: np.ndarray, order: np.ndarray, starts: np.ndarray, rounding: 
     c, p = V.shape
     g = len(starts)
     for r in range(c):
+        v = V[r]
+        o = out[r]
         peak = 0.0
         for t in range(p):
-            peak = max(peak, abs(V[r, t]))
+            peak = max(peak, abs(v[t]))
         for t in range(p):
-            out[r, t] = V[r, order[t]]
+            o[t] = v[order[t]]
         spread = 0.0
         for k in range(g):
             a = starts[k]
             b = starts[k + 1] if k + 1 < g else p
+            cls = o[a:b]
             total = 0.0
-            for t in range(a, b):
-                total += out[r, t]
+            for t in range(b - a):
+                total += cls[t]
             mean = total / (b - a)
-            for t in range(a, b):
-                out[r, t] -= mean
-                spread = max(spread, abs(out[r, t]))
+            for t in range(b - a):
+                cls[t] -= mean
+                spread = max(spread, abs(cls[t]))
         if spread <= rounding * peak:
-            out[r, :] = 0.0
+            o[:] = 0.0
 
 
 @numba.njit(cache=True, fastmath=_FLAGS, nogil=True)
@@ -214,23 +259,31 @@ def rolling_rows(x: np.ndarray, window: int, perm: np.ndarray, out: np.ndarray) 
     c, n = x.shape
     before = window // 2
     after = (window - 1) // 2
+    head = min(before + 1, n)  # t < head: nothing leaves the window yet
+    tail = max(head, n - after)  # t >= tail: nothing enters it any more
+    inv = 1.0 / window
     row = np.empty(n)
     for r in range(c):
+        src = x[r]
+        o = out[r]
         if len(perm):
             for t in range(n):
-                row[t] = x[r, perm[t]]
+                row[t] = src[perm[t]]
         else:
-            for t in range(n):
-                row[t] = x[r, t]
+            row[:] = src
         total = 0.0
         for t in range(min(after, n)):
             total += row[t]
-        for t in range(n):
+        for t in range(head):
             if t + after < n:
                 total += row[t + after]
-            if t - before - 1 >= 0:
-                total -= row[t - before - 1]
-            out[r, t] = total / (min(t + after + 1, n) - max(t - before, 0))
+            o[t] = total / (min(t + after + 1, n) - max(t - before, 0))
+        for t in range(head, tail):  # the whole window inside the series
+            total += row[t + after] - row[t - before - 1]
+            o[t] = total * inv
+        for t in range(tail, n):
+            total -= row[t - before - 1]
+            o[t] = total / (n - (t - before))
 
 
 @numba.njit(cache=True, nogil=True)

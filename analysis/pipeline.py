@@ -54,7 +54,7 @@ from analysis.claims_temporal import temporal_claims
 from analysis.inventory import damaged_files, file_gaps, is_current, run_inputs
 from analysis.sensitivity import run_series, sensitivity
 from analysis.reference_capture import capture_arrays
-from analysis.run_analysis import analyze_and_write, write_table, analyze_run, summarise_run
+from analysis.run_analysis import analyze_and_write, analyze_in_worker, write_table, analyze_run, summarise_run
 from analysis.variability import cell_variability
 from analysis.worker_env import single_threaded_children
 from store_contract.files import remove_run_files, resolve_store
@@ -107,7 +107,7 @@ def _run_all(store: str, todo: list, workers: int | None, capture_path: str = "f
     # spawn, not fork: the parent holds a multi-threaded DuckDB connection
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         with single_threaded_children():  # map submits every job, so every worker starts, inside this block
-            results = pool.map(analyze_and_write, *zip(*jobs))
+            results = pool.map(analyze_in_worker, *zip(*jobs))
         yield from results
 
 

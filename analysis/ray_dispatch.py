@@ -1,6 +1,6 @@
 """Each run's analysis as a Ray task on a cluster (``dynstudy analyze --address``, or ``RAY_ADDRESS``).
 
-One task per run runs :func:`analysis.run_analysis.analyze_and_write` on some
+One task per run runs :func:`analysis.run_analysis.analyze_in_worker` on some
 node of the cluster: it reads the run's input files from the store (a shared
 path or an object store every node reaches), computes the run's tables and
 writes them there, recording the input digest, exactly as a local worker
@@ -35,7 +35,7 @@ def run_on_cluster(address: str, store: str, todo: list, capture_path: str = "fa
     """Results of :func:`analysis.run_analysis.analyze_and_write` for ``todo`` ((run, inputs, reason) each), one Ray
     task per run on the cluster at ``address`` (an existing connection is used as it is), in completion order."""
     ray = _ray()
-    from analysis.run_analysis import analyze_and_write
+    from analysis.run_analysis import analyze_in_worker
 
     connected = False
     if not ray.is_initialized():
@@ -43,7 +43,7 @@ def run_on_cluster(address: str, store: str, todo: list, capture_path: str = "fa
         ray.init(address=address, runtime_env=env, log_to_driver=False, logging_level="WARNING")
         connected = True
     try:
-        task = ray.remote(num_cpus=1, max_retries=TASK_RETRIES)(analyze_and_write)
+        task = ray.remote(num_cpus=1, max_retries=TASK_RETRIES)(analyze_in_worker)
         pending = [task.remote(store, run, inputs, reason, capture_path) for run, inputs, reason in todo]
         while pending:
             done, pending = ray.wait(pending, num_returns=1)

@@ -17,6 +17,7 @@ import math
 import numpy as np
 
 from analysis import dynamics
+from analysis.allocator import keep_freed_memory
 from analysis.capture_family import FastSource
 from analysis.capture_plan import run_params
 from analysis.inventory import RunInputs, capture_gaps
@@ -150,3 +151,13 @@ def analyze_and_write(store: str, run: dict, inputs: RunInputs, reason: str | No
     for table, rows in tables.items():  # run_summary last
         write_table(store, table, rows, run["run_id"], inputs.digest)
     return run["run_id"], None, len(tables["capture_metrics"]), tables["run_summary"][0]
+
+
+def analyze_in_worker(store: str, run: dict, inputs: RunInputs, reason: str | None,
+                      capture_path: str = "fast") -> tuple[str, str | None, int, dict]:
+    """:func:`analyze_and_write` in a worker process or Ray task of ``dynstudy analyze``: the fast path first
+    keeps freed memory in the process (:func:`analysis.allocator.keep_freed_memory`); the reference runs as it
+    did before issue 17."""
+    if capture_path == "fast":
+        keep_freed_memory()
+    return analyze_and_write(store, run, inputs, reason, capture_path)

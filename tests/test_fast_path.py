@@ -15,6 +15,7 @@ import sys
 import tempfile
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -220,6 +221,35 @@ def test_compiled_dfa_gives_the_reference_reasons():
     assert reasons == want_reasons
     assert [r is None for r in reasons] == [True, False, False, False, False, True, True]
     np.testing.assert_allclose(alpha, want_alpha, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("rows", [1, 3, 4, 5, 9])
+def test_compiled_dfa_of_each_row_is_independent_of_its_neighbours(rows):
+    """The compiled DFA runs four rows side by side; every row count, with rows that have no exponent
+    anywhere among them, gives each row the exponent and reason it has alone in the reference."""
+    rng = np.random.default_rng(rows)
+    X = np.cumsum(rng.standard_normal((rows, 300)), axis=1) * rng.uniform(0.1, 3, (rows, 1))
+    X += rng.standard_normal((rows, 300))
+    bad = rng.permutation(rows)[:rows // 2]
+    for i, r in enumerate(bad):  # a NaN, a constant row, an infinity, in turn
+        if i % 3 == 1:
+            X[r] = 4.0
+        else:
+            X[r, 7 * i] = np.nan if i % 3 == 0 else np.inf
+    alpha, reasons = fk.dfa_exponents(X)
+    for r in range(rows):
+        want_alpha, want_reasons = dynamics.dfa_exponents(X[r:r + 1], return_reasons=True)
+        assert reasons[r] == want_reasons[0]
+        np.testing.assert_allclose(alpha[r], want_alpha[0], rtol=0, atol=1e-12)
+    assert sum(r is None for r in reasons) == rows - len(bad)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 6, 20])
+@pytest.mark.parametrize("window", [2, 3, 5, 8])
+def test_compiled_rolling_mean_at_the_edges_and_windows_longer_than_the_series(n, window):
+    x = np.random.default_rng(n * window).standard_normal((3, n))
+    want = np.array([pd.Series(row).rolling(window, center=True, min_periods=1).mean().to_numpy() for row in x])
+    np.testing.assert_allclose(fk.smoothed(x, window), want, rtol=0, atol=1e-12)
 
 
 def test_a_capture_file_that_is_not_one_value_per_channel_and_sample_is_named(tmp_path):

@@ -48,17 +48,16 @@ def _read(f: StoreFile, columns, dictionary=()):
     return pq.read_table(inner, columns=list(columns), filesystem=fs, read_dictionary=list(dictionary))
 
 
-def _one(f: StoreFile, column: str):
-    """The one value of ``column`` in the file, from its footer's statistics where they say it (else read)."""
-    fs, inner = filesystem(f.path)
-    with fs.open_input_file(inner) as fh:
-        meta = pq.ParquetFile(fh).metadata
-        idx = meta.schema.names.index(column)
-        stats = [meta.row_group(i).column(idx).statistics for i in range(meta.num_row_groups)]
+def _one(f: StoreFile, pf: pq.ParquetFile, column: str):
+    """The one value of ``column`` in the open file ``pf``, from its footer's statistics where they say it
+    (else read)."""
+    meta = pf.metadata
+    idx = meta.schema.names.index(column)
+    stats = [meta.row_group(i).column(idx).statistics for i in range(meta.num_row_groups)]
     if stats and all(st is not None and st.has_min_max and st.null_count == 0 for st in stats):
         values = sorted({st.min for st in stats} | {st.max for st in stats})
     else:
-        values = pc.unique(_read(f, [column])[column]).to_pylist()
+        values = pc.unique(pf.read(columns=[column])[column]).to_pylist()
     if len(values) != 1:
         raise ValueError(f"{f.path}: column {column} holds {len(values)} values {values[:4]}; a capture file holds "
                          "one capture")
@@ -67,10 +66,13 @@ def _one(f: StoreFile, column: str):
 
 def read_capture(f: StoreFile) -> Capture:
     """The capture in activation file ``f``; ValueError when the file is not one capture of channels x samples."""
-    t = _read(f, COLUMNS, dictionary=("stage",))
-    if t.num_rows == 0:
-        raise ValueError(f"{f.path}: no rows")
-    capture, kind, epoch, step = (_one(f, c) for c in CONSTANT)
+    fs, inner = filesystem(f.path)
+    with fs.open_input_file(inner) as fh:  # one open, one footer read
+        pf = pq.ParquetFile(fh, read_dictionary=["stage"], pre_buffer=True)
+        t = pf.read(columns=list(COLUMNS))
+        if t.num_rows == 0:
+            raise ValueError(f"{f.path}: no rows")
+        capture, kind, epoch, step = (_one(f, pf, c) for c in CONSTANT)
     if f.name != f"capture={capture:06d}":
         raise ValueError(f"{f.path} holds capture {capture}, not the one its name says")
     enc = t["stage"].combine_chunks()

@@ -9,8 +9,8 @@ and :func:`analysis.dynamics.kuramoto`; only the arithmetic is arranged for
   (N, scales) and cached;
 - the detrending residuals are formed explicitly, point by point, as in the
   reference (never |seg|^2 - |fit|^2, which loses digits on steep profiles),
-  in one compiled loop that keeps each row in cache over all its scales
-  (:func:`analysis.fast_loops.fluctuations`);
+  in one compiled loop over four rows at a time, kept in cache over all
+  their scales (:func:`analysis.fast_loops.dfa_rows`);
 - the Kuramoto phasors are normalised and summed over rows in one compiled
   pass (:func:`analysis.fast_loops.phase_sums`), and a caller may keep each
   channel's phasor to sum any subset of channels later (the channel-draw

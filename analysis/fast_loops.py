@@ -9,8 +9,10 @@ reference, tests/literal_dynamics.py), only fused into one pass each:
   mean and slope on centred time) with the residual formed explicitly, point
   by point, as the reference does (never |seg|^2 - |fit|^2, which loses digits
   on steep profiles); F(s) = mean over segments of the residual RMS, alpha =
-  slope of log F on log s. One row (16 KiB at N = 2048) stays in the
-  first-level cache over all its scales.
+  slope of log F on log s. Four rows' profiles are interleaved ([N, 4], 64
+  KiB at N = 2048, in the second-level cache over all their scales) and fitted
+  side by side, one row per vector lane, so that no segment ends in a
+  horizontal sum.
 - :func:`phase_sums`, :func:`normalise_phasors`: cos and sin of the phase of
   the analytic signal (re / |z|, im / |z|; (1, im) where z is exactly 0),
   summed over rows or kept per row.
@@ -26,7 +28,10 @@ that sums vectorise: they add in another order, may fuse multiply-adds and
 divide by reciprocals, which changes results at rounding level only
 (tests/test_fast_path.py checks every output table against the reference path
 to 1e-12). No flag assumes away NaN or infinity: non-finite rows are found and
-named. Compiled code is cached next to this file (or in numba's user cache
+named. Loops index row and segment slices with indices from ``range()``:
+numba then knows them non-negative and drops its negative-index wraparound,
+which otherwise keeps the loops from vectorising (2x on the DFA here). Compiled
+code is cached next to this file (or in numba's user cache
 where that is not writable), so a process compiles once per install.
 """
 from __future__ import annotations

@@ -170,6 +170,26 @@ def test_the_reader_orders_rows_as_duckdb_does(tmp_path):
     assert (got.capture, got.kind, got.epoch, got.step) == (1, "epoch", 1, 10)
 
 
+def test_a_capture_file_without_statistics_reads_its_capture_number_from_the_rows(tmp_path):
+    """The capture's number, kind, epoch and step come from the footer's statistics; a file written without
+    them reads the same, and one that holds two captures is named."""
+    store = tmp_path / "s"
+    ids = make_store(store, seeds=(0,), datasets=("digits",), epochs=2)
+    run = store / "activations" / f"run_id={ids[0]}"
+    scan = scan_store(str(store))
+    want = read_capture(next(f for f in scan.files["activations"] if f.name == "capture=000001"))
+    table = pq.read_table(run / "capture=000001.parquet")
+    pq.write_table(table, run / "capture=000001.parquet", write_statistics=False)
+    assert pq.ParquetFile(run / "capture=000001.parquet").metadata.row_group(0).column(0).statistics is None
+    got = read_capture(next(f for f in scan_store(str(store)).files["activations"] if f.name == "capture=000001"))
+    assert (got.capture, got.kind, got.epoch, got.step) == (want.capture, want.kind, want.epoch, want.step)
+    assert np.array_equal(got.acts, want.acts)
+    two = pa.concat_tables([table, pq.read_table(run / "capture=000002.parquet")])
+    pq.write_table(two, run / "capture=000001.parquet", write_statistics=False)
+    with pytest.raises(ValueError, match="column capture holds 2 values"):
+        read_capture(next(f for f in scan_store(str(store)).files["activations"] if f.name == "capture=000001"))
+
+
 def test_a_capture_file_holding_another_capture_is_named(tmp_path):
     store = tmp_path / "s"
     ids = make_store(store, seeds=(0, 1), datasets=("digits",), epochs=2)

@@ -1,17 +1,20 @@
 """Benchmark: analyse a large generated store (default: the issue's 100 runs x 60
 captures x 128 channels x 2048 samples = 1.6 G values), reporting wall time,
-activation values per second per core and peak memory of ``dynstudy analyze``.
+activation values per second per core, CPU time and peak memory (of the
+driver and of the largest worker process) of ``dynstudy analyze``, run in a
+fresh process.
 
 The store is written in the worker's own format (store_contract.files.write_rows): each
 run is an AR(1) process per channel whose persistence drifts over training, so
 the metrics have something to find. Generation time is reported separately.
 
-``--compare R`` analyses the store R times with each capture path, the fast
-one and the reference (the implementation before issue 17,
-analysis/reference_capture.py), interleaved (alternating which goes first),
-each in a fresh process with the same worker count, and prints each one's
-values/s per core, its peak RSS (the largest process: the driver or one
-worker) and the median of the R ratios fast / reference.
+``--compare R`` first runs the fast path on one capture (compiling numba's
+loops where their cache is stale), then analyses the store R times with each
+capture path, the fast one and the reference (the implementation before
+issue 17, analysis/reference_capture.py), interleaved (alternating which goes
+first), each in a fresh process with the same worker count, and prints each
+one's values/s per core by wall and by CPU time, its peak RSS and the median
+of the R ratios fast / reference.
 
     .venv/bin/python bench/bench_scale.py --runs 100 --captures 60 --out /tmp/scale-store
     .venv/bin/python bench/bench_scale.py --runs 4 --captures 60 --compare 3
@@ -32,7 +35,6 @@ import numpy as np
 import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from analysis.pipeline import analyze  # noqa: E402
 from store_contract.files import write_rows  # noqa: E402
 from study.grid import make_run_id  # noqa: E402
 
@@ -84,33 +86,96 @@ def generate(out: Path, runs: int, captures: int, channels: int, samples: int) -
     return written
 
 
-def timed_analysis(out: str, workers: int | None, path: str) -> tuple[float, float, int, float]:
-    """(wall s of the analysis alone, peak RSS MiB of the largest process, runs analysed, CPU s of the process and
-    its workers, start-up and imports included), in a fresh process."""
-    code = ("import io, json, sys, time; sys.path.insert(0, sys.argv[1]); from analysis.pipeline import analyze; "
-            "t0 = time.perf_counter(); r = analyze(sys.argv[2], force=True, workers=json.loads(sys.argv[3]), "
-            "capture_path=sys.argv[4], out=io.StringIO()); "
-            "print(json.dumps([time.perf_counter() - t0, r['analysed'], len(r['failed'])]))")
-    root = str(Path(__file__).resolve().parent.parent)
-    proc = subprocess.Popen([sys.executable, "-c", code, root, out, json.dumps(workers), path], stdout=subprocess.PIPE)
+def _children_peak(parent: int) -> int:
+    """Largest VmHWM (KiB) among the live child processes of ``parent`` (Linux's /proc; 0 elsewhere)."""
+    peak = 0
+    for entry in os.listdir("/proc") if os.path.isdir("/proc") else ():
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/status") as fh:
+                    fields = dict(line.split(":", 1) for line in fh if ":" in line)
+            except OSError:  # gone meanwhile
+                continue
+            if int(fields.get("PPid", "0")) == parent and "VmHWM" in fields:
+                peak = max(peak, int(fields["VmHWM"].split()[0]))
+    return peak
+
+
+def analyse_here(store: str, workers: int | None, path: str) -> None:
+    """Analyse ``store`` in this process and print [wall s, driver peak MiB, largest worker's peak MiB, runs
+    analysed, runs failed] as JSON; :func:`timed_analysis` runs it in a fresh process.
+
+    A worker's peak is its own high-water mark, sampled from /proc every 0.2 s while it lives: the
+    ru_maxrss of finished children would also count the moment before a spawned worker's exec, when it
+    still has the driver's memory.
+    """
+    import threading
+
+    from analysis.pipeline import analyze
+
+    peak, done = [0], threading.Event()
+
+    def sample():
+        while not done.wait(0.2):
+            peak[0] = max(peak[0], _children_peak(os.getpid()))
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    t0 = time.perf_counter()
+    r = analyze(store, force=True, workers=workers, capture_path=path, out=io.StringIO())
+    wall = time.perf_counter() - t0
+    done.set()
+    sampler.join()
+    driver = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps([wall, driver, peak[0] / 1024, r["analysed"], len(r["failed"])]))
+
+
+def timed_analysis(out: str, workers: int | None, path: str) -> tuple[float, float, float, int, float]:
+    """(wall s of the analysis alone, peak RSS MiB of the driver, of the largest worker process, runs analysed,
+    CPU s of the driver and its workers, start-up and imports included), in a fresh process.
+
+    The driver is a ``python -c`` process, so that its spawned workers import what a run's analysis needs and
+    no more: a spawned worker re-imports its parent's main module when that has a file.
+    """
+    code = ("import json, sys; sys.path.insert(0, sys.argv[1]); import bench_scale; "
+            "bench_scale.analyse_here(sys.argv[2], json.loads(sys.argv[3]), sys.argv[4])")
+    bench = str(Path(__file__).resolve().parent)
+    proc = subprocess.Popen([sys.executable, "-c", code, bench, out, json.dumps(workers), path], stdout=subprocess.PIPE)
     _, status, usage = os.wait4(proc.pid, 0)
-    wall, analysed, failed = json.loads(proc.stdout.read())
+    wall, driver, worker, analysed, failed = json.loads(proc.stdout.read())
     if status or failed:
         raise SystemExit(f"analysis ({path}) failed: status {status}, {failed} runs failed")
-    return wall, usage.ru_maxrss / 1024, analysed, usage.ru_utime + usage.ru_stime
+    return wall, driver, worker, analysed, usage.ru_utime + usage.ru_stime
+
+
+def warm_compiled_loops(out: str) -> float:
+    """Seconds to run the fast path on one capture of ``out`` in a fresh process: it compiles the numba loops
+    where their cache (next to analysis/fast_loops.py) is missing or stale, as the first analysis after an
+    install or an edit does, so that no timed repeat pays for it."""
+    code = ("import sys, time; sys.path.insert(0, sys.argv[1]); t0 = time.perf_counter(); "
+            "from analysis.capture_family import capture_rows; from analysis.capture_plan import DEFAULT_PARAMS; "
+            "from analysis.capture_read import read_capture; from store_contract.scan import scan_store; "
+            "f = scan_store(sys.argv[2]).files['activations'][0]; "
+            "capture_rows(read_capture(f), f.run_id, dict(DEFAULT_PARAMS), None, {}); print(time.perf_counter() - t0)")
+    root = str(Path(__file__).resolve().parent.parent)
+    return float(subprocess.run([sys.executable, "-c", code, root, out], capture_output=True, text=True,
+                                check=True).stdout)
 
 
 def compare(out: str, workers: int | None, repeats: int, values: int) -> None:
     """Interleaved runs of both capture paths; per-core throughput (by wall time and by CPU time, which a
     loaded machine inflates less), peak RSS and the median ratios."""
     cores = min(workers or os.cpu_count() or 1, os.cpu_count() or 1)
+    print(f"  compiled loops warmed (one capture in a fresh process) in {warm_compiled_loops(out):.1f} s", flush=True)
     got = {"fast": [], "reference": []}
     for r in range(repeats):
         for path in (("reference", "fast") if r % 2 == 0 else ("fast", "reference")):
-            wall, peak, _, cpu = timed_analysis(out, workers, path)
+            wall, driver, worker, _, cpu = timed_analysis(out, workers, path)
+            peak = max(driver, worker)
             got[path].append((wall, peak, cpu))
             print(f"  repeat {r + 1} {path:9s}: {wall:6.1f} s, {values / wall / cores / 1e6:6.2f} M values/s per core, "
-                  f"CPU {cpu:6.1f} s ({values / cpu / 1e6:5.2f} M values per CPU s), peak RSS {peak:4.0f} MiB",
+                  f"CPU {cpu:6.1f} s ({values / cpu / 1e6:5.2f} M values per CPU s), peak RSS {peak:4.0f} MiB "
+                  f"(driver {driver:.0f}, largest worker {worker:.0f})",
                   flush=True)
     ratios = [ref[0] / fast[0] for ref, fast in zip(got["reference"], got["fast"])]
     cpu_ratios = [ref[2] / fast[2] for ref, fast in zip(got["reference"], got["fast"])]
@@ -145,14 +210,12 @@ def main():
     if args.compare:
         compare(str(out), args.workers, args.compare, values)
         return
-    t0 = time.perf_counter()
-    result = analyze(str(out), force=True, workers=args.workers, out=io.StringIO())
-    wall = time.perf_counter() - t0
+    wall, driver, worker, analysed, cpu = timed_analysis(str(out), args.workers, "fast")
     cores = min(args.workers or os.cpu_count() or 1, os.cpu_count() or 1)
-    peak = max(resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)) / 1024
-    print(f"analyze: {result['analysed']} runs in {wall:.0f} s ({wall / max(result['analysed'], 1):.1f} s per run), "
-          f"{values / wall / cores / 1e6:.2f} M values/s per core ({cores} cores), peak RSS of one process {peak:.0f} MiB")
-
+    print(f"analyze: {analysed} runs in {wall:.0f} s ({wall / max(analysed, 1):.1f} s per run), "
+          f"{values / wall / cores / 1e6:.2f} M values/s per core ({cores} cores), CPU {cpu:.0f} s "
+          f"({values / cpu / 1e6:.2f} M values per CPU s), peak RSS of the driver {driver:.0f} MiB, of the largest "
+          f"worker process {worker:.0f} MiB")
 
 if __name__ == "__main__":
     main()

@@ -48,7 +48,8 @@ _FLAGS = {"reassoc", "contract", "nsz", "arcp"}
 OK, NON_FINITE, CONSTANT, FLAT = 0, 1, 2, 3
 
 
-#: Rows whose DFA :func:`dfa_rows` runs side by side, one per vector lane (four doubles: AVX2).
+#: Rows whose DFA :func:`dfa_rows` runs side by side, one per vector lane (four doubles: AVX2). The lanes are
+#: written out in :func:`_lane_fluctuations`, which a change here must follow.
 LANES = 4
 
 
@@ -87,7 +88,8 @@ def _lane_fluctuations(Y: np.ndarray, s: int) -> tuple[float, float, float, floa
     the centred times j - (s - 1) / 2), the residual formed point by point.
 
     The four rows' sums are independent, so they fill one vector register per step instead of each segment
-    ending in a horizontal sum (1.8-2.9x faster than one row at a time here).
+    ending in a horizontal sum (2.1 ms against 2.9 ms for 128 x 2048 values, one row at a time with the same
+    slices, in a scratch benchmark of CPU time here).
     """
     k = Y.shape[0] // s
     mid = (s - 1) / 2.0

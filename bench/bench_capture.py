@@ -20,8 +20,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 
-from jobs.session import LocalSession  # noqa: E402
-from jobs.trainer import run_trial  # noqa: E402
+from dynstudy.jobs.trial.session import LocalSession  # noqa: E402
+from dynstudy.jobs.trial.trainer import run_trial  # noqa: E402
 
 CASES = [  # model, dataset, dataset options, epochs, batch, probe size
     ("tiny_cnn", "digits", {}, 4, 64, 256),

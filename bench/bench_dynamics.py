@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from analysis import dynamics  # noqa: E402
+from dynstudy.analysis.kernels import dynamics  # noqa: E402
 from tests import literal_dynamics  # noqa: E402
 
 

@@ -6,7 +6,7 @@ In one process on one device (CUDA when there is one, else the CPU):
    transforms (ToDtype, RandomHorizontalFlip, Normalize) and pinned host
    batches copied to the device every step, fp32, a ``loss.item()`` every
    step: the shape of the authors' loop;
-2. dynstudy: :func:`jobs.trainer.run_trial` (data on the device, augmentation
+2. dynstudy: :func:`dynstudy.jobs.trial.trainer.run_trial` (data on the device, augmentation
    there, bf16 + channels_last on CUDA, background writes), with the
    per-epoch capture of the paper protocol and without it;
 3. packed: 1, 2 and 4 dynstudy trials at once on the device (Ray tasks with
@@ -37,10 +37,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from jobs.device_data import dataset  # noqa: E402
-from jobs.registry import ModelDef, build  # noqa: E402
-from jobs.session import LocalSession  # noqa: E402
-from jobs.trainer import make_optimizer, make_scheduler, run_trial, seed_everything  # noqa: E402
+from dynstudy.jobs.data.device_data import dataset  # noqa: E402
+from dynstudy.jobs.models.registry import ModelDef, build  # noqa: E402
+from dynstudy.jobs.trial.session import LocalSession  # noqa: E402
+from dynstudy.jobs.trial.trainer import make_optimizer, make_scheduler, run_trial, seed_everything  # noqa: E402
 
 SGD = {"name": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4}
 DIGITS = {"model": "tiny_cnn", "epochs": 12, "batch": 64, "lr": 0.05, "seeds": (0, 1, 2)}
@@ -82,7 +82,7 @@ class _Images(torch.utils.data.Dataset):
 def reference_run(ds: dict, model_name: str, epochs: int, batch: int, device, seed: int, workers: int,
                   optimizer=SGD, scheduler="none") -> dict:
     """The paper-shaped loop: DataLoader + CPU transforms, a host-to-device copy and .item() every step, fp32."""
-    from jobs.tv_compat import ensure_torchvision
+    from dynstudy.jobs.models.tv_compat import ensure_torchvision
 
     ensure_torchvision()
     from torchvision.transforms import v2

@@ -4,14 +4,14 @@ activation values per second per core, CPU time and peak memory (of the
 driver and of the largest worker process) of ``dynstudy analyze``, run in a
 fresh process.
 
-The store is written in the worker's own format (store_contract.files.write_rows): each
+The store is written in the worker's own format (dynstudy.store_contract.files.write_rows): each
 run is an AR(1) process per channel whose persistence drifts over training, so
 the metrics have something to find. Generation time is reported separately.
 
 ``--compare R`` first runs the fast path on one capture (compiling numba's
 loops where their cache is stale), then analyses the store R times with each
-capture path, the fast one and the reference (the implementation before
-issue 17, analysis/reference_capture.py), interleaved (alternating which goes
+capture path, the fast one and the reference (tests/reference_capture.py, the
+per-capture analysis written plainly), interleaved (alternating which goes
 first), each in a fresh process with the same worker count, and prints each
 one's values/s per core by wall and by CPU time, its peak RSS and the median
 of the R ratios fast / reference.
@@ -35,8 +35,8 @@ import numpy as np
 import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from store_contract.files import write_rows  # noqa: E402
-from study.grid import make_run_id  # noqa: E402
+from dynstudy.store_contract.files import write_rows  # noqa: E402
+from dynstudy.study.grid import make_run_id  # noqa: E402
 
 STAGES = ("layer1", "layer2", "layer3", "layer4")
 
@@ -111,7 +111,9 @@ def analyse_here(store: str, workers: int | None, path: str) -> None:
     """
     import threading
 
-    from analysis.pipeline import analyze
+    from dynstudy.analysis.pipeline.analyze import analyze
+    from dynstudy.analysis.run.run_analysis import fast_source
+    from tests.reference_capture import reference_source
 
     peak, done = [0], threading.Event()
 
@@ -122,7 +124,7 @@ def analyse_here(store: str, workers: int | None, path: str) -> None:
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     t0 = time.perf_counter()
-    r = analyze(store, force=True, workers=workers, capture_path=path, out=io.StringIO())
+    r = analyze(store, force=True, workers=workers, open_source={"fast": fast_source, "reference": reference_source}[path], out=io.StringIO())
     wall = time.perf_counter() - t0
     done.set()
     sampler.join()
@@ -153,8 +155,8 @@ def warm_compiled_loops(out: str) -> float:
     where their cache (next to analysis/fast_loops.py) is missing or stale, as the first analysis after an
     install or an edit does, so that no timed repeat pays for it."""
     code = ("import sys, time; sys.path.insert(0, sys.argv[1]); t0 = time.perf_counter(); "
-            "from analysis.capture_family import capture_rows; from analysis.capture_plan import DEFAULT_PARAMS; "
-            "from analysis.capture_read import read_capture; from store_contract.scan import scan_store; "
+            "from dynstudy.analysis.run.capture_family import capture_rows; from dynstudy.analysis.run.capture_plan import DEFAULT_PARAMS; "
+            "from dynstudy.analysis.run.capture_read import read_capture; from dynstudy.store_contract.scan import scan_store; "
             "f = scan_store(sys.argv[2]).files['activations'][0]; "
             "capture_rows(read_capture(f), f.run_id, dict(DEFAULT_PARAMS), None, {}); print(time.perf_counter() - t0)")
     root = str(Path(__file__).resolve().parent.parent)

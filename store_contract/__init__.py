@@ -1,6 +1,6 @@
 """The store's contract, in one pyarrow-only package that workers and analysis both import.
 
-- :mod:`store_contract.schemas`: every table, its columns and types, its file layout.
-- :mod:`store_contract.files`: store URIs, filesystems, the atomic writer, run removal.
-- :mod:`store_contract.scan`: what a store holds, checked file by file (foreign files named).
+- :mod:`dynstudy.store_contract.schemas`: every table, its columns and types, its file layout.
+- :mod:`dynstudy.store_contract.files`: store URIs, filesystems, the atomic writer, run removal.
+- :mod:`dynstudy.store_contract.scan`: what a store holds, checked file by file (foreign files named).
 """

@@ -27,7 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pyarrow import fs as pafs
 
-from store_contract.schemas import PARTITIONED, TABLES, WRITE_ID_KEY
+from dynstudy.store_contract.schemas import PARTITIONED, TABLES, WRITE_ID_KEY
 
 REMOTE_SCHEMES = ("s3", "gs")
 
@@ -176,7 +176,8 @@ def write_rows(store: str, table: str, run_id: str | None, name: str, columns: d
         if values is None:
             arrays.append(pa.nulls(n, type=field.type))
         else:
-            arrays.append(pa.array(values, type=field.type) if not isinstance(values, pa.Array) else values.cast(field.type))
+            is_array = isinstance(values, pa.Array)
+            arrays.append(values.cast(field.type) if is_array else pa.array(values, type=field.type))
     path = f"{table_dir(store, table, run_id)}/{name}.parquet"
     write_table_atomic(pa.Table.from_arrays(arrays, schema=schema), path, metadata)
     return path

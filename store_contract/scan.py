@@ -27,8 +27,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pyarrow import fs as pafs
 
-from store_contract.files import filesystem, table_dir
-from store_contract.schemas import FILE_NAMES, TABLES, UNPARTITIONED, schema_problem
+from dynstudy.store_contract.files import filesystem, table_dir
+from dynstudy.store_contract.schemas import FILE_NAMES, TABLES, UNPARTITIONED, schema_problem
 
 _MAGIC = b"PAR1"
 

@@ -20,8 +20,8 @@ import tempfile
 import traceback
 from pathlib import Path
 
-from study.spec import DEFAULT_STORE, SpecError, load_spec, preset_names, preset_text
-from study.sql_output import FORMATS, format_table, write_result
+from dynstudy.study.spec import DEFAULT_STORE, SpecError, load_spec, preset_names, preset_text
+from dynstudy.study.sql_output import FORMATS, format_table, write_result
 
 
 def _one_line(err) -> str:
@@ -30,7 +30,7 @@ def _one_line(err) -> str:
 
 def _check_output_outside(store: str, output: str | None) -> None:
     """``dynstudy sql --output`` never writes into a local store (it would replace a table's file)."""
-    from store_contract.files import is_remote, resolve_store
+    from dynstudy.store_contract.files import is_remote, resolve_store
 
     if not output or is_remote(store):
         return
@@ -41,11 +41,11 @@ def _check_output_outside(store: str, output: str | None) -> None:
 
 
 def cmd_sql(args) -> int:
-    """Run read-only SQL (see :mod:`study.readonly_sql`); a refusal or an SQL error is one line, exit 2."""
+    """Run read-only SQL (see :mod:`dynstudy.study.readonly_sql`); a refusal or an SQL error is one line, exit 2."""
     import duckdb
 
-    from analysis.catalog import open_catalog
-    from study.readonly_sql import RefusedStatement, read_only_statements, statement_text
+    from dynstudy.analysis.pipeline.catalog import open_catalog
+    from dynstudy.study.readonly_sql import RefusedStatement, read_only_statements, statement_text
 
     if args.format == "parquet" and not args.output:
         raise ValueError("--format parquet writes a file: give --output FILE")
@@ -63,7 +63,8 @@ def cmd_sql(args) -> int:
         print(err, file=sys.stderr)
         return 2
     except duckdb.CatalogException as err:
-        tables = [r[0] for r in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal ORDER BY 1").fetchall()]
+        views = con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal ORDER BY 1").fetchall()
+        tables = [r[0] for r in views]
         print(f"dynstudy sql: {_one_line(err)} (tables in this store: {', '.join(tables + ['unreadable_files'])})",
               file=sys.stderr)
         return 2
@@ -80,7 +81,7 @@ def cluster_address(address: str | None) -> str | None:
 
 
 def cmd_analyze(args) -> int:
-    from analysis.pipeline import analyze
+    from dynstudy.analysis.pipeline.analyze import analyze
 
     result = analyze(args.store, force=args.force, workers=args.workers, plateau_points=args.plateau_points,
                      address=cluster_address(args.address))
@@ -96,8 +97,8 @@ def default_report(store: str) -> Path:
 
 
 def cmd_report(args) -> int:
-    from analysis.catalog import open_catalog
-    from analysis.report import write_report
+    from dynstudy.analysis.pipeline.catalog import open_catalog
+    from dynstudy.analysis.report.build import write_report
 
     out = write_report(open_catalog(args.store), args.out or default_report(args.store))
     print(f"report: {Path(out).resolve()}")
@@ -105,7 +106,7 @@ def cmd_report(args) -> int:
 
 
 def cmd_status(args) -> int:
-    from analysis.catalog import open_catalog
+    from dynstudy.analysis.pipeline.catalog import open_catalog
 
     con = open_catalog(args.store)
     if not con.execute("SELECT count(*) FROM duckdb_views() WHERE view_name = 'runs'").fetchall()[0][0]:
@@ -164,11 +165,11 @@ def _leave_job_working_dir(store: str, report: str | None) -> None:
                          "storage, or s3:// / gs://")
     if report is not None and not os.path.isabs(report):
         raise ValueError(f"--report {report!r} is a relative path; under `ray job submit` give an absolute path")
-    import analysis.catalog  # noqa: F401  (imported before the working directory can go)
-    import analysis.pipeline  # noqa: F401
-    import analysis.ray_dispatch  # noqa: F401
-    import analysis.report  # noqa: F401
-    import study.orchestrate  # noqa: F401
+    import dynstudy.analysis.pipeline.analyze  # noqa: F401
+    import dynstudy.analysis.pipeline.catalog  # noqa: F401  (imported before the working directory can go)
+    import dynstudy.analysis.pipeline.ray_dispatch  # noqa: F401
+    import dynstudy.analysis.report.build  # noqa: F401
+    import dynstudy.study.orchestrate  # noqa: F401
 
     os.chdir(tempfile.gettempdir())
 
@@ -192,15 +193,15 @@ def cmd_run(args) -> int:
     spec = load_spec(args.spec, {"store": args.store})
     if _inside_ray_job():
         _leave_job_working_dir(spec.store, args.report)
-    from study.orchestrate import run_study
+    from dynstudy.study.orchestrate import run_study
 
     verbosity = "quiet" if args.quiet else "verbose" if args.verbose else "events"
     summary = run_study(spec, resume=args.resume, replace=args.replace, address=args.address, verbosity=verbosity)
     if args.no_analyze:
         return 0 if summary["failed"] == 0 else 1
-    from analysis.catalog import open_catalog
-    from analysis.pipeline import analyze
-    from analysis.report import write_report
+    from dynstudy.analysis.pipeline.analyze import analyze
+    from dynstudy.analysis.pipeline.catalog import open_catalog
+    from dynstudy.analysis.report.build import write_report
 
     analyze(summary["store"], workers=None, address=cluster_address(args.address))  # on the cluster, if one trained
     out = Path(args.report) if args.report else default_report(summary["store"])
@@ -222,7 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
     default_store = os.environ.get("DYNSTUDY_STORE", DEFAULT_STORE)
     store_help = (f"store directory or s3:// / gs:// URI (default: $DYNSTUDY_STORE if set, else {DEFAULT_STORE}; "
                   f"now {default_store})")
-    p = argparse.ArgumentParser(prog="dynstudy", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="dynstudy", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"dynstudy {_version()}")
     p.add_argument("--debug", action="store_true", help="on an error, print its traceback too")
     sub = p.add_subparsers(dest="command", required=True)
@@ -230,7 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="run a study (default: the demo), then analyse and report")
     r.add_argument("spec", nargs="?", default="demo", help="YAML spec file or preset name (default: demo)")
     r.add_argument("--store", default=None, help="store directory or s3:// / gs:// URI (default: the spec's `store`)")
-    r.add_argument("--resume", action="store_true", help="continue the unfinished runs of this study from their checkpoints")
+    r.add_argument("--resume", action="store_true",
+                   help="continue the unfinished runs of this study from their checkpoints")
     r.add_argument("--replace", action="store_true",
                    help="remove the files of this study's runs already in the store and train them again")
     r.add_argument("--address", default=None, help="Ray cluster address (default: $RAY_ADDRESS, else a local instance)")
@@ -312,7 +315,7 @@ def _fix(err: BaseException) -> str:
 def main(argv=None) -> int:
     """Run one command; an error is one line on stderr (``--debug``: with its traceback)."""
     args = build_parser().parse_args(argv)
-    from study.orchestrate import StudyError
+    from dynstudy.study.orchestrate import StudyError
 
     try:
         start_dir = os.getcwd()
@@ -324,7 +327,8 @@ def main(argv=None) -> int:
     except (SpecError, FileNotFoundError, ValueError, StudyError, OSError) as err:
         if args.debug:
             traceback.print_exc()
-        expected = isinstance(err, (SpecError, ValueError)) or (isinstance(err, FileNotFoundError) and err.errno is None)
+        expected = (isinstance(err, (SpecError, ValueError))
+                    or (isinstance(err, FileNotFoundError) and err.errno is None))
         kind = "" if expected or isinstance(err, StudyError) else f"{type(err).__name__}: "
         print(f"dynstudy {args.command}: {kind}{err}{_where(err, start_dir)}{_fix(err)}", file=sys.stderr)
         return 2 if expected else 1

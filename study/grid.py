@@ -8,8 +8,8 @@ from __future__ import annotations
 import hashlib
 from itertools import product
 
-from jobs.model_names import model_slug
-from study.spec import StudySpec
+from dynstudy.jobs.models.names import model_slug
+from dynstudy.study.spec import StudySpec
 
 
 def make_run_id(study: str, model: str, dataset: str, optimizer: str, seed: int) -> str:

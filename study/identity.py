@@ -1,7 +1,7 @@
 """Which runs of a study the store already holds, and whether they were trained as the spec says now.
 
 A run id is a function of (study, cell, seed); what the run *is* is its whole
-trial config (:func:`store_contract.schemas.config_identity`: every setting
+trial config (:func:`dynstudy.store_contract.schemas.config_identity`: every setting
 but the store's location). Before Ray starts, each trial of the spec is
 compared with the ``runs`` row its id already has in the store:
 
@@ -25,9 +25,9 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-from store_contract.files import read_run_row
-from store_contract.schemas import config_identity
-from study.spec import AnalysisSpec, CaptureSpec, DatasetSpec, OptimizerSpec, TrainSpec
+from dynstudy.store_contract.files import read_run_row
+from dynstudy.store_contract.schemas import config_identity
+from dynstudy.study.spec import AnalysisSpec, CaptureSpec, DatasetSpec, OptimizerSpec, TrainSpec
 
 DONE_STATUSES = ("finished", "diverged")
 _MISSING = object()

@@ -3,7 +3,7 @@
 ``run_study`` expands the grid and, before Ray starts, checks what can be
 checked (the fault-drill variable, that the store is writable, which runs the
 store already holds and whether they were trained with the same settings:
-:mod:`study.identity`, and that the cluster address answers). It then
+:mod:`dynstudy.study.identity`, and that the cluster address answers). It then
 connects to Ray (an existing cluster when ``address`` or ``RAY_ADDRESS`` is
 set, as under ``ray job submit``; otherwise a fresh local instance it stops
 afterwards) and runs one Tune trial per run still to train, with per-trial
@@ -17,15 +17,22 @@ import os
 import sys
 from typing import Optional
 
-from jobs import faults
-from jobs.fit_check import check_trials_fit
-from store_contract.files import (check_writable, filesystem, is_remote, read_run_row, remove_run_files,
-                                  resolve_store, write_rows)
-from study.grid import expand
-from study.identity import StudyPlan, plan_study
-from study.progress import ProgressLog, tune_callback
-from study.preflight import PreflightError, check_ray_address, check_store_writable
-from study.spec import SpecError, StudySpec
+from dynstudy.jobs.capture.fit_check import check_trials_fit
+from dynstudy.jobs.trial import faults
+from dynstudy.store_contract.files import (
+    check_writable,
+    filesystem,
+    is_remote,
+    read_run_row,
+    remove_run_files,
+    resolve_store,
+    write_rows,
+)
+from dynstudy.study.grid import expand
+from dynstudy.study.identity import StudyPlan, plan_study
+from dynstudy.study.preflight import PreflightError, check_ray_address, check_store_writable
+from dynstudy.study.progress import ProgressLog, tune_callback
+from dynstudy.study.spec import SpecError, StudySpec
 
 
 class StudyError(RuntimeError):
@@ -82,7 +89,7 @@ def _mark_failed(store: str, errors: dict, out) -> None:
 
 def check_resources(spec: StudySpec, available: dict) -> None:
     """Refuse per-trial resources that the local Ray instance can never grant."""
-    from study.spec import SpecError
+    from dynstudy.study.spec import SpecError
 
     for key, field in (("CPU", "cpus_per_trial"), ("GPU", "gpus_per_trial")):
         want, have = getattr(spec.resources, field), available.get(key, 0)
@@ -193,7 +200,7 @@ def run_study(spec: StudySpec, *, store: Optional[str] = None, resume: bool = Fa
     print(f"study {spec.name}: {len(trials)} runs ({len(spec.models)} models x {len(spec.datasets)} datasets x "
           f"{len(spec.optimizers)} optimizers x {len(spec.seeds)} seeds) -> store {store}", file=out, flush=True)
     faults.check_fault_env()
-    from jobs.registry import check_model_names  # torch and timm: only where training is installed
+    from dynstudy.jobs.models.registry import check_model_names  # torch and timm: only where training is installed
 
     check_model_names(trials)
     check_store_writable(store)
@@ -223,8 +230,8 @@ def run_study(spec: StudySpec, *, store: Optional[str] = None, resume: bool = Fa
     import ray
     from ray import tune
 
-    from jobs.session import tune_trainable
-    from study.stoppers import VolatilityStopper
+    from dynstudy.jobs.trial.session import tune_trainable
+    from dynstudy.study.stoppers import VolatilityStopper
 
     started = _connect(address, num_cpus)
     try:

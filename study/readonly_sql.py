@@ -12,7 +12,7 @@ Two layers, each enough for what it guards:
    executes its statement). DuckDB types a query whose ``WITH`` clause holds
    a COPY, INSERT, UPDATE or DELETE as a SELECT, so each query's parse tree
    (``json_serialize_sql``) is walked too: only plain query nodes pass.
-2. The connection (:func:`analysis.catalog.lock_down`): DuckDB's external
+2. The connection (:func:`dynstudy.analysis.pipeline.catalog.lock_down`): DuckDB's external
    access is off except for the store's own folder, extensions are neither
    installed nor loaded automatically, and the configuration is locked, so a
    query cannot read ``/etc/passwd``, fetch a URL or change a setting.
@@ -73,10 +73,12 @@ def _check_query(con, text: str) -> None:
     tree = json.loads(con.execute("SELECT json_serialize_sql(?)", [text]).fetchall()[0][0])
     if tree.get("error"):
         raise RefusedStatement(f"dynstudy sql: cannot check the query: {_one_line(tree.get('error_message', ''))}")
-    writes = sorted(n.removesuffix("_QUERY_NODE").removesuffix("_NODE") for n in _query_nodes(tree, set()) - READING_NODES)
+    nodes = _query_nodes(tree, set()) - READING_NODES
+    writes = sorted(n.removesuffix("_QUERY_NODE").removesuffix("_NODE") for n in nodes)
     if writes:
-        raise RefusedStatement(f"dynstudy sql is read-only: {_a(', '.join(writes))} inside a WITH clause is not allowed "
-                               "(only queries); to write elsewhere, open the store's Parquet files with DuckDB directly")
+        raise RefusedStatement(f"dynstudy sql is read-only: {_a(', '.join(writes))} inside a WITH clause is not "
+                               "allowed (only queries); to write elsewhere, open the store's Parquet files with DuckDB "
+                               "directly")
 
 
 def statement_text(statement) -> str:

@@ -16,10 +16,10 @@ from typing import Any, Literal, Optional, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from jobs.model_names import MODEL_NAMES
-from store_contract.files import check_store_uri
-from study.spec_models import ModelEntry, ModelSpec, check_stage_names
-from study.spec_yaml import SpecYAMLError, load_yaml, read_spec_file
+from dynstudy.jobs.models.names import MODEL_NAMES
+from dynstudy.store_contract.files import check_store_uri
+from dynstudy.study.spec_models import ModelEntry, ModelSpec, check_stage_names
+from dynstudy.study.spec_yaml import SpecYAMLError, load_yaml, read_spec_file
 
 __all__ = ["MODEL_NAMES", "ModelSpec", "SpecError", "StudySpec", "load_spec", "parse_spec", "preset_names"]
 DATASET_NAMES = ("digits", "synthetic", "cifar10", "cifar100", "imagefolder")
@@ -152,7 +152,7 @@ class AnalysisSpec(_Strict):
 
     @model_validator(mode="after")
     def _temporal_window_has_scales(self) -> "AnalysisSpec":
-        from analysis.dynamics import dfa_scales
+        from dynstudy.analysis.kernels.dynamics import dfa_scales
 
         if len(dfa_scales(self.temporal_window, self.min_scale, self.n_scales)) < 2:
             fit = next(n for n in range(self.temporal_window, 100 * self.min_scale)
@@ -375,18 +375,19 @@ def _format_errors(err: ValidationError, source: str) -> str:
 
 def preset_names() -> list[str]:
     """Names of the specs shipped in ``study/presets``."""
-    files = resources.files("study.presets").iterdir()
+    files = resources.files("dynstudy.study.presets").iterdir()
     return sorted(p.name.removesuffix(".yaml") for p in files if p.name.endswith(".yaml"))
 
 
 def preset_text(name: str) -> str:
-    return resources.files("study.presets").joinpath(f"{name}.yaml").read_text()
+    return resources.files("dynstudy.study.presets").joinpath(f"{name}.yaml").read_text()
 
 
 def parse_spec(data: Any, source: str = "<dict>") -> StudySpec:
     """Validate a mapping as a :class:`StudySpec`, or raise :class:`SpecError`."""
     if not isinstance(data, dict) or not data:
-        raise SpecError(f"invalid study spec {source}: expected a non-empty YAML mapping with name, models, datasets, seeds")
+        raise SpecError(f"invalid study spec {source}: expected a non-empty YAML mapping with name, models, "
+                        "datasets, seeds")
     try:
         return StudySpec.model_validate(data)
     except ValidationError as err:
@@ -414,7 +415,8 @@ def load_spec(ref: str, overrides: Optional[dict] = None) -> StudySpec:
     path = Path(ref)
     if path.suffix in (".yaml", ".yml") or path.exists():
         if not path.is_file():
-            raise SpecError(f"spec file {ref!r} not found; give a YAML path or one of the presets: {', '.join(preset_names())}")
+            raise SpecError(f"spec file {ref!r} not found; give a YAML path or one of the presets: "
+                            f"{', '.join(preset_names())}")
         source = str(path)
         data = _read_yaml(source, lambda: read_spec_file(path))
     elif ref in preset_names():
@@ -428,7 +430,8 @@ def load_spec(ref: str, overrides: Optional[dict] = None) -> StudySpec:
 
 
 def _read_yaml(source: str, read_text) -> Any:
-    """The data of the YAML ``read_text()`` returns (limits: :mod:`study.spec_yaml`); failures are SpecErrors."""
+    """The data of the YAML ``read_text()`` returns (limits: :mod:`dynstudy.study.spec_yaml`); failures are
+    SpecErrors."""
     try:
         return load_yaml(read_text())
     except SpecYAMLError as err:

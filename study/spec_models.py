@@ -13,10 +13,11 @@ models:
 ```
 
 Only the text is checked here (no torch): that the name has one of the four
-forms (:mod:`jobs.model_names`; a zoo-like name that is not in the zoo is
+forms (:mod:`dynstudy.jobs.models.names`; a zoo-like name that is not in the zoo is
 refused with close matches). Whether a timm or torchvision name exists, a
 builder imports, and the stages exist and fire once is checked before Ray
-starts (:func:`jobs.registry.check_model_names`, :func:`jobs.fit_check.check_trials_fit`).
+starts (:func:`dynstudy.jobs.models.registry.check_model_names`,
+:func:`dynstudy.jobs.capture.fit_check.check_trials_fit`).
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ from typing import Annotated, Any, Optional
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
 
-from jobs.model_names import parse_model_ref
+from dynstudy.jobs.models.names import parse_model_ref
 
 #: Model labels: ASCII letters, digits, '_', '.' and '/' (a run id shows them with '/' as '_').
 _LABEL_RE = re.compile(r"[A-Za-z0-9_./]+")

@@ -8,7 +8,7 @@ class VolatilityStopper(tune.Stopper):
     """Stop a trial when its Psi-volatility convergence trigger fires.
 
     Each trial computes H_eff and M of every end-of-epoch capture online
-    (:mod:`jobs.online`) and reports ``volatility_trigger``: the epoch at which
+    (:mod:`dynstudy.jobs.capture.online`) and reports ``volatility_trigger``: the epoch at which
     the volatility of Psi had been below the threshold for the patience
     (SPEC), or None. Opt in with ``train.volatility_stopping: true``; the
     trial then also records ``stop_reason = volatility`` in the runs table.

@@ -1,7 +1,7 @@
 """A literal, loop-based implementation of the paper protocol, written plainly
 from SPEC.md to check the vectorised kernels against (and to time them in
 bench/). Slow on purpose: one channel, one segment, one time point at a time,
-np.polyfit for every fit, no shared code with ``analysis.dynamics``.
+np.polyfit for every fit, no shared code with ``dynstudy.analysis.kernels.dynamics``.
 """
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ import json
 
 import numpy as np
 
-from store_contract.files import write_rows
+from dynstudy.store_contract.files import write_rows
 
 STAGES = ("stage1", "stage2", "stage3", "stage4")
 K, PROBE, CLASSES = 4, 64, 4

@@ -1,4 +1,4 @@
-"""analysis.allocator: a worker that keeps freed memory touches no fresh pages for arrays it made before."""
+"""dynstudy.analysis.run.allocator: a worker that keeps freed memory touches no fresh pages for arrays it made before."""
 from __future__ import annotations
 
 import subprocess
@@ -13,7 +13,7 @@ ROUNDS = """
 import resource, sys
 sys.path.insert(0, sys.argv[1])
 import numpy as np
-from analysis.allocator import keep_freed_memory
+from dynstudy.analysis.run.allocator import keep_freed_memory
 print(keep_freed_memory() if sys.argv[2] == "keep" else None)
 def rounds(k=20):  # a capture's worth of 2 MiB arrays, made and freed again and again
     r0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt

@@ -24,7 +24,7 @@ SCRIPT = textwrap.dedent("""
     importlib.util.find_spec = lambda name, *a: None if name.split(".")[0] in BLOCKED else real(name, *a)
 
     from tests.store_factory import make_store
-    from study.cli import main
+    from dynstudy.study.cli import main
     store = sys.argv[1]
     make_store(store, seeds=(0, 1), datasets=("digits",))
     codes = [main(["analyze", "--store", store]), main(["sql", "--store", store, "SELECT count(*) FROM run_summary"]),

@@ -4,10 +4,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from jobs.capture import ActivationProbe
-from jobs.models import build_model
-from study.grid import expand
-from study.spec import parse_spec
+from dynstudy.jobs.capture.probe import ActivationProbe
+from dynstudy.jobs.models.zoo import build_model
+from dynstudy.study.grid import expand
+from dynstudy.study.spec import parse_spec
 
 
 def _channels_and_values(redraw: bool, captures=(1, 2, 3)):

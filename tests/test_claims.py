@@ -4,8 +4,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from analysis.claims import (hedges_g, integration_claims, patience_stop, plateau_epoch, state_claims,
-                             trigger_claims)
+from dynstudy.analysis.stats.claims import (
+    hedges_g,
+    integration_claims,
+    patience_stop,
+    plateau_epoch,
+    state_claims,
+    trigger_claims,
+)
 
 
 def run(i, dataset, h_eff, h_raw=0.7, noise=0.6, state="Transitional", trigger=None, status="finished"):

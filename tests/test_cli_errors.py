@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-import study.cli as cli
+import dynstudy.study.cli as cli
 
 
 def _getcwd_gone(args):

@@ -9,10 +9,10 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from analysis.catalog import open_catalog
-from analysis.pipeline import analyze
-from study.cli import main
-from study.progress import ProgressLog
+from dynstudy.analysis.pipeline.analyze import analyze
+from dynstudy.analysis.pipeline.catalog import open_catalog
+from dynstudy.study.cli import main
+from dynstudy.study.progress import ProgressLog
 from tests.store_factory import make_store, write_run_row
 
 QUERY = "SELECT run_id, capture, h_raw, reason FROM capture_metrics ORDER BY run_id, capture"

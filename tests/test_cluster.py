@@ -13,9 +13,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from analysis.catalog import open_catalog
-from study.orchestrate import run_study
-from study.spec import load_spec
+from dynstudy.analysis.pipeline.catalog import open_catalog
+from dynstudy.study.orchestrate import run_study
+from dynstudy.study.spec import load_spec
 from tests.ray_cluster import LocalCluster, kill
 
 ROOT = Path(__file__).resolve().parent.parent

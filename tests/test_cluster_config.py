@@ -7,7 +7,6 @@ from pathlib import Path
 import jsonschema
 import pytest
 import yaml
-
 from ray.autoscaler._private.util import prepare_config, validate_config
 
 CLUSTER = yaml.safe_load((Path(__file__).parent.parent / "cluster.yaml").read_text())

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from analysis.contrasts import cell_contrasts, run_differences
+from dynstudy.analysis.stats.contrasts import cell_contrasts, run_differences
 
 
 def _rows(run_id, signal, noise, init, epochs=4):

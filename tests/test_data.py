@@ -10,9 +10,17 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from jobs.augment import AUGMENTS, augment_batch
-from jobs.data import (CIFAR_STATS, DATASET_NAMES, DatasetBundle, Split, channel_stats, iterate_batches,
-                       load_dataset, normalize)
+from dynstudy.jobs.data.augment import AUGMENTS, augment_batch
+from dynstudy.jobs.data.in_memory import (
+    CIFAR_STATS,
+    DATASET_NAMES,
+    DatasetBundle,
+    Split,
+    channel_stats,
+    iterate_batches,
+    load_dataset,
+    normalize,
+)
 from tests.cifar_files import CIFAR10_NAMES, write_cifar10, write_cifar100
 
 
@@ -108,7 +116,7 @@ def test_cifar100_round_trip(cifar_root):
 @pytest.mark.parametrize("name", ["cifar10", "cifar100"])
 def test_cifar_matches_torchvision_reader(cifar_root, monkeypatch, name):
     """torchvision itself reads the generated files (md5 check bypassed) to the same arrays."""
-    from jobs.tv_compat import ensure_torchvision
+    from dynstudy.jobs.models.tv_compat import ensure_torchvision
 
     ensure_torchvision()
     import torchvision.datasets.cifar as tvc
@@ -150,7 +158,7 @@ def test_cifar_corrupt_pickles(tmp_path):
 
 
 def test_cifar_download_failure_is_explained(tmp_path, monkeypatch):
-    from jobs.tv_compat import ensure_torchvision
+    from dynstudy.jobs.models.tv_compat import ensure_torchvision
 
     ensure_torchvision()
     import torchvision.datasets.cifar as tvc

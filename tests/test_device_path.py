@@ -12,14 +12,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from jobs import compile_cache, loop
-from jobs.async_writer import AsyncWriteError, AsyncWriter
-from jobs.augment import augment_batch
-from jobs.data import DatasetBundle, Split, iterate_batches, normalize
-from jobs.device_data import DeviceData
-from jobs.session import LocalSession
-from jobs.trainer import run_trial
-from study.spec import SpecError, parse_spec
+from dynstudy.jobs.capture.async_writer import AsyncWriteError, AsyncWriter
+from dynstudy.jobs.data.augment import augment_batch
+from dynstudy.jobs.data.device_data import DeviceData
+from dynstudy.jobs.data.in_memory import DatasetBundle, Split, iterate_batches, normalize
+from dynstudy.jobs.trial import compile_cache, loop
+from dynstudy.jobs.trial.session import LocalSession
+from dynstudy.jobs.trial.trainer import run_trial
+from dynstudy.study.spec import SpecError, parse_spec
 from tests.test_trainer import ACT_ORDER, rows, trial
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -94,7 +94,7 @@ def test_writer_errors_surface_and_drop_what_follows():
 
 
 def test_a_failed_background_write_fails_the_trial(tmp_path, monkeypatch):
-    import jobs.async_writer as aw
+    import dynstudy.jobs.capture.async_writer as aw
 
     real = aw.write_rows
 
@@ -114,9 +114,9 @@ def test_a_failed_background_write_fails_the_trial(tmp_path, monkeypatch):
 
 KILL_SCRIPT = """
 import json, os, sys, threading
-import jobs.async_writer as aw
-from jobs.session import LocalSession
-from jobs.trainer import run_trial
+import dynstudy.jobs.capture.async_writer as aw
+from dynstudy.jobs.trial.session import LocalSession
+from dynstudy.jobs.trial.trainer import run_trial
 
 if sys.argv[3] == "kill":
     reached, seen, real_write, real_flush = threading.Event(), {}, aw.write_rows, aw.AsyncWriter.flush

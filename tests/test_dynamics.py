@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from analysis import dynamics as dyn
+from dynstudy.analysis.kernels import dynamics as dyn
 from tests import literal_dynamics as lit
 
 

@@ -6,12 +6,12 @@ import math
 
 import pytest
 
-from analysis.catalog import open_catalog
-from analysis.pipeline import analyze
-from analysis.variability import SEED_METRICS, TEMPORAL_METRICS
-from study.cli import main
-from study.orchestrate import run_study
-from study.spec import parse_spec
+from dynstudy.analysis.pipeline.analyze import analyze
+from dynstudy.analysis.pipeline.catalog import open_catalog
+from dynstudy.analysis.stats.variability import SEED_METRICS, TEMPORAL_METRICS
+from dynstudy.study.cli import main
+from dynstudy.study.orchestrate import run_study
+from dynstudy.study.spec import parse_spec
 
 EPOCHS, PROBE, K, STORED, STAGES = 3, 64, 8, 16, 4
 SPEC = {

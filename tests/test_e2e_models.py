@@ -6,10 +6,10 @@ import io
 import pytest
 from torch import nn
 
-from analysis.catalog import open_catalog
-from analysis.pipeline import analyze
-from study.orchestrate import run_study
-from study.spec import parse_spec
+from dynstudy.analysis.pipeline.analyze import analyze
+from dynstudy.analysis.pipeline.catalog import open_catalog
+from dynstudy.study.orchestrate import run_study
+from dynstudy.study.spec import parse_spec
 
 EPOCHS, PROBE, K = 2, 64, 8
 

@@ -1,4 +1,4 @@
-"""The fast analysis path (analysis.capture_family) against the implementation it replaced (analysis.reference_capture).
+"""The fast analysis path (dynstudy.analysis.run.capture_family) against the implementation it replaced (tests.reference_capture).
 
 Every table ``dynstudy analyze`` writes must be the same, value for value within 1e-12 (relative above 1), on a
 generated store that exercises every variant of a capture: channel re-draws (runs storing more channels than they use), smaller probe
@@ -20,16 +20,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from analysis import dynamics
-from analysis import fast_kernels as fk
-from analysis.capture_read import read_capture
-from analysis.catalog import open_catalog
-from analysis.pipeline import analyze
-from analysis.reference_capture import capture_arrays
-from store_contract.files import write_rows
-from store_contract.scan import scan_store
-from store_contract.schemas import ANALYSIS_TABLES
+from dynstudy.analysis.kernels import dynamics
+from dynstudy.analysis.kernels import fast_kernels as fk
+from dynstudy.analysis.pipeline.analyze import analyze
+from dynstudy.analysis.pipeline.catalog import open_catalog
+from dynstudy.analysis.run.capture_read import read_capture
+from dynstudy.store_contract.files import write_rows
+from dynstudy.store_contract.scan import scan_store
+from dynstudy.store_contract.schemas import ANALYSIS_TABLES
 from tests import literal_dynamics as lit
+from tests.reference_capture import capture_arrays, reference_source
 from tests.store_factory import K, make_store
 
 TOLERANCE = 1e-12
@@ -107,7 +107,7 @@ def stores(tmp_path_factory):
     _set_analysis(ref, ids[1], smooth_window=15, n_scales=6)
     fast = root / "fast"
     shutil.copytree(ref, fast)
-    assert not analyze(str(ref), capture_path="reference", out=io.StringIO())["failed"]
+    assert not analyze(str(ref), open_source=reference_source, out=io.StringIO())["failed"]
     assert not analyze(str(fast), out=io.StringIO())["failed"]
     return ref, fast
 

@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from jobs import faults
+from dynstudy.jobs.trial import faults
 
 EXAMPLE = '(example: DYNSTUDY_INJECT_FAULT="epoch=2,times=1,mode=exception")'
 

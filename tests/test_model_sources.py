@@ -13,10 +13,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from jobs.capture import ActivationProbe
-from jobs.fit_check import check_trials_fit
-from jobs.registry import ModelDef, build, check_model_names, stage_widths
-from jobs.stages import StageError, check_stages, resolution_levels, spread
+from dynstudy.jobs.capture.fit_check import check_trials_fit
+from dynstudy.jobs.capture.probe import ActivationProbe
+from dynstudy.jobs.models.registry import ModelDef, build, check_model_names, stage_widths
+from dynstudy.jobs.models.stages import StageError, check_stages, resolution_levels, spread
 
 TINY_VIT = {"img_size": 32, "patch_size": 4, "depth": 4}
 TINY_SWIN = {"img_size": 32, "window_size": 4, "depths": (1, 1, 1, 1), "embed_dim": 24, "num_heads": (1, 1, 1, 1)}

@@ -5,7 +5,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from jobs.models import MODEL_NAMES, build_model, model_info, pool_stage_output, stage_modules, stage_widths
+from dynstudy.jobs.models.zoo import (
+    MODEL_NAMES,
+    build_model,
+    model_info,
+    pool_stage_output,
+    stage_modules,
+    stage_widths,
+)
 
 
 @pytest.mark.parametrize("name", MODEL_NAMES)

@@ -17,18 +17,18 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from pyarrow import fs as pafs
 import pytest
+from pyarrow import fs as pafs
 
-import store_contract.files as files_mod
-from analysis.catalog import open_catalog
-from analysis.pipeline import analyze
-from jobs import faults
-from store_contract.files import filesystem, write_rows
-from store_contract.scan import scan_store
-from study.cli import main
-from study.orchestrate import run_study
-from study.spec import load_spec
+import dynstudy.store_contract.files as files_mod
+from dynstudy.analysis.pipeline.analyze import analyze
+from dynstudy.analysis.pipeline.catalog import open_catalog
+from dynstudy.jobs.trial import faults
+from dynstudy.store_contract.files import filesystem, write_rows
+from dynstudy.store_contract.scan import scan_store
+from dynstudy.study.cli import main
+from dynstudy.study.orchestrate import run_study
+from dynstudy.study.spec import load_spec
 from tests.moto_server import moto_server
 from tests.store_factory import make_store
 
@@ -135,7 +135,7 @@ def test_a_resumed_run_removes_the_temporaries_of_writes_killed_midway(s3, tmp_p
 KILLED_UPLOAD = textwrap.dedent("""
     import sys, time
     import numpy as np
-    import store_contract.files as files
+    import dynstudy.store_contract.files as files
     real = files.filesystem
 
     class Slow:
@@ -187,7 +187,7 @@ def test_a_study_on_s3_fails_resumes_and_analyses(s3, tmp_path, monkeypatch, cap
     monkeypatch.chdir(tmp_path)  # where `run` puts an object store's report: ./study-report.html
     store = f"{s3}/study"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    cli = [sys.executable, "-m", "study.cli", "run", "smoke", "--store", store]
+    cli = [sys.executable, "-m", "dynstudy.study.cli", "run", "smoke", "--store", store]
     first = subprocess.run(cli, env={**env, faults.ENV: "epoch=2,times=3,mode=exit"}, capture_output=True, text=True)
     assert first.returncode == 1 and "study smoke: 0 finished, 0 diverged, 2 failed" in first.stdout, first.stderr
     second = subprocess.run([*cli, "--resume"], env=env, capture_output=True, text=True)

@@ -12,9 +12,9 @@ import json
 
 import pytest
 
-from analysis.catalog import open_catalog
-from analysis.pipeline import analyze
-from study.cli import main
+from dynstudy.analysis.pipeline.analyze import analyze
+from dynstudy.analysis.pipeline.catalog import open_catalog
+from dynstudy.study.cli import main
 from tests.moto_server import moto_server
 from tests.store_factory import make_store
 
@@ -59,5 +59,5 @@ def test_a_store_written_and_read_with_the_profiles_key(profile_store, capsys, m
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     assert main(["status", "--store", profile_store]) == 1
     err = capsys.readouterr().err
-    assert err.startswith(f"dynstudy status: OSError: When listing objects under key 'study/runs/' in bucket "
+    assert err.startswith("dynstudy status: OSError: When listing objects under key 'study/runs/' in bucket "
                           "'lab-bucket': AWS Error INVALID_ACCESS_KEY_ID"), err

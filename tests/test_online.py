@@ -5,8 +5,8 @@ import math
 
 import numpy as np
 
-from jobs.capture import StageSignal
-from jobs.online import OnlineDynamics
+from dynstudy.jobs.capture.online import OnlineDynamics
+from dynstudy.jobs.capture.probe import StageSignal
 
 
 def _signals(dead: bool):

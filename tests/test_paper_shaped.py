@@ -18,15 +18,15 @@ import numpy as np
 import pytest
 import torch
 
-from analysis.catalog import open_catalog
-from analysis.pipeline import analyze
-from analysis.report import write_report
-from jobs.capture import ActivationProbe
-from jobs.fit_check import check_trials_fit
-from jobs.models import build_model, model_info
-from study.grid import expand
-from study.orchestrate import run_study
-from study.spec import load_spec, parse_spec
+from dynstudy.analysis.pipeline.analyze import analyze
+from dynstudy.analysis.pipeline.catalog import open_catalog
+from dynstudy.analysis.report.build import write_report
+from dynstudy.jobs.capture.fit_check import check_trials_fit
+from dynstudy.jobs.capture.probe import ActivationProbe
+from dynstudy.jobs.models.zoo import build_model, model_info
+from dynstudy.study.grid import expand
+from dynstudy.study.orchestrate import run_study
+from dynstudy.study.spec import load_spec, parse_spec
 from tests.cifar_files import write_cifar10
 
 PAPER_WIDTHS = {

@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from study import preflight
-from study.preflight import PreflightError, check_ray_address, check_store_writable
+from dynstudy.study import preflight
+from dynstudy.study.preflight import PreflightError, check_ray_address, check_store_writable
 
 FORMS = "accepted forms: auto, local, host:port, ray://host:port, http(s)://host:port"
 
@@ -184,7 +184,7 @@ def test_store_unknown_scheme():
 
 
 def test_a_read_only_store_is_refused_before_ray_in_one_line(read_only_dir, monkeypatch, capsys):
-    from study.cli import main
+    from dynstudy.study.cli import main
 
     folder, why = read_only_dir
     monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:1")  # the store is checked first: Ray is never reached

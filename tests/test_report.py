@@ -13,9 +13,9 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from analysis import report
-from analysis import report_data as rd
-from store_contract.schemas import TABLES
+from dynstudy.analysis.report import build as report
+from dynstudy.analysis.report import data as rd
+from dynstudy.store_contract.schemas import TABLES
 
 MODELS = ("resnet18", "vgg16_bn")
 DATASETS = ("cifar10", "cifar100")
@@ -79,7 +79,7 @@ def synthetic_tables(seed: int = 0) -> dict:
                                 "best_epoch": EPOCHS, "final_val_acc": float(acc[-1]),
                                 "noise_h_raw_mean": float(np.mean(noise)), "order_h_raw_mean": float(np.mean(order)),
                                 "init_h_raw": float(h_raw[0])})
-    from analysis.variability import cell_variability
+    from dynstudy.analysis.stats.variability import cell_variability
     return {"runs": runs, "train_metrics": train, "capture_metrics": caps, "run_summary": summary,
             "cell_variability": cell_variability(summary), "controls": controls}
 
@@ -250,13 +250,13 @@ def test_helpers():
 
 
 def test_analysis_report_imports_neither_torch_nor_ray():
-    code = ("import sys, analysis.report; bad = [m for m in ('torch', 'ray', 'matplotlib.pyplot') "
+    code = ("import sys, dynstudy.analysis.report.build; bad = [m for m in ('torch', 'ray', 'matplotlib.pyplot') "
             "if m in sys.modules]; assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_contents_link_every_section(full):
-    from analysis.report import CONTENTS
+    from dynstudy.analysis.report.build import CONTENTS
 
     _, _, page = full
     for anchor, _ in CONTENTS:
@@ -272,7 +272,7 @@ def test_a_section_per_run(tmp_path):
                   "versions": '{"torch": "2.13.0", "ray": "2.60.0"}', "hostname": "node-7",
                   "stop_reason": "early_stopping", "error": None})
     page = report.write_report(make_con(tables), tmp_path / "r.html").read_text(encoding="utf-8")
-    from analysis.report_runs import run_anchor
+    from dynstudy.analysis.report.runs import run_anchor
 
     for row in tables["runs"]:
         anchor = run_anchor(row["run_id"])

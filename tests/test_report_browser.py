@@ -18,7 +18,7 @@ import subprocess
 
 import pytest
 
-from analysis import report
+from dynstudy.analysis.report import build as report
 from tests.test_report import make_con, synthetic_tables
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
@@ -105,7 +105,7 @@ def test_unanalysed_report_in_browser(browser, tmp_path):
 
 def test_analysed_store_report_in_browser(browser, tmp_path):
     """A store through the real pipeline (analyze, then report): contrasts, claims and sensitivity included."""
-    from study.cli import main
+    from dynstudy.study.cli import main
     from tests.store_factory import make_store
 
     store = tmp_path / "store"

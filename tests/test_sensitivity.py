@@ -5,9 +5,9 @@ import re
 
 import numpy as np
 
-from analysis.pipeline import DEFAULT_PARAMS, channel_draws
-from analysis.report_conclusions import sensitivity_section
-from analysis.sensitivity import GRID, run_series, sensitivity
+from dynstudy.analysis.report.conclusions import sensitivity_section
+from dynstudy.analysis.run.capture_plan import DEFAULT_PARAMS, channel_draws
+from dynstudy.analysis.stats.sensitivity import GRID, run_series, sensitivity
 
 
 def _straddling_runs(rng, settings):

@@ -8,10 +8,10 @@ import time
 
 import pytest
 
-import study.spec_yaml
-from study.grid import expand, make_run_id
-from study.spec import MODEL_NAMES, SpecError, load_spec, parse_spec, preset_names
-from study.spec_yaml import MAX_ALIASES, MAX_SPEC_BYTES, check_size
+import dynstudy.study.spec_yaml
+from dynstudy.study.grid import expand, make_run_id
+from dynstudy.study.spec import MODEL_NAMES, SpecError, load_spec, parse_spec, preset_names
+from dynstudy.study.spec_yaml import MAX_ALIASES, MAX_SPEC_BYTES, check_size
 
 BASE = {"name": "t", "models": ["tiny_cnn"], "datasets": ["digits"], "seeds": [0, 1]}
 
@@ -73,7 +73,7 @@ def test_empty_and_malformed_files(tmp_path):
 
 
 def test_model_names_match_the_zoo():
-    from jobs.models import MODEL_NAMES as ZOO
+    from dynstudy.jobs.models.zoo import MODEL_NAMES as ZOO
 
     assert set(MODEL_NAMES) == set(ZOO)
 
@@ -88,7 +88,7 @@ def test_run_ids_are_stable_unique_and_study_scoped():
 
 
 def test_resources_no_local_node_can_grant():
-    from study.orchestrate import check_resources
+    from dynstudy.study.orchestrate import check_resources
 
     spec = parse_spec({**BASE, "resources": {"cpus_per_trial": 4, "gpus_per_trial": 1}})
     with pytest.raises(SpecError, match=r"resources.cpus_per_trial=4\.?0? but this machine offers 2 CPU"):
@@ -115,14 +115,14 @@ def test_overrides_apply_per_cell_and_are_validated():
 
 def test_authors_compat_reaches_the_analysis_kernels():
     """analysis.compat: authors (here only for one cell) travels in the trial config to the capture kernels."""
-    from analysis.pipeline import _metric_kwargs, run_params
+    from dynstudy.analysis.run.capture_plan import metric_kwargs, run_params
 
     spec = parse_spec({**BASE, "datasets": ["digits", "synthetic"],
                        "overrides": [{"match": {"datasets": ["digits"]}, "analysis": {"compat": "authors"}}]})
     trials = {t["dataset"]["name"]: t for t in expand(spec, "/s")}
-    kwargs = {name: _metric_kwargs(run_params(json.dumps(t))[0]) for name, t in trials.items()}
+    kwargs = {name: metric_kwargs(run_params(json.dumps(t))[0]) for name, t in trials.items()}
     assert kwargs["digits"]["compat"] == "authors" and kwargs["synthetic"]["compat"] == "dynstudy"
-    assert _metric_kwargs(run_params(json.dumps({"analysis": {"h_opt": 0.7}}))[0])["compat"] == "dynstudy"  # older runs
+    assert metric_kwargs(run_params(json.dumps({"analysis": {"h_opt": 0.7}}))[0])["compat"] == "dynstudy"  # older runs
 
 
 # --- hostile or mistaken spec files: a clear SpecError, fast -----------------------------------------
@@ -155,7 +155,7 @@ def test_oversized_spec_is_refused_before_parsing(tmp_path):
     multibyte = _spec_file(tmp_path, HEAD + "description: " + "é" * 600_000 + "\n")
     _refused(multibyte, "the file is 1.2 MiB; a spec is at most 1 MiB of YAML (is this the right file?)")
     check_size(MAX_SPEC_BYTES)
-    with pytest.raises(study.spec_yaml.SpecYAMLError, match=r"^the file is 1\.1 MiB;"):
+    with pytest.raises(dynstudy.study.spec_yaml.SpecYAMLError, match=r"^the file is 1\.1 MiB;"):
         check_size(MAX_SPEC_BYTES + 1)
 
 
@@ -200,7 +200,7 @@ def test_deep_nesting_is_refused_fast(tmp_path):
 
 
 def test_recursion_error_is_a_spec_error(tmp_path, monkeypatch):
-    monkeypatch.setattr(study.spec_yaml, "MAX_DEPTH", 10**9)  # the backstop behind the depth limit
+    monkeypatch.setattr(dynstudy.study.spec_yaml, "MAX_DEPTH", 10**9)  # the backstop behind the depth limit
     _refused(_spec_file(tmp_path, HEAD + "x: " + "[" * 100_000 + "\n"),
              "nested too deeply to read (Python's recursion limit); a spec needs only a few levels")
 

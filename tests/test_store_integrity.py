@@ -9,17 +9,17 @@ import io
 import os
 import shutil
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from analysis.catalog import open_catalog, unreadable_files
-from analysis import dynamics
-from analysis.pipeline import analyze, capture_arrays
-from study.cli import main
+from dynstudy.analysis.kernels import dynamics
+from dynstudy.analysis.pipeline.analyze import analyze
+from dynstudy.analysis.pipeline.catalog import open_catalog, unreadable_files
+from dynstudy.study.cli import main
+from tests.reference_capture import capture_arrays
 from tests.store_factory import make_store, write_capture, write_epoch, write_run_row
-
-import numpy as np
 
 ODD = "st [x]*? 'q\""  # spaces, brackets, glob characters and both quotes
 

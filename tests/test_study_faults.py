@@ -11,12 +11,12 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from analysis.catalog import open_catalog
-from analysis.pipeline import analyze
-from analysis.report import write_report
-from jobs import faults
-from study.orchestrate import StudyError, run_study
-from study.spec import SpecError, load_spec
+from dynstudy.analysis.pipeline.analyze import analyze
+from dynstudy.analysis.pipeline.catalog import open_catalog
+from dynstudy.analysis.report.build import write_report
+from dynstudy.jobs.trial import faults
+from dynstudy.study.orchestrate import StudyError, run_study
+from dynstudy.study.spec import SpecError, load_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 KEYS = "r.seed, a.capture, a.stage, a.rank, a.sample"
@@ -139,7 +139,7 @@ def test_a_full_store_fails_cleanly_and_resume_completes(small_disk, clean):
 def test_a_restored_experiment_that_cannot_continue_starts_the_unfinished_runs_again(tmp_path, monkeypatch):
     """An interrupted experiment that Tune restores but whose fit() breaks (a full disk cut its saved search state
     short: the next trial it made had no config) is not the study's end: the unfinished runs train from scratch."""
-    import study.orchestrate as orchestrate
+    import dynstudy.study.orchestrate as orchestrate
 
     class CutShort:
         def fit(self):

@@ -13,14 +13,14 @@ import json
 
 import pytest
 
-from jobs.session import LocalSession
-from jobs.trainer import run_trial
-from store_contract.files import read_run_row, write_rows
-from study.cli import main
-from study.grid import expand
-from study.orchestrate import run_study
-from study.preflight import PreflightError
-from study.spec import SpecError, load_spec
+from dynstudy.jobs.trial.session import LocalSession
+from dynstudy.jobs.trial.trainer import run_trial
+from dynstudy.store_contract.files import read_run_row, write_rows
+from dynstudy.study.cli import main
+from dynstudy.study.grid import expand
+from dynstudy.study.orchestrate import run_study
+from dynstudy.study.preflight import PreflightError
+from dynstudy.study.spec import SpecError, load_spec
 from tests.test_trainer import trial
 
 

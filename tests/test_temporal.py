@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from analysis import dynamics
-from analysis import temporal as tp
+from dynstudy.analysis.kernels import dynamics
+from dynstudy.analysis.kernels import temporal as tp
 from tests.test_dynamics import fgn
 
 PARAMS = {"temporal_window": 64, "temporal_stride": 16, "h_opt": 0.7, "sigma_h": 0.15, "min_scale": 16,

@@ -5,10 +5,11 @@ import numpy as np
 import pyarrow.dataset as pads
 import pytest
 
-from analysis import temporal as tp
-from analysis.catalog import open_catalog
-from analysis.pipeline import DEFAULT_PARAMS, analyze
-from tests.store_factory import K, STAGES, STEP_PROBE, STEPS_PER_EPOCH, make_store
+from dynstudy.analysis.kernels import temporal as tp
+from dynstudy.analysis.pipeline.analyze import analyze
+from dynstudy.analysis.pipeline.catalog import open_catalog
+from dynstudy.analysis.run.capture_plan import DEFAULT_PARAMS
+from tests.store_factory import STAGES, STEP_PROBE, STEPS_PER_EPOCH, K, make_store
 
 EPOCHS = 12
 ANALYSIS = {"temporal_window": 40, "temporal_stride": 20}
@@ -115,8 +116,8 @@ def test_a_study_through_ray_tune_has_its_temporal_tables(tmp_path):
     """The trainer's step captures through Ray Tune and `dynstudy analyze`: every table's row count is the plan's."""
     import io
 
-    from study.orchestrate import run_study
-    from study.spec import parse_spec
+    from dynstudy.study.orchestrate import run_study
+    from dynstudy.study.spec import parse_spec
 
     spec = parse_spec({
         "name": "temporal-e2e", "models": ["tiny_cnn"], "datasets": [{"name": "digits"}], "seeds": [0, 1],

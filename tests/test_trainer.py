@@ -10,9 +10,9 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from jobs import faults
-from jobs.session import LocalSession
-from jobs.trainer import run_trial
+from dynstudy.jobs.trial import faults
+from dynstudy.jobs.trial.session import LocalSession
+from dynstudy.jobs.trial.trainer import run_trial
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -68,7 +68,7 @@ def test_resume_after_exception_is_exact(tmp_path, monkeypatch):
 def test_resume_after_hard_exit_is_exact(tmp_path):
     """A killed process (os._exit mid-epoch) loses nothing and duplicates nothing."""
     run_trial(trial(tmp_path / "clean"), LocalSession(tmp_path / "ck_clean"))
-    script = ("import json, sys; from jobs.session import LocalSession; from jobs.trainer import run_trial; "
+    script = ("import json, sys; from dynstudy.jobs.trial.session import LocalSession; from dynstudy.jobs.trial.trainer import run_trial; "
               "run_trial(json.loads(sys.argv[1]), LocalSession(sys.argv[2]))")
     env = {**os.environ, faults.ENV: "epoch=3,times=1,mode=exit", "DYNSTUDY_FAULT_DIR": str(tmp_path / "marks")}
     args = [sys.executable, "-c", script, json.dumps(trial(tmp_path / "killed")), str(tmp_path / "ck")]

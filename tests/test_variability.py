@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from analysis.variability import cell_variability, seed_stats, state_agreement
+from dynstudy.analysis.stats.variability import cell_variability, seed_stats, state_agreement
 
 
 def test_seed_stats_matches_t_interval():
@@ -52,8 +52,8 @@ def test_modal_state_ties_follow_the_taxonomy_order_whatever_the_input_order():
     """Two seeds in each of two states: the state listed first in STATES wins, in any order and any process."""
     import itertools
 
-    from analysis.claims import state_claims
-    from analysis.dynamics import STATES
+    from dynstudy.analysis.kernels.dynamics import STATES
+    from dynstudy.analysis.stats.claims import state_claims
 
     a, b = STATES[3], STATES[0]  # b comes first in the taxonomy's order
     for order in set(itertools.permutations([a, a, b, b])):
@@ -68,7 +68,7 @@ def test_modal_state_is_the_same_under_every_string_hash_seed():
     import sys
     from pathlib import Path
 
-    code = ("from analysis.claims import state_claims; from analysis.dynamics import STATES; "
+    code = ("from dynstudy.analysis.stats.claims import state_claims; from dynstudy.analysis.kernels.dynamics import STATES; "
             "rows = [{'model': 'm', 'dataset': 'd', 'optimizer': 'o', 'status': 'finished', 'state': s} "
             "for s in (STATES[4], STATES[2], STATES[4], STATES[2])]; print(state_claims(rows)[0]['detail'])")
     root = Path(__file__).resolve().parent.parent

@@ -1,0 +1,173 @@
+"""The temporal protocol's kernels: the paper's metrics over training time instead of pseudo-time.
+
+A run's temporal signal is, for each metric channel, the series over its
+captures in training order (every-N-step captures, with the init and
+end-of-epoch captures where they fall; one point per optimiser step) of the
+channel's pooled activation averaged over the step probe (the first P_t
+probe images). Over that series [C, T] the same kernels as pseudo-time
+(:func:`dynstudy.analysis.kernels.dynamics.series_metrics`: DFA per channel, H_eff, the
+Kuramoto order over channels) give
+
+- the whole run's H_raw, H_eff, metastability and synchrony;
+- the same per sliding window (``window`` captures, every ``stride``), and
+  over the windows Hz, Mz, Psi, its volatility, the trigger and the state
+  (:func:`dynstudy.analysis.kernels.dynamics.run_metrics`, windows in place of epochs);
+- the same for two surrogates of each window and of the whole run, its
+  controls: ``shuffled`` (the time points in a random order, one permutation
+  for all channels: temporal order destroyed, each instant's cross-channel
+  pattern kept; DFA gives H near 0.5) and ``phase_randomised`` (every
+  Fourier phase shifted by a random angle, the same angle for all channels:
+  each channel's power spectrum and the cross-spectra kept, anything beyond
+  them destroyed; Prichard and Theiler 1994).
+
+Everything here is a pure function of arrays; :mod:`dynstudy.analysis.run.temporal_run`
+reads a run's series from the store and writes the tables.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from dynstudy.analysis.kernels import dynamics
+
+#: The window number of the whole-run rows of temporal_metrics and temporal_controls.
+WHOLE_RUN = -1
+CONTROLS = ("shuffled", "phase_randomised")
+#: Keywords of :func:`dynstudy.analysis.kernels.dynamics.series_metrics` that a run's analysis settings give.
+SERIES_PARAMS = ("h_opt", "sigma_h", "min_scale", "n_scales", "compat")
+METRICS = ("h_raw", "h_eff", "metastability", "synchrony")
+
+
+@dataclass(frozen=True)
+class TemporalSeries:
+    """A run's temporal signal: ``X`` [C, T], one column per optimiser step at which it was captured."""
+
+    steps: np.ndarray   # int [T], strictly increasing
+    epochs: np.ndarray  # int [T], the activations' epoch of each point
+    X: np.ndarray       # float [C, T]
+
+
+def temporal_series(steps, epochs, captures, X) -> TemporalSeries:
+    """Order captures by training time, one point per step.
+
+    Parameters
+    ----------
+    steps, epochs, captures : int arrays [T0], one entry per capture.
+    X : float array [C, T0], column j the channel means of capture j.
+
+    Returns
+    -------
+    The series sorted by (step, capture number); where several captures share
+    a step (an every-N-step capture at an epoch's last step and the
+    end-of-epoch capture after its validation: the same weights) the first
+    one is kept.
+    """
+    steps, epochs, captures = (np.asarray(a, dtype=np.int64) for a in (steps, epochs, captures))
+    X = np.asarray(X, dtype=float)
+    if not (steps.shape == epochs.shape == captures.shape == X.shape[1:]):
+        raise ValueError(f"steps {steps.shape}, epochs {epochs.shape}, captures {captures.shape} and X {X.shape}: "
+                         "one step, epoch and capture number per column of X")
+    order = np.lexsort((captures, steps))
+    keep = order[np.r_[True, np.diff(steps[order]) > 0]] if len(order) else order
+    return TemporalSeries(steps[keep], epochs[keep], X[:, keep])
+
+
+def sliding_windows(n: int, window: int, stride: int) -> list[tuple[int, int]]:
+    """``(start, stop)`` index pairs of every full window: start = 0, stride, ...; stop = start + window <= n."""
+    if window < 2 or stride < 1:
+        raise ValueError(f"window={window}, stride={stride}: use window >= 2 and stride >= 1 (in captures)")
+    return [(a, a + window) for a in range(0, n - window + 1, stride)]
+
+
+def time_shuffle(X, rng) -> np.ndarray:
+    """``X`` [C, T] with its columns (time points) in a random order, the same for every row."""
+    X = np.asarray(X, dtype=float)
+    return X[:, rng.permutation(X.shape[1])]
+
+
+def phase_randomise(X, rng) -> np.ndarray:
+    """A phase-randomised surrogate of the rows of ``X`` [C, T].
+
+    Each row's mean is kept and its Fourier amplitudes too (so its power
+    spectrum and autocorrelation); every frequency's phase is shifted by an
+    angle drawn uniformly from [0, 2 pi), the same angle for every row, so the
+    cross-spectra between rows are kept as well. The zero frequency and, for
+    even T, the Nyquist frequency stay real.
+    """
+    X = np.asarray(X, dtype=float)
+    t = X.shape[1]
+    mean = X.mean(axis=1, keepdims=True)
+    spectrum = np.fft.rfft(X - mean, axis=1)
+    angles = rng.uniform(0.0, 2.0 * np.pi, spectrum.shape[1])
+    angles[0] = 0.0
+    if t % 2 == 0:
+        angles[-1] = 0.0
+    return np.fft.irfft(spectrum * np.exp(1j * angles), n=t, axis=1) + mean
+
+
+SURROGATES = {"shuffled": time_shuffle, "phase_randomised": phase_randomise}
+
+
+def _metrics(X, kw: dict) -> dict:
+    m = dynamics.series_metrics(X, **kw)
+    return {k: m[k] for k in METRICS}
+
+
+def _bounds(series: TemporalSeries, a: int, b: int) -> dict:
+    return {"start_step": int(series.steps[a]), "end_step": int(series.steps[b - 1]),
+            "start_epoch": int(series.epochs[a]), "end_epoch": int(series.epochs[b - 1]), "n_points": b - a}
+
+
+def temporal_tables(series: TemporalSeries, params: dict, seed) -> tuple[list[dict], list[dict], dict]:
+    """The temporal protocol over one run's series.
+
+    Parameters
+    ----------
+    series : the run's :class:`TemporalSeries`.
+    params : the run's analysis settings: ``temporal_window`` and
+        ``temporal_stride`` (in captures), the keys of :data:`SERIES_PARAMS`,
+        and ``w_h``, ``vol_window``, ``vol_threshold``, ``vol_patience``.
+    seed : seeds the surrogates (a surrogate is a function of the run, the
+        window and the control).
+
+    Returns
+    -------
+    (metric rows, control rows, summary). A metric row per window, and one
+    with window :data:`WHOLE_RUN` (no Hz, Mz, Psi or volatility: those are
+    over windows); a control row per window and control, and per control for
+    the whole run. The summary: temporal_h_raw, temporal_h_eff,
+    temporal_metastability (the whole run's), temporal_trigger_step (the
+    last step of the window at which the volatility trigger fires, None when
+    it never does), temporal_state (the taxonomy state of the windows'
+    series, None when undefined) and temporal_n_points.
+    """
+    kw = {k: params[k] for k in SERIES_PARAMS}
+    n = series.X.shape[1]
+    spans = sliding_windows(n, params["temporal_window"], params["temporal_stride"])
+    whole = _metrics(series.X, kw) if n >= 2 else dict.fromkeys(METRICS, math.nan)
+    rows = [{"window": WHOLE_RUN, **(_bounds(series, 0, n) if n else {"n_points": 0}), **whole}]
+    for i, (a, b) in enumerate(spans):
+        rows.append({"window": i, **_bounds(series, a, b), **_metrics(series.X[:, a:b], kw)})
+    controls = []
+    for j, name in enumerate(CONTROLS):
+        for i, (a, b) in ([(WHOLE_RUN, (0, n))] if n >= 2 else []) + list(enumerate(spans)):
+            rng = np.random.default_rng([*np.atleast_1d(seed).tolist(), i + 1, j])
+            controls.append({"window": i, "control": name,
+                             **_metrics(SURROGATES[name](series.X[:, a:b], rng), kw)})
+    summary = {"temporal_h_raw": whole["h_raw"], "temporal_h_eff": whole["h_eff"],
+               "temporal_metastability": whole["metastability"], "temporal_trigger_step": None,
+               "temporal_state": None, "temporal_n_points": n}
+    windows = rows[1:]
+    if windows:
+        rm = dynamics.run_metrics(np.array([r["h_eff"] for r in windows]),
+                                  np.array([r["metastability"] for r in windows]),
+                                  epochs=np.arange(len(windows)), w_h=params["w_h"], vol_window=params["vol_window"],
+                                  vol_threshold=params["vol_threshold"], vol_patience=params["vol_patience"])
+        for k, r in enumerate(windows):
+            r.update(hz=rm["hz"][k], mz=rm["mz"][k], psi=rm["psi"][k], volatility=rm["volatility"][k])
+        if rm["trigger_epoch"] is not None:
+            summary["temporal_trigger_step"] = windows[rm["trigger_epoch"]]["end_step"]
+        summary["temporal_state"] = rm["state"]
+    return rows, controls, summary

@@ -1,0 +1,196 @@
+"""``dynstudy analyze``: signal files -> metric tables.
+
+For every run in the store, one capture at a time (memory stays bounded by
+one capture, whatever the study's size):
+
+1. list the run's input files and their digest (:mod:`dynstudy.analysis.run.inventory`);
+   a run whose outputs record that digest is current and skipped unless
+   ``force``; a run whose files have a gap is named, with the reason;
+2. per capture (:func:`dynstudy.analysis.run.capture_family.capture_rows`): read its
+   activation file once with pyarrow (:mod:`dynstudy.analysis.run.capture_read`), rebuild
+   ``acts`` [P x C] and ``labels`` [P], and compute the capture's metrics
+   (those of :func:`dynstudy.analysis.kernels.dynamics.capture_metrics`), beside the same
+   metrics for the noise control (i.i.d. Gaussian features with the same
+   labels, P, C and preprocessing), the order control (random instead of
+   label order), the channel re-draws and the extra smoothing windows and
+   probe sizes, sharing the work their definitions share. The implementation
+   this replaced (a DuckDB read and a whole ``capture_metrics`` per variant)
+   is the tests' reference (``tests/reference_capture.py``);
+3. over the run's epochs >= 1 (:func:`summarise_run`): Psi, its volatility,
+   r(Hz,Mz), r(Psi,acc), the trigger and the state with
+   :func:`dynstudy.analysis.kernels.dynamics.run_metrics`;
+4. over the run's captures in training time, when it has every-N-step
+   captures (:func:`dynstudy.analysis.run.temporal_run.run_temporal`): the temporal
+   protocol's metrics per sliding window and for the whole run, beside its
+   time-shuffled and phase-randomised surrogates.
+
+Each run's results are written to ``capture_metrics``, ``controls``,
+``window_sensitivity``, ``temporal_metrics``, ``temporal_controls`` and
+``run_summary`` (one file per run, atomically,
+each recording the input digest); then ``cell_variability``, ``claims`` and
+``sensitivity`` are rebuilt from the summaries that are current and whole. A
+run whose files cannot be read is named and skipped (its old outputs are
+removed), and the rest of the analysis completes. Runs go to local worker
+processes, or with ``address`` to a Ray cluster as one task each
+(:mod:`dynstudy.analysis.pipeline.ray_dispatch`); either way each run's files are written by
+the worker that analysed it and the cross-run tables once, here, at the end.
+"""
+from __future__ import annotations
+
+import multiprocessing
+import os
+import sys
+from collections import defaultdict
+from concurrent.futures import ProcessPoolExecutor
+
+import numpy as np
+
+from dynstudy.analysis.pipeline.catalog import open_catalog
+from dynstudy.analysis.pipeline.worker_env import single_threaded_children
+from dynstudy.analysis.run.capture_plan import run_params
+from dynstudy.analysis.run.inventory import damaged_files, file_gaps, is_current, run_inputs
+from dynstudy.analysis.run.run_analysis import analyze_and_write, analyze_in_worker, fast_source, write_table
+from dynstudy.analysis.stats.claims import PLATEAU_POINTS, all_claims
+from dynstudy.analysis.stats.claims_temporal import temporal_claims
+from dynstudy.analysis.stats.sensitivity import run_series, sensitivity
+from dynstudy.analysis.stats.variability import cell_variability
+from dynstudy.store_contract.files import remove_run_files, resolve_store
+from dynstudy.store_contract.scan import StoreScan, scan_store
+from dynstudy.store_contract.schemas import RUN_OUTPUTS
+
+RUN_COLUMNS = ("run_id", "study", "model", "dataset", "optimizer", "seed", "status", "epochs_completed", "config")
+
+
+def _views(con) -> set[str]:
+    return {r[0] for r in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
+
+
+def plan_runs(scan: StoreScan, runs: list[dict], force: bool) -> tuple[list, int, dict]:
+    """(runs to analyse with their inputs and gap, how many are current, failed run -> reason)."""
+    todo, current, failed = [], 0, {}
+    for run in runs:
+        damaged = damaged_files(scan, run["run_id"])
+        if damaged:
+            failed[run["run_id"]] = "; ".join(f"unreadable file {path} ({why})" for path, why in damaged)
+            continue
+        inputs = run_inputs(scan, run["run_id"])
+        if not force and is_current(scan, inputs):
+            current += 1
+            continue
+        todo.append((run, inputs, file_gaps(run, inputs)))
+    return todo, current, failed
+
+
+def _run_all(store: str, todo: list, workers: int | None, open_source=fast_source, address: str | None = None):
+    """Results of :func:`analyze_and_write` for ``todo``: as Ray tasks on the cluster at ``address``
+    (:mod:`dynstudy.analysis.pipeline.ray_dispatch`), else in ``workers`` local processes (one: in this process)."""
+    if address is not None:
+        from dynstudy.analysis.pipeline.ray_dispatch import run_on_cluster
+
+        yield from run_on_cluster(address, store, todo, open_source)
+        return
+    workers = max(1, min(workers or os.cpu_count() or 1, len(todo)))
+    jobs = [(store, run, inputs, reason, open_source) for run, inputs, reason in todo]
+    if workers == 1:
+        yield from (analyze_and_write(*job) for job in jobs)
+        return
+    # spawn, not fork: the parent holds a multi-threaded DuckDB connection
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        with single_threaded_children():  # map submits every job, so every worker starts, inside this block
+            results = pool.map(analyze_in_worker, *zip(*jobs))
+        yield from results
+
+
+def current_summaries(store: str, runs: list[dict]) -> tuple[list[dict], list[dict], object]:
+    """(whole summaries, incomplete summaries, catalog): the run summaries that match their inputs now.
+
+    A summary of a run that changed since (a study still running, a file
+    restored) or that was removed from ``runs`` is left out of both lists.
+    """
+    scan = scan_store(store)
+    con = open_catalog(store, scan=scan)
+    if "run_summary" not in _views(con):
+        return [], [], con
+    known = {r["run_id"] for r in runs}
+    cols = [c[0] for c in con.execute("DESCRIBE run_summary").fetchall()]
+    rows = [dict(zip(cols, r)) for r in con.execute("SELECT * FROM run_summary ORDER BY run_id").fetchall()]
+    rows = [r for r in rows if r["run_id"] in known and r.get("input_digest") == run_inputs(scan, r["run_id"]).digest]
+    return [r for r in rows if r.get("reason") is None], [r for r in rows if r.get("reason") is not None], con
+
+
+def write_cross_run_tables(store: str, con, summaries: list[dict], runs: list[dict], plateau_points: float) -> None:
+    """cell_variability, claims and sensitivity from the whole, current ``summaries``."""
+    write_table(store, "cell_variability", cell_variability(summaries))
+    ids = {s["run_id"] for s in summaries}
+    curves, epoch_steps = defaultdict(lambda: ([], [], [])), defaultdict(dict)
+    for run_id, epoch, acc, loss, step in con.execute(
+            "SELECT run_id, epoch, val_acc, val_loss, step FROM train_metrics ORDER BY run_id, epoch").fetchall():
+        if run_id in ids:
+            for part, v in zip(curves[run_id], (epoch, acc, loss)):
+                part.append(v)
+            epoch_steps[run_id][epoch] = step
+    curves = {k: tuple(np.array(p, dtype=float if i else int) for i, p in enumerate(v)) for k, v in curves.items()}
+    write_table(store, "claims", all_claims(summaries, curves, plateau_points)
+           + temporal_claims(summaries, curves, epoch_steps, plateau_points))
+    windows = []
+    if "window_sensitivity" in _views(con):
+        cols = ("run_id", "kind", "epoch", "smooth_window", "probe_size", "h_raw", "metastability", "noise_h_raw")
+        found = con.execute(f"SELECT {', '.join(cols)} FROM window_sensitivity").fetchall()
+        windows = [dict(zip(cols, r)) for r in found if r[0] in ids]
+    params = {r["run_id"]: run_params(r["config"])[0] for r in runs if r["run_id"] in ids}
+    write_table(store, "sensitivity", sensitivity(summaries, params, run_series(windows), curves, plateau_points))
+
+
+def analyze(store: str, *, force: bool = False, workers: int | None = 1, plateau_points: float = PLATEAU_POINTS,
+            out=None, address: str | None = None, open_source=fast_source) -> dict:
+    """Analyse every run of ``store``; return counts of analysed/current runs and the failed and incomplete ones.
+
+    ``workers`` processes analyse runs in parallel (None: one per CPU); each
+    holds one capture at a time, so memory grows with workers, not with the store.
+    ``plateau_points``: a run's accuracy plateau is its first epoch within this
+    many percentage points of its best val_acc (claims and sensitivity).
+    ``address``: a Ray cluster (``ray.init`` address, e.g. ``auto`` or
+    ``ray://host:10001``); each run's analysis is then a Ray task there, reading
+    and writing the store, and ``workers`` is ignored. The cross-run tables
+    are computed here, once, at the end. ``open_source``: how each run's
+    captures are read and computed (:func:`dynstudy.analysis.run.run_analysis.fast_source`; the tests and the
+    scale bench pass their reference implementation).
+    """
+    out = out or sys.stdout
+    store = resolve_store(store)
+    scan = scan_store(store)
+    con = open_catalog(store, scan=scan)
+    views = _views(con)
+    if "runs" not in views or "activations" not in views:
+        raise FileNotFoundError(f"store {store!r} has no runs/activations tables yet; run a study first")
+    runs = [dict(zip(RUN_COLUMNS, r)) for r in con.execute(
+        f"SELECT {', '.join(RUN_COLUMNS)} FROM runs ORDER BY run_id").fetchall()]
+    for table, path, error in scan.foreign:
+        print(f"analyze: unreadable file {path}: {error}", file=out, flush=True)
+    todo, current, failed = plan_runs(scan, runs, force)
+    for run_id, why in failed.items():
+        remove_run_files(store, run_id, RUN_OUTPUTS)  # no stale outputs of a run that cannot be read
+        print(f"analyze: skipped run {run_id}: {why}", file=out, flush=True)
+    done = 0
+    for run_id, error, n_captures, summary in _run_all(store, todo, workers, open_source, address):
+        if error:
+            failed[run_id] = error
+            remove_run_files(store, run_id, RUN_OUTPUTS)
+            print(f"analyze: skipped run {run_id}: {error}", file=out, flush=True)
+            continue
+        done += 1
+        if summary.get("reason"):
+            print(f"analyze: {run_id}: {n_captures} captures, INCOMPLETE: {summary['reason']}", file=out, flush=True)
+        else:
+            print(f"analyze: {run_id}: {n_captures} captures, state {summary.get('state')}", file=out, flush=True)
+    whole, incomplete, con = current_summaries(store, runs)
+    if not whole and not incomplete:
+        print(f"analyze: no run could be analysed ({len(failed)} skipped)", file=out, flush=True)
+        return {"store": store, "analysed": done, "current": current, "failed": failed, "incomplete": {}}
+    write_cross_run_tables(store, con, whole, runs, plateau_points)
+    gaps = {r["run_id"]: r["reason"] for r in incomplete}
+    if gaps:
+        print(f"analyze: {len(gaps)} run(s) incomplete, kept out of cell_variability, claims and sensitivity: "
+              + "; ".join(f"{k} ({v})" for k, v in gaps.items()), file=out, flush=True)
+    print(f"analyze: {done} runs analysed, {current} already current, {len(failed)} skipped", file=out, flush=True)
+    return {"store": store, "analysed": done, "current": current, "failed": failed, "incomplete": gaps}

@@ -1,0 +1,381 @@
+"""The study report: one self-contained HTML file plus CSV tables.
+
+``write_report(con, out_path)`` reads whatever tables the DuckDB connection
+holds (runs, train_metrics, capture_metrics, run_summary, cell_variability,
+controls) and writes, in reading order: a header (studies, runs by status,
+cells, seeds), (1) per-cell metric means with their seed intervals, (2)
+per-run trajectories per cell, (3) the H-M plane, (4) each cell's H_raw beside
+its noise, order and init controls, (5) the run table, (6) a section per
+run. Figures are interactive plotly figures (hover, zoom, legend toggles)
+drawn by the plotly.js the page inlines, so it works offline; every table
+sorts by a click on a column head (except the key-value ones); the CSS is
+inline and every string from the data is HTML-escaped. A section whose
+tables are missing says so instead of failing.
+"""
+from __future__ import annotations
+
+import csv
+import html
+import math
+import os
+from collections import Counter
+from pathlib import Path
+
+import duckdb
+
+from dynstudy.analysis.report import data as rd
+from dynstudy.analysis.report import plots
+from dynstudy.analysis.report.conclusions import claims_section, contrasts_section, sensitivity_section
+from dynstudy.analysis.report.page import page_html
+from dynstudy.analysis.report.runs import run_details_section, run_section, run_table, training_curves
+from dynstudy.analysis.report.temporal import temporal_section
+from dynstudy.analysis.stats.contrasts import cell_contrasts
+from dynstudy.analysis.stats.variability import HIGH_CV
+
+#: At most this many trajectory figures; beyond it, several cells share a figure (one row each).
+MAX_TRAJECTORY_FIGURES = 10
+#: Cells side by side in one table of section 1.
+CELLS_PER_TABLE = 3
+CONTROLS_NOTE = (
+    "The noise control runs i.i.d. Gaussian features, with the run's labels, probe size and preprocessing "
+    "(label sort, per-class centring, rolling mean), through exactly the same pipeline: where its H_raw is close "
+    "to the signal's, the metric reflects the preprocessing, not training."
+)
+METRIC_LABELS = {
+    "h_eff_mean": "H_eff, mean over epochs",
+    "h_raw_mean": "H_raw (DFA exponent), mean",
+    "metastability_mean": "Metastability M, mean",
+    "synchrony_mean": "Synchrony (mean R(t)), mean",
+    "psi_std": "Psi, std over epochs",
+    "r_hz_mz": "r(Hz, Mz)",
+    "r_psi_acc": "r(Psi, val acc)",
+    "trigger_epoch": "Volatility trigger epoch",
+    "best_val_acc": "Best val accuracy",
+    "noise_h_raw_mean": "H_raw, noise control",
+    "order_h_raw_mean": "H_raw, order control",
+    "init_h_raw": "H_raw, init (epoch 0)",
+    "temporal_h_raw": "H_raw over training time (temporal)",
+    "temporal_h_eff": "H_eff over training time (temporal)",
+    "temporal_metastability": "Metastability over training time (temporal)",
+    "temporal_trigger_step": "Temporal trigger step",
+}
+
+
+
+def _e(value) -> str:
+    """HTML-escaped text of any value from the data."""
+    return html.escape("" if value is None else str(value))
+
+
+def _num(value, digits: int = 3) -> str:
+    v = rd.finite_or_none(value)
+    if v is None:
+        return "–"
+    if abs(v) < 1e-12:
+        return "0"
+    return f"{v:.0f}" if v == int(v) and abs(v) >= 10 else f"{v:.{digits}g}"
+
+
+def _figure(fig, div_id: str, caption: str) -> str:
+    return f"<figure>{plots.figure_html(fig, div_id)}<figcaption>{_e(caption)}</figcaption></figure>"
+
+
+def _missing(tables: list[str], what: str) -> str:
+    names = ", ".join(tables)
+    return (f'<p class="missing">Not analysed yet: no {_e(what)} here; it comes from {_e(names)}, missing or empty '
+            "in this store. Run <code>dynstudy analyze</code> to compute the analysis tables.</p>")
+
+
+def _state(state, colours: dict) -> str:
+    if not state:
+        return "–"
+    colour = colours.get(state, plots.UNCLASSIFIED_COLOUR)
+    return f'<span class="state" style="background:{colour}"></span>{_e(state)}'
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    cols = list(dict.fromkeys(k for r in rows for k in r))
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=cols)
+        writer.writeheader()
+        for r in rows:
+            writer.writerow({k: "" if v is None or (isinstance(v, float) and math.isnan(v)) else v
+                             for k, v in r.items()})
+
+
+#: (anchor, title) of every section, in page order.
+CONTENTS = (("glance", "at a glance: signal vs controls"), ("claims", "claims"), ("cells", "1. cell metrics"),
+            ("trajectories", "2. trajectories"), ("temporal", "2b. temporal protocol"), ("hm", "3. H-M plane"),
+            ("controls", "4. controls"), ("runs", "5. runs"), ("sensitivity", "sensitivity"), ("tables", "tables"),
+            ("rundetails", "6. run details"))
+
+
+
+def _header(title: str, counts: dict, index: dict, cells: dict) -> str:
+    studies = sorted({str(r.get("study")) for r in index.values() if r.get("study") is not None})
+    status = Counter(str(r.get("status")) for r in index.values())
+    seeds_per_cell = [len({r.get("seed") for r in runs}) for runs in cells.values()]
+    seeds = sorted({r.get("seed") for r in index.values() if r.get("seed") is not None})
+    seed_range = (f"{min(seeds_per_cell)}" if seeds_per_cell and min(seeds_per_cell) == max(seeds_per_cell)
+                  else f"{min(seeds_per_cell)}–{max(seeds_per_cell)}" if seeds_per_cell else "0")
+    present = ", ".join(f"{_e(t)} ({n} rows)" for t, n in counts.items() if n)
+    absent = [t for t in rd.TABLES if t != "activations" and not counts.get(t)]
+    return (
+        f"<h1>{_e(title)}</h1>"
+        f'<p class="meta">Studies: {_e(", ".join(studies) or "–")}<br>'
+        f"Runs: {len(index)} ({_e(', '.join(f'{k}: {v}' for k, v in sorted(status.items())) or 'none')})<br>"
+        f"Cells (model × dataset × optimizer): {len(cells)}; seeds per cell: {seed_range}; "
+        f"distinct seeds: {_e(', '.join(str(s) for s in seeds) or '–')}<br>"
+        f"Tables: {present or 'none'}"
+        + (f"; missing or empty: {_e(', '.join(absent))}" if absent else "") + "</p>"
+        '<p class="meta">Contents: ' + " · ".join(f'<a href="#{a}">{t}</a>' for a, t in CONTENTS) + "</p>"
+    )
+
+
+def _integrity_notes(index: dict, unreadable: list[tuple]) -> str:
+    """Runs that were retried, runs with a gap in their files, and files the store holds that do not belong."""
+    notes = []
+    retried = sorted((r["run_id"], r["attempts"]) for r in index.values() if (r.get("attempts") or 1) > 1)
+    if retried:
+        notes.append(f"Retried or resumed runs ({len(retried)}): "
+                     + ", ".join(f"{_e(rid)} ({n} attempts)" for rid, n in retried))
+    gaps = sorted((r["run_id"], r["reason"]) for r in index.values() if r.get("reason"))
+    if gaps:
+        notes.append(f"<b>Incomplete runs ({len(gaps)}), kept out of the cross-seed tables and claims</b>: "
+                     + "; ".join(f"{_e(rid)}: {_e(why)}" for rid, why in gaps))
+    if unreadable:
+        notes.append(f"<b>Files in the store that do not belong ({len(unreadable)}), not read</b>: "
+                     + "; ".join(f"{_e(path)} ({_e(why)})" for _, path, why in unreadable[:20])
+                     + (" ..." if len(unreadable) > 20 else ""))
+    return "".join(f'<p class="meta">{n}</p>' for n in notes)
+
+
+def _seed_cell(r: dict, metric: str, k: float) -> str:
+    """One cell x metric entry: mean ± std, seeds, the bootstrap interval, CV (flagged when high)."""
+    mean, std, lo, hi = (rd.finite_or_none(r.get(c)) for c in ("mean", "std", "boot_low", "boot_high"))
+    mean, std, lo, hi = (None if v is None else v * k for v in (mean, std, lo, hi))
+    cv = rd.finite_or_none(r.get("cv"))
+    n, runs = r.get("n_seeds") or 0, r.get("n_runs")
+    seeds = f"fired in {n} of {runs} seeds" if metric == "trigger_epoch" and runs is not None else f"n={n}"
+    interval = f"[{_num(lo)}, {_num(hi)}]" if lo is not None and hi is not None else \
+        ("no interval: fewer than 3 seeds" if n < 3 else "no interval: no spread")
+    cv_txt = "–" if cv is None else f"{cv * 100:.1f}%" + (" <b>high</b>" if abs(cv) > HIGH_CV else "")
+    return f"{_num(mean)} ± {_num(std)}<br><small>{seeds} · {interval} · CV {cv_txt}</small>"
+
+
+def _cell_section(rows: list[dict], scale: float, colours: dict) -> str:
+    out = ["<h2 id=\"cells\">1. Cell metrics across seeds</h2>"]
+    if not rows:
+        return out[0] + _missing(["cell_variability"], "per-cell seed statistics")
+    out.append('<p class="meta">Each entry: seed mean ± std, then n seeds, the 95% percentile-bootstrap interval '
+               "of the mean across seeds [low, high] (from 3 seeds on; none below; cut to the metric's range) and "
+               f"CV = std / |mean|, flagged above {HIGH_CV * 100:.0f}%. The trigger epoch says in how many seeds the "
+               "rule fired. Only finished runs count as seeds. Header: the state most seeds reach (ties: the "
+               "taxonomy's order) and the share of seeds in it.</p>")
+    order = list(METRIC_LABELS)
+    by_cell = {}
+    for r in rows:
+        by_cell.setdefault(rd.cell_of(r), {})[str(r["metric"])] = r
+    metrics = sorted({m for d in by_cell.values() for m in d}, key=lambda m: (order.index(m) if m in order else 99, m))
+    keys = sorted(by_cell)
+    for i in range(0, len(keys), CELLS_PER_TABLE):
+        chunk = keys[i:i + CELLS_PER_TABLE]
+        heads = []
+        for cell in chunk:
+            head = next(iter(by_cell[cell].values()))
+            agree = rd.finite_or_none(head.get("state_agreement"))
+            agree_txt = f"{agree * 100:.0f}% of seeds" if agree is not None else "–"
+            heads.append(f"<th>{_e(rd.cell_label(cell))}<br><small>{_state(head.get('modal_state'), colours)} "
+                         f"({agree_txt})</small></th>")
+        out.append('<div class="wide"><table class="nosort"><tr><th>metric</th>' + "".join(heads) + "</tr>")
+        for metric in metrics:
+            k = scale if metric == "best_val_acc" else 1.0
+            label = METRIC_LABELS.get(metric, metric) + (" (%)" if k != 1.0 else "")
+            tds = []
+            for cell in chunk:
+                r = by_cell[cell].get(metric)
+                if r is None:
+                    tds.append("<td>–</td>")
+                    continue
+                tds.append(f"<td class=num>{_seed_cell(r, metric, k)}</td>")
+            out.append(f"<tr><td>{_e(label)}</td>{''.join(tds)}</tr>")
+        out.append("</table></div>")
+    return "".join(out)
+
+
+def trajectory_groups(cells: dict, min_per_fig: int = 1) -> list[list]:
+    """Cells split into figures of ``min_per_fig`` cells, more when that would exceed MAX_TRAJECTORY_FIGURES."""
+    keys = list(cells)
+    per_fig = max(min_per_fig, math.ceil(len(keys) / MAX_TRAJECTORY_FIGURES))
+    return [keys[i:i + per_fig] for i in range(0, len(keys), per_fig)]
+
+
+def _trajectory_section(cells: dict, captures: dict, accuracy: dict) -> str:
+    """Section 2: one figure per cell (or a grid of cells when only accuracy is known)."""
+    out = ["<h2 id=\"trajectories\">2. Trajectories per run</h2>"]
+    panels = (list(rd.TRAJECTORY_METRICS) if captures else []) + (["val_acc"] if accuracy else [])
+    if not panels:
+        return out[0] + _missing(["capture_metrics", "train_metrics"], "trajectories")
+    if not captures:
+        out.append(_missing(["capture_metrics"], "metric trajectories (accuracy only below)"))
+    out.append('<p class="meta">Seeds of a cell share one set of axes. Dashed vertical line: the run\'s volatility '
+               f"trigger (volatility below {plots.VOLATILITY_THRESHOLD} for 3 consecutive epochs); dotted line and "
+               f"star: its accuracy plateau (first epoch within {rd.PLATEAU_POINTS} points of its best val "
+               "accuracy). Epoch 0 is the untrained network. Hover a point for its run, seed, epoch and value; drag to "
+               "zoom (double-click resets); click a seed in the legend to hide or show it in every panel, "
+               "double-click to show it alone.</p>")
+    # accuracy alone fits many cells into one figure (a grid); with metric panels, one cell is one row
+    per_fig = 1 if captures else plots.SINGLE_PANEL_COLUMNS * 3
+    for n, group in enumerate(trajectory_groups(cells, per_fig)):
+        fig_cells = []
+        for cell in group:
+            runs = []
+            for info in cells[cell]:
+                rid = info["run_id"]
+                series = dict(captures.get(rid, {}))
+                if rid in accuracy:
+                    series["val_acc"] = accuracy[rid]
+                status = info.get("status")
+                label = f"seed {info.get('seed')}" + ("" if status in (None, "finished") else f" ({status})")
+                runs.append({"run_id": rid, "seed": info.get("seed"), "label": label, "series": series,
+                             "trigger": info.get("trigger_epoch"),
+                             "plateau": rd.plateau_epoch(*accuracy[rid]) if rid in accuracy else None})
+            fig_cells.append({"title": rd.cell_label(cell), "runs": runs})
+        names = "; ".join(rd.cell_label(c) for c in group)
+        run_ids = ", ".join(r["run_id"] for c in group for r in cells[c])
+        out.append(_figure(plots.trajectory_figure(fig_cells, panels), f"fig-trajectory-{n}",
+                           f"Trajectories: {names} (runs {run_ids})."))
+    return "".join(out)
+
+
+def _hm_section(index: dict) -> str:
+    out = ["<h2 id=\"hm\">3. The H-M plane</h2>"]
+    points = []
+    for info in index.values():
+        h, m = rd.finite_or_none(info.get("h_eff_mean")), rd.finite_or_none(info.get("metastability_mean"))
+        if h is not None and m is not None:
+            points.append({"h_eff": h, "m": m, "state": info.get("state"), "dataset": str(info.get("dataset")),
+                           "run_id": info["run_id"], "seed": info.get("seed"), "cell": rd.cell_label(rd.cell_of(info))})
+    if not points:
+        return out[0] + _missing(["run_summary"], "H-M plane")
+    left = len(index) - len(points)
+    caption = (f"Each run at its mean H_eff and mean metastability ({len(points)} runs"
+               + (f"; {left} without both values left out" if left else "") + ").")
+    out.append(_figure(plots.hm_plane_figure(points), "fig-hm", caption))
+    return "".join(out)
+
+
+def _controls_section(cells: dict, per_run: dict, by_cell: list[dict]) -> str:
+    out = ["<h2 id=\"controls\">4. Metrics beside their controls</h2>",
+           f'<p class="note">{_e(CONTROLS_NOTE)} The order control feeds the samples in random instead of label '
+           "order; init is the untrained network (epoch 0).</p>"]
+    if not per_run:
+        return "".join(out) + _missing(["run_summary", "controls", "capture_metrics"], "control comparison")
+    if not any(v["noise"] is not None or v["order"] is not None for v in per_run.values()):
+        out.append(_missing(["controls"], "noise and order controls"))
+    fig_cells = []
+    for cell, runs in cells.items():
+        values = {k: [(r["run_id"], r.get("seed"),
+                       per_run[r["run_id"]][k] if per_run[r["run_id"]][k] is not None else math.nan)
+                      for r in runs if r["run_id"] in per_run] for k in rd.CONTROL_KEYS}
+        if any(values.values()):
+            fig_cells.append({"label": rd.cell_label(cell), "values": values})
+    out.append(_figure(plots.controls_figure(fig_cells), "fig-controls", "H_raw per cell: signal vs noise, order, "
+                       "init and channel re-draw controls, across seeds (hover a dot for its run)."))
+    stats = {(rd.cell_of(r), r["control"]): r for r in by_cell}
+    out.append("<table><tr><th>cell</th><th>n seeds</th><th>signal</th><th>noise</th><th>order</th><th>init</th>"
+               "<th>channel re-draw</th><th>signal − noise</th></tr>")
+    for cell in cells:
+        got = {k: stats.get((cell, k)) for k in rd.CONTROL_KEYS}
+        if not any(got.values()):
+            continue
+        tds = "".join(f"<td class=num>{_num(s['mean'])} ± {_num(s['std'])}</td>" if s else "<td>–</td>"
+                      for s in got.values())
+        diff = got["signal"]["mean"] - got["noise"]["mean"] if got["signal"] and got["noise"] else None
+        n = max(s["n_seeds"] for s in got.values() if s)
+        out.append(f"<tr><td>{_e(rd.cell_label(cell))}</td><td class=num>{n}</td>{tds}"
+                   f"<td class=num>{_num(diff)}</td></tr>")
+    out.append("</table>")
+    return "".join(out)
+
+
+def write_report(con: duckdb.DuckDBPyConnection, out_path, *, title: str = "dynstudy report",
+                 csv_dir=None) -> Path:
+    """Write the study report as one self-contained HTML file and its tables as CSV.
+
+    Parameters
+    ----------
+    con : DuckDB connection in which each existing table of the store is
+        queryable by its name (views or tables); absent or empty tables are
+        reported as missing.
+    out_path : path of the HTML file (parent folders are created).
+    title : heading and <title> of the page.
+    csv_dir : folder for the CSV tables; default ``<out stem>_tables/``
+        beside the HTML. Written: cell_variability.csv, runs.csv,
+        controls_by_run.csv, controls_by_cell.csv, each only when it has rows.
+
+    Returns
+    -------
+    pathlib.Path of the HTML file.
+    """
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    csv_dir = Path(csv_dir) if csv_dir is not None else out_path.parent / f"{out_path.stem}_tables"
+    counts = rd.table_counts(con)
+    runs, summary = rd.read_rows(con, "runs", counts), rd.read_rows(con, "run_summary", counts)
+    train = rd.read_rows(con, "train_metrics", counts)
+    capture_rows = rd.read_rows(con, "capture_metrics", counts)
+    variability = rd.read_rows(con, "cell_variability", counts)
+    claims = rd.read_rows(con, "claims", counts)
+    sens = rd.read_rows(con, "sensitivity", counts)
+    index = rd.run_index(runs, summary)
+    cells = rd.runs_by_cell(index)
+    scale = rd.accuracy_scale(train)
+    accuracy = rd.accuracy_series(train, scale)
+    captures = rd.capture_series(capture_rows)
+    control_rows = rd.read_rows(con, "controls", counts)
+    per_run = rd.control_values(index, capture_rows, control_rows)
+    by_cell = rd.controls_by_cell(cells, per_run)
+    runs_rows = run_table(cells, accuracy, scale)
+    curves = training_curves(train, scale)
+    contrasts = cell_contrasts(summary, capture_rows, control_rows)
+    colours = plots.state_colours([r.get("state") for r in index.values()]
+                                  + [r.get("modal_state") for r in variability])
+
+    tables = {
+        "cell_variability.csv": sorted(variability, key=lambda r: (rd.cell_of(r), str(r.get("metric")))),
+        "runs.csv": runs_rows,
+        "controls_by_run.csv": [{"run_id": rid, **{f"{k}_h_raw": v for k, v in vals.items()}}
+                                for rid, vals in sorted(per_run.items())],
+        "controls_by_cell.csv": by_cell,
+        "claims.csv": claims,
+        "control_contrasts.csv": contrasts,
+        "sensitivity.csv": sens,
+    }
+    csv_dir.mkdir(parents=True, exist_ok=True)
+    links = []
+    for name, rows in tables.items():
+        (csv_dir / name).unlink(missing_ok=True)  # no stale table from an earlier report
+        if rows:
+            _write_csv(csv_dir / name, rows)
+            href = Path(os.path.relpath(csv_dir / name, out_path.parent)).as_posix()
+            links.append(f'<a href="{_e(href)}">{_e(name)}</a> ({len(rows)} rows)')
+
+    body = [
+        _header(title, counts, index, cells),
+        _integrity_notes(index, rd.unreadable(con)),
+        contrasts_section(contrasts),
+        claims_section(claims),
+        _cell_section(variability, scale, colours),
+        _trajectory_section(cells, captures, accuracy),
+        temporal_section(cells, rd.read_rows(con, "temporal_metrics", counts),
+                         rd.read_rows(con, "temporal_controls", counts)),
+        _hm_section(index),
+        _controls_section(cells, per_run, by_cell),
+        run_section(runs_rows, bool(summary), colours, _num, _state, _missing),
+        sensitivity_section(sens),
+        f'<h2 id="tables">Tables</h2><p class="meta">CSV: {" · ".join(links) or "none"}</p>',
+        run_details_section(cells, curves, colours, _state),
+    ]
+    out_path.write_text(page_html(_e(title), "".join(body)), encoding="utf-8")
+    return out_path

@@ -1,0 +1,237 @@
+"""What the study report shows, read from a DuckDB connection over a store.
+
+Plain rows (lists of dicts) and per-run series; no HTML and no figures here
+(:mod:`dynstudy.analysis.report.build` renders them). Every table may be absent or empty:
+each reader then returns empty structures and the report says what is missing.
+"""
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+
+import duckdb
+import numpy as np
+
+from dynstudy.store_contract.schemas import TABLES
+
+CELL_KEYS = ("model", "dataset", "optimizer")
+#: A run's accuracy plateau: first epoch within this many percentage points of its best val_acc.
+PLATEAU_POINTS = 0.5
+#: Metric columns of capture_metrics drawn as trajectories.
+TRAJECTORY_METRICS = ("h_eff", "metastability", "psi", "volatility")
+
+
+def finite_or_none(v):
+    """``v`` as a float, or None when it is missing, not a number or not finite."""
+    if v is None:
+        return None
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
+def table_counts(con: duckdb.DuckDBPyConnection) -> dict:
+    """Row counts of the contract's tables that ``con`` can query (activations excepted).
+
+    Returns
+    -------
+    dict table name -> row count; a table that is absent, or whose view fails
+    to read, is left out.
+    """
+    rows = con.execute("SELECT DISTINCT table_name FROM information_schema.tables").fetchall()
+    names = {r[0] for r in rows}
+    counts = {}
+    for table in TABLES:
+        if table == "activations" or table not in names:
+            continue
+        try:
+            counts[table] = int(con.execute(f'SELECT count(*) FROM "{table}"').fetchone()[0])
+        except duckdb.Error:
+            continue
+    return counts
+
+
+def read_rows(con: duckdb.DuckDBPyConnection, table: str, counts: dict) -> list[dict]:
+    """All rows of ``table`` as dicts, or [] when it is absent or empty."""
+    if not counts.get(table):
+        return []
+    cur = con.execute(f'SELECT * FROM "{table}"')
+    cols = [d[0] for d in cur.description]
+    return [dict(zip(cols, r)) for r in cur.fetchall()]
+
+
+def cell_of(row: dict) -> tuple:
+    """The (model, dataset, optimizer) cell of a row, as strings."""
+    return tuple(str(row.get(k)) for k in CELL_KEYS)
+
+
+def unreadable(con) -> list[tuple]:
+    """(table, path, reason) of the store's files the catalog left out (none without that table)."""
+    try:
+        return con.execute("SELECT table_name, path, error FROM unreadable_files ORDER BY path").fetchall()
+    except duckdb.Error:
+        return []
+
+
+def cell_label(cell: tuple) -> str:
+    return " · ".join(cell)
+
+
+def run_index(runs: list[dict], summary: list[dict]) -> dict:
+    """run_id -> merged run info: the runs row, filled in from run_summary.
+
+    runs is authoritative for identity and status (it is live); run_summary
+    adds the analysis columns. Runs known only to one table are kept.
+    """
+    info = {}
+    for row in summary:
+        info[str(row["run_id"])] = dict(row)
+    for row in runs:
+        rid = str(row["run_id"])
+        merged = info.setdefault(rid, {})
+        for k, v in row.items():
+            if v is not None or k not in merged:
+                merged[k] = v
+    for rid, row in info.items():
+        row["run_id"] = rid
+        if row.get("n_epochs") is None and row.get("epochs_completed") is not None:
+            row["n_epochs"] = row["epochs_completed"]
+    return info
+
+
+def runs_by_cell(index: dict) -> dict:
+    """cell -> run infos sorted by seed then run_id; cells in sorted order."""
+    cells = defaultdict(list)
+    for row in index.values():
+        cells[cell_of(row)].append(row)
+    return {c: sorted(cells[c], key=lambda r: (r.get("seed") is None, r.get("seed") or 0, r["run_id"]))
+            for c in sorted(cells)}
+
+
+def accuracy_scale(train_rows: list[dict]) -> float:
+    """100 when val_acc is stored as a fraction (0..1), else 1 (already in %)."""
+    accs = [finite_or_none(r.get("val_acc")) for r in train_rows]
+    accs = [a for a in accs if a is not None]
+    return 100.0 if not accs or max(accs) <= 1.0 + 1e-9 else 1.0
+
+
+def accuracy_series(train_rows: list[dict], scale: float) -> dict:
+    """run_id -> (epochs, val_acc in %) with one value per epoch (its last step)."""
+    last = {}
+    for r in train_rows:
+        acc = finite_or_none(r.get("val_acc"))
+        if acc is None or r.get("epoch") is None:
+            continue
+        key = (str(r["run_id"]), int(r["epoch"]))
+        step = r.get("step") if r.get("step") is not None else -1
+        if key not in last or step >= last[key][0]:
+            last[key] = (step, acc * scale)
+    out = defaultdict(lambda: ([], []))
+    for (rid, epoch), (_, acc) in sorted(last.items()):
+        out[rid][0].append(epoch)
+        out[rid][1].append(acc)
+    return {rid: (np.array(e), np.array(a)) for rid, (e, a) in out.items()}
+
+
+def plateau_epoch(epochs, acc_percent, points: float = PLATEAU_POINTS):
+    """First epoch whose accuracy (in %) is within ``points`` of the run's best, or None."""
+    acc = np.asarray(acc_percent, dtype=float)
+    if not len(acc) or not np.isfinite(acc).any():
+        return None
+    best = np.nanmax(acc)
+    hit = np.flatnonzero(acc >= best - points)
+    return int(np.asarray(epochs)[hit[0]])
+
+
+def capture_series(capture_rows: list[dict]) -> dict:
+    """run_id -> {metric: (epochs, values)} from capture_metrics.
+
+    One capture per epoch: the first one taken at it (captures are numbered
+    in time order, so that is the capture right after the epoch ended; later
+    captures at the same epoch count are intra-epoch, every-N-steps ones).
+    """
+    first = {}
+    for r in capture_rows:
+        if r.get("epoch") is None or r.get("kind") == "step":
+            continue
+        key = (str(r["run_id"]), int(r["epoch"]))
+        cap = r.get("capture") if r.get("capture") is not None else 0
+        if key not in first or cap < first[key][0]:
+            first[key] = (cap, r)
+    out = defaultdict(dict)
+    per_run = defaultdict(list)
+    for (rid, epoch), (_, r) in sorted(first.items()):
+        per_run[rid].append((epoch, r))
+    for rid, items in per_run.items():
+        epochs = np.array([e for e, _ in items], dtype=float)
+        for m in TRAJECTORY_METRICS:
+            vals = np.array([finite_or_none(r.get(m)) if finite_or_none(r.get(m)) is not None else np.nan
+                             for _, r in items], dtype=float)
+            out[rid][m] = (epochs, vals)
+    return dict(out)
+
+
+def _mean(values) -> float | None:
+    vals = [v for v in (finite_or_none(x) for x in values) if v is not None]
+    return float(np.mean(vals)) if vals else None
+
+
+def control_values(index: dict, capture_rows: list[dict], control_rows: list[dict]) -> dict:
+    """run_id -> {signal, noise, order, init}: H_raw of the run and its controls.
+
+    run_summary's columns (h_raw_mean, noise_h_raw_mean, order_h_raw_mean,
+    init_h_raw) are used where present; otherwise the values are computed from
+    capture_metrics (signal: mean over epochs >= 1; init: epoch 0) and
+    controls (mean over that control's captures). Runs with no value at all
+    are left out.
+    """
+    sig, init = defaultdict(list), {}
+    for r in capture_rows:
+        epoch = r.get("epoch")
+        if epoch is None or r.get("kind") == "step":
+            continue
+        if int(epoch) >= 1:
+            sig[str(r["run_id"])].append(r.get("h_raw"))
+        elif int(epoch) == 0:
+            init[str(r["run_id"])] = finite_or_none(r.get("h_raw"))
+    ctrl = defaultdict(list)
+    for r in control_rows:
+        if r.get("kind") == "step":
+            continue
+        ctrl[(str(r["run_id"]), str(r.get("control")))].append(r.get("h_raw"))
+    out = {}
+    for rid, info in index.items():
+        vals = {
+            "signal": finite_or_none(info.get("h_raw_mean")),
+            "noise": finite_or_none(info.get("noise_h_raw_mean")),
+            "order": finite_or_none(info.get("order_h_raw_mean")),
+            "init": finite_or_none(info.get("init_h_raw")),
+        }
+        vals["channel_draw"] = None  # only in the controls table (runs that store extra channels)
+        fallback = {"signal": _mean(sig.get(rid, [])), "noise": _mean(ctrl.get((rid, "noise"), [])),
+                    "order": _mean(ctrl.get((rid, "order"), [])), "init": init.get(rid),
+                    "channel_draw": _mean(ctrl.get((rid, "channel_draw"), []))}
+        vals = {k: v if v is not None else fallback[k] for k, v in vals.items()}
+        if any(v is not None for v in vals.values()):
+            out[rid] = vals
+    return out
+
+
+#: H_raw of the signal and of each control, in report order.
+CONTROL_KEYS = ("signal", "noise", "order", "init", "channel_draw")
+
+
+def controls_by_cell(cells: dict, per_run: dict) -> list[dict]:
+    """Per cell and control: n seeds, mean and std (ddof 1) of H_raw."""
+    out = []
+    for cell, runs in cells.items():
+        for key in CONTROL_KEYS:
+            vals = [per_run[r["run_id"]][key] for r in runs if r["run_id"] in per_run]
+            vals = np.array([v for v in vals if v is not None], dtype=float)
+            if not len(vals):
+                continue
+            out.append({**dict(zip(CELL_KEYS, cell)), "control": key, "n_seeds": len(vals),
+                        "mean": float(vals.mean()), "std": float(vals.std(ddof=1)) if len(vals) > 1 else None})
+    return out

@@ -1,0 +1,360 @@
+"""Figures of the study report, as interactive plotly figures.
+
+Every function returns a :class:`plotly.graph_objects.Figure` built from
+plain Python structures prepared by :mod:`dynstudy.analysis.report.build`; nothing here
+touches DuckDB. :func:`figure_html` turns a figure into a ``<div>`` and the
+script that draws it with the plotly.js the report inlines once
+(:func:`plotly_js`), so the page works offline.
+
+Interaction, the same in every figure: hovering a point names its run, seed,
+epoch and value; drag to zoom, double-click to reset; clicking a legend entry
+hides or shows that seed (or state, or control) in every panel of the
+figure, double-clicking isolates it.
+
+Strings from the data are HTML-escaped before plotly sees them (plotly reads
+a small subset of HTML in labels).
+"""
+from __future__ import annotations
+
+import html
+import json
+import math
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+#: Volatility below this for 3 consecutive epochs fires the convergence trigger.
+VOLATILITY_THRESHOLD = 0.35
+#: Taxonomy states in rule order, each with a fixed colour.
+STATE_COLOURS = {
+    "Stable Convergent": "#1f77b4",
+    "Rigidly Synchronised": "#d62728",
+    "Metastable High-Integration": "#2ca02c",
+    "Transitional": "#ff7f0e",
+    "Partial Integration": "#9467bd",
+}
+UNCLASSIFIED_COLOUR = "#7f7f7f"
+#: Colours for state labels outside the taxonomy (a changed rule, a custom label).
+OTHER_STATE_COLOURS = ("#8c564b", "#e377c2", "#bcbd22", "#17becf")
+#: Seed colours (matplotlib's tab10); more seeds than this cycle through a viridis ramp.
+SEED_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+                "#bcbd22", "#17becf")
+DATASET_SYMBOLS = ("circle", "square", "triangle-up", "diamond", "triangle-down", "cross", "x", "star",
+                   "pentagon", "hexagon")
+#: Series of the controls chart: key, label, colour.
+CONTROL_BARS = (
+    ("signal", "signal (trained)", "#1f77b4"),
+    ("noise", "noise control", "#7f7f7f"),
+    ("order", "order control", "#ff7f0e"),
+    ("init", "init (epoch 0)", "#2ca02c"),
+    ("channel_draw", "channel re-draw", "#9467bd"),
+)
+#: Trajectory panels: key, panel title, y label.
+TRAJECTORY_PANELS = {
+    "h_eff": ("Integration H_eff", "H_eff (0..1)"),
+    "metastability": ("Metastability M", "M (std of R(t))"),
+    "psi": ("Stability index Psi", "Psi (z units)"),
+    "volatility": ("Psi volatility", "rolling std of Psi"),
+    "val_acc": ("Validation accuracy", "val acc (%)"),
+}
+#: With a single panel (accuracy only) the cells wrap into a grid this many columns wide.
+SINGLE_PANEL_COLUMNS = 4
+#: Height in pixels of one row of panels.
+ROW_HEIGHT = 270
+#: Options of every figure: fills its container's width, no plotly logo, no link to plotly's website.
+PLOT_CONFIG = {"responsive": True, "displaylogo": False, "showLink": False, "showSendToCloud": False}
+HOVER_POINT = "run %{customdata[0]}<br>seed %{customdata[1]}<br>epoch %{x}<br>%{fullData.meta}: %{y:.4g}<extra></extra>"
+
+
+def label_text(value) -> str:
+    """Text from the data, escaped for plotly's HTML-like labels."""
+    return html.escape("" if value is None else str(value))
+
+
+def plotly_js() -> str:
+    """The plotly.js bundle shipped with the plotly package (inlined once per report)."""
+    from plotly.offline import get_plotlyjs
+
+    return get_plotlyjs()
+
+
+def figure_html(fig: go.Figure, div_id: str) -> str:
+    """A ``<div class="plot">`` and the inline script that draws ``fig`` into it.
+
+    The figure's JSON comes from plotly's encoder, which writes ``<`` and
+    ``>`` as ``\\u003c`` and ``\\u003e``, so no string of the data can close
+    the script element.
+    """
+    spec = fig.to_json()
+    height = int(fig.layout.height or 450)
+    return (f'<div class="plot" id="{div_id}" style="height:{height}px"></div>'
+            f"<script>(function(){{var f={spec};Plotly.newPlot({json.dumps(div_id)},f.data,f.layout,"
+            f"{json.dumps(PLOT_CONFIG)});}})();</script>")
+
+
+def seed_colours(n: int) -> list[str]:
+    """``n`` distinguishable colours: tab10, or a viridis ramp beyond ten."""
+    if n <= len(SEED_COLOURS):
+        return list(SEED_COLOURS[:n])
+    from plotly.colors import sample_colorscale
+
+    return sample_colorscale("Viridis", list(np.linspace(0, 0.95, n)))
+
+
+def _finite(x, y) -> tuple:
+    """``x`` and ``y`` as float arrays with the non-finite ``y`` points dropped."""
+    x = np.asarray(x, dtype=float)
+    y = np.asarray(y, dtype=float)
+    keep = np.isfinite(x) & np.isfinite(y)
+    return x[keep], y[keep]
+
+
+def finish_layout(fig: go.Figure, height: int, title: str | None = None) -> go.Figure:
+    """The report's common look: bare template, light grids, closest-point hover, ``height`` px, a title."""
+    fig.update_layout(template="none", height=height, margin={"l": 60, "r": 20, "t": 70 if title else 50, "b": 50},
+                      hovermode="closest", legend={"font": {"size": 11}}, font={"size": 11},
+                      title={"text": title, "font": {"size": 13}} if title else None)
+    fig.update_xaxes(showgrid=True, gridcolor="#eee", zeroline=False)
+    fig.update_yaxes(showgrid=True, gridcolor="#eee", zeroline=False)
+    return fig
+
+
+def _trajectory_slots(cells: list[dict], panels: list[str]) -> tuple[int, int, list]:
+    """Grid shape and (row, col, cell index, panel) of every panel, 1-based rows and columns."""
+    if len(panels) == 1:
+        n_cols = min(SINGLE_PANEL_COLUMNS, len(cells))
+        n_rows = math.ceil(len(cells) / n_cols)
+        slots = [(i // n_cols + 1, i % n_cols + 1, i, panels[0]) for i in range(len(cells))]
+    else:
+        n_rows, n_cols = len(cells), len(panels)
+        slots = [(i + 1, j + 1, i, key) for i in range(len(cells)) for j, key in enumerate(panels)]
+    return n_rows, n_cols, slots
+
+
+def vertical_line(x: float, lo: float, hi: float, colour: str, dash: str, group: str, text: str) -> go.Scatter:
+    """A vertical line from ``lo`` to ``hi`` at ``x``, in ``group`` (so it hides with its seed)."""
+    return go.Scatter(x=[x, x], y=[lo, hi], mode="lines", line={"color": colour, "dash": dash, "width": 1},
+                      legendgroup=group, showlegend=False, hovertemplate=f"{text}<extra></extra>")
+
+
+def trajectory_figure(cells: list[dict], panels: list[str]) -> go.Figure:
+    """Small multiples of per-epoch series: one row per cell, one column per panel.
+
+    Parameters
+    ----------
+    cells : one dict per cell, with ``title`` (str) and ``runs``: a list of
+        dicts with ``run_id``, ``seed``, ``label`` (str), ``series`` ({panel
+        key: (epochs, values)}), ``trigger`` (epoch of the volatility trigger
+        or None) and ``plateau`` (first epoch within 0.5 points of the best
+        val accuracy, or None). The seeds of a cell share each panel's axes.
+    panels : keys of :data:`TRAJECTORY_PANELS`, in column order. With a
+        single panel the cells wrap into rows of :data:`SINGLE_PANEL_COLUMNS`.
+
+    Returns
+    -------
+    The figure. Each run is one legend entry that shows or hides it in every
+    panel; the volatility panel carries the threshold line; a run's trigger
+    is a dashed vertical line in every panel, its plateau a dotted line and
+    a star on the accuracy panel.
+    """
+    n_rows, n_cols, slots = _trajectory_slots(cells, panels)
+    titles = [""] * (n_rows * n_cols)
+    for row, col, i, key in slots:
+        name = TRAJECTORY_PANELS[key][0]
+        first = len(panels) == 1 or col == 1
+        titles[(row - 1) * n_cols + col - 1] = f"{label_text(cells[i]['title'])}<br>{name}" if first else name
+    fig = make_subplots(rows=n_rows, cols=n_cols, subplot_titles=titles, horizontal_spacing=0.06,
+                        vertical_spacing=min(0.3 / n_rows, 0.12) if n_rows > 1 else 0.1)
+    several = len(cells) > 1 and len(panels) == 1
+    shown = set()
+    for row, col, i, key in slots:
+        cell = cells[i]
+        xs = [float(np.nanmax(np.asarray(x, dtype=float))) for r in cell["runs"]
+              for x, _ in r["series"].values() if len(x)]
+        ys = [_finite(*r["series"].get(key, ([], []))) for r in cell["runs"]]
+        yall = np.concatenate([y for _, y in ys]) if ys else np.array([])
+        lo, hi = (float(yall.min()), float(yall.max())) if len(yall) else (0.0, 1.0)
+        if key == "volatility":
+            lo, hi = 0.0, max(hi, VOLATILITY_THRESHOLD * 1.2)
+            fig.add_hline(y=VOLATILITY_THRESHOLD, line={"color": "black", "dash": "dash", "width": 1},
+                          row=row, col=col, exclude_empty_subplots=False)
+            fig.update_yaxes(range=[0.0, hi * 1.05], row=row, col=col)
+        fig.update_xaxes(title_text="epoch", range=[-0.3, max(xs + [1.0]) + 0.3], dtick=None, row=row, col=col)
+        fig.update_yaxes(title_text=TRAJECTORY_PANELS[key][1], row=row, col=col)
+        for run, colour, (x, y) in zip(cell["runs"], seed_colours(len(cell["runs"])), ys):
+            group = str(run["run_id"])
+            label = (f"{label_text(cell['title'])} · " if several else "") + label_text(run["label"])
+            fig.add_trace(go.Scatter(
+                x=x, y=y, mode="lines+markers" if len(x) <= 30 else "lines", name=label, legendgroup=group,
+                showlegend=group not in shown, line={"color": colour, "width": 1.5}, marker={"size": 5},
+                customdata=[[label_text(run["run_id"]), label_text(run.get("seed"))]] * len(x),
+                meta=TRAJECTORY_PANELS[key][0],
+                hovertemplate=HOVER_POINT), row=row, col=col)
+            shown.add(group)
+            if run.get("trigger") is not None:
+                fig.add_trace(vertical_line(run["trigger"], lo, hi, colour, "dash", group,
+                                        f"run {label_text(run['run_id'])}: volatility trigger at epoch "
+                                        f"{run['trigger']}"),
+                              row=row, col=col)
+            if key == "val_acc" and run.get("plateau") is not None:
+                text = f"run {label_text(run['run_id'])}: accuracy plateau at epoch {run['plateau']}"
+                fig.add_trace(vertical_line(run["plateau"], lo, hi, colour, "dot", group, text), row=row, col=col)
+                at = x == run["plateau"]
+                if at.any():
+                    fig.add_trace(go.Scatter(x=x[at], y=y[at], mode="markers", legendgroup=group, showlegend=False,
+                                             marker={"symbol": "star", "size": 13, "color": colour,
+                                                     "line": {"color": "black", "width": 0.5}},
+                                             hovertemplate=f"{text}<extra></extra>"), row=row, col=col)
+        if not len(yall):
+            fig.add_annotation(text="no data", showarrow=False, font={"color": "grey"}, xref="x domain",
+                               yref="y domain", x=0.5, y=0.5, row=row, col=col)
+    fig.update_annotations(font_size=11)
+    return finish_layout(fig, ROW_HEIGHT * n_rows + 90)
+
+
+def state_colours(states) -> dict:
+    """State label -> colour, in taxonomy order; None becomes "unclassified" (grey).
+
+    Labels outside the taxonomy get colours of :data:`OTHER_STATE_COLOURS`,
+    in sorted order, so a table and a figure built from the same states agree.
+    """
+    present = {s or "unclassified" for s in states}
+    order = list(STATE_COLOURS)
+    ranked = sorted(present, key=lambda s: (order.index(s) if s in order else 99, s == "unclassified", s))
+    out, i = {}, 0
+    for s in ranked:
+        if s in STATE_COLOURS:
+            out[s] = STATE_COLOURS[s]
+        elif s == "unclassified":
+            out[s] = UNCLASSIFIED_COLOUR
+        else:
+            out[s] = OTHER_STATE_COLOURS[i % len(OTHER_STATE_COLOURS)]
+            i += 1
+    return out
+
+
+def hm_plane_figure(points: list[dict]) -> go.Figure:
+    """Runs in the integration-metastability plane.
+
+    Parameters
+    ----------
+    points : dicts with ``h_eff`` and ``m`` (finite floats), ``state`` (str or
+        None), ``dataset`` (str), ``run_id``, ``seed`` and ``cell`` (str);
+        colour encodes the state, the marker the dataset.
+
+    Returns
+    -------
+    The figure: one legend entry per state and dataset.
+    """
+    datasets = sorted({p["dataset"] for p in points})
+    symbols = {d: DATASET_SYMBOLS[i % len(DATASET_SYMBOLS)] for i, d in enumerate(datasets)}
+    colours = state_colours(p["state"] for p in points)
+    fig = go.Figure()
+    for state in colours:
+        for dataset in datasets:
+            group = [p for p in points if (p["state"] or "unclassified") == state and p["dataset"] == dataset]
+            if not group:
+                continue
+            fig.add_trace(go.Scatter(
+                x=[p["h_eff"] for p in group], y=[p["m"] for p in group], mode="markers",
+                name=f"{label_text(state)} · {label_text(dataset)}", legendgroup=state,
+                marker={"symbol": symbols[dataset], "size": 10, "color": colours[state], "opacity": 0.85,
+                        "line": {"color": "black", "width": 0.5}},
+                customdata=[[label_text(p["run_id"]), label_text(p["seed"]), label_text(p["cell"]), label_text(state)]
+                            for p in group],
+                hovertemplate="run %{customdata[0]}<br>seed %{customdata[1]}<br>%{customdata[2]}<br>"
+                              "state %{customdata[3]}<br>H_eff %{x:.4g}<br>M %{y:.4g}<extra></extra>"))
+    fig.update_xaxes(title_text="H_eff, mean over epochs (integration, 0..1)")
+    fig.update_yaxes(title_text="metastability M, mean over epochs")
+    return finish_layout(fig, 480, "Runs in the H-M plane (colour: state, marker: dataset)")
+
+
+def controls_figure(cells: list[dict], h_opt: float = 0.7) -> go.Figure:
+    """H_raw of the signal beside its noise, order, init and channel re-draw controls, per cell.
+
+    Parameters
+    ----------
+    cells : dicts with ``label`` (str) and ``values``: {control key of
+        :data:`CONTROL_BARS`: list of (run_id, seed, value) with NaN allowed}.
+    h_opt : drawn as a reference line (the H_eff optimum).
+
+    Returns
+    -------
+    The figure: per cell and control a diamond at the seed mean with a
+    whisker of one std, and a dot per seed. The y axis spans the values, not
+    zero, so gaps between signal and controls stay visible.
+    """
+    fig = go.Figure()
+    labels = [label_text(c["label"]) for c in cells]
+    spans = [h_opt]
+    for key, label, colour in CONTROL_BARS:
+        means, stds, xs, dots, data = [], [], [], [], []
+        for cell, name in zip(cells, labels):
+            vals = [(rid, seed, float(v)) for rid, seed, v in cell["values"].get(key, []) if np.isfinite(v)]
+            arr = np.array([v for _, _, v in vals])
+            means.append(float(arr.mean()) if len(arr) else None)
+            stds.append(float(arr.std(ddof=1)) if len(arr) > 1 else 0.0)
+            if len(arr):
+                spans += [float(arr.min()), float(arr.max()), means[-1] - stds[-1], means[-1] + stds[-1]]
+            for rid, seed, v in vals:
+                xs.append(name)
+                dots.append(v)
+                data.append([label_text(rid), label_text(seed)])
+        if not xs:
+            continue
+        fig.add_trace(go.Scatter(x=labels, y=means, mode="markers", name=label, legendgroup=key, offsetgroup=key,
+                                 marker={"symbol": "diamond-open", "size": 14, "color": colour,
+                                         "line": {"width": 2}},
+                                 error_y={"type": "data", "array": stds, "visible": True, "color": colour},
+                                 hovertemplate=f"{label}<br>%{{x}}<br>seed mean %{{y:.4g}}<extra></extra>"))
+        fig.add_trace(go.Scatter(x=xs, y=dots, mode="markers", name=f"{label}: seeds", legendgroup=key,
+                                 offsetgroup=key, showlegend=False,
+                                 marker={"size": 6, "color": colour, "line": {"color": "black", "width": 0.7}},
+                                 customdata=data, hovertemplate=(f"{label}<br>run %{{customdata[0]}}<br>seed "
+                                                                 "%{customdata[1]}<br>H_raw %{y:.4g}<extra></extra>")))
+    fig.add_hline(y=h_opt, line={"color": "black", "dash": "dash", "width": 1},
+                  annotation_text=f"H_opt = {h_opt}", annotation_position="top left")
+    # an explicit range: grouped scatter traces would otherwise pull the axis down to 0, as bars do
+    pad = 0.08 * (max(spans) - min(spans)) or 0.05
+    fig.update_yaxes(title_text="H_raw (mean DFA exponent)", range=[min(spans) - pad, max(spans) + pad])
+    fig.update_layout(scattermode="group", scattergap=0.3)
+    return finish_layout(fig, 460, "H_raw: trained signal vs noise / order / init / channel re-draw controls "
+                             "(diamond: seed mean ± std, dots: seeds)")
+
+
+#: Panels of a run's training curves: title, y label, ((column, legend label, dash), ...).
+TRAINING_PANELS = (
+    ("Loss", "loss", (("train_loss", "train loss", "solid"), ("val_loss", "val loss", "dash"))),
+    ("Accuracy", "accuracy (%)", (("train_acc", "train acc", "solid"), ("val_acc", "val acc", "dash"))),
+    ("Learning rate", "lr", (("lr", "lr", "solid"),)),
+    ("Time per epoch", "seconds", (("epoch_time_s", "epoch time", "solid"),
+                                   ("capture_time_s", "capture time", "dash"))),
+)
+
+
+def training_figure(run_id: str, curves: dict) -> go.Figure:
+    """One run's training curves: loss, accuracy, learning rate, epoch and capture time.
+
+    Parameters
+    ----------
+    run_id : shown in every hover label.
+    curves : {column of train_metrics: (epochs, values)}, accuracy in %.
+
+    Returns
+    -------
+    A one-row figure of :data:`TRAINING_PANELS`.
+    """
+    fig = make_subplots(rows=1, cols=len(TRAINING_PANELS), subplot_titles=[p[0] for p in TRAINING_PANELS],
+                        horizontal_spacing=0.07)
+    for col, (_, ylabel, series) in enumerate(TRAINING_PANELS, start=1):
+        for (column, label, dash), colour in zip(series, SEED_COLOURS):
+            x, y = _finite(*curves.get(column, ([], [])))
+            fig.add_trace(go.Scatter(x=x, y=y, mode="lines+markers" if len(x) <= 30 else "lines", name=label,
+                                     line={"color": colour, "dash": dash, "width": 1.5}, marker={"size": 4},
+                                     hovertemplate=f"run {label_text(run_id)}<br>epoch %{{x}}<br>{label}: %{{y:.4g}}"
+                                                   "<extra></extra>"), row=1, col=col)
+        fig.update_xaxes(title_text="epoch", row=1, col=col)
+        fig.update_yaxes(title_text=ylabel, row=1, col=col)
+    fig.update_annotations(font_size=11)
+    return finish_layout(fig, 300)

@@ -1,0 +1,183 @@
+"""The report's run sections: the table of every run (section 5) and a section per run (section 6).
+
+Each row of the run table links to its run's section, which holds what a
+reader needs to trust or question that one run: its identity and status,
+the stop reason, attempts and error, where and with which software it ran,
+its full configuration, and its training curves (loss, accuracy, learning
+rate, epoch and capture time per epoch).
+"""
+from __future__ import annotations
+
+import json
+import re
+from collections import defaultdict
+from html import escape
+
+import numpy as np
+
+from dynstudy.analysis.report import data as rd
+from dynstudy.analysis.report import plots
+
+RUN_COLUMNS = ("run_id", "study", "model", "dataset", "optimizer", "seed", "status", "stop_reason", "attempts",
+               "n_epochs", "state", "trigger_epoch", "plateau_epoch", "best_val_acc_pct", "best_epoch", "h_eff_mean",
+               "metastability_mean", "psi_std", "r_hz_mz")
+RUN_HEADS = dict(zip(RUN_COLUMNS, (
+    "run", "study", "model", "dataset", "optimizer", "seed", "status", "stop reason", "attempts", "epochs", "state",
+    "trigger epoch", "plateau epoch", "best val acc (%)", "best epoch", "H_eff mean", "M mean", "Psi std",
+    "r(Hz, Mz)")))
+TEXT_COLUMNS = {"study", "model", "dataset", "optimizer", "status", "stop_reason"}
+#: Fields of a run's identity block, in order: key of the run info, label.
+RUN_FIELDS = (("study", "study"), ("model", "model"), ("dataset", "dataset"), ("optimizer", "optimizer"),
+              ("seed", "seed"), ("status", "status"), ("stop_reason", "stop reason"), ("attempts", "attempts"),
+              ("n_epochs", "epochs completed"), ("state", "state"), ("reason", "analysis gap"),
+              ("error", "error"), ("device", "device"), ("hostname", "host"), ("started_at", "started"),
+              ("updated_at", "last update"))
+CURVE_COLUMNS = ("train_loss", "val_loss", "train_acc", "val_acc", "lr", "epoch_time_s", "capture_time_s")
+
+
+def run_anchor(run_id: str) -> str:
+    """The id attribute of a run's section: ``run-`` and the run id with characters outside [A-Za-z0-9_.-] as _."""
+    return "run-" + re.sub(r"[^A-Za-z0-9_.-]", "_", str(run_id))
+
+
+def run_table(cells: dict, accuracy: dict, scale: float) -> list[dict]:
+    """One row per run, in cell then seed order, with the plateau epoch and best accuracy in %."""
+    rows = []
+    for runs in cells.values():
+        for info in runs:
+            rid = info["run_id"]
+            best = rd.finite_or_none(info.get("best_val_acc"))
+            best = best * scale if best is not None else None
+            if best is None and rid in accuracy and len(accuracy[rid][1]):
+                best = float(max(accuracy[rid][1]))
+            row = {k: info.get(k) for k in RUN_COLUMNS}
+            row["plateau_epoch"] = rd.plateau_epoch(*accuracy[rid]) if rid in accuracy else None
+            row["best_val_acc_pct"] = best
+            rows.append(row)
+    return rows
+
+
+def _num_cell(value, fmt) -> str:
+    v = rd.finite_or_none(value)
+    return f'<td class=num data-v="{v!r}">{fmt(value)}</td>' if v is not None else "<td class=num>–</td>"
+
+
+def run_section(rows: list[dict], analysed: bool, colours: dict, fmt, state_html, missing) -> str:
+    """HTML of section 5: the run table, each run id linking to its section.
+
+    ``fmt``, ``state_html`` and ``missing`` are the report's number format,
+    state swatch and missing-table notice, so every section reads alike.
+    """
+    out = ['<h2 id="runs">5. Runs</h2>']
+    if not rows:
+        return out[0] + missing(["runs", "run_summary"], "run table")
+    if not analysed:
+        out.append(missing(["run_summary"], "states or metric columns"))
+    columns = list(RUN_COLUMNS)
+    if len({r["study"] for r in rows}) == 1:
+        columns.remove("study")  # named in the header
+    out.append('<p class="meta">Click a column head to sort; a run id opens that run\'s section.</p>'
+               '<div class="wide"><table class="runs"><tr>'
+               + "".join(f"<th>{RUN_HEADS[k]}</th>" for k in columns) + "</tr>")
+    for r in rows:
+        tds = []
+        for k in columns:
+            if k == "state":
+                tds.append(f"<td>{state_html(r[k], colours)}</td>")
+            elif k == "run_id":
+                tds.append(f'<td class="rid"><a href="#{run_anchor(r[k])}">{escape(str(r[k]))}</a></td>')
+            elif k in TEXT_COLUMNS:
+                tds.append(f"<td>{escape(str(r[k])) if r[k] is not None else '–'}</td>")
+            else:
+                tds.append(_num_cell(r[k], fmt))
+        out.append("<tr>" + "".join(tds) + "</tr>")
+    out.append("</table></div>")
+    return "".join(out)
+
+
+def training_curves(train_rows: list[dict], scale: float) -> dict:
+    """run_id -> {column: (epochs, values)}, one value per epoch (its last step), accuracies in %."""
+    last = {}
+    for r in train_rows:
+        if r.get("epoch") is None:
+            continue
+        key = (str(r["run_id"]), int(r["epoch"]))
+        step = r.get("step") if r.get("step") is not None else -1
+        if key not in last or step >= last[key][0]:
+            last[key] = (step, r)
+    per_run = defaultdict(list)
+    for (rid, epoch), (_, r) in sorted(last.items()):
+        per_run[rid].append((epoch, r))
+    out = {}
+    for rid, items in per_run.items():
+        epochs = np.array([e for e, _ in items], dtype=float)
+        curves = {}
+        for col in CURVE_COLUMNS:
+            k = scale if col in ("train_acc", "val_acc") else 1.0
+            vals = [rd.finite_or_none(r.get(col)) for _, r in items]
+            curves[col] = (epochs, np.array([np.nan if v is None else v * k for v in vals], dtype=float))
+        out[rid] = curves
+    return out
+
+
+def _json_block(text, label: str) -> str:
+    """A collapsed block with a JSON field pretty-printed (or shown as stored when it is not JSON)."""
+    if text in (None, ""):
+        return f'<p class="muted">{escape(label)}: not recorded</p>'
+    try:
+        body = json.dumps(json.loads(text), indent=2, sort_keys=True)
+    except (TypeError, ValueError):
+        body = str(text)
+    return f"<details><summary>{escape(label)}</summary><pre>{escape(body)}</pre></details>"
+
+
+def _versions(text) -> str:
+    try:
+        versions = json.loads(text) if text else {}
+    except (TypeError, ValueError):
+        versions = None
+    if not isinstance(versions, dict):
+        return _json_block(text, "software versions")
+    if not versions:
+        return '<p class="muted">software versions: not recorded</p>'
+    return "<p class=meta>Software: " + ", ".join(f"{escape(str(k))} {escape(str(v))}"
+                                                   for k, v in sorted(versions.items())) + "</p>"
+
+
+def _timing(curves: dict | None) -> str:
+    if not curves:
+        return ""
+    parts = []
+    for col, label in (("epoch_time_s", "epoch time"), ("capture_time_s", "capture time")):
+        vals = curves[col][1][np.isfinite(curves[col][1])]
+        if len(vals):
+            parts.append(f"{label} {vals.mean():.3g} s mean per epoch, {vals.sum():.4g} s in all")
+    return f"<p class=meta>{'; '.join(parts)}</p>" if parts else ""
+
+
+def run_details_section(cells: dict, curves: dict, colours: dict, state_html) -> str:
+    """HTML of section 6: one section per run, in the run table's order."""
+    out = ['<h2 id="rundetails">6. Run details</h2>']
+    runs = [info for group in cells.values() for info in group]
+    if not runs:
+        return out[0] + '<p class="muted">No runs in this store.</p>'
+    for n, info in enumerate(runs):
+        rid = info["run_id"]
+        fields = []
+        for key, label in RUN_FIELDS:
+            value = info.get(key)
+            if value is None or value == "":
+                continue
+            shown = state_html(value, colours) if key == "state" else escape(str(value))
+            fields.append(f"<tr><th>{escape(label)}</th><td>{shown}</td></tr>")
+        out.append(f'<section class="run" id="{run_anchor(rid)}"><h3>Run {escape(str(rid))}</h3>'
+                   f'<p class=meta><a href="#runs">back to the run table</a></p>'
+                   f'<div class="runinfo"><table class="nosort">{"".join(fields)}</table><div>'
+                   + _versions(info.get("versions")) + _timing(curves.get(rid))
+                   + _json_block(info.get("config"), "configuration (JSON)") + "</div></div>")
+        if rid in curves:
+            out.append(plots.figure_html(plots.training_figure(rid, curves[rid]), f"fig-run-{n}"))
+        else:
+            out.append('<p class="muted">No training metrics recorded for this run.</p>')
+        out.append("</section>")
+    return "".join(out)

@@ -1,0 +1,156 @@
+"""The report's temporal-protocol section: per cell, the metrics over training steps for every seed, with the
+surrogates' levels, beside the pseudo-time values.
+
+Reads the rows of ``temporal_metrics`` and ``temporal_controls``
+(:mod:`dynstudy.analysis.kernels.temporal`); a store without every-N-step captures gets a
+one-line note instead.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from html import escape
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from dynstudy.analysis.kernels.temporal import CONTROLS, WHOLE_RUN
+from dynstudy.analysis.report import data as rd
+from dynstudy.analysis.report import plots
+
+#: Panels of a cell's temporal figure: temporal_metrics column, title, y label, surrogates drawn.
+PANELS = (("h_eff", "Integration H_eff per window", "H_eff (0..1)", True),
+          ("metastability", "Metastability M per window", "M (std of R(t))", True),
+          ("psi", "Psi per window", "Psi (z units)", False),
+          ("volatility", "Psi volatility", "rolling std of Psi", False))
+SURROGATE_STYLE = {"shuffled": ("time-shuffled surrogate", "dash"),
+                   "phase_randomised": ("phase-randomised surrogate", "dot")}
+NOTE = ("The temporal protocol: each metric channel's mean activation over the step probe, as a series over "
+        "training time (one point per optimiser step captured), analysed with the same kernels as pseudo-time over "
+        "sliding windows. Each window's point sits at its last step. Grey lines: the seeds' mean of the same "
+        "metric on a time-shuffled surrogate (temporal order destroyed: H near 0.5) and on a phase-randomised one "
+        "(each channel's spectrum kept); a metric that sits on its surrogate says nothing about temporal "
+        "structure beyond the spectrum. Dashed vertical line: the run's temporal trigger.")
+
+
+def _by_run(rows: list[dict]) -> dict:
+    out = defaultdict(list)
+    for r in rows:
+        out[str(r["run_id"])].append(r)
+    return {k: sorted(v, key=lambda r: r["window"]) for k, v in out.items()}
+
+
+def _surrogate_levels(runs: list[dict], controls: dict, ends: dict) -> dict:
+    """(control, metric) -> (end steps, seed mean per window) over the cell's runs, by window number."""
+    out = {}
+    for name in CONTROLS:
+        for metric, *_ in (p for p in PANELS if p[3]):  # the panels that draw surrogates
+            acc = defaultdict(list)
+            for info in runs:
+                for c in controls.get(info["run_id"], []):
+                    v = rd.finite_or_none(c.get(metric))
+                    if c["control"] == name and c["window"] != WHOLE_RUN and v is not None:
+                        acc[c["window"]].append(v)
+            windows = sorted(acc)
+            out[(name, metric)] = ([ends.get(w) for w in windows], [float(np.mean(acc[w])) for w in windows])
+    return out
+
+
+def temporal_figure(title: str, runs: list[dict], metrics: dict, controls: dict) -> go.Figure:
+    """One cell's temporal figure: a panel per :data:`PANELS`, a line per seed over the windows' end steps."""
+    fig = make_subplots(rows=1, cols=len(PANELS), subplot_titles=[p[1] for p in PANELS], horizontal_spacing=0.06)
+    ends = {}
+    for info in runs:
+        for r in metrics.get(info["run_id"], []):
+            if r["window"] != WHOLE_RUN:
+                ends.setdefault(r["window"], r["end_step"])
+    levels = _surrogate_levels(runs, controls, ends)
+    shown = set()
+    for col, (metric, _, ylabel, surrogates) in enumerate(PANELS, start=1):
+        for info, colour in zip(runs, plots.seed_colours(len(runs))):
+            rows = [r for r in metrics.get(info["run_id"], []) if r["window"] != WHOLE_RUN]
+            x = [r["end_step"] for r in rows]
+            y = [np.nan if rd.finite_or_none(r.get(metric)) is None else r[metric] for r in rows]
+            group = str(info["run_id"])
+            fig.add_trace(go.Scatter(
+                x=x, y=y, mode="lines+markers", name=f"seed {plots.label_text(info.get('seed'))}", legendgroup=group,
+                showlegend=group not in shown, line={"color": colour, "width": 1.5}, marker={"size": 5},
+                customdata=[[plots.label_text(group), plots.label_text(info.get("seed")), r["start_step"],
+                             r["end_epoch"]] for r in rows],
+                hovertemplate=("run %{customdata[0]}<br>seed %{customdata[1]}<br>steps %{customdata[2]}-%{x} "
+                               f"(epoch %{{customdata[3]}})<br>{metric}: %{{y:.4g}}<extra></extra>")), row=1, col=col)
+            shown.add(group)
+            trig = info.get("temporal_trigger_step")
+            finite = [v for v in y if np.isfinite(v)]
+            if trig is not None and finite:
+                fig.add_trace(plots.vertical_line(trig, min(finite), max(finite), colour, "dash", group,
+                                              f"run {plots.label_text(group)}: temporal trigger at step {trig}"),
+                              row=1, col=col)
+        if surrogates:
+            for name in CONTROLS:
+                label, dash = SURROGATE_STYLE[name]
+                x, y = levels[(name, metric)]
+                fig.add_trace(go.Scatter(x=x, y=y, mode="lines", name=label, legendgroup=name,
+                                         showlegend=name not in shown,
+                                         line={"color": "#555", "dash": dash, "width": 1.2},
+                                         hovertemplate=f"{label}, seed mean<br>step %{{x}}<br>{metric}: %{{y:.4g}}"
+                                                       "<extra></extra>"), row=1, col=col)
+                shown.add(name)
+        if metric == "volatility":
+            fig.add_hline(y=plots.VOLATILITY_THRESHOLD, line={"color": "black", "dash": "dash", "width": 1},
+                          row=1, col=col, exclude_empty_subplots=False)
+        fig.update_xaxes(title_text="optimiser step", row=1, col=col)
+        fig.update_yaxes(title_text=ylabel, row=1, col=col)
+    fig.update_annotations(font_size=11)
+    return plots.finish_layout(fig, 330, escape(title))
+
+
+def _mean_std(values) -> str:
+    vals = [v for v in (rd.finite_or_none(x) for x in values) if v is not None]
+    if not vals:
+        return "–"
+    return f"{np.mean(vals):.3g} ± {np.std(vals, ddof=1):.2g}" if len(vals) > 1 else f"{vals[0]:.3g}"
+
+
+def _table(cells: dict, metrics: dict, controls: dict) -> str:
+    head = ("cell", "seeds", "H_raw over time", "shuffled", "phase-randomised", "H_raw pseudo-time",
+            "M over time", "M shuffled", "temporal state", "trigger step")
+    out = ["<table><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>"]
+    for cell, runs in cells.items():
+        runs = [r for r in runs if r["run_id"] in metrics]
+        if not runs:
+            continue
+        whole = {name: [c for r in runs for c in controls.get(r["run_id"], [])
+                        if c["control"] == name and c["window"] == WHOLE_RUN] for name in CONTROLS}
+        states = sorted({str(r.get("temporal_state")) for r in runs if r.get("temporal_state")})
+        triggers = [r.get("temporal_trigger_step") for r in runs]
+        fired = [t for t in triggers if t is not None]
+        cols = (_mean_std(r.get("temporal_h_raw") for r in runs), _mean_std(c["h_raw"] for c in whole["shuffled"]),
+                _mean_std(c["h_raw"] for c in whole["phase_randomised"]), _mean_std(r.get("h_raw_mean") for r in runs),
+                _mean_std(r.get("temporal_metastability") for r in runs),
+                _mean_std(c["metastability"] for c in whole["shuffled"]), escape(", ".join(states) or "–"),
+                f"fired in {len(fired)} of {len(runs)}" + (f": {', '.join(str(t) for t in fired)}" if fired else ""))
+        out.append(f"<tr><td>{escape(rd.cell_label(cell))}</td><td class=num>{len(runs)}</td>"
+                   + "".join(f"<td class=num>{c}</td>" for c in cols) + "</tr>")
+    out.append("</table>")
+    return "".join(out)
+
+
+def temporal_section(cells: dict, metric_rows: list[dict], control_rows: list[dict]) -> str:
+    """HTML of the temporal section: the whole-run table, then a figure per cell with a temporal series."""
+    out = ['<h2 id="temporal">2b. The temporal protocol: dynamics over training steps</h2>']
+    if not metric_rows:
+        return out[0] + ('<p class="muted">No temporal series in this store: a study needs '
+                         "<code>capture.every_n_steps</code> (the demo preset sets it).</p>")
+    metrics, controls = _by_run(metric_rows), _by_run(control_rows)
+    out.append(f'<p class="note">{escape(NOTE)}</p>')
+    out.append('<p class="meta">Whole run, seeds\' mean ± std: the temporal H_raw beside its surrogates and the '
+               "pseudo-time H_raw of the same runs.</p>" + _table(cells, metrics, controls))
+    for n, (cell, runs) in enumerate(cells.items()):
+        runs = [r for r in runs if r["run_id"] in metrics]
+        if runs:
+            fig = temporal_figure(rd.cell_label(cell), runs, metrics, controls)
+            out.append(f"<figure>{plots.figure_html(fig, f'fig-temporal-{n}')}<figcaption>Temporal metrics: "
+                       f"{escape(rd.cell_label(cell))} (runs {escape(', '.join(r['run_id'] for r in runs))})."
+                       "</figcaption></figure>")
+    return "".join(out)

@@ -1,0 +1,162 @@
+"""One run's analysis, as a worker process or a Ray task runs it: its input files -> its metric tables.
+
+:func:`analyze_and_write` reads the run's captures one at a time (the fast
+path, :mod:`dynstudy.analysis.run.capture_family`, or the implementation it replaced,
+:mod:`tests.reference_capture`), computes the per-capture, per-control and
+window-sensitivity rows, the run-level series (:func:`summarise_run`) and the
+temporal protocol's tables, and writes each table's file for the run. The
+cross-run tables are not here: :mod:`dynstudy.analysis.pipeline.analyze` builds them once from
+every run's summary. This module imports only what a run's analysis needs, so
+a worker process starts in a fraction of the time :mod:`dynstudy.analysis.pipeline.analyze`
+(with its statistics, claims and catalog) takes to import.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from dynstudy.analysis.kernels import dynamics
+from dynstudy.analysis.run.allocator import keep_freed_memory
+from dynstudy.analysis.run.capture_family import FastSource
+from dynstudy.analysis.run.capture_plan import run_params
+from dynstudy.analysis.run.inventory import RunInputs, capture_gaps
+from dynstudy.analysis.run.temporal_run import run_temporal
+from dynstudy.store_contract.files import write_rows
+from dynstudy.store_contract.schemas import ANALYSIS_TABLES, INPUT_DIGEST_KEY
+
+
+def write_table(store: str, table: str, rows: list[dict], run_id: str | None = None, digest: str | None = None) -> None:
+    """Write ``rows`` as the analysis table's file (one run's, or the cross-run table's), recording ``digest``."""
+    schema = ANALYSIS_TABLES[table]
+    write_rows(store, table, run_id, "part", {f.name: [r.get(f.name) for r in rows] for f in schema}, schema,
+               metadata={INPUT_DIGEST_KEY: digest} if digest else None)
+
+
+def _clean(x):
+    """NaN -> None for nullable columns; numpy scalars -> python."""
+    if x is None:
+        return None
+    if isinstance(x, (float, np.floating)):
+        return None if not math.isfinite(float(x)) else float(x)
+    if isinstance(x, np.integer):
+        return int(x)
+    return x
+
+
+def summarise_run(run: dict, cap_rows: list[dict], control_rows: list[dict], acc: dict, params: dict,
+                  reason: str | None) -> dict:
+    """The run_summary row; fills hz, mz, psi and volatility into the end-of-epoch ``cap_rows``.
+
+    A run with a gap (``reason``) gets its controls and counts but no run-level
+    metric: a series with a hole is not analysed as if it were whole.
+    """
+    trained = [r for r in cap_rows if r["kind"] == "epoch"]
+    summary = {key: run[key] for key in ("run_id", "study", "model", "dataset", "optimizer", "seed", "status")}
+    summary.update(n_epochs=len(trained), reason=reason)
+    for name in ("noise", "order"):
+        vals = [c["h_raw"] for c in control_rows if c["control"] == name and c["kind"] == "epoch"]
+        summary[f"{name}_h_raw_mean"] = np.nanmean(vals) if np.isfinite(vals).any() else None
+    init = [r["h_raw"] for r in cap_rows if r["kind"] == "init"]
+    summary["init_h_raw"] = init[0] if init else None
+    if reason is not None:
+        return summary
+    if trained:
+        rm = dynamics.run_metrics(
+            np.array([r["h_eff"] for r in trained], dtype=float),
+            np.array([r["metastability"] for r in trained], dtype=float),
+            np.array([acc.get(r["epoch"], np.nan) for r in trained], dtype=float),
+            epochs=np.array([r["epoch"] for r in trained]), w_h=params["w_h"], vol_window=params["vol_window"],
+            vol_threshold=params["vol_threshold"], vol_patience=params["vol_patience"])
+        for i, r in enumerate(trained):
+            r.update(hz=rm["hz"][i], mz=rm["mz"][i], psi=rm["psi"][i], volatility=rm["volatility"][i])
+        summary.update({key: rm[key] for key in ("h_eff_mean", "metastability_mean", "psi_mean", "psi_std",
+                                                 "r_hz_mz", "r_psi_acc", "trigger_epoch", "state")})
+        summary["h_raw_mean"] = np.nanmean([r["h_raw"] for r in trained]) if _any_finite(trained, "h_raw") else None
+        summary["synchrony_mean"] = (np.nanmean([r["synchrony"] for r in trained])
+                                     if _any_finite(trained, "synchrony") else None)
+    if acc:
+        best_epoch = max(acc, key=lambda e: (acc[e], -e))
+        summary.update(best_val_acc=acc[best_epoch], best_epoch=best_epoch, final_val_acc=acc[max(acc)])
+    return summary
+
+
+def analyze_run(source, run: dict, params: dict, k: int | None = None, reason: str | None = None,
+                activation_files=()) -> dict[str, list[dict]]:
+    """The rows one run contributes to capture_metrics, controls, window_sensitivity, the temporal tables and
+    run_summary.
+
+    ``source`` yields each capture's rows (:class:`dynstudy.analysis.run.capture_family.FastSource`) and the
+    run's accuracies. The run-level series
+    (Psi, volatility, r, state) is over the captures
+    taken after each epoch's validation; capture 0 is the init control and
+    every-N-step captures make the temporal series (:func:`run_temporal`),
+    with no capture metrics of their own. End-of-epoch captures are
+    also analysed at every smoothing window of :data:`SENSITIVITY_WINDOWS`
+    for the sensitivity analysis, and, when the run stored more channels than
+    it uses, over :data:`CHANNEL_DRAWS` re-drawn channel subsets (the
+    channel-draw control). ``reason``: the run's files have a gap (see
+    :mod:`dynstudy.analysis.run.inventory`); the end-of-epoch captures are also checked
+    against the epoch files here. ``activation_files``: the run's activation
+    files, from which :func:`run_temporal` reads the temporal series.
+    """
+    cap_rows, control_rows, window_rows = [], [], []
+    for row, controls, windows in source.captures(params, k):
+        cap_rows.append(row)
+        control_rows += controls
+        window_rows += windows
+    acc = source.accuracy()
+    if reason is None:
+        captured = [r["epoch"] for r in cap_rows if r["kind"] == "epoch"]
+        if run.get("status") == "running":  # the newest capture may be written before its epoch file
+            captured = [e for e in captured if e <= max(acc, default=0)]
+        reason = capture_gaps(captured, list(acc))
+    summary = summarise_run(run, cap_rows, control_rows, acc, params, reason)
+    temporal_rows, temporal_controls, temporal_summary = \
+        run_temporal(list(activation_files), run["run_id"], params, k) if reason is None and activation_files \
+        else ([], [], {})
+    summary.update(temporal_summary)
+    clean = lambda rows: [{key: _clean(v) for key, v in r.items()} for r in rows]  # noqa: E731
+    return {"capture_metrics": clean(cap_rows), "controls": clean(control_rows),
+            "window_sensitivity": clean(window_rows), "temporal_metrics": clean(temporal_rows),
+            "temporal_controls": clean(temporal_controls), "run_summary": clean([summary])}
+
+
+def _any_finite(rows, key) -> bool:
+    return any(r[key] is not None and np.isfinite(r[key]) for r in rows)
+
+
+def fast_source(store: str, run_id: str, inputs: RunInputs) -> FastSource:
+    """The capture source ``dynstudy analyze`` uses: each capture file read once with pyarrow, every variant of
+    the capture computed with shared work (:mod:`dynstudy.analysis.run.capture_family`)."""
+    return FastSource(run_id, inputs.files)
+
+
+def analyze_and_write(store: str, run: dict, inputs: RunInputs, reason: str | None,
+                      open_source=fast_source) -> tuple[str, str | None, int, dict]:
+    """Analyse one run from exactly ``inputs`` and write its tables; return (run_id, error, captures, summary).
+
+    The outputs record ``inputs.digest``. An unreadable or inconsistent file
+    makes the error, naming it; nothing of the run is written then.
+    ``open_source(store, run_id, inputs)`` makes the run's capture source
+    (:func:`fast_source`; the tests' reference implementation passes its own).
+    """
+    try:
+        source = open_source(store, run["run_id"], inputs)
+        tables = analyze_run(source, run, *run_params(run["config"]), reason=reason,
+                             activation_files=inputs.files.get("activations", []))
+    except Exception as err:  # a file that changed or broke after the scan: name it, skip the run
+        return run["run_id"], f"{type(err).__name__}: {err}", 0, {}
+    tables["run_summary"][0]["input_digest"] = inputs.digest
+    for table, rows in tables.items():  # run_summary last
+        write_table(store, table, rows, run["run_id"], inputs.digest)
+    return run["run_id"], None, len(tables["capture_metrics"]), tables["run_summary"][0]
+
+
+def analyze_in_worker(store: str, run: dict, inputs: RunInputs, reason: str | None,
+                      open_source=fast_source) -> tuple[str, str | None, int, dict]:
+    """:func:`analyze_and_write` in a worker process or Ray task of ``dynstudy analyze``; the fast path first
+    keeps freed memory in the process (:func:`dynstudy.analysis.run.allocator.keep_freed_memory`)."""
+    if open_source is fast_source:
+        keep_freed_memory()
+    return analyze_and_write(store, run, inputs, reason, open_source)

@@ -1,0 +1,111 @@
+"""Which conclusions flip when the protocol's free parameters change.
+
+The paper took H_opt, sigma_H, the smoothing window and w_H from an EEG study,
+and its published trigger results used volatility thresholds 0.40 (CIFAR-10)
+and 0.20 (CIFAR-100) where its script says 0.35. Here each is varied in turn
+over :data:`GRID` (the others at the run's own values), every run's series is
+recomputed from the stored per-capture values (``capture_metrics`` and
+``window_sensitivity``, which holds each end-of-epoch capture at every window
+and at the first P probe samples: no activations are re-read; w_H and the
+volatility threshold act on the per-epoch series only; a probe size larger
+than a run's probe leaves that run out of the setting),
+and the three claims (:mod:`dynstudy.analysis.stats.claims`) are re-tested. A row per
+(setting, claim test) says the verdict, the verdict at the run's own settings,
+whether it flipped, and how many runs changed taxonomy state.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+
+from dynstudy.analysis.kernels import dynamics
+from dynstudy.analysis.stats.claims import PLATEAU_POINTS, all_claims
+
+GRID = {
+    "h_opt": (0.5, 0.6, 0.7, 0.8),
+    "sigma_h": (0.10, 0.15, 0.20),
+    "smooth_window": (1, 5, 15),
+    "w_h": (0.3, 0.5, 0.7),
+    "vol_threshold": (0.20, 0.35, 0.40),
+    "probe_size": (256, 512, 1024, 2048, 4096),  # the first P samples of each run's probe, where it has them
+}
+RUN_KEYS = ("w_h", "vol_window", "vol_threshold", "vol_patience")
+
+
+def _recompute(summary: dict, series: dict, params: dict, curve) -> dict:
+    """A run summary recomputed from its per-epoch (epoch, h_raw, M, noise h_raw) at ``params``."""
+    epochs, h_raw, meta, noise = series
+    h_eff = dynamics.integration(h_raw, params["h_opt"], params["sigma_h"])
+    acc = np.full(len(epochs), np.nan)
+    if curve is not None:
+        lookup = dict(zip(curve[0].tolist(), curve[1].tolist()))
+        acc = np.array([lookup.get(int(e), np.nan) for e in epochs])
+    rm = dynamics.run_metrics(h_eff, meta, acc, epochs=epochs, **{k: params[k] for k in RUN_KEYS})
+    finite = np.isfinite(h_raw)
+    return {**summary, "h_eff_mean": rm["h_eff_mean"], "r_hz_mz": rm["r_hz_mz"], "state": rm["state"],
+            "trigger_epoch": rm["trigger_epoch"],
+            "h_raw_mean": float(h_raw[finite].mean()) if finite.any() else None,
+            "noise_h_raw_mean": float(np.nanmean(noise)) if np.isfinite(noise).any() else None}
+
+
+def run_series(window_rows: list[dict]) -> dict:
+    """(run_id, window, probe size) -> (epochs, h_raw, metastability, noise h_raw) over end-of-epoch captures.
+
+    Rows without a probe size (the whole probe, size not recorded) get -1.
+    """
+    acc = defaultdict(list)
+    for r in window_rows:
+        if r.get("kind") == "epoch":
+            key = (r["run_id"], r["smooth_window"], r.get("probe_size") or -1)
+            acc[key].append((r["epoch"], r["h_raw"], r["metastability"], r["noise_h_raw"]))
+    out = {}
+    for key, rows in acc.items():
+        rows.sort()
+        out[key] = tuple(np.array([row[i] for row in rows], dtype=float if i else int) for i in range(4))
+    return out
+
+
+def sensitivity(summaries: list[dict], params_by_run: dict, series: dict, curves: dict,
+                plateau_points: float = PLATEAU_POINTS) -> list[dict]:
+    """Rows of the ``sensitivity`` table; see the module docstring.
+
+    Parameters
+    ----------
+    summaries : run_summary rows.
+    params_by_run : run_id -> the run's analysis settings (smooth_window, h_opt, sigma_h, w_h, vol_*).
+    series : output of :func:`run_series`.
+    curves : run_id -> (epochs, val_acc, val_loss).
+    """
+    whole = defaultdict(lambda: -1)  # run_id -> its whole probe's size
+    for rid, _, p in series:
+        whole[rid] = max(whole[rid], p)
+    usable = [s for s in summaries
+              if (s["run_id"], params_by_run[s["run_id"]]["smooth_window"], whole[s["run_id"]]) in series]
+
+    def verdicts(override: dict):
+        runs = []
+        for s in usable:
+            params = {**params_by_run[s["run_id"]], **override}
+            key = (s["run_id"], params["smooth_window"], params.get("probe_size") or whole[s["run_id"]])
+            if key in series:
+                runs.append(_recompute(s, series[key], params, curves.get(s["run_id"])))
+        claims = {(c["claim"], c["model"], c["optimizer"], c["dataset"]): c["verdict"]
+                  for c in all_claims(runs, curves, plateau_points)}
+        return claims, {r["run_id"]: r["state"] for r in runs}
+
+    base_claims, base_states = verdicts({})
+    out = []
+    for param, values in GRID.items():
+        for value in values:
+            claims, states = verdicts({param: value})
+            if not states:  # no run has this setting (a probe larger than every run's)
+                continue
+            changed = sum(1 for rid, st in states.items() if st != base_states.get(rid))
+            for key, verdict in sorted(claims.items()):
+                default = base_claims.get(key)
+                out.append({"parameter": param, "value": float(value), "claim": key[0], "model": key[1],
+                            "optimizer": key[2], "dataset": key[3], "verdict": verdict, "default_verdict": default,
+                            "flipped": default is not None and verdict != default,
+                            "states_changed": changed, "n_runs": len(states)})
+    return out

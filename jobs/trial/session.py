@@ -1,0 +1,75 @@
+"""Where a trial's checkpoints live: Ray Tune's checkpoint API, or a folder.
+
+A session offers two calls to :func:`dynstudy.jobs.trial.trainer.run_trial`:
+``restore()`` returns the last saved state (or None on a fresh start) and
+``report(metrics, state)`` records an epoch's metrics with its checkpoint.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+_STATE_FILE = "state.pt"
+
+
+class TuneSession:
+    """Checkpoints through ``ray.tune``: ``tune.report`` / ``tune.get_checkpoint``.
+
+    Ray Tune persists each reported checkpoint to the run's storage (local or
+    s3/gs) and hands the latest back when it retries a failed trial.
+    """
+
+    def restore(self):
+        from ray import tune
+
+        checkpoint = tune.get_checkpoint()
+        if checkpoint is None:
+            return None
+        with checkpoint.as_directory() as folder:
+            return torch.load(Path(folder) / _STATE_FILE, weights_only=False)
+
+    def report(self, metrics: dict, state) -> None:
+        from ray import tune
+
+        if state is None:
+            tune.report(metrics)
+            return
+        with tempfile.TemporaryDirectory() as folder:
+            torch.save(state, Path(folder) / _STATE_FILE)
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+
+
+class LocalSession:
+    """Checkpoints in a local folder, for running a trial without Ray.
+
+    Parameters
+    ----------
+    folder : path where ``state.pt`` is written (atomically) after each epoch.
+    """
+
+    def __init__(self, folder):
+        self.folder = Path(folder)
+        self.reports: list[dict] = []
+
+    def restore(self):
+        path = self.folder / _STATE_FILE
+        return torch.load(path, weights_only=False) if path.exists() else None
+
+    def report(self, metrics: dict, state) -> None:
+        self.reports.append(dict(metrics))
+        if state is None:
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        tmp = self.folder / f".{_STATE_FILE}.tmp"
+        torch.save(state, tmp)
+        os.replace(tmp, self.folder / _STATE_FILE)
+
+
+def tune_trainable(config: dict) -> None:
+    """The function Ray Tune runs for each trial."""
+    from dynstudy.jobs.trial.trainer import run_trial
+
+    run_trial(config["trial"], TuneSession())

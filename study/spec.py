@@ -16,6 +16,7 @@ from typing import Any, Literal, Optional, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from dynstudy.analysis.kernels.params import DEFAULTS as D
 from dynstudy.jobs.models.names import MODEL_NAMES
 from dynstudy.store_contract.files import check_store_uri
 from dynstudy.study.spec_models import ModelEntry, ModelSpec, check_stage_names
@@ -134,19 +135,23 @@ class CaptureSpec(_Strict):
 
 
 class AnalysisSpec(_Strict):
-    smooth_window: int = Field(5, ge=1)
-    h_opt: float = 0.7
-    sigma_h: float = Field(0.15, gt=0)
-    w_h: float = Field(0.5, ge=0, le=1)
-    min_scale: int = Field(16, ge=4)
-    n_scales: int = Field(10, ge=2)
-    vol_window: int = Field(3, ge=2)
-    vol_threshold: float = Field(0.35, gt=0)
-    vol_patience: int = Field(3, ge=1)
-    temporal_window: int = Field(64, ge=2, description="temporal protocol: captures per sliding window")
-    temporal_stride: int = Field(16, ge=1, description="temporal protocol: captures between window starts")
+    """The spec's ``analysis`` section: the settings of :class:`dynstudy.analysis.kernels.params.AnalysisParams`,
+    with their defaults from there and the bounds a value must respect."""
+
+    smooth_window: int = Field(D.smooth_window, ge=1)
+    h_opt: float = D.h_opt
+    sigma_h: float = Field(D.sigma_h, gt=0)
+    w_h: float = Field(D.w_h, ge=0, le=1)
+    min_scale: int = Field(D.min_scale, ge=4)
+    n_scales: int = Field(D.n_scales, ge=2)
+    vol_window: int = Field(D.vol_window, ge=2)
+    vol_threshold: float = Field(D.vol_threshold, gt=0)
+    vol_patience: int = Field(D.vol_patience, ge=1)
+    temporal_window: int = Field(D.temporal_window, ge=2, description="temporal protocol: captures per sliding window")
+    temporal_stride: int = Field(D.temporal_stride, ge=1,
+                                 description="temporal protocol: captures between window starts")
     compat: Literal["dynstudy", "authors"] = Field(
-        "dynstudy", description="channel aggregation: 'dynstudy' (H_raw over the channels with an exponent, dead "
+        D.compat, description="channel aggregation: 'dynstudy' (H_raw over the channels with an exponent, dead "
                                 "channels out of the Kuramoto order) or 'authors' (their code: all-channel mean, "
                                 "missing if any channel has no exponent; dead channels at phase 0)")
 

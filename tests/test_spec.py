@@ -275,3 +275,12 @@ def test_unreadable_text_and_values(tmp_path):
     with pytest.raises(SpecError, match=f"^invalid study spec {re.escape(big_seed)}: not valid YAML: Exceeds the limit "
                                         r"\(4300 digits\) for integer string conversion"):
         load_spec(big_seed)
+
+
+def test_the_spec_and_the_analysis_share_one_set_of_settings():
+    """The spec's ``analysis`` section is the analysis parameters, field for field, default for default."""
+    from dynstudy.analysis.kernels.params import DEFAULTS, NAMES
+    from dynstudy.study.spec import AnalysisSpec
+
+    assert sorted(AnalysisSpec.model_fields) == sorted(NAMES)
+    assert AnalysisSpec().model_dump() == DEFAULTS.as_dict()

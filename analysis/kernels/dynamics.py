@@ -37,6 +37,8 @@ import numpy as np
 from scipy import fft
 from scipy.ndimage import uniform_filter1d
 
+from dynstudy.analysis.kernels.params import DEFAULTS
+
 STATES = ("Stable Convergent", "Rigidly Synchronised", "Metastable High-Integration", "Transitional",
           "Partial Integration")
 
@@ -94,7 +96,7 @@ def _rolling_mean(x: np.ndarray, window: int) -> np.ndarray:
     return sums
 
 
-def pseudo_time(acts, labels, smooth_window=5, order="label", seed=0):
+def pseudo_time(acts, labels, smooth_window=DEFAULTS.smooth_window, order="label", seed=0):
     """Turn one capture into the paper's pseudo-time series.
 
     Parameters
@@ -173,7 +175,7 @@ def smoothed(x, window, perm=None, out=None):
     return out
 
 
-def dfa_scales(n, min_scale=16, n_scales=10, rule="authors"):
+def dfa_scales(n, min_scale=DEFAULTS.min_scale, n_scales=DEFAULTS.n_scales, rule="authors"):
     """The DFA scales of a series of length ``n``.
 
     Parameters
@@ -253,7 +255,8 @@ def _fluctuation(Y: np.ndarray, q: np.ndarray, overlap: bool, work: np.ndarray) 
     return total / segs.shape[1]
 
 
-def dfa_exponents(X, min_scale=16, n_scales=10, order=1, overlap=False, return_reasons=False, scale_rule="authors"):
+def dfa_exponents(X, min_scale=DEFAULTS.min_scale, n_scales=DEFAULTS.n_scales, order=1, overlap=False,
+                  return_reasons=False, scale_rule="authors"):
     """DFA exponent of every row of ``X`` ([C, N], or [N] for one series).
 
     Profile y = cumsum(x - mean x); for each scale s of :func:`dfa_scales`
@@ -336,7 +339,7 @@ def _phase_sums(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.einsum("ct,ct->t", re, inv), np.einsum("ct,ct->t", im, inv)
 
 
-def kuramoto(X, compat="dynstudy"):
+def kuramoto(X, compat=DEFAULTS.compat):
     """(metastability, synchrony) of the rows of ``X`` as coupled oscillators.
 
     Each row minus its mean -> analytic signal (Hilbert transform, no
@@ -377,15 +380,16 @@ def kuramoto(X, compat="dynstudy"):
     return float(R.std()), float(R.mean())
 
 
-def integration(h_raw, h_opt=0.7, sigma_h=0.15):
+def integration(h_raw, h_opt=DEFAULTS.h_opt, sigma_h=DEFAULTS.sigma_h):
     """H_eff = exp(-(H_raw - h_opt)^2 / (2 sigma_h^2)) for a scalar or an array; NaN passes through."""
     if not sigma_h > 0:
         raise ValueError(f"sigma_h={sigma_h!r} is invalid: use a width > 0 (the paper uses 0.15)")
     return np.exp(-(np.asarray(h_raw, dtype=float) - h_opt) ** 2 / (2 * sigma_h ** 2))
 
 
-def series_metrics(X, *, h_opt=0.7, sigma_h=0.15, min_scale=16, n_scales=10, dfa_order=1, overlap=False,
-                   compat="dynstudy", scale_rule="authors"):
+def series_metrics(X, *, h_opt=DEFAULTS.h_opt, sigma_h=DEFAULTS.sigma_h, min_scale=DEFAULTS.min_scale,
+                   n_scales=DEFAULTS.n_scales, dfa_order=1, overlap=False, compat=DEFAULTS.compat,
+                   scale_rule="authors"):
     """DFA and Kuramoto metrics of the rows of ``X`` [C, N], each row one channel's series.
 
     The second half of :func:`capture_metrics` (which first builds ``X`` by
@@ -418,7 +422,8 @@ def series_metrics(X, *, h_opt=0.7, sigma_h=0.15, min_scale=16, n_scales=10, dfa
     return capture_summary(alpha, reasons, kuramoto(X, compat), compat, h_opt, sigma_h)
 
 
-def capture_summary(alpha, reasons, kuramoto_pair, compat="dynstudy", h_opt=0.7, sigma_h=0.15):
+def capture_summary(alpha, reasons, kuramoto_pair, compat=DEFAULTS.compat, h_opt=DEFAULTS.h_opt,
+                    sigma_h=DEFAULTS.sigma_h):
     """The dict of :func:`capture_metrics` from the channels' DFA exponents and reasons and (M, synchrony).
 
     H_raw is the mean of ``alpha`` over the channels that have one (``compat="dynstudy"``) or over all
@@ -442,8 +447,10 @@ def capture_summary(alpha, reasons, kuramoto_pair, compat="dynstudy", h_opt=0.7,
             "n_channels": int(len(alpha)), "n_valid": int(valid.sum()), "reason": reason}
 
 
-def capture_metrics(acts, labels, *, smooth_window=5, order="label", seed=0, h_opt=0.7, sigma_h=0.15,
-                    min_scale=16, n_scales=10, dfa_order=1, overlap=False, compat="dynstudy", scale_rule="authors"):
+def capture_metrics(acts, labels, *, smooth_window=DEFAULTS.smooth_window, order="label", seed=0,
+                    h_opt=DEFAULTS.h_opt, sigma_h=DEFAULTS.sigma_h, min_scale=DEFAULTS.min_scale,
+                    n_scales=DEFAULTS.n_scales, dfa_order=1, overlap=False, compat=DEFAULTS.compat,
+                    scale_rule="authors"):
     """All metrics of one capture: :func:`pseudo_time`, then :func:`series_metrics` (DFA and Kuramoto) on it.
 
     ``acts`` [P, C] and ``labels`` [P]; ``smooth_window``, ``order`` and
@@ -479,7 +486,7 @@ def _mean(x: np.ndarray) -> float:
     return float(x[ok].mean()) if ok.any() else math.nan
 
 
-def psi_volatility(psi, window=3):
+def psi_volatility(psi, window=DEFAULTS.vol_window):
     """Rolling sample std (ddof 1) of the last ``window`` values at each index.
 
     NaN for the first ``window - 1`` indices and wherever any value of the
@@ -495,7 +502,7 @@ def psi_volatility(psi, window=3):
     return out  # a NaN anywhere in a window makes its std NaN
 
 
-def convergence_trigger(volatility, threshold=0.35, patience=3, epochs=None):
+def convergence_trigger(volatility, threshold=DEFAULTS.vol_threshold, patience=DEFAULTS.vol_patience, epochs=None):
     """First epoch at which volatility has been below ``threshold`` for ``patience`` entries in a row.
 
     A missing value breaks the run. ``epochs`` labels the entries (default
@@ -547,8 +554,8 @@ def taxonomy_state(h_eff_mean, r_hz_mz, thresholds=None):
     return STATES[4]
 
 
-def run_metrics(h_eff, metastability, val_acc=None, *, epochs=None, w_h=0.5, vol_window=3, vol_threshold=0.35,
-                vol_patience=3, thresholds=None):
+def run_metrics(h_eff, metastability, val_acc=None, *, epochs=None, w_h=DEFAULTS.w_h, vol_window=DEFAULTS.vol_window,
+                vol_threshold=DEFAULTS.vol_threshold, vol_patience=DEFAULTS.vol_patience, thresholds=None):
     """Run-level metrics from per-epoch H_eff, metastability and (optional) validation accuracy.
 
     Missing values stay missing: each z-score uses the values it has, Psi is

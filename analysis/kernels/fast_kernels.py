@@ -27,6 +27,7 @@ from functools import lru_cache
 import numpy as np
 
 from dynstudy.analysis.kernels import dynamics, fast_loops
+from dynstudy.analysis.kernels.params import DEFAULTS
 
 
 @lru_cache(maxsize=64)
@@ -76,7 +77,7 @@ def pseudo_time(acts: np.ndarray, labels: np.ndarray, window: int) -> np.ndarray
 _REASONS = dict(zip((fast_loops.NON_FINITE, fast_loops.CONSTANT, fast_loops.FLAT), dynamics.DFA_REASONS))
 
 
-def dfa_status(X, min_scale=16, n_scales=10) -> tuple[np.ndarray, np.ndarray]:
+def dfa_status(X, min_scale=DEFAULTS.min_scale, n_scales=DEFAULTS.n_scales) -> tuple[np.ndarray, np.ndarray]:
     """(alpha [C], status [C] of :data:`dynstudy.analysis.kernels.fast_loops.OK` .. ``FLAT``) of every row of ``X`` [C,
     N]."""
     X = np.ascontiguousarray(X, dtype=float)
@@ -90,7 +91,7 @@ def reasons_of(status: np.ndarray) -> list:
     return [_REASONS.get(code) for code in status.tolist()]
 
 
-def dfa_exponents(X, min_scale=16, n_scales=10):
+def dfa_exponents(X, min_scale=DEFAULTS.min_scale, n_scales=DEFAULTS.n_scales):
     """DFA exponent and reason of every row of ``X`` [C, N]: :func:`dynstudy.analysis.kernels.dynamics.dfa_exponents`
     with ``order=1``, forward segments, the authors' scales and ``return_reasons=True``.
 
@@ -153,7 +154,7 @@ def order_parameter(cos: np.ndarray, sin: np.ndarray, n_live: int, n_dead: int, 
     return float(R.std()), float(R.mean())
 
 
-def kuramoto(X, compat="dynstudy", status: np.ndarray | None = None) -> tuple[float, float]:
+def kuramoto(X, compat=DEFAULTS.compat, status: np.ndarray | None = None) -> tuple[float, float]:
     """(metastability, synchrony) of the rows of ``X`` [C, N]: :func:`dynstudy.analysis.kernels.dynamics.kuramoto`.
 
     ``status``: the rows' :func:`dfa_status`, when the caller has it (it says which rows are finite and
@@ -168,7 +169,7 @@ def kuramoto(X, compat="dynstudy", status: np.ndarray | None = None) -> tuple[fl
     return order_parameter(cos, sin, n_live, len(live) - n_live, compat)
 
 
-def series_parts(X, min_scale=16, n_scales=10, compat="dynstudy", phases=True):
+def series_parts(X, min_scale=DEFAULTS.min_scale, n_scales=DEFAULTS.n_scales, compat=DEFAULTS.compat, phases=True):
     """(alpha [C], reasons, (metastability, synchrony)) of the rows of ``X`` [C, N], the parts of
     :func:`dynstudy.analysis.kernels.dynamics.series_metrics`; (NaN, NaN) for the pair unless ``phases``."""
     X = np.ascontiguousarray(X, dtype=float)

@@ -45,12 +45,13 @@ from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 
+from dynstudy.analysis.kernels.params import PLATEAU_POINTS
 from dynstudy.analysis.pipeline.catalog import open_catalog
 from dynstudy.analysis.pipeline.worker_env import single_threaded_children
 from dynstudy.analysis.run.capture_plan import run_params
 from dynstudy.analysis.run.inventory import damaged_files, file_gaps, is_current, run_inputs
 from dynstudy.analysis.run.run_analysis import analyze_and_write, analyze_in_worker, fast_source, write_table
-from dynstudy.analysis.stats.claims import PLATEAU_POINTS, all_claims
+from dynstudy.analysis.stats.claims import all_claims
 from dynstudy.analysis.stats.claims_temporal import temporal_claims
 from dynstudy.analysis.stats.sensitivity import run_series, sensitivity
 from dynstudy.analysis.stats.variability import cell_variability

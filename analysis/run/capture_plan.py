@@ -1,12 +1,11 @@
 """What one capture's analysis computes, shared by the fast path and the reference path.
 
-The settings a run's config may set (:data:`DEFAULT_PARAMS`, the spec's
-``analysis`` section over SPEC's defaults), the extra smoothing windows and
+A run's settings (:func:`run_params`: its config's ``analysis`` section over
+:data:`dynstudy.analysis.kernels.params.DEFAULTS`), the extra smoothing windows and
 probe sizes every end-of-epoch capture is also analysed at (the sensitivity
 analysis), the seed of each capture's noise control and the channel subsets
 of the channel-draw control. Both :mod:`dynstudy.analysis.run.capture_family` (what
-``dynstudy analyze`` runs) and :mod:`tests.reference_capture` (the
-implementation it replaced, kept as its reference) follow these definitions,
+``dynstudy analyze`` runs) and the tests' reference implementation follow these definitions,
 so their outputs can be compared value for value.
 """
 from __future__ import annotations
@@ -17,6 +16,7 @@ import json
 import numpy as np
 
 from dynstudy.analysis.kernels import dynamics
+from dynstudy.analysis.kernels.params import DEFAULTS, AnalysisParams
 
 #: smoothing windows every end-of-epoch capture is also analysed at (sensitivity).
 SENSITIVITY_WINDOWS = (1, 5, 15)
@@ -24,10 +24,8 @@ SENSITIVITY_WINDOWS = (1, 5, 15)
 SENSITIVITY_PROBES = (256, 512, 1024, 2048, 4096)
 #: re-drawn channel subsets per capture for the channel-draw control.
 CHANNEL_DRAWS = 8
-#: analysis settings a run's config may set (spec section ``analysis``); SPEC defaults.
-DEFAULT_PARAMS = {"smooth_window": 5, "h_opt": 0.7, "sigma_h": 0.15, "w_h": 0.5, "min_scale": 16,
-                  "n_scales": 10, "vol_window": 3, "vol_threshold": 0.35, "vol_patience": 3, "compat": "dynstudy",
-                  "temporal_window": 64, "temporal_stride": 16}
+#: analysis settings a run's config may set (spec section ``analysis``) at their defaults, as a dict.
+DEFAULT_PARAMS = DEFAULTS.as_dict()
 #: the four metrics of a control row.
 CONTROL_METRICS = ("h_raw", "h_eff", "metastability", "synchrony")
 
@@ -69,4 +67,4 @@ def run_params(config_json: str | None) -> tuple[dict, int | None]:
     """A run's analysis settings (its config's ``analysis`` section over the
     defaults) and its metric channel count per stage."""
     cfg = json.loads(config_json) if config_json else {}
-    return {**DEFAULT_PARAMS, **(cfg.get("analysis") or {})}, (cfg.get("capture") or {}).get("channels_per_stage")
+    return AnalysisParams.from_config(cfg).as_dict(), (cfg.get("capture") or {}).get("channels_per_stage")

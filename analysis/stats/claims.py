@@ -25,10 +25,10 @@ import numpy as np
 from scipy import stats
 
 from dynstudy.analysis.kernels.dynamics import STATES
+from dynstudy.analysis.kernels.params import PLATEAU_POINTS
 from dynstudy.analysis.stats.variability import CELL_KEYS, state_agreement
 
 ALPHA = 0.05
-PLATEAU_POINTS = 0.5
 STATE_AGREEMENT = 0.8
 
 

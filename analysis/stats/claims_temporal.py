@@ -20,9 +20,9 @@ from collections import defaultdict
 import numpy as np
 from scipy import stats
 
+from dynstudy.analysis.kernels.params import PLATEAU_POINTS
 from dynstudy.analysis.stats.claims import (
     ALPHA,
-    PLATEAU_POINTS,
     claim_row,
     finished_runs,
     finite,

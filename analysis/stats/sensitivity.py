@@ -20,7 +20,8 @@ from collections import defaultdict
 import numpy as np
 
 from dynstudy.analysis.kernels import dynamics
-from dynstudy.analysis.stats.claims import PLATEAU_POINTS, all_claims
+from dynstudy.analysis.kernels.params import PLATEAU_POINTS
+from dynstudy.analysis.stats.claims import all_claims
 
 GRID = {
     "h_opt": (0.5, 0.6, 0.7, 0.8),

@@ -175,8 +175,9 @@ def packed(cfg: dict, counts, device, cpus: int) -> dict[int, float]:
             task = ray.remote(**opts)(_packed_task)
             threads = 1 if cuda else max(1, cpus // k)
             barrier = tempfile.mkdtemp(prefix=f"barrier{k}-", dir=tmp)
-            ends = ray.get([task.remote({**cfg, "seed": s, "run_id": f"p{s}", "train": {**cfg["train"], "threads": threads}},
-                                        barrier, k) for s in range(k)])
+            train = {**cfg["train"], "threads": threads}
+            ends = ray.get([task.remote({**cfg, "seed": s, "run_id": f"p{s}", "train": train}, barrier, k)
+                            for s in range(k)])
             span = max(e[-1] for e in ends) - min(e[0] for e in ends)
             out[k] = k * n * (epochs - 1) / span
         return out
@@ -189,7 +190,8 @@ def main():
     ap.add_argument("--quick", action="store_true", help="small sizes on the CPU, about a minute")
     ap.add_argument("--compile", action="store_true", help="dynstudy path with train.compile: true")
     ap.add_argument("--epochs", type=int, default=None, help="epochs per measured run (default 3, quick 2)")
-    ap.add_argument("--workers", type=int, default=None, help="reference DataLoader workers (default 4 on CUDA, 0 on CPU)")
+    ap.add_argument("--workers", type=int, default=None,
+                    help="reference DataLoader workers (default 4 on CUDA, 0 on CPU)")
     args = ap.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() and not args.quick else "cpu")
     cuda = device.type == "cuda"

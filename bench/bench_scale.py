@@ -124,7 +124,8 @@ def analyse_here(store: str, workers: int | None, path: str) -> None:
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     t0 = time.perf_counter()
-    r = analyze(store, force=True, workers=workers, open_source={"fast": fast_source, "reference": reference_source}[path], out=io.StringIO())
+    source = {"fast": fast_source, "reference": reference_source}[path]
+    r = analyze(store, force=True, workers=workers, open_source=source, out=io.StringIO())
     wall = time.perf_counter() - t0
     done.set()
     sampler.join()
@@ -155,8 +156,10 @@ def warm_compiled_loops(out: str) -> float:
     where their cache (next to analysis/fast_loops.py) is missing or stale, as the first analysis after an
     install or an edit does, so that no timed repeat pays for it."""
     code = ("import sys, time; sys.path.insert(0, sys.argv[1]); t0 = time.perf_counter(); "
-            "from dynstudy.analysis.run.capture_family import capture_rows; from dynstudy.analysis.run.capture_plan import DEFAULT_PARAMS; "
-            "from dynstudy.analysis.run.capture_read import read_capture; from dynstudy.store_contract.scan import scan_store; "
+            "from dynstudy.analysis.run.capture_family import capture_rows; from dynstudy.analysis.run.capture_plan "
+            "import DEFAULT_PARAMS; "
+            "from dynstudy.analysis.run.capture_read import read_capture; from dynstudy.store_contract.scan import "
+            "scan_store; "
             "f = scan_store(sys.argv[2]).files['activations'][0]; "
             "capture_rows(read_capture(f), f.run_id, dict(DEFAULT_PARAMS), None, {}); print(time.perf_counter() - t0)")
     root = str(Path(__file__).resolve().parent.parent)

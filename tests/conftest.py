@@ -28,7 +28,8 @@ def read_only_dir(tmp_path):
         yield folder, "PermissionError: Permission denied"
         folder.chmod(0o755)
         return
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(folder)], capture_output=True).returncode:
+    mount = ["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(folder)]
+    if subprocess.run(mount, capture_output=True).returncode:
         pytest.skip("mounting a read-only tmpfs failed")
     try:
         yield folder, "OSError: Read-only file system"

@@ -39,13 +39,15 @@ def capture_arrays(con, run_id: str, capture: int) -> tuple[np.ndarray, np.ndarr
         "ORDER BY stage, rank, sample", [run_id, capture]).fetchnumpy()
     n_samples = int(got["sample"].max()) + 1
     if len(got["value"]) % n_samples:
-        raise ValueError(f"run {run_id} capture {capture}: {len(got['value'])} values is not channels x {n_samples} samples")
+        raise ValueError(f"run {run_id} capture {capture}: {len(got['value'])} values is not channels x {n_samples} "
+                         "samples")
     acts = np.asarray(got["value"], dtype=np.float64).reshape(-1, n_samples).T
     return acts, np.asarray(got["label"][:n_samples]), got["stage"][::n_samples], np.asarray(got["rank"][::n_samples])
 
 
 def sensitivity_rows(where: dict, acts, labels, noise, own: dict, own_noise: float, kw: dict, noise_at: dict) -> list:
-    """window_sensitivity rows of one end-of-epoch capture (:func:`dynstudy.analysis.run.capture_plan.sensitivity_settings`).
+    """window_sensitivity rows of one end-of-epoch capture
+    (:func:`dynstudy.analysis.run.capture_plan.sensitivity_settings`).
 
     ``own`` / ``own_noise``: the capture's metrics and noise control at the run's own settings (not recomputed).
     The noise control at other settings is computed once per run into ``noise_at`` (it depends only on the
@@ -57,9 +59,11 @@ def sensitivity_rows(where: dict, acts, labels, noise, own: dict, own_noise: flo
         same = (window, p) == (kw["smooth_window"], n)
         sig = own if same else dynamics.capture_metrics(acts[:p], labels[:p], **{**kw, "smooth_window": window})
         if not same and (window, p) not in noise_at:
-            noise_at[(window, p)] = dynamics.capture_metrics(noise[:p], labels[:p], **{**kw, "smooth_window": window})["h_raw"]
+            at = dynamics.capture_metrics(noise[:p], labels[:p], **{**kw, "smooth_window": window})
+            noise_at[(window, p)] = at["h_raw"]
         rows.append({**where, "smooth_window": window, "probe_size": p, "h_raw": sig["h_raw"],
-                     "metastability": sig["metastability"], "noise_h_raw": own_noise if same else noise_at[(window, p)]})
+                     "metastability": sig["metastability"],
+                     "noise_h_raw": own_noise if same else noise_at[(window, p)]})
     return rows
 
 

@@ -46,13 +46,16 @@ def capture_columns(run_id: str, capture: int, epoch: int, rng, probe: int = PRO
     PROBE, K = probe, stored  # noqa: N806  (the probe size and stored channels of this capture)
     labels = np.repeat(np.arange(CLASSES, dtype=np.int32), PROBE // CLASSES)
     n = len(STAGES) * K * PROBE
-    values = np.cumsum(rng.standard_normal((len(STAGES) * K, PROBE)), axis=1) * 0.1 + rng.standard_normal((len(STAGES) * K, PROBE))
+    shape = (len(STAGES) * K, PROBE)
+    values = np.cumsum(rng.standard_normal(shape), axis=1) * 0.1 + rng.standard_normal(shape)
     kind = kind or ("init" if capture == 0 else "epoch")
     return {
         "run_id": [run_id] * n, "capture": np.full(n, capture), "kind": [kind] * n,
         "epoch": np.full(n, epoch), "step": np.full(n, STEPS_PER_EPOCH * epoch if step is None else step),
-        "stage": np.repeat(np.array(STAGES, dtype=object), K * PROBE), "channel": np.tile(np.repeat(np.arange(K), PROBE), len(STAGES)),
-        "rank": np.tile(np.repeat(np.arange(K), PROBE), len(STAGES)), "sample": np.tile(np.arange(PROBE), len(STAGES) * K),
+        "stage": np.repeat(np.array(STAGES, dtype=object), K * PROBE),
+        "channel": np.tile(np.repeat(np.arange(K), PROBE), len(STAGES)),
+        "rank": np.tile(np.repeat(np.arange(K), PROBE), len(STAGES)),
+        "sample": np.tile(np.arange(PROBE), len(STAGES) * K),
         "label": np.tile(labels, len(STAGES) * K), "value": values.reshape(-1).astype(np.float32)}
 
 

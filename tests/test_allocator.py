@@ -1,4 +1,5 @@
-"""dynstudy.analysis.run.allocator: a worker that keeps freed memory touches no fresh pages for arrays it made before."""
+"""dynstudy.analysis.run.allocator: a worker that keeps freed memory touches no fresh pages for arrays it made
+before."""
 from __future__ import annotations
 
 import subprocess

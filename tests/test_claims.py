@@ -70,7 +70,8 @@ def test_trigger_claim_counts_lead_and_costs():
 
 def test_state_claim():
     agree = [run(i, "c10", 0.8) for i in range(5)]
-    mixed = [run(i, "c100", 0.8, state=s) for i, s in enumerate(["Transitional", "Partial Integration"] * 2 + ["Transitional"])]
+    states = ["Transitional", "Partial Integration"] * 2 + ["Transitional"]
+    mixed = [run(i, "c100", 0.8, state=s) for i, s in enumerate(states)]
     a, b = sorted(state_claims(agree + mixed), key=lambda r: r["dataset"])
     assert a["dataset"] == "c10" and a["effect_size"] == 1 and a["verdict"] == "supported" and a["p_value"] < 0.001
     assert b["effect_size"] == pytest.approx(0.6) and b["verdict"] == "not supported"

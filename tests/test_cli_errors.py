@@ -21,7 +21,8 @@ def test_an_os_error_without_a_path_names_where_it_happened(monkeypatch, capsys,
     err = capsys.readouterr().err
     line = err.strip().splitlines()[-1]
     assert line.startswith("dynstudy status: FileNotFoundError: [Errno 2] No such file or directory (in _getcwd_gone, ")
-    assert "test_cli_errors.py:" in line and 'raise FileNotFoundError(errno.ENOENT, "No such file or directory")' in line
+    assert "test_cli_errors.py:" in line
+    assert 'raise FileNotFoundError(errno.ENOENT, "No such file or directory")' in line
     assert ("Traceback (most recent call last)" in err) is debug
 
 

@@ -35,7 +35,8 @@ def test_sql_formats_keep_every_row_at_full_precision(store, tmp_path, capsys):
     assert [(r[0], int(r[1]), float(r[2]), r[3] or None) for r in got[1:]] == want  # exact floats
     assert main(["sql", "--store", str(store), "--format", "json", "--output", str(tmp_path / "r.json"), QUERY]) == 0
     assert [tuple(d.values()) for d in json.loads((tmp_path / "r.json").read_text())] == want
-    assert main(["sql", "--store", str(store), "--format", "parquet", "--output", str(tmp_path / "r.parquet"), QUERY]) == 0
+    out = str(tmp_path / "r.parquet")
+    assert main(["sql", "--store", str(store), "--format", "parquet", "--output", out, QUERY]) == 0
     assert [tuple(d.values()) for d in pq.read_table(tmp_path / "r.parquet").to_pylist()] == want
     assert main(["sql", "--store", str(store), "--limit", "5", QUERY]) == 0
     out, err = capsys.readouterr()

@@ -73,7 +73,8 @@ def test_losing_a_worker_node_mid_trial_recovers_exactly_once(tmp_path):
     with LocalCluster(workers=1) as cluster:
         job = subprocess.Popen(
             [str(Path(cluster.env["PATH"].split(":")[0]) / "ray"), "job", "submit", "--address", cluster.dashboard,
-             "--working-dir", str(ROOT), "--", "dynstudy", "run", str(spec_file), "--store", str(store), "--no-analyze"],
+             "--working-dir", str(ROOT), "--",
+             "dynstudy", "run", str(spec_file), "--store", str(store), "--no-analyze"],
             env=cluster.env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         deadline = time.monotonic() + 300
         while True:  # both trials (one per node) are past epoch 2 and neither has finished

@@ -9,7 +9,8 @@ from dynstudy.analysis.stats.contrasts import cell_contrasts, run_differences
 
 def _rows(run_id, signal, noise, init, epochs=4):
     caps = [{"run_id": run_id, "kind": "init", "epoch": 0, "h_raw": init, "metastability": 0.1}]
-    caps += [{"run_id": run_id, "kind": "epoch", "epoch": e, "h_raw": signal, "metastability": 0.1} for e in range(1, epochs + 1)]
+    caps += [{"run_id": run_id, "kind": "epoch", "epoch": e, "h_raw": signal, "metastability": 0.1}
+             for e in range(1, epochs + 1)]
     ctrls = [{"run_id": run_id, "kind": "epoch", "epoch": e, "control": "noise", "h_raw": noise, "metastability": 0.1}
              for e in range(1, epochs + 1)]
     ctrls.append({"run_id": run_id, "kind": "init", "epoch": 0, "control": "noise", "h_raw": 99.0, "metastability": 0})
@@ -28,7 +29,8 @@ def test_verdicts_beyond_within_untested():
     for dataset, (sig, noise) in cells.items():
         for seed in range(2 if dataset == "few" else 5):
             run_id = f"{dataset}{seed}"
-            summaries.append({"run_id": run_id, "model": "m", "dataset": dataset, "optimizer": "o", "status": "finished"})
+            summaries.append({"run_id": run_id, "model": "m", "dataset": dataset, "optimizer": "o",
+                              "status": "finished"})
             jitter = (-0.02, -0.01, 0.0, 0.01, 0.02)[seed]  # symmetric: "none" differs by 0 on average
             c, k = _rows(run_id, sig + jitter, noise, sig + jitter + 0.001 * rng.standard_normal())
             caps += c
@@ -36,7 +38,8 @@ def test_verdicts_beyond_within_untested():
     summaries.append({"run_id": "gap", "model": "m", "dataset": "clear", "optimizer": "o", "status": "finished",
                       "reason": "capture file(s) 2 missing"})  # kept out
     rows = {(r["dataset"], r["metric"], r["control"]): r for r in cell_contrasts(summaries, caps, ctrls)}
-    assert rows[("clear", "h_raw", "noise")]["verdict"] == "beyond" and rows[("clear", "h_raw", "noise")]["n_seeds"] == 5
+    clear = rows[("clear", "h_raw", "noise")]
+    assert clear["verdict"] == "beyond" and clear["n_seeds"] == 5
     assert rows[("none", "h_raw", "noise")]["verdict"] == "within"
     assert rows[("few", "h_raw", "noise")]["verdict"] == "untested"
     assert rows[("clear", "metastability", "noise")]["verdict"] == "untested"  # identical values: no spread

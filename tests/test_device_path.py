@@ -35,7 +35,8 @@ def _bundle(augment, n=70):
 
 @pytest.mark.parametrize("augment", ["none", "flip", "flip_crop"])
 def test_device_batches_are_the_host_path_bit_for_bit(augment):
-    """Same seed: the same batches as iterate_batches + normalize + augment_batch, and the same generator state after."""
+    """Same seed: the same batches as iterate_batches + normalize + augment_batch, and the same generator state
+    after."""
     bundle = _bundle(augment)
     data = DeviceData(bundle, torch.device("cpu"))
     g_host, g_dev = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
@@ -84,7 +85,8 @@ def test_writer_errors_surface_and_drop_what_follows():
     writer = AsyncWriter("s", write=_gated_write(gate, log, fail="f1"))
     for i in range(3):
         writer.submit("t", "r", f"f{i}", {"i": [i]})
-    with pytest.raises(AsyncWriteError, match=r"writing t/run_id=r/f1\.parquet in the background failed: OSError") as err:
+    failed = r"writing t/run_id=r/f1\.parquet in the background failed: OSError"
+    with pytest.raises(AsyncWriteError, match=failed) as err:
         writer.flush()
     assert isinstance(err.value.__cause__, OSError)
     assert [name for _, name, _ in log] == ["f0"]  # f2 came after the failure: dropped, the trial is failing

@@ -68,7 +68,8 @@ def test_dfa_scale_options_agree_with_literal():
 
 
 #: The authors' scales, computed once in a scratch script with their formula,
-#: max_win = N // 4 (N // 2 when that is <= 16), np.unique(np.logspace(np.log10(16), np.log10(max_win), 10).astype(int)).
+#  max_win = N // 4 (N // 2 when that is <= 16), np.unique(np.logspace(np.log10(16), np.log10(max_win),
+# 10).astype(int)).
 AUTHORS_SCALES = {
     97: [16, 17, 18, 19, 20, 21, 22, 23],
     256: [16, 18, 21, 25, 29, 34, 40, 47, 54, 63],
@@ -95,7 +96,8 @@ def test_scales_follow_the_rule():
     # the earlier rule, kept as an option: N / 4 as a float, near-integers kept
     assert list(dyn.dfa_scales(256, rule="rounded")) == [16, 18, 21, 25, 29, 34, 40, 47, 54, 64]
     assert dyn.dfa_scales(1000, rule="rounded")[-1] == 250 and dyn.dfa_scales(2047, rule="rounded")[-2] == 348
-    assert [len(dyn.dfa_scales(n, rule="rounded")) for n in (32, 33, 34, 64, 65, 66, 67, 68)] == [1, 1, 2, 10, 1, 1, 1, 2]
+    sizes = (32, 33, 34, 64, 65, 66, 67, 68)
+    assert [len(dyn.dfa_scales(n, rule="rounded")) for n in sizes] == [1, 1, 2, 10, 1, 1, 1, 2]
     # the authors' rule: N // 4 <= 16 -> N // 2, so N = 64..67 get 10 scales up to 32-33
     assert [len(dyn.dfa_scales(n)) for n in (31, 32, 33, 36, 64, 65, 66, 67, 72)] == [0, 1, 1, 2, 10, 10, 10, 10, 2]
     assert dyn.dfa_scales(66).tolist() == [16, 17, 18, 20, 22, 23, 25, 28, 30, 33]
@@ -251,7 +253,8 @@ def test_authors_compat_one_dead_channel():
     theirs = dyn.capture_metrics(acts, labels, compat="authors")
     assert ours["h_raw"] == pytest.approx(np.delete(alpha, 3).mean(), abs=1e-15) and ours["reason"] is None
     assert math.isnan(theirs["h_raw"]) and math.isnan(theirs["h_eff"])
-    assert theirs["reason"] == "compat='authors' averages all 6 channels and 1 have no DFA exponent: constant channel (1)"
+    assert theirs["reason"] == ("compat='authors' averages all 6 channels and 1 have no DFA exponent: constant "
+                                "channel (1)")
     assert ours["n_valid"] == theirs["n_valid"] == 5 and theirs["n_channels"] == 6
     assert (theirs["metastability"], theirs["synchrony"]) == pytest.approx(_kuramoto_by_hand(X, True), abs=1e-12)
     assert (ours["metastability"], ours["synchrony"]) == pytest.approx(_kuramoto_by_hand(X, False), abs=1e-12)

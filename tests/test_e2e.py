@@ -47,16 +47,21 @@ def _one(con, sql):
 @pytest.mark.slow
 def test_worker_tables(store):
     con = open_catalog(str(store))
-    assert _one(con, "SELECT count(*), count(DISTINCT run_id), min(status), max(status), max(epochs_completed) FROM runs") \
+    assert _one(con, "SELECT count(*), count(DISTINCT run_id), min(status), max(status), max(epochs_completed) FROM "
+                     "runs") \
         == (N_RUNS, N_RUNS, "finished", "finished", EPOCHS)
     n, runs, caps, stages, nan = _one(con, """SELECT count(*), count(DISTINCT run_id), count(DISTINCT capture),
         count(DISTINCT stage), count(*) FILTER (NOT isfinite(value)) FROM activations""")
-    assert (n, runs, caps, stages, nan) == (N_RUNS * N_CAPTURES * STAGES * STORED * PROBE, N_RUNS, N_CAPTURES, STAGES, 0)
+    assert n == N_RUNS * N_CAPTURES * STAGES * STORED * PROBE
+    assert (runs, caps, stages, nan) == (N_RUNS, N_CAPTURES, STAGES, 0)
     # exactly one row per (run, capture, stage, channel, sample)
-    assert _one(con, "SELECT count(*) FROM (SELECT DISTINCT run_id, capture, stage, channel, sample FROM activations)")[0] == n
+    distinct = "SELECT DISTINCT run_id, capture, stage, channel, sample FROM activations"
+    assert _one(con, f"SELECT count(*) FROM ({distinct})")[0] == n
     # the probe set is the same images, in the same order, at every capture
-    assert _one(con, "SELECT count(DISTINCT label_list) FROM (SELECT run_id, capture, list(label ORDER BY sample) AS label_list "
-                     "FROM activations WHERE stage = 'stage1' AND channel = (SELECT min(channel) FROM activations WHERE stage = 'stage1') "
+    assert _one(con, "SELECT count(DISTINCT label_list) FROM (SELECT run_id, capture, list(label ORDER BY sample) "
+                     "AS label_list "
+                     "FROM activations WHERE stage = 'stage1' AND channel = (SELECT min(channel) FROM activations "
+                     "WHERE stage = 'stage1') "
                      "GROUP BY ALL) GROUP BY run_id ORDER BY 1 DESC LIMIT 1")[0] == 1
     # the channel subset is fixed per run: STORED channels per stage, ranks 0..STORED-1
     assert _one(con, "SELECT min(c), max(c), max(r) FROM (SELECT run_id, stage, count(DISTINCT channel) AS c, "
@@ -72,7 +77,8 @@ def test_worker_tables(store):
 def test_analysis_tables(store):
     con = open_catalog(str(store))
     n, finite = _one(con, "SELECT count(*), count(*) FILTER (isfinite(h_raw) AND h_eff BETWEEN 0 AND 1 "
-                          "AND metastability >= 0 AND synchrony BETWEEN 0 AND 1 AND n_channels = 32) FROM capture_metrics")
+                          "AND metastability >= 0 AND synchrony BETWEEN 0 AND 1 AND n_channels = 32) FROM "
+                          "capture_metrics")
     assert n == finite == N_RUNS * N_CAPTURES
     # Psi is defined on trained epochs only; epoch 0 is the init control
     assert _one(con, "SELECT count(*) FROM capture_metrics WHERE epoch = 0 AND psi IS NOT NULL")[0] == 0
@@ -92,7 +98,8 @@ def test_analysis_tables(store):
     # no every-N-step captures here: no temporal metrics
     assert _one(con, "SELECT count(*) FROM cell_variability")[0] == cells * (len(SEED_METRICS) - len(TEMPORAL_METRICS))
     # 3 epochs are too few for the volatility rule (window 3 + patience 3): no trigger, so no seeds for it
-    assert _one(con, "SELECT min(n_seeds), max(n_seeds) FROM cell_variability WHERE metric <> 'trigger_epoch'") == (2, 2)
+    seeds = "SELECT min(n_seeds), max(n_seeds) FROM cell_variability WHERE metric <> 'trigger_epoch'"
+    assert _one(con, seeds) == (2, 2)
     assert _one(con, "SELECT max(n_seeds) FROM cell_variability WHERE metric = 'trigger_epoch'")[0] == 0
     # claims: integration (2 variants, 1 dataset pair), trigger and state (one row per cell each)
     assert dict(con.execute("SELECT claim, count(*) FROM claims GROUP BY 1").fetchall()) == {
@@ -123,7 +130,8 @@ def test_analyze_is_incremental_and_idempotent(store):
 
 @pytest.mark.slow
 def test_cli_sql_report_status(store, tmp_path, capsys):
-    assert main(["sql", "--store", str(store), "SELECT model, dataset, count(*) AS n FROM run_summary GROUP BY ALL ORDER BY ALL"]) == 0
+    assert main(["sql", "--store", str(store), "SELECT model, dataset, count(*) AS n FROM run_summary GROUP BY ALL "
+                                               "ORDER BY ALL"]) == 0
     out = capsys.readouterr().out
     assert "tiny_cnn  digits" in out and "n" in out.splitlines()[0]
     target = tmp_path / "x.csv"

@@ -1,9 +1,10 @@
-"""The fast analysis path (dynstudy.analysis.run.capture_family) against the implementation it replaced (tests.reference_capture).
+"""The fast analysis path (dynstudy.analysis.run.capture_family) against the implementation it replaced
+(tests.reference_capture).
 
 Every table ``dynstudy analyze`` writes must be the same, value for value within 1e-12 (relative above 1), on a
-generated store that exercises every variant of a capture: channel re-draws (runs storing more channels than they use), smaller probe
-sizes, the authors' aggregation, the order and noise controls. Also: the reader against DuckDB's ORDER BY, the cached
-kernels against the literal implementation, and the analysis as Ray tasks against the local one.
+generated store that exercises every variant of a capture: channel re-draws (runs storing more channels than they use),
+smaller probe sizes, the authors' aggregation, the order and noise controls. Also: the reader against DuckDB's ORDER BY,
+the cached kernels against the literal implementation, and the analysis as Ray tasks against the local one.
 """
 from __future__ import annotations
 

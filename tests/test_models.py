@@ -127,7 +127,8 @@ def test_vit_b_16_blocks_compute_torchvision_encoder_layers(tmp_path):
     want, got = {}, {}
     hooks = [tv.encoder.layers[i].register_forward_hook(lambda _m, _i, out, i=i: want.__setitem__(i, out.mean(dim=1)))
              for i in (0, 3, 6, 9)]
-    hooks += [m.register_forward_hook(lambda _m, _i, out, s=s: got.__setitem__(int(s.split(".")[1]), pool_stage_output(out)))
+    hooks += [m.register_forward_hook(
+                  lambda _m, _i, out, s=s: got.__setitem__(int(s.split(".")[1]), pool_stage_output(out)))
               for s, m in stage_modules(ours, "vit_b_16")]
     x = torch.randn(1, 3, 224, 224)
     with torch.no_grad():

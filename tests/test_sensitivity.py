@@ -41,7 +41,8 @@ def test_a_conclusion_that_hinges_on_h_opt_flips():
     n_claims = len({(r["claim"], r["dataset"]) for r in rows})
     # no probe sizes stored: the probe_size settings have no runs and no rows
     assert len(rows) == sum(len(v) for k, v in GRID.items() if k != "probe_size") * n_claims
-    integ = {r["value"]: r for r in rows if r["parameter"] == "h_opt" and r["claim"] == "integration separates datasets"}
+    integ = {r["value"]: r for r in rows
+             if r["parameter"] == "h_opt" and r["claim"] == "integration separates datasets"}
     assert integ[0.7]["verdict"] == "not supported" and not integ[0.7]["flipped"]
     assert integ[0.5]["verdict"] == "supported" and integ[0.5]["flipped"]
     assert all(not r["flipped"] for r in rows if (r["parameter"], r["value"]) in

@@ -29,7 +29,8 @@ def test_defaults_are_the_paper_protocol():
     assert spec.analysis.h_opt == 0.7 and spec.analysis.sigma_h == 0.15 and spec.analysis.w_h == 0.5
     assert spec.analysis.vol_threshold == 0.35 and spec.analysis.vol_window == 3
     assert spec.analysis.compat == "dynstudy"  # dynstudy's channel aggregation unless asked for the authors'
-    assert spec.train.batch_size == 512 and spec.train.plateau_patience == 5 and spec.train.early_stopping_patience == 10
+    assert spec.train.batch_size == 512 and spec.train.plateau_patience == 5
+    assert spec.train.early_stopping_patience == 10
     assert spec.optimizers[0].lr == 0.1 and spec.optimizers[0].momentum == 0.9
 
 
@@ -39,7 +40,8 @@ def test_defaults_are_the_paper_protocol():
     ({"seeds": [0, 1.5]}, "seeds", ["1.5", "integers"]),
     ({"seeds": ["a"]}, "seeds", ["'a'"]),
     ({"seeds": [1, 1]}, "seeds", ["unique"]),
-    ({"datasets": [{"name": "cifar10", "root": "/nonexistent/cifar"}]}, "datasets.0", ["/nonexistent/cifar", "does not exist"]),
+    ({"datasets": [{"name": "cifar10", "root": "/nonexistent/cifar"}]}, "datasets.0",
+     ["/nonexistent/cifar", "does not exist"]),
     ({"datasets": [{"name": "cifar10"}]}, "datasets.0", ["root", "download"]),
     ({"datasets": ["mnist"]}, "datasets.0.name", ["mnist", "digits"]),
     ({"store": "ftp://host/x"}, "store", ["ftp", "s3://"]),

@@ -65,7 +65,8 @@ def test_foreign_files_are_listed_and_stop_nothing(store, tmp_path, capsys):
     assert got == {
         "S/runs/backup.parquet": "not a file of this table's layout (expected run_id=<id>/run.parquet)",
         f"S/activations/run_id={ids[0]}/notes.txt":
-            "not a file of this table's layout (expected run_id=<id>/capture=NNNNNN.parquet or run_id=<id>/steps=NNNNNN-NNNNNN.parquet)",
+            "not a file of this table's layout (expected run_id=<id>/capture=NNNNNN.parquet or "
+            "run_id=<id>/steps=NNNNNN-NNNNNN.parquet)",
         f"S/train_metrics/run_id={ids[1]}/epoch=000099.parquet":
             "foreign schema: no column run_id, epoch, val_acc (a train_metrics file has run_id, epoch, val_acc)",
         f"S/train_metrics/run_id={ids[3]}/epoch=000042.parquet":
@@ -73,7 +74,9 @@ def test_foreign_files_are_listed_and_stop_nothing(store, tmp_path, capsys):
         "S/claims/old.parquet": "not a file of this table's layout (expected part.parquet)",
     }
     assert con.execute("SELECT count(*) FROM runs").fetchone()[0] == len(ids)
-    for argv in (["status"], ["sql", "SELECT count(*) AS n FROM train_metrics"], ["report", "--out", str(tmp_path / "r.html")]):
+    commands = (["status"], ["sql", "SELECT count(*) AS n FROM train_metrics"],
+                ["report", "--out", str(tmp_path / "r.html")])
+    for argv in commands:
         assert main([argv[0], "--store", str(path), *argv[1:]]) == 0
     assert "36" in capsys.readouterr().out  # 6 runs x 6 epochs, the foreign files not counted
     out = io.StringIO()
@@ -251,16 +254,19 @@ def test_sql_output_never_lands_in_the_store(store, tmp_path, capsys):
     run = f"{path}/runs/run_id={ids[0]}/run.parquet"
     before = _tree(path)
     assert main(["sql", "--store", str(path), "SELECT 'x' AS junk", "--format", "parquet", "--output", run]) == 2
-    assert capsys.readouterr().err == (f"dynstudy sql: --output {run!r} is inside the store {str(path)!r}; dynstudy sql "
+    assert capsys.readouterr().err == (f"dynstudy sql: --output {run!r} is inside the store {str(path)!r}; dynstudy "
+                                       "sql "
                                        "writes nothing into the store: give a path outside it\n")
     assert _tree(path) == before
-    assert main(["sql", "--store", str(path), "SELECT 1 AS a", "--format", "csv", "--output", str(tmp_path / "a.csv")]) == 0
+    out = str(tmp_path / "a.csv")
+    assert main(["sql", "--store", str(path), "SELECT 1 AS a", "--format", "csv", "--output", out]) == 0
     assert (tmp_path / "a.csv").read_text() == "a\n1\n"
 
 
 def test_an_empty_store_is_named_not_a_traceback(tmp_path, capsys):
     assert main(["status", "--store", str(tmp_path)]) == 2
-    assert capsys.readouterr().err == f"dynstudy status: store {str(tmp_path)!r} has no runs yet; run a study first (dynstudy run)\n"
+    assert capsys.readouterr().err == (f"dynstudy status: store {str(tmp_path)!r} has no runs yet; run a study "
+                                       "first (dynstudy run)\n")
     assert main(["analyze", "--store", str(tmp_path)]) == 2
     assert "has no runs/activations tables yet; run a study first" in capsys.readouterr().err
 
@@ -274,11 +280,12 @@ def test_probe_size_sensitivity_uses_the_first_samples(tmp_path):
     got = con.execute("SELECT probe_size, smooth_window, count(*) FROM window_sensitivity GROUP BY ALL ORDER BY ALL"
                       ).fetchall()
     assert got == [(256, 5, 16), (512, 1, 16), (512, 5, 16), (512, 15, 16)]  # 4 runs x 4 epochs each
-    own = con.execute("SELECT w.h_raw, c.h_raw FROM window_sensitivity w JOIN capture_metrics c USING (run_id, capture) "
+    own = con.execute("SELECT w.h_raw, c.h_raw FROM window_sensitivity w JOIN capture_metrics c USING (run_id, "
+                      "capture) "
                       "WHERE w.probe_size = 512 AND w.smooth_window = 5").fetchall()
     assert all(a == b for a, b in own)  # the run's own setting is the capture's metric itself
-    assert {r[0] for r in con.execute("SELECT DISTINCT value FROM sensitivity WHERE parameter = 'probe_size'").fetchall()} \
-        == {256.0, 512.0}
+    probes = con.execute("SELECT DISTINCT value FROM sensitivity WHERE parameter = 'probe_size'").fetchall()
+    assert {r[0] for r in probes} == {256.0, 512.0}
     run_id, capture, h256 = con.execute("SELECT run_id, capture, h_raw FROM window_sensitivity "
                                         "WHERE probe_size = 256 ORDER BY run_id, capture LIMIT 1").fetchone()
     acts, labels, _, _ = capture_arrays(con, run_id, capture)

@@ -52,7 +52,8 @@ def test_injected_faults_recover_exactly_once(tmp_path, monkeypatch, clean, mode
     assert unique and status == ["finished"]
     assert rows == clean[0]  # the same values a clean run of each seed gives
     con = duckdb.connect()
-    assert con.sql(f"SELECT list(attempts) FROM read_parquet('{tmp_path}/runs/**/*.parquet')").fetchall()[0][0] == [2, 2]
+    attempts = con.sql(f"SELECT list(attempts) FROM read_parquet('{tmp_path}/runs/**/*.parquet')").fetchall()
+    assert attempts[0][0] == [2, 2]
     analyze(str(tmp_path), out=io.StringIO())
     write_report(open_catalog(str(tmp_path)), tmp_path / "r.html")
     assert "Retried or resumed runs (2)" in (tmp_path / "r.html").read_text()
@@ -153,4 +154,5 @@ def test_a_restored_experiment_that_cannot_continue_starts_the_unfinished_runs_a
             in out.getvalue()), out.getvalue()
     assert summary["finished"] == 2 and summary["failed"] == 0
     con = open_catalog(str(store))
-    assert con.execute("SELECT count(*), count(DISTINCT run_id) FROM runs WHERE status = 'finished'").fetchone() == (2, 2)
+    finished = "SELECT count(*), count(DISTINCT run_id) FROM runs WHERE status = 'finished'"
+    assert con.execute(finished).fetchone() == (2, 2)

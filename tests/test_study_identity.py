@@ -96,7 +96,8 @@ def test_a_changed_spec_is_refused_naming_runs_and_fields(tmp_path, monkeypatch)
     assert text.startswith("2 run(s) of this study already in the store were trained with other settings")
     for run_id in ids:
         assert f"  - {run_id}: capture.probe_size: 128 -> 64; train.epochs: 3 -> 2" in text
-    assert text.endswith("rerun with --replace to remove their old files and retrain them, or give the study another name")
+    assert text.endswith("rerun with --replace to remove their old files and retrain them, or give the study "
+                         "another name")
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*.parquet")) == files  # nothing touched
     with pytest.raises(SpecError, match="give one of them"):
         run_study(changed, store=str(tmp_path), resume=True, replace=True, out=io.StringIO())
@@ -163,7 +164,8 @@ def test_a_fresh_start_leaves_nothing_of_an_earlier_attempt(tmp_path):
                              "set capture.probe_size <= 64 (or dataset n_val higher)"),
     ({"channels_per_stage": 1000}, "capture.channels_per_stage=1000 but stage(s) stage1 (32 channels), stage2 "
                                    "(48 channels), stage3 (64 channels), stage4 (96 channels) have fewer; set "
-                                   "capture.channels_per_stage <= 32 (the narrowest stage's width), or name wider stages "
+                                   "capture.channels_per_stage <= 32 (the narrowest stage's width), or name wider "
+                                   "stages "
                                    "(stages: [...] of the model entry or an override)"),
     ({"store_channels": 40}, "capture.store_channels=40 but stage(s) stage1 (32 channels) have fewer; set "
                              "capture.store_channels <= 32 or 'all', or name wider stages (stages: [...] of the "

@@ -34,7 +34,8 @@ def test_tables_have_a_row_per_window_and_control(analysed):
     n_points = 1 + EPOCHS * STEPS_PER_EPOCH  # init, then one per step (the epoch capture shares the last step)
     n_windows = (n_points - 40) // 20 + 1
     assert n_windows == 5
-    per_run = rows(con, "SELECT run_id, count(*) AS n, min(\"window\") AS lo, max(\"window\") AS hi FROM temporal_metrics "
+    per_run = rows(con, "SELECT run_id, count(*) AS n, min(\"window\") AS lo, max(\"window\") AS hi FROM "
+                        "temporal_metrics "
                         "GROUP BY run_id ORDER BY run_id")
     assert [(r["run_id"], r["n"], r["lo"], r["hi"]) for r in per_run] == [(i, n_windows + 1, -1, n_windows - 1)
                                                                             for i in sorted(ids)]
@@ -145,6 +146,7 @@ def test_a_study_through_ray_tune_has_its_temporal_tables(tmp_path):
         got = rows(con, "SELECT count(*) AS n, max(n_points) AS p, max(end_step) AS e FROM temporal_metrics "
                         "WHERE run_id = ?", rid)[0]
         assert (got["n"], got["p"], got["e"]) == (windows + 1, n_points, last)
-        assert rows(con, "SELECT count(*) AS n FROM temporal_controls WHERE run_id = ?", rid)[0]["n"] == 2 * (windows + 1)
+        controls = rows(con, "SELECT count(*) AS n FROM temporal_controls WHERE run_id = ?", rid)
+        assert controls[0]["n"] == 2 * (windows + 1)
         summary = rows(con, "SELECT temporal_n_points, temporal_h_raw FROM run_summary WHERE run_id = ?", rid)[0]
         assert summary["temporal_n_points"] == n_points and 0 < summary["temporal_h_raw"] < 3

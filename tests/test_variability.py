@@ -41,7 +41,8 @@ def test_state_agreement():
 def test_cell_variability_counts_only_finished_runs():
     rows = [{"model": "m", "dataset": "d", "optimizer": "sgd", "status": "finished", "state": "Transitional",
              "h_eff_mean": v} for v in (0.8, 0.9)]
-    rows.append({"model": "m", "dataset": "d", "optimizer": "sgd", "status": "diverged", "state": None, "h_eff_mean": 0.0})
+    rows.append({"model": "m", "dataset": "d", "optimizer": "sgd", "status": "diverged", "state": None,
+                 "h_eff_mean": 0.0})
     out = cell_variability(rows, metrics=("h_eff_mean",))
     assert len(out) == 1
     assert out[0]["n_seeds"] == 2 and out[0]["mean"] == pytest.approx(0.85)
@@ -68,7 +69,8 @@ def test_modal_state_is_the_same_under_every_string_hash_seed():
     import sys
     from pathlib import Path
 
-    code = ("from dynstudy.analysis.stats.claims import state_claims; from dynstudy.analysis.kernels.dynamics import STATES; "
+    code = ("from dynstudy.analysis.stats.claims import state_claims; from dynstudy.analysis.kernels.dynamics "
+            "import STATES; "
             "rows = [{'model': 'm', 'dataset': 'd', 'optimizer': 'o', 'status': 'finished', 'state': s} "
             "for s in (STATES[4], STATES[2], STATES[4], STATES[2])]; print(state_claims(rows)[0]['detail'])")
     root = Path(__file__).resolve().parent.parent

@@ -20,8 +20,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dynstudy.jobs.data.augment import AUGMENTS, augment_batch  # noqa: F401  (re-exported)
-
 DATASET_NAMES = ("digits", "synthetic", "cifar10", "cifar100", "imagefolder")
 SYNTHETIC_SEED = 20240601
 SYNTHETIC_CHUNK = 100  # images per independently seeded chunk: prefixes are stable

@@ -1,6 +1,10 @@
-# Two commands on a fresh machine with Python 3.11:
-#   make demo   create .venv, install, run the built-in demo study, write the report
-#   make test   create or update .venv, run the test suite
+# Two commands on a fresh machine with Python 3.11 (README.md, "Quick start"):
+#   make demo       create .venv, install, run the built-in demo study, write the report
+#   make test       create or update .venv, run the test suite
+# and for the developer loop:
+#   make test-fast  the suite without the slow end-to-end tests (pytest -m "not slow")
+#   make bench      the metric kernels' benchmark (docs/performance.md)
+#   make clean      remove .venv, ./dynstudy-store and pytest's cache
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin

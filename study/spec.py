@@ -371,7 +371,7 @@ def _format_errors(err: ValidationError, source: str) -> str:
         got = e.get("input")
         shown = "" if isinstance(got, (dict, list)) and e["type"] != "extra_forbidden" else f" (got {_short_repr(got)})"
         if e["type"] == "extra_forbidden":
-            msg = "unknown field; check its spelling against the README's spec reference"
+            msg = "unknown field; check its spelling against the spec reference (docs/spec.md)"
         lines.append(f"  - {loc}: {msg}{shown}")
     if len(errors) > MAX_ERROR_LINES:
         lines.append(f"  … and {len(errors) - MAX_ERROR_LINES} more; fix these first")

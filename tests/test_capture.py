@@ -34,8 +34,8 @@ def test_channels_are_fixed_per_run_unless_redrawn():
     assert _channels_and_values(True, (2,))[2] == redrawn[2]  # the draw of a capture is fixed by seed and capture
 
 
-def test_the_authors_settings_of_the_readme_reach_the_trials():
-    """The README's block for the authors' behaviour: re-drawn channels, compat: authors, their thresholds."""
+def test_the_authors_settings_of_docs_fidelity_reach_the_trials():
+    """docs/fidelity.md's block for the authors' behaviour: re-drawn channels, compat: authors, their thresholds."""
     spec = parse_spec({"name": "t", "models": ["tiny_cnn"], "seeds": [0],
                        "datasets": [{"name": d, "download": True} for d in ("cifar10", "cifar100")],
                        "capture": {"redraw_channels": True}, "analysis": {"compat": "authors"},

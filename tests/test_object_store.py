@@ -180,7 +180,7 @@ def test_an_upload_killed_midway_leaves_nothing_visible(s3, tmp_path):
 
 @pytest.mark.slow
 def test_a_study_on_s3_fails_resumes_and_analyses(s3, tmp_path, monkeypatch, capsys):
-    """The README's commands: smoke to s3:// with a hard exit at epoch 2 in every attempt (3 > the preset's
+    """docs/cluster.md's commands: smoke to s3:// with a hard exit at epoch 2 in every attempt (3 > the preset's
     max_failures 2), --resume, then analyze / sql / status / report; every row once, equal to a clean run's."""
     clean = tmp_path / "clean"
     assert run_study(load_spec("smoke"), store=str(clean), num_cpus=2, out=io.StringIO())["finished"] == 2

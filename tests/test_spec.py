@@ -248,7 +248,7 @@ def test_optimizer_label_is_ascii(tmp_path, label, ok):
 
 def test_error_messages_show_at_most_200_characters_of_a_value(tmp_path):
     long = _spec_file(tmp_path, HEAD + "trian: " + "x" * 5000 + "\n")
-    _refused(long, "\n  - trian: unknown field; check its spelling against the README's spec reference "
+    _refused(long, "\n  - trian: unknown field; check its spelling against the spec reference (docs/spec.md) "
                    f"(got '{'x' * 199}…)")
     bomb = ["lol"] * 9
     for _ in range(9):

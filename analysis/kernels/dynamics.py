@@ -190,10 +190,10 @@ def dfa_scales(n, min_scale=DEFAULTS.min_scale, n_scales=DEFAULTS.n_scales, rule
         ``np.unique(np.logspace(np.log10(min_scale), np.log10(max_win), n_scales).astype(int))``.
         The cast truncates, so a point that is an integer only up to
         floating-point rounding can drop by one (the top scale is 63 at
-        n = 256, 249 at 1000, 347 at 2047, but 512 at 2048). "rounded" is
-        dynstudy's earlier rule: top = n / 4 (a float; n / 2 when n / 4 <=
-        min_scale) and points within rounding of an integer kept as that
-        integer (64 at n = 256, 250 at 1000, 348 at 2047).
+        n = 256 and 249 at 1000, the ninth 347 at 2047; 512 at 2048 is kept).
+        "rounded": top = n / 4 (a float; n / 2 when n / 4 <= min_scale) and
+        points within rounding of an integer kept as that integer (64 at
+        n = 256, 250 at 1000, 348 at 2047).
 
     Returns
     -------

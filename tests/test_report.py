@@ -238,8 +238,11 @@ def test_control_fallback_from_tables():
 
 
 def test_helpers():
-    assert rd.plateau_epoch([1, 2, 3, 4], [50.0, 79.6, 80.0, 79.0]) == 2
-    assert rd.plateau_epoch([], []) is None
+    stored = {"a": (np.array([1, 2, 3, 4]), np.array([0.5, 0.796, 0.8, 0.79])), "b": (np.array([]), np.array([]))}
+    assert rd.plateau_epochs(stored, 100.0, 0.5) == {"a": 2, "b": None}
+    assert rd.plateau_epochs({"a": (stored["a"][0], stored["a"][1] * 100)}, 1.0, 0.5) == {"a": 2}  # stored in %
+    assert rd.plateau_epochs(stored, 100.0, 1.0)["a"] == 2 and rd.plateau_epochs(stored, 100.0, 0.3)["a"] == 3
+    assert rd.plateau_points([]) == (0.5, False) and rd.plateau_points([{"plateau_points": 2.0}]) == (2.0, True)
     assert rd.accuracy_scale([{"val_acc": 0.9}]) == 100.0
     assert rd.accuracy_scale([{"val_acc": 91.0}]) == 1.0
     cells = {(f"m{i}", "d", "o"): [] for i in range(23)}

@@ -11,8 +11,8 @@ epoch and value; drag to zoom, double-click to reset; clicking a legend entry
 hides or shows that seed (or state, or control) in every panel of the
 figure, double-clicking isolates it.
 
-Strings from the data are HTML-escaped before plotly sees them (plotly reads
-a small subset of HTML in labels).
+Strings from the data are HTML-escaped by :func:`dynstudy.analysis.report.html.text`
+before plotly sees them (plotly reads a small subset of HTML in labels).
 """
 from __future__ import annotations
 

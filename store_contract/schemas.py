@@ -204,6 +204,8 @@ CLAIMS = pa.schema([
     ("p_value", pa.float64()),
     ("verdict", pa.string()),         # supported | not supported | untested
     ("detail", pa.string()),
+    ("plateau_points", pa.float64()), # the accuracy plateau's points the analysis used (``--plateau-points``);
+                                      # absent in older stores: the default, params.PLATEAU_POINTS
 ])
 
 SENSITIVITY = pa.schema([

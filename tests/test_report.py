@@ -1,10 +1,12 @@
-"""The HTML study report over a synthetic in-memory store."""
+"""The HTML study report over a synthetic in-memory store, and over a generated store analysed with its own
+settings (the threshold lines, captions and plateau markers follow them)."""
 from __future__ import annotations
 
 import base64
 import csv
 import json
 import re
+import shutil
 import subprocess
 import sys
 
@@ -13,9 +15,15 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from dynstudy.analysis.kernels.params import PLATEAU_POINTS
+from dynstudy.analysis.pipeline.analyze import analyze
+from dynstudy.analysis.pipeline.catalog import open_catalog
 from dynstudy.analysis.report import build as report
 from dynstudy.analysis.report import data as rd
+from dynstudy.analysis.report import html
+from dynstudy.analysis.report.conclusions import claims_section
 from dynstudy.store_contract.schemas import TABLES
+from tests.store_factory import make_store
 
 MODELS = ("resnet18", "vgg16_bn")
 DATASETS = ("cifar10", "cifar100")
@@ -238,8 +246,11 @@ def test_control_fallback_from_tables():
 
 
 def test_helpers():
-    assert rd.plateau_epoch([1, 2, 3, 4], [50.0, 79.6, 80.0, 79.0]) == 2
-    assert rd.plateau_epoch([], []) is None
+    stored = {"a": (np.array([1, 2, 3, 4]), np.array([0.5, 0.796, 0.8, 0.79])), "b": (np.array([]), np.array([]))}
+    assert rd.plateau_epochs(stored, 100.0, 0.5) == {"a": 2, "b": None}
+    assert rd.plateau_epochs({"a": (stored["a"][0], stored["a"][1] * 100)}, 1.0, 0.5) == {"a": 2}  # stored in %
+    assert rd.plateau_epochs(stored, 100.0, 1.0)["a"] == 2 and rd.plateau_epochs(stored, 100.0, 0.3)["a"] == 3
+    assert rd.plateau_points([]) == (0.5, False) and rd.plateau_points([{"plateau_points": 2.0}]) == (2.0, True)
     assert rd.accuracy_scale([{"val_acc": 0.9}]) == 100.0
     assert rd.accuracy_scale([{"val_acc": 91.0}]) == 1.0
     cells = {(f"m{i}", "d", "o"): [] for i in range(23)}
@@ -292,3 +303,141 @@ def test_a_section_per_run(tmp_path):
     assert set(by_name) == {"train loss", "val loss", "train acc", "val acc", "lr", "epoch time", "capture time"}
     # the run table's Psi column is its spread, not its mean (Psi is z-scored: its mean is 0 by construction)
     assert "<th>Psi std</th>" in page and "Psi mean" not in page
+
+
+STUDY_EPOCHS = 12
+#: A study's analysis section: a threshold and patience other than the defaults (0.35, 3), a temporal protocol.
+ANALYSIS = {"vol_threshold": 0.2, "vol_patience": 2, "temporal_window": 40, "temporal_stride": 20}
+
+
+def page_figures(page: str) -> dict:
+    """div id -> plotly figure of every plot of the page."""
+    return dict(zip(re.findall(r'<div class="plot" id="([^"]+)"', page), figures(page)))
+
+
+def captions(page: str) -> list[str]:
+    return re.findall(r"<figcaption>(.*?)</figcaption>", page)
+
+
+def hlines(fig: dict) -> list[float]:
+    """The y of every horizontal reference line (a shape spanning its panel's width)."""
+    return [s["y0"] for s in fig["layout"].get("shapes", [])
+            if s.get("type") == "line" and s["y0"] == s["y1"] and str(s.get("xref", "")).endswith("domain")]
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    """One cell, three seeds, every-step captures; analysed at the default plateau points and reported."""
+    root = tmp_path_factory.mktemp("settings")
+    store = root / "store"
+    make_store(store, seeds=(0, 1, 2), epochs=STUDY_EPOCHS, datasets=("digits",), every=1, analysis=ANALYSIS)
+    analyze(str(store), workers=1, out=open("/dev/null", "w"))
+    page = report.write_report(open_catalog(str(store)), root / "r.html").read_text(encoding="utf-8")
+    return store, page
+
+
+def test_threshold_lines_and_captions_follow_the_runs_settings(study):
+    _, page = study
+    figs = page_figures(page)
+    drawn = {i: hlines(f) for i, f in figs.items() if i.startswith(("fig-trajectory-", "fig-temporal-"))}
+    assert set(drawn) == {"fig-trajectory-0", "fig-temporal-0"}
+    assert all(ys == [0.2] for ys in drawn.values()), drawn  # the volatility panel's threshold, nothing at 0.35
+    assert not any(0.35 in hlines(f) for f in figs.values())
+    trajectory = next(c for c in captions(page) if c.startswith("Trajectories:"))
+    assert "below 0.2 for 2 consecutive epochs" in trajectory
+    temporal = next(c for c in captions(page) if c.startswith("Temporal metrics:"))
+    assert "below 0.2 for 2 consecutive windows" in temporal
+    assert "below 0.35" not in page and "3 consecutive" not in page
+    # the volatility panel's axis reaches the threshold
+    vol = figs["fig-trajectory-0"]["layout"]["yaxis4"]
+    assert vol["range"][1] >= 0.2
+
+
+def star_epochs(fig: dict) -> set[tuple[str, float]]:
+    """(legend group, epoch) of every plateau star of a trajectory figure."""
+    return {(t["legendgroup"], x) for t in fig["data"] if t.get("marker", {}).get("symbol") == "star"
+            for x in values(t["x"])}
+
+
+def report_plateaus(store, out) -> tuple[dict, str]:
+    page = report.write_report(open_catalog(str(store)), out).read_text(encoding="utf-8")
+    with open(out.parent / f"{out.stem}_tables" / "runs.csv", newline="") as f:
+        table = {r["run_id"]: int(r["plateau_epoch"]) for r in csv.DictReader(f)}
+    stars = star_epochs(page_figures(page)["fig-trajectory-0"])
+    assert stars == {(rid, float(e)) for rid, e in table.items()}  # the figure's stars are the table's epochs
+    return table, page
+
+
+def expected_plateaus(store, points: float) -> dict:
+    """First epoch within ``points`` percentage points of the best val_acc, from train_metrics read directly."""
+    con = open_catalog(str(store))
+    rows = con.execute("SELECT run_id, epoch, val_acc FROM train_metrics ORDER BY run_id, epoch").fetchall()
+    out = {}
+    for rid in sorted({r[0] for r in rows}):
+        acc = np.array([r[2] for r in rows if r[0] == rid])
+        epochs = [r[1] for r in rows if r[0] == rid]
+        out[rid] = epochs[int(np.flatnonzero(acc >= acc.max() - points / 100)[0])]
+    return out
+
+
+def test_plateau_points_of_analyze_move_the_report_markers(study, tmp_path):
+    store, _ = study
+    table, page = report_plateaus(store, tmp_path / "default.html")
+    assert table == expected_plateaus(store, PLATEAU_POINTS)
+    assert f"within {PLATEAU_POINTS:g} percentage points" in page and "as its claims table records them" in page
+    moved = tmp_path / "store"
+    shutil.copytree(store, moved)
+    analyze(str(moved), workers=1, plateau_points=15.0, out=open("/dev/null", "w"))
+    points = {r[0] for r in open_catalog(str(moved)).execute("SELECT plateau_points FROM claims").fetchall()}
+    assert points == {15.0}
+    wide, page = report_plateaus(moved, tmp_path / "wide.html")
+    assert wide == expected_plateaus(moved, 15.0)
+    assert all(wide[rid] < table[rid] for rid in table)  # 15 points reach the plateau earlier than 0.5
+    assert "within 15 percentage points" in page and f"within {PLATEAU_POINTS:g} percentage" not in page
+
+
+def test_a_store_without_recorded_plateau_points_says_it_draws_the_default(tmp_path):
+    tables = synthetic_tables()
+    tables["claims"] = [{"claim": "state stable across seeds", "model": "resnet18", "optimizer": "sgd",
+                         "dataset": "cifar10", "n": 3, "verdict": "untested", "plateau_points": 2.0}]
+    con = make_con(tables)
+    con.execute("ALTER TABLE claims DROP COLUMN plateau_points")  # a claims table written before the column
+    page = report.write_report(con, tmp_path / "r.html").read_text(encoding="utf-8")
+    assert f"within {PLATEAU_POINTS:g} percentage points" in page
+    assert "the default points: this store's claims table does not record" in page
+
+
+def test_runs_with_different_settings_in_one_figure(tmp_path):
+    """A cell whose seeds ran with different thresholds: a line per threshold, named, and the caption says so."""
+    tables = synthetic_tables()
+    for row in tables["runs"]:
+        if row["seed"] == 2:
+            row["config"] = json.dumps({"analysis": {"vol_threshold": 0.4, "h_opt": 0.6}})
+    tables["runs"][1]["config"] = "not json"  # unreadable: the defaults, said to be so
+    page = report.write_report(make_con(tables), tmp_path / "r.html").read_text(encoding="utf-8")
+    figs = page_figures(page)
+    first = figs["fig-trajectory-0"]
+    assert sorted(hlines(first)) == [0.35, 0.4]
+    notes = [a["text"] for a in first["layout"]["annotations"] if a.get("text", "").startswith("threshold =")]
+    assert sorted(notes) == ["threshold = 0.35: seed 0, seed 1", "threshold = 0.4: seed 2"]
+    caption = next(c for c in captions(page) if c.startswith("Trajectories: resnet18 · cifar10"))
+    assert "the runs&#x27; settings differ" in caption and "below 0.4 for 3 consecutive epochs" in caption
+    assert "defaults: the run&#x27;s config does not say" in caption and tables["runs"][1]["run_id"] in caption
+    assert sorted(hlines(figs["fig-controls"])) == [0.6, 0.7]
+    control_caption = next(c for c in captions(page) if c.startswith("H_raw per cell"))
+    assert "H_opt = 0.6" in control_caption and "H_opt = 0.7" in control_caption
+
+
+def test_a_missing_value_renders_the_same_everywhere():
+    for missing in (None, float("nan"), float("inf"), "x"):
+        assert html.num(missing) == html.MISSING
+        assert html.num_cell(missing) == f"<td class=num>{html.MISSING}</td>"
+        assert html.mean_std([missing]) == html.MISSING
+    assert html.num_cell(0.25) == '<td class=num data-v="0.25">0.25</td>' and html.num(1234.0) == "1234"
+    assert html.text_cell(None) == html.text_cell("") == f"<td>{html.MISSING}</td>"
+    assert html.text("<b>") == "&lt;b&gt;" and html.mean_std([1.0, 3.0]) == "2 ± 1.4"
+    row = {"claim": "c", "model": "m", "optimizer": "o", "dataset": "d", "n": 0, "effect_size": None,
+           "effect_name": "hedges_g", "p_value": float("nan"), "verdict": "untested", "detail": None}
+    tds = re.findall(r"<td>(.*?)</td>", claims_section([row], "rule"))
+    assert tds == ["c", "m", "o", "d", "0", html.MISSING, html.MISSING, '<span class="muted">untested</span>',
+                   html.MISSING]

@@ -66,10 +66,11 @@ class AnalysisParams:
         """The keywords of :func:`dynstudy.analysis.kernels.dynamics.run_metrics` (the per-run series)."""
         return {k: getattr(self, k) for k in RUN_PARAMS}
 
-    def trigger_text(self) -> str:
-        """The trigger rule in words, as figures and captions state it."""
-        return (f"Psi volatility (rolling std over {self.vol_window} epochs) below {self.vol_threshold:g} "
-                f"for {self.vol_patience} consecutive epochs")
+    def trigger_text(self, unit: str = "epochs") -> str:
+        """The trigger rule in words, as figures and captions state it; ``unit``: what the series steps through
+        (epochs, or the temporal protocol's windows)."""
+        return (f"Psi volatility (rolling std over {self.vol_window} {unit}) below {self.vol_threshold:g} "
+                f"for {self.vol_patience} consecutive {unit}")
 
 
 #: The defaults: the paper protocol's values.

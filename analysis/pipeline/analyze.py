@@ -120,7 +120,8 @@ def current_summaries(store: str, runs: list[dict]) -> tuple[list[dict], list[di
 
 
 def write_cross_run_tables(store: str, con, summaries: list[dict], runs: list[dict], plateau_points: float) -> None:
-    """cell_variability, claims and sensitivity from the whole, current ``summaries``."""
+    """cell_variability, claims and sensitivity from the whole, current ``summaries``; every claims row records
+    ``plateau_points``, the plateau rule's points, for the report's plateau markers."""
     write_table(store, "cell_variability", cell_variability(summaries))
     ids = {s["run_id"] for s in summaries}
     curves, epoch_steps = defaultdict(lambda: ([], [], [])), defaultdict(dict)
@@ -131,8 +132,9 @@ def write_cross_run_tables(store: str, con, summaries: list[dict], runs: list[di
                 part.append(v)
             epoch_steps[run_id][epoch] = step
     curves = {k: tuple(np.array(p, dtype=float if i else int) for i, p in enumerate(v)) for k, v in curves.items()}
-    write_table(store, "claims", all_claims(summaries, curves, plateau_points)
-           + temporal_claims(summaries, curves, epoch_steps, plateau_points))
+    claims = all_claims(summaries, curves, plateau_points) + temporal_claims(summaries, curves, epoch_steps,
+                                                                              plateau_points)
+    write_table(store, "claims", [{**r, "plateau_points": plateau_points} for r in claims])
     windows = []
     if "window_sensitivity" in _views(con):
         cols = ("run_id", "kind", "epoch", "smooth_window", "probe_size", "h_raw", "metastability", "noise_h_raw")
@@ -149,7 +151,8 @@ def analyze(store: str, *, force: bool = False, workers: int | None = 1, plateau
     ``workers`` processes analyse runs in parallel (None: one per CPU); each
     holds one capture at a time, so memory grows with workers, not with the store.
     ``plateau_points``: a run's accuracy plateau is its first epoch within this
-    many percentage points of its best val_acc (claims and sensitivity).
+    many percentage points of its best val_acc (claims, sensitivity, and the
+    report's plateau markers: the claims table records it).
     ``address``: a Ray cluster (``ray.init`` address, e.g. ``auto`` or
     ``ray://host:10001``); each run's analysis is then a Ray task there, reading
     and writing the store, and ``workers`` is ignored. The cross-run tables

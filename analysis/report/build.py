@@ -15,7 +15,6 @@ tables are missing says so instead of failing.
 from __future__ import annotations
 
 import csv
-import html
 import math
 import os
 from collections import Counter
@@ -26,6 +25,7 @@ import duckdb
 from dynstudy.analysis.report import data as rd
 from dynstudy.analysis.report import plots
 from dynstudy.analysis.report.conclusions import claims_section, contrasts_section, sensitivity_section
+from dynstudy.analysis.report.html import MISSING, figure, missing, num, state, text
 from dynstudy.analysis.report.page import page_html
 from dynstudy.analysis.report.runs import run_details_section, run_section, run_table, training_curves
 from dynstudy.analysis.report.temporal import temporal_section
@@ -61,36 +61,8 @@ METRIC_LABELS = {
 }
 
 
-
-def _e(value) -> str:
-    """HTML-escaped text of any value from the data."""
-    return html.escape("" if value is None else str(value))
-
-
-def _num(value, digits: int = 3) -> str:
-    v = rd.finite_or_none(value)
-    if v is None:
-        return "–"
-    if abs(v) < 1e-12:
-        return "0"
-    return f"{v:.0f}" if v == int(v) and abs(v) >= 10 else f"{v:.{digits}g}"
-
-
 def _figure(fig, div_id: str, caption: str) -> str:
-    return f"<figure>{plots.figure_html(fig, div_id)}<figcaption>{_e(caption)}</figcaption></figure>"
-
-
-def _missing(tables: list[str], what: str) -> str:
-    names = ", ".join(tables)
-    return (f'<p class="missing">Not analysed yet: no {_e(what)} here; it comes from {_e(names)}, missing or empty '
-            "in this store. Run <code>dynstudy analyze</code> to compute the analysis tables.</p>")
-
-
-def _state(state, colours: dict) -> str:
-    if not state:
-        return "–"
-    colour = colours.get(state, plots.UNCLASSIFIED_COLOUR)
-    return f'<span class="state" style="background:{colour}"></span>{_e(state)}'
+    return figure(plots.figure_html(fig, div_id), caption)
 
 
 def _write_csv(path: Path, rows: list[dict]) -> None:
@@ -118,16 +90,16 @@ def _header(title: str, counts: dict, index: dict, cells: dict) -> str:
     seeds = sorted({r.get("seed") for r in index.values() if r.get("seed") is not None})
     seed_range = (f"{min(seeds_per_cell)}" if seeds_per_cell and min(seeds_per_cell) == max(seeds_per_cell)
                   else f"{min(seeds_per_cell)}–{max(seeds_per_cell)}" if seeds_per_cell else "0")
-    present = ", ".join(f"{_e(t)} ({n} rows)" for t, n in counts.items() if n)
+    present = ", ".join(f"{text(t)} ({n} rows)" for t, n in counts.items() if n)
     absent = [t for t in rd.TABLES if t != "activations" and not counts.get(t)]
     return (
-        f"<h1>{_e(title)}</h1>"
-        f'<p class="meta">Studies: {_e(", ".join(studies) or "–")}<br>'
-        f"Runs: {len(index)} ({_e(', '.join(f'{k}: {v}' for k, v in sorted(status.items())) or 'none')})<br>"
+        f"<h1>{text(title)}</h1>"
+        f'<p class="meta">Studies: {text(", ".join(studies)) or MISSING}<br>'
+        f"Runs: {len(index)} ({text(', '.join(f'{k}: {v}' for k, v in sorted(status.items())) or 'none')})<br>"
         f"Cells (model × dataset × optimizer): {len(cells)}; seeds per cell: {seed_range}; "
-        f"distinct seeds: {_e(', '.join(str(s) for s in seeds) or '–')}<br>"
+        f"distinct seeds: {text(', '.join(str(s) for s in seeds)) or MISSING}<br>"
         f"Tables: {present or 'none'}"
-        + (f"; missing or empty: {_e(', '.join(absent))}" if absent else "") + "</p>"
+        + (f"; missing or empty: {text(', '.join(absent))}" if absent else "") + "</p>"
         '<p class="meta">Contents: ' + " · ".join(f'<a href="#{a}">{t}</a>' for a, t in CONTENTS) + "</p>"
     )
 
@@ -138,14 +110,14 @@ def _integrity_notes(index: dict, unreadable: list[tuple]) -> str:
     retried = sorted((r["run_id"], r["attempts"]) for r in index.values() if (r.get("attempts") or 1) > 1)
     if retried:
         notes.append(f"Retried or resumed runs ({len(retried)}): "
-                     + ", ".join(f"{_e(rid)} ({n} attempts)" for rid, n in retried))
+                     + ", ".join(f"{text(rid)} ({n} attempts)" for rid, n in retried))
     gaps = sorted((r["run_id"], r["reason"]) for r in index.values() if r.get("reason"))
     if gaps:
         notes.append(f"<b>Incomplete runs ({len(gaps)}), kept out of the cross-seed tables and claims</b>: "
-                     + "; ".join(f"{_e(rid)}: {_e(why)}" for rid, why in gaps))
+                     + "; ".join(f"{text(rid)}: {text(why)}" for rid, why in gaps))
     if unreadable:
         notes.append(f"<b>Files in the store that do not belong ({len(unreadable)}), not read</b>: "
-                     + "; ".join(f"{_e(path)} ({_e(why)})" for _, path, why in unreadable[:20])
+                     + "; ".join(f"{text(path)} ({text(why)})" for _, path, why in unreadable[:20])
                      + (" ..." if len(unreadable) > 20 else ""))
     return "".join(f'<p class="meta">{n}</p>' for n in notes)
 
@@ -157,16 +129,16 @@ def _seed_cell(r: dict, metric: str, k: float) -> str:
     cv = rd.finite_or_none(r.get("cv"))
     n, runs = r.get("n_seeds") or 0, r.get("n_runs")
     seeds = f"fired in {n} of {runs} seeds" if metric == "trigger_epoch" and runs is not None else f"n={n}"
-    interval = f"[{_num(lo)}, {_num(hi)}]" if lo is not None and hi is not None else \
+    interval = f"[{num(lo)}, {num(hi)}]" if lo is not None and hi is not None else \
         ("no interval: fewer than 3 seeds" if n < 3 else "no interval: no spread")
-    cv_txt = "–" if cv is None else f"{cv * 100:.1f}%" + (" <b>high</b>" if abs(cv) > HIGH_CV else "")
-    return f"{_num(mean)} ± {_num(std)}<br><small>{seeds} · {interval} · CV {cv_txt}</small>"
+    cv_txt = MISSING if cv is None else f"{cv * 100:.1f}%" + (" <b>high</b>" if abs(cv) > HIGH_CV else "")
+    return f"{num(mean)} ± {num(std)}<br><small>{seeds} · {interval} · CV {cv_txt}</small>"
 
 
 def _cell_section(rows: list[dict], scale: float, colours: dict) -> str:
     out = ["<h2 id=\"cells\">1. Cell metrics across seeds</h2>"]
     if not rows:
-        return out[0] + _missing(["cell_variability"], "per-cell seed statistics")
+        return out[0] + missing(["cell_variability"], "per-cell seed statistics")
     out.append('<p class="meta">Each entry: seed mean ± std, then n seeds, the 95% percentile-bootstrap interval '
                "of the mean across seeds [low, high] (from 3 seeds on; none below; cut to the metric's range) and "
                f"CV = std / |mean|, flagged above {HIGH_CV * 100:.0f}%. The trigger epoch says in how many seeds the "
@@ -184,8 +156,8 @@ def _cell_section(rows: list[dict], scale: float, colours: dict) -> str:
         for cell in chunk:
             head = next(iter(by_cell[cell].values()))
             agree = rd.finite_or_none(head.get("state_agreement"))
-            agree_txt = f"{agree * 100:.0f}% of seeds" if agree is not None else "–"
-            heads.append(f"<th>{_e(rd.cell_label(cell))}<br><small>{_state(head.get('modal_state'), colours)} "
+            agree_txt = f"{agree * 100:.0f}% of seeds" if agree is not None else MISSING
+            heads.append(f"<th>{text(rd.cell_label(cell))}<br><small>{state(head.get('modal_state'), colours)} "
                          f"({agree_txt})</small></th>")
         out.append('<div class="wide"><table class="nosort"><tr><th>metric</th>' + "".join(heads) + "</tr>")
         for metric in metrics:
@@ -195,10 +167,10 @@ def _cell_section(rows: list[dict], scale: float, colours: dict) -> str:
             for cell in chunk:
                 r = by_cell[cell].get(metric)
                 if r is None:
-                    tds.append("<td>–</td>")
+                    tds.append(f"<td>{MISSING}</td>")
                     continue
                 tds.append(f"<td class=num>{_seed_cell(r, metric, k)}</td>")
-            out.append(f"<tr><td>{_e(label)}</td>{''.join(tds)}</tr>")
+            out.append(f"<tr><td>{text(label)}</td>{''.join(tds)}</tr>")
         out.append("</table></div>")
     return "".join(out)
 
@@ -210,18 +182,32 @@ def trajectory_groups(cells: dict, min_per_fig: int = 1) -> list[list]:
     return [keys[i:i + per_fig] for i in range(0, len(keys), per_fig)]
 
 
-def _trajectory_section(cells: dict, captures: dict, accuracy: dict) -> str:
+def plateau_note(points: float, recorded: bool) -> str:
+    """The plateau rule in words, with where its points come from."""
+    source = ("the points <code>dynstudy analyze</code> used, as its claims table records them" if recorded else
+              "the default points: this store's claims table does not record those <code>dynstudy analyze</code> "
+              "used")
+    return f"first epoch within {num(points)} percentage points of its best val accuracy, {source}"
+
+
+def trigger_rule(infos: list[dict]) -> str:
+    """The volatility trigger's rule of the runs ``infos``, from their own settings (each run's where they differ)."""
+    return rd.per_run_text(infos, lambda p: p.trigger_text())
+
+
+def _trajectory_section(cells: dict, captures: dict, accuracy: dict, plateaus: dict, plateau_text: str) -> str:
     """Section 2: one figure per cell (or a grid of cells when only accuracy is known)."""
     out = ["<h2 id=\"trajectories\">2. Trajectories per run</h2>"]
     panels = (list(rd.TRAJECTORY_METRICS) if captures else []) + (["val_acc"] if accuracy else [])
     if not panels:
-        return out[0] + _missing(["capture_metrics", "train_metrics"], "trajectories")
+        return out[0] + missing(["capture_metrics", "train_metrics"], "trajectories")
     if not captures:
-        out.append(_missing(["capture_metrics"], "metric trajectories (accuracy only below)"))
+        out.append(missing(["capture_metrics"], "metric trajectories (accuracy only below)"))
     out.append('<p class="meta">Seeds of a cell share one set of axes. Dashed vertical line: the run\'s volatility '
-               f"trigger (volatility below {plots.VOLATILITY_THRESHOLD} for 3 consecutive epochs); dotted line and "
-               f"star: its accuracy plateau (first epoch within {rd.PLATEAU_POINTS} points of its best val "
-               "accuracy). Epoch 0 is the untrained network. Hover a point for its run, seed, epoch and value; drag to "
+               "trigger, by the run's own settings (each figure's caption states the rule); dashed horizontal line in "
+               "the volatility panel: the threshold (one per threshold, labelled with its seeds, where the runs "
+               f"differ); dotted line and star: its accuracy plateau ({plateau_text}). "
+               "Epoch 0 is the untrained network. Hover a point for its run, seed, epoch and value; drag to "
                "zoom (double-click resets); click a seed in the legend to hide or show it in every panel, "
                "double-click to show it alone.</p>")
     # accuracy alone fits many cells into one figure (a grid); with metric panels, one cell is one row
@@ -238,13 +224,14 @@ def _trajectory_section(cells: dict, captures: dict, accuracy: dict) -> str:
                 status = info.get("status")
                 label = f"seed {info.get('seed')}" + ("" if status in (None, "finished") else f" ({status})")
                 runs.append({"run_id": rid, "seed": info.get("seed"), "label": label, "series": series,
-                             "trigger": info.get("trigger_epoch"),
-                             "plateau": rd.plateau_epoch(*accuracy[rid]) if rid in accuracy else None})
+                             "trigger": info.get("trigger_epoch"), "plateau": plateaus.get(rid),
+                             "vol_threshold": rd.params_of(info).vol_threshold})
             fig_cells.append({"title": rd.cell_label(cell), "runs": runs})
         names = "; ".join(rd.cell_label(c) for c in group)
         run_ids = ", ".join(r["run_id"] for c in group for r in cells[c])
+        rule = trigger_rule([r for c in group for r in cells[c]])
         out.append(_figure(plots.trajectory_figure(fig_cells, panels), f"fig-trajectory-{n}",
-                           f"Trajectories: {names} (runs {run_ids})."))
+                           f"Trajectories: {names} (runs {run_ids}). Volatility trigger: {rule}."))
     return "".join(out)
 
 
@@ -257,7 +244,7 @@ def _hm_section(index: dict) -> str:
             points.append({"h_eff": h, "m": m, "state": info.get("state"), "dataset": str(info.get("dataset")),
                            "run_id": info["run_id"], "seed": info.get("seed"), "cell": rd.cell_label(rd.cell_of(info))})
     if not points:
-        return out[0] + _missing(["run_summary"], "H-M plane")
+        return out[0] + missing(["run_summary"], "H-M plane")
     left = len(index) - len(points)
     caption = (f"Each run at its mean H_eff and mean metastability ({len(points)} runs"
                + (f"; {left} without both values left out" if left else "") + ").")
@@ -265,23 +252,31 @@ def _hm_section(index: dict) -> str:
     return "".join(out)
 
 
+def _cell_name(info: dict) -> str:
+    return rd.cell_label(rd.cell_of(info))
+
+
 def _controls_section(cells: dict, per_run: dict, by_cell: list[dict]) -> str:
     out = ["<h2 id=\"controls\">4. Metrics beside their controls</h2>",
-           f'<p class="note">{_e(CONTROLS_NOTE)} The order control feeds the samples in random instead of label '
+           f'<p class="note">{text(CONTROLS_NOTE)} The order control feeds the samples in random instead of label '
            "order; init is the untrained network (epoch 0).</p>"]
     if not per_run:
-        return "".join(out) + _missing(["run_summary", "controls", "capture_metrics"], "control comparison")
+        return "".join(out) + missing(["run_summary", "controls", "capture_metrics"], "control comparison")
     if not any(v["noise"] is not None or v["order"] is not None for v in per_run.values()):
-        out.append(_missing(["controls"], "noise and order controls"))
-    fig_cells = []
+        out.append(missing(["controls"], "noise and order controls"))
+    fig_cells, shown = [], []
     for cell, runs in cells.items():
+        shown += [r for r in runs if r["run_id"] in per_run]
         values = {k: [(r["run_id"], r.get("seed"),
                        per_run[r["run_id"]][k] if per_run[r["run_id"]][k] is not None else math.nan)
                       for r in runs if r["run_id"] in per_run] for k in rd.CONTROL_KEYS}
         if any(values.values()):
             fig_cells.append({"label": rd.cell_label(cell), "values": values})
-    out.append(_figure(plots.controls_figure(fig_cells), "fig-controls", "H_raw per cell: signal vs noise, order, "
-                       "init and channel re-draw controls, across seeds (hover a dot for its run)."))
+    h_opts = rd.by_setting(shown, "h_opt", _cell_name)
+    h_opt_text = rd.per_run_text(shown, lambda p: f"H_opt = {p.h_opt:g}", _cell_name)
+    out.append(_figure(plots.controls_figure(fig_cells, h_opts), "fig-controls", "H_raw per cell: signal vs noise, "
+                       "order, init and channel re-draw controls, across seeds (hover a dot for its run). Dashed "
+                       f"line: the H_eff optimum of the runs' own settings ({h_opt_text})."))
     stats = {(rd.cell_of(r), r["control"]): r for r in by_cell}
     out.append("<table><tr><th>cell</th><th>n seeds</th><th>signal</th><th>noise</th><th>order</th><th>init</th>"
                "<th>channel re-draw</th><th>signal − noise</th></tr>")
@@ -289,12 +284,12 @@ def _controls_section(cells: dict, per_run: dict, by_cell: list[dict]) -> str:
         got = {k: stats.get((cell, k)) for k in rd.CONTROL_KEYS}
         if not any(got.values()):
             continue
-        tds = "".join(f"<td class=num>{_num(s['mean'])} ± {_num(s['std'])}</td>" if s else "<td>–</td>"
+        tds = "".join(f"<td class=num>{num(s['mean'])} ± {num(s['std'])}</td>" if s else f"<td>{MISSING}</td>"
                       for s in got.values())
         diff = got["signal"]["mean"] - got["noise"]["mean"] if got["signal"] and got["noise"] else None
         n = max(s["n_seeds"] for s in got.values() if s)
-        out.append(f"<tr><td>{_e(rd.cell_label(cell))}</td><td class=num>{n}</td>{tds}"
-                   f"<td class=num>{_num(diff)}</td></tr>")
+        out.append(f"<tr><td>{text(rd.cell_label(cell))}</td><td class=num>{n}</td>{tds}"
+                   f"<td class=num>{num(diff)}</td></tr>")
     out.append("</table>")
     return "".join(out)
 
@@ -331,12 +326,15 @@ def write_report(con: duckdb.DuckDBPyConnection, out_path, *, title: str = "dyns
     index = rd.run_index(runs, summary)
     cells = rd.runs_by_cell(index)
     scale = rd.accuracy_scale(train)
-    accuracy = rd.accuracy_series(train, scale)
+    stored_acc = rd.val_acc_series(train)
+    accuracy = rd.accuracy_series(stored_acc, scale)
+    points, recorded = rd.plateau_points(claims)
+    plateaus = rd.plateau_epochs(stored_acc, scale, points)
     captures = rd.capture_series(capture_rows)
     control_rows = rd.read_rows(con, "controls", counts)
     per_run = rd.control_values(index, capture_rows, control_rows)
     by_cell = rd.controls_by_cell(cells, per_run)
-    runs_rows = run_table(cells, accuracy, scale)
+    runs_rows = run_table(cells, accuracy, scale, plateaus)
     curves = training_curves(train, scale)
     contrasts = cell_contrasts(summary, capture_rows, control_rows)
     colours = plots.state_colours([r.get("state") for r in index.values()]
@@ -359,23 +357,23 @@ def write_report(con: duckdb.DuckDBPyConnection, out_path, *, title: str = "dyns
         if rows:
             _write_csv(csv_dir / name, rows)
             href = Path(os.path.relpath(csv_dir / name, out_path.parent)).as_posix()
-            links.append(f'<a href="{_e(href)}">{_e(name)}</a> ({len(rows)} rows)')
+            links.append(f'<a href="{text(href)}">{text(name)}</a> ({len(rows)} rows)')
 
     body = [
         _header(title, counts, index, cells),
         _integrity_notes(index, rd.unreadable(con)),
         contrasts_section(contrasts),
-        claims_section(claims),
+        claims_section(claims, plateau_note(points, recorded)),
         _cell_section(variability, scale, colours),
-        _trajectory_section(cells, captures, accuracy),
+        _trajectory_section(cells, captures, accuracy, plateaus, plateau_note(points, recorded)),
         temporal_section(cells, rd.read_rows(con, "temporal_metrics", counts),
                          rd.read_rows(con, "temporal_controls", counts)),
         _hm_section(index),
         _controls_section(cells, per_run, by_cell),
-        run_section(runs_rows, bool(summary), colours, _num, _state, _missing),
+        run_section(runs_rows, bool(summary), colours, plateau_note(points, recorded)),
         sensitivity_section(sens),
         f'<h2 id="tables">Tables</h2><p class="meta">CSV: {" · ".join(links) or "none"}</p>',
-        run_details_section(cells, curves, colours, _state),
+        run_details_section(cells, curves, colours),
     ]
-    out_path.write_text(page_html(_e(title), "".join(body)), encoding="utf-8")
+    out_path.write_text(page_html(text(title), "".join(body)), encoding="utf-8")
     return out_path

@@ -12,11 +12,11 @@ from collections import defaultdict
 import duckdb
 import numpy as np
 
+from dynstudy.analysis.kernels.params import DEFAULTS, PLATEAU_POINTS, AnalysisParams
+from dynstudy.analysis.stats.claims import plateau_epoch
 from dynstudy.store_contract.schemas import TABLES
 
 CELL_KEYS = ("model", "dataset", "optimizer")
-#: A run's accuracy plateau: first epoch within this many percentage points of its best val_acc.
-PLATEAU_POINTS = 0.5
 #: Metric columns of capture_metrics drawn as trajectories.
 TRAJECTORY_METRICS = ("h_eff", "metastability", "psi", "volatility")
 
@@ -79,11 +79,55 @@ def cell_label(cell: tuple) -> str:
     return " · ".join(cell)
 
 
+def run_params(config) -> AnalysisParams | None:
+    """A run's analysis settings, read from its recorded config by :meth:`AnalysisParams.from_config`.
+
+    None when the config is not recorded or cannot be read (not JSON, not an
+    object, a setting this dynstudy does not know): the report then draws the
+    defaults and says so.
+    """
+    if config in (None, ""):
+        return None
+    try:
+        return AnalysisParams.from_config(config)
+    except (ValueError, TypeError, AttributeError):
+        return None
+
+
+def params_of(info: dict) -> AnalysisParams:
+    """The settings of a run info of :func:`run_index`: its own, or :data:`DEFAULTS` when they are unknown."""
+    return info.get("params") or DEFAULTS
+
+
+def per_run_text(infos: list[dict], describe, label=lambda info: info["run_id"]) -> str:
+    """``describe(settings)`` for the runs ``infos``: one text when they share it, else each text with its runs.
+
+    A run whose settings are unknown is described by the defaults, and named as such.
+    """
+    groups: dict[str, list[str]] = {}
+    for info in infos:
+        known = info.get("params") is not None
+        txt = describe(params_of(info)) + ("" if known else " (defaults: the run's config does not say)")
+        groups.setdefault(txt, {})[str(label(info))] = None
+    if len(groups) <= 1:
+        return next(iter(groups), describe(DEFAULTS))
+    return "the runs' settings differ: " + "; ".join(f"{t} ({', '.join(ids)})" for t, ids in groups.items())
+
+
+def by_setting(infos: list[dict], name: str, label=lambda info: info["run_id"]) -> dict:
+    """Value of the setting ``name`` -> the distinct labels of the runs ``infos`` with it, values in sorted order."""
+    out = defaultdict(dict)
+    for info in infos:
+        out[getattr(params_of(info), name)][str(label(info))] = None
+    return {v: list(out[v]) for v in sorted(out)}
+
+
 def run_index(runs: list[dict], summary: list[dict]) -> dict:
-    """run_id -> merged run info: the runs row, filled in from run_summary.
+    """run_id -> merged run info: the runs row, filled in from run_summary, with its settings as ``params``.
 
     runs is authoritative for identity and status (it is live); run_summary
     adds the analysis columns. Runs known only to one table are kept.
+    ``params``: the run's analysis settings (:func:`run_params`), None when unknown.
     """
     info = {}
     for row in summary:
@@ -98,6 +142,7 @@ def run_index(runs: list[dict], summary: list[dict]) -> dict:
         row["run_id"] = rid
         if row.get("n_epochs") is None and row.get("epochs_completed") is not None:
             row["n_epochs"] = row["epochs_completed"]
+        row["params"] = run_params(row.get("config"))
     return info
 
 
@@ -117,8 +162,8 @@ def accuracy_scale(train_rows: list[dict]) -> float:
     return 100.0 if not accs or max(accs) <= 1.0 + 1e-9 else 1.0
 
 
-def accuracy_series(train_rows: list[dict], scale: float) -> dict:
-    """run_id -> (epochs, val_acc in %) with one value per epoch (its last step)."""
+def val_acc_series(train_rows: list[dict]) -> dict:
+    """run_id -> (epochs, val_acc as stored) with one value per epoch (its last step)."""
     last = {}
     for r in train_rows:
         acc = finite_or_none(r.get("val_acc"))
@@ -127,22 +172,33 @@ def accuracy_series(train_rows: list[dict], scale: float) -> dict:
         key = (str(r["run_id"]), int(r["epoch"]))
         step = r.get("step") if r.get("step") is not None else -1
         if key not in last or step >= last[key][0]:
-            last[key] = (step, acc * scale)
+            last[key] = (step, acc)
     out = defaultdict(lambda: ([], []))
     for (rid, epoch), (_, acc) in sorted(last.items()):
         out[rid][0].append(epoch)
         out[rid][1].append(acc)
-    return {rid: (np.array(e), np.array(a)) for rid, (e, a) in out.items()}
+    return {rid: (np.array(e), np.array(a, dtype=float)) for rid, (e, a) in out.items()}
 
 
-def plateau_epoch(epochs, acc_percent, points: float = PLATEAU_POINTS):
-    """First epoch whose accuracy (in %) is within ``points`` of the run's best, or None."""
-    acc = np.asarray(acc_percent, dtype=float)
-    if not len(acc) or not np.isfinite(acc).any():
-        return None
-    best = np.nanmax(acc)
-    hit = np.flatnonzero(acc >= best - points)
-    return int(np.asarray(epochs)[hit[0]])
+def accuracy_series(stored: dict, scale: float) -> dict:
+    """run_id -> (epochs, val_acc in %) from :func:`val_acc_series` (``scale``: :func:`accuracy_scale`)."""
+    return {rid: (e, a * scale) for rid, (e, a) in stored.items()}
+
+
+def plateau_points(claims: list[dict]) -> tuple[float, bool]:
+    """(points, recorded): the plateau points ``dynstudy analyze`` used, as its ``claims`` rows record them.
+
+    Claims of an older analysis, or no claims: (:data:`PLATEAU_POINTS`, False).
+    """
+    found = [v for v in (r.get("plateau_points") for r in claims) if v is not None and math.isfinite(v)]
+    return (float(found[0]), True) if found else (PLATEAU_POINTS, False)
+
+
+def plateau_epochs(stored: dict, scale: float, points: float) -> dict:
+    """run_id -> its accuracy plateau epoch (or None): the claims' rule
+    (:func:`dynstudy.analysis.stats.claims.plateau_epoch`, within ``points`` percentage points of the best) on
+    :func:`val_acc_series`, as a fraction (``scale`` 100: stored as one; 1: stored in %)."""
+    return {rid: plateau_epoch(e, a if scale == 100 else a / 100, points) for rid, (e, a) in stored.items()}
 
 
 def capture_series(capture_rows: list[dict]) -> dict:

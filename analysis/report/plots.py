@@ -11,12 +11,11 @@ epoch and value; drag to zoom, double-click to reset; clicking a legend entry
 hides or shows that seed (or state, or control) in every panel of the
 figure, double-clicking isolates it.
 
-Strings from the data are HTML-escaped before plotly sees them (plotly reads
-a small subset of HTML in labels).
+Strings from the data are HTML-escaped by :func:`dynstudy.analysis.report.html.text`
+before plotly sees them (plotly reads a small subset of HTML in labels).
 """
 from __future__ import annotations
 
-import html
 import json
 import math
 
@@ -24,8 +23,8 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-#: Volatility below this for 3 consecutive epochs fires the convergence trigger.
-VOLATILITY_THRESHOLD = 0.35
+from dynstudy.analysis.report.html import UNCLASSIFIED_COLOUR, text
+
 #: Taxonomy states in rule order, each with a fixed colour.
 STATE_COLOURS = {
     "Stable Convergent": "#1f77b4",
@@ -34,7 +33,6 @@ STATE_COLOURS = {
     "Transitional": "#ff7f0e",
     "Partial Integration": "#9467bd",
 }
-UNCLASSIFIED_COLOUR = "#7f7f7f"
 #: Colours for state labels outside the taxonomy (a changed rule, a custom label).
 OTHER_STATE_COLOURS = ("#8c564b", "#e377c2", "#bcbd22", "#17becf")
 #: Seed colours (matplotlib's tab10); more seeds than this cycle through a viridis ramp.
@@ -65,11 +63,6 @@ ROW_HEIGHT = 270
 #: Options of every figure: fills its container's width, no plotly logo, no link to plotly's website.
 PLOT_CONFIG = {"responsive": True, "displaylogo": False, "showLink": False, "showSendToCloud": False}
 HOVER_POINT = "run %{customdata[0]}<br>seed %{customdata[1]}<br>epoch %{x}<br>%{fullData.meta}: %{y:.4g}<extra></extra>"
-
-
-def label_text(value) -> str:
-    """Text from the data, escaped for plotly's HTML-like labels."""
-    return html.escape("" if value is None else str(value))
 
 
 def plotly_js() -> str:
@@ -132,10 +125,24 @@ def _trajectory_slots(cells: list[dict], panels: list[str]) -> tuple[int, int, l
     return n_rows, n_cols, slots
 
 
-def vertical_line(x: float, lo: float, hi: float, colour: str, dash: str, group: str, text: str) -> go.Scatter:
+def vertical_line(x: float, lo: float, hi: float, colour: str, dash: str, group: str, hover: str) -> go.Scatter:
     """A vertical line from ``lo`` to ``hi`` at ``x``, in ``group`` (so it hides with its seed)."""
     return go.Scatter(x=[x, x], y=[lo, hi], mode="lines", line={"color": colour, "dash": dash, "width": 1},
-                      legendgroup=group, showlegend=False, hovertemplate=f"{text}<extra></extra>")
+                      legendgroup=group, showlegend=False, hovertemplate=f"{hover}<extra></extra>")
+
+
+def reference_lines(fig: go.Figure, values: dict, name: str, row=None, col=None, annotate_one: bool = False) -> None:
+    """Dashed horizontal lines at a setting's ``values`` ({value: labels of the runs with it}).
+
+    One value: one line, annotated "``name`` = value" with ``annotate_one``
+    (else the caption names it). Several: a line per value, each annotated
+    with the value and the runs (or cells) that use it.
+    """
+    for value, labels in values.items():
+        note = f"{name} = {value:g}" + (f": {', '.join(labels)}" if len(values) > 1 else "")
+        fig.add_hline(y=value, line={"color": "black", "dash": "dash", "width": 1}, row=row, col=col,
+                      exclude_empty_subplots=False, annotation_position="top left", annotation_font_size=9,
+                      annotation_text=text(note) if annotate_one or len(values) > 1 else None)
 
 
 def trajectory_figure(cells: list[dict], panels: list[str]) -> go.Figure:
@@ -146,15 +153,17 @@ def trajectory_figure(cells: list[dict], panels: list[str]) -> go.Figure:
     cells : one dict per cell, with ``title`` (str) and ``runs``: a list of
         dicts with ``run_id``, ``seed``, ``label`` (str), ``series`` ({panel
         key: (epochs, values)}), ``trigger`` (epoch of the volatility trigger
-        or None) and ``plateau`` (first epoch within 0.5 points of the best
-        val accuracy, or None). The seeds of a cell share each panel's axes.
+        or None), ``vol_threshold`` (the run's volatility threshold) and
+        ``plateau`` (its accuracy plateau epoch, or None). The seeds of a
+        cell share each panel's axes.
     panels : keys of :data:`TRAJECTORY_PANELS`, in column order. With a
         single panel the cells wrap into rows of :data:`SINGLE_PANEL_COLUMNS`.
 
     Returns
     -------
     The figure. Each run is one legend entry that shows or hides it in every
-    panel; the volatility panel carries the threshold line; a run's trigger
+    panel; the volatility panel carries its runs' threshold (a line per
+    threshold, labelled with its seeds, when they differ); a run's trigger
     is a dashed vertical line in every panel, its plateau a dotted line and
     a star on the accuracy panel.
     """
@@ -163,7 +172,7 @@ def trajectory_figure(cells: list[dict], panels: list[str]) -> go.Figure:
     for row, col, i, key in slots:
         name = TRAJECTORY_PANELS[key][0]
         first = len(panels) == 1 or col == 1
-        titles[(row - 1) * n_cols + col - 1] = f"{label_text(cells[i]['title'])}<br>{name}" if first else name
+        titles[(row - 1) * n_cols + col - 1] = f"{text(cells[i]['title'])}<br>{name}" if first else name
     fig = make_subplots(rows=n_rows, cols=n_cols, subplot_titles=titles, horizontal_spacing=0.06,
                         vertical_spacing=min(0.3 / n_rows, 0.12) if n_rows > 1 else 0.1)
     several = len(cells) > 1 and len(panels) == 1
@@ -176,36 +185,38 @@ def trajectory_figure(cells: list[dict], panels: list[str]) -> go.Figure:
         yall = np.concatenate([y for _, y in ys]) if ys else np.array([])
         lo, hi = (float(yall.min()), float(yall.max())) if len(yall) else (0.0, 1.0)
         if key == "volatility":
-            lo, hi = 0.0, max(hi, VOLATILITY_THRESHOLD * 1.2)
-            fig.add_hline(y=VOLATILITY_THRESHOLD, line={"color": "black", "dash": "dash", "width": 1},
-                          row=row, col=col, exclude_empty_subplots=False)
+            thresholds = {}
+            for run in cell["runs"]:
+                thresholds.setdefault(float(run["vol_threshold"]), []).append(str(run["label"]))
+            lo, hi = 0.0, max([hi] + [t * 1.2 for t in thresholds])
+            reference_lines(fig, dict(sorted(thresholds.items())), "threshold", row, col)
             fig.update_yaxes(range=[0.0, hi * 1.05], row=row, col=col)
         fig.update_xaxes(title_text="epoch", range=[-0.3, max(xs + [1.0]) + 0.3], dtick=None, row=row, col=col)
         fig.update_yaxes(title_text=TRAJECTORY_PANELS[key][1], row=row, col=col)
         for run, colour, (x, y) in zip(cell["runs"], seed_colours(len(cell["runs"])), ys):
             group = str(run["run_id"])
-            label = (f"{label_text(cell['title'])} · " if several else "") + label_text(run["label"])
+            label = (f"{text(cell['title'])} · " if several else "") + text(run["label"])
             fig.add_trace(go.Scatter(
                 x=x, y=y, mode="lines+markers" if len(x) <= 30 else "lines", name=label, legendgroup=group,
                 showlegend=group not in shown, line={"color": colour, "width": 1.5}, marker={"size": 5},
-                customdata=[[label_text(run["run_id"]), label_text(run.get("seed"))]] * len(x),
+                customdata=[[text(run["run_id"]), text(run.get("seed"))]] * len(x),
                 meta=TRAJECTORY_PANELS[key][0],
                 hovertemplate=HOVER_POINT), row=row, col=col)
             shown.add(group)
             if run.get("trigger") is not None:
                 fig.add_trace(vertical_line(run["trigger"], lo, hi, colour, "dash", group,
-                                        f"run {label_text(run['run_id'])}: volatility trigger at epoch "
+                                        f"run {text(run['run_id'])}: volatility trigger at epoch "
                                         f"{run['trigger']}"),
                               row=row, col=col)
             if key == "val_acc" and run.get("plateau") is not None:
-                text = f"run {label_text(run['run_id'])}: accuracy plateau at epoch {run['plateau']}"
-                fig.add_trace(vertical_line(run["plateau"], lo, hi, colour, "dot", group, text), row=row, col=col)
+                hover = f"run {text(run['run_id'])}: accuracy plateau at epoch {run['plateau']}"
+                fig.add_trace(vertical_line(run["plateau"], lo, hi, colour, "dot", group, hover), row=row, col=col)
                 at = x == run["plateau"]
                 if at.any():
                     fig.add_trace(go.Scatter(x=x[at], y=y[at], mode="markers", legendgroup=group, showlegend=False,
                                              marker={"symbol": "star", "size": 13, "color": colour,
                                                      "line": {"color": "black", "width": 0.5}},
-                                             hovertemplate=f"{text}<extra></extra>"), row=row, col=col)
+                                             hovertemplate=f"{hover}<extra></extra>"), row=row, col=col)
         if not len(yall):
             fig.add_annotation(text="no data", showarrow=False, font={"color": "grey"}, xref="x domain",
                                yref="y domain", x=0.5, y=0.5, row=row, col=col)
@@ -258,10 +269,10 @@ def hm_plane_figure(points: list[dict]) -> go.Figure:
                 continue
             fig.add_trace(go.Scatter(
                 x=[p["h_eff"] for p in group], y=[p["m"] for p in group], mode="markers",
-                name=f"{label_text(state)} · {label_text(dataset)}", legendgroup=state,
+                name=f"{text(state)} · {text(dataset)}", legendgroup=state,
                 marker={"symbol": symbols[dataset], "size": 10, "color": colours[state], "opacity": 0.85,
                         "line": {"color": "black", "width": 0.5}},
-                customdata=[[label_text(p["run_id"]), label_text(p["seed"]), label_text(p["cell"]), label_text(state)]
+                customdata=[[text(p["run_id"]), text(p["seed"]), text(p["cell"]), text(state)]
                             for p in group],
                 hovertemplate="run %{customdata[0]}<br>seed %{customdata[1]}<br>%{customdata[2]}<br>"
                               "state %{customdata[3]}<br>H_eff %{x:.4g}<br>M %{y:.4g}<extra></extra>"))
@@ -270,14 +281,15 @@ def hm_plane_figure(points: list[dict]) -> go.Figure:
     return finish_layout(fig, 480, "Runs in the H-M plane (colour: state, marker: dataset)")
 
 
-def controls_figure(cells: list[dict], h_opt: float = 0.7) -> go.Figure:
+def controls_figure(cells: list[dict], h_opts: dict) -> go.Figure:
     """H_raw of the signal beside its noise, order, init and channel re-draw controls, per cell.
 
     Parameters
     ----------
     cells : dicts with ``label`` (str) and ``values``: {control key of
         :data:`CONTROL_BARS`: list of (run_id, seed, value) with NaN allowed}.
-    h_opt : drawn as a reference line (the H_eff optimum).
+    h_opts : the runs' H_eff optimum, {value: labels of the cells whose
+        runs use it}: a reference line per value.
 
     Returns
     -------
@@ -286,8 +298,8 @@ def controls_figure(cells: list[dict], h_opt: float = 0.7) -> go.Figure:
     zero, so gaps between signal and controls stay visible.
     """
     fig = go.Figure()
-    labels = [label_text(c["label"]) for c in cells]
-    spans = [h_opt]
+    labels = [text(c["label"]) for c in cells]
+    spans = list(h_opts)
     for key, label, colour in CONTROL_BARS:
         means, stds, xs, dots, data = [], [], [], [], []
         for cell, name in zip(cells, labels):
@@ -300,7 +312,7 @@ def controls_figure(cells: list[dict], h_opt: float = 0.7) -> go.Figure:
             for rid, seed, v in vals:
                 xs.append(name)
                 dots.append(v)
-                data.append([label_text(rid), label_text(seed)])
+                data.append([text(rid), text(seed)])
         if not xs:
             continue
         fig.add_trace(go.Scatter(x=labels, y=means, mode="markers", name=label, legendgroup=key, offsetgroup=key,
@@ -313,9 +325,9 @@ def controls_figure(cells: list[dict], h_opt: float = 0.7) -> go.Figure:
                                  marker={"size": 6, "color": colour, "line": {"color": "black", "width": 0.7}},
                                  customdata=data, hovertemplate=(f"{label}<br>run %{{customdata[0]}}<br>seed "
                                                                  "%{customdata[1]}<br>H_raw %{y:.4g}<extra></extra>")))
-    fig.add_hline(y=h_opt, line={"color": "black", "dash": "dash", "width": 1},
-                  annotation_text=f"H_opt = {h_opt}", annotation_position="top left")
+    reference_lines(fig, h_opts, "H_opt", annotate_one=True)
     # an explicit range: grouped scatter traces would otherwise pull the axis down to 0, as bars do
+    spans = spans or [0.0]
     pad = 0.08 * (max(spans) - min(spans)) or 0.05
     fig.update_yaxes(title_text="H_raw (mean DFA exponent)", range=[min(spans) - pad, max(spans) + pad])
     fig.update_layout(scattermode="group", scattergap=0.3)
@@ -352,7 +364,7 @@ def training_figure(run_id: str, curves: dict) -> go.Figure:
             x, y = _finite(*curves.get(column, ([], [])))
             fig.add_trace(go.Scatter(x=x, y=y, mode="lines+markers" if len(x) <= 30 else "lines", name=label,
                                      line={"color": colour, "dash": dash, "width": 1.5}, marker={"size": 4},
-                                     hovertemplate=f"run {label_text(run_id)}<br>epoch %{{x}}<br>{label}: %{{y:.4g}}"
+                                     hovertemplate=f"run {text(run_id)}<br>epoch %{{x}}<br>{label}: %{{y:.4g}}"
                                                    "<extra></extra>"), row=1, col=col)
         fig.update_xaxes(title_text="epoch", row=1, col=col)
         fig.update_yaxes(title_text=ylabel, row=1, col=col)

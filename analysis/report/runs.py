@@ -11,12 +11,12 @@ from __future__ import annotations
 import json
 import re
 from collections import defaultdict
-from html import escape
 
 import numpy as np
 
 from dynstudy.analysis.report import data as rd
 from dynstudy.analysis.report import plots
+from dynstudy.analysis.report.html import missing, num_cell, state, text, text_cell
 
 RUN_COLUMNS = ("run_id", "study", "model", "dataset", "optimizer", "seed", "status", "stop_reason", "attempts",
                "n_epochs", "state", "trigger_epoch", "plateau_epoch", "best_val_acc_pct", "best_epoch", "h_eff_mean",
@@ -40,8 +40,9 @@ def run_anchor(run_id: str) -> str:
     return "run-" + re.sub(r"[^A-Za-z0-9_.-]", "_", str(run_id))
 
 
-def run_table(cells: dict, accuracy: dict, scale: float) -> list[dict]:
-    """One row per run, in cell then seed order, with the plateau epoch and best accuracy in %."""
+def run_table(cells: dict, accuracy: dict, scale: float, plateaus: dict) -> list[dict]:
+    """One row per run, in cell then seed order, with the plateau epoch (``plateaus``: run_id -> epoch, of
+    :func:`dynstudy.analysis.report.data.plateau_epochs`) and best accuracy in %."""
     rows = []
     for runs in cells.values():
         for info in runs:
@@ -51,23 +52,15 @@ def run_table(cells: dict, accuracy: dict, scale: float) -> list[dict]:
             if best is None and rid in accuracy and len(accuracy[rid][1]):
                 best = float(max(accuracy[rid][1]))
             row = {k: info.get(k) for k in RUN_COLUMNS}
-            row["plateau_epoch"] = rd.plateau_epoch(*accuracy[rid]) if rid in accuracy else None
+            row["plateau_epoch"] = plateaus.get(rid)
             row["best_val_acc_pct"] = best
             rows.append(row)
     return rows
 
 
-def _num_cell(value, fmt) -> str:
-    v = rd.finite_or_none(value)
-    return f'<td class=num data-v="{v!r}">{fmt(value)}</td>' if v is not None else "<td class=num>–</td>"
-
-
-def run_section(rows: list[dict], analysed: bool, colours: dict, fmt, state_html, missing) -> str:
-    """HTML of section 5: the run table, each run id linking to its section.
-
-    ``fmt``, ``state_html`` and ``missing`` are the report's number format,
-    state swatch and missing-table notice, so every section reads alike.
-    """
+def run_section(rows: list[dict], analysed: bool, colours: dict, plateau_html: str) -> str:
+    """HTML of section 5: the run table, each run id linking to its section; ``plateau_html`` states the
+    plateau rule (:func:`dynstudy.analysis.report.build.plateau_note`)."""
     out = ['<h2 id="runs">5. Runs</h2>']
     if not rows:
         return out[0] + missing(["runs", "run_summary"], "run table")
@@ -76,20 +69,21 @@ def run_section(rows: list[dict], analysed: bool, colours: dict, fmt, state_html
     columns = list(RUN_COLUMNS)
     if len({r["study"] for r in rows}) == 1:
         columns.remove("study")  # named in the header
-    out.append('<p class="meta">Click a column head to sort; a run id opens that run\'s section.</p>'
+    out.append('<p class="meta">Click a column head to sort; a run id opens that run\'s section. Plateau epoch: '
+               f"the {plateau_html}.</p>"
                '<div class="wide"><table class="runs"><tr>'
                + "".join(f"<th>{RUN_HEADS[k]}</th>" for k in columns) + "</tr>")
     for r in rows:
         tds = []
         for k in columns:
             if k == "state":
-                tds.append(f"<td>{state_html(r[k], colours)}</td>")
+                tds.append(f"<td>{state(r[k], colours)}</td>")
             elif k == "run_id":
-                tds.append(f'<td class="rid"><a href="#{run_anchor(r[k])}">{escape(str(r[k]))}</a></td>')
+                tds.append(f'<td class="rid"><a href="#{run_anchor(r[k])}">{text(r[k])}</a></td>')
             elif k in TEXT_COLUMNS:
-                tds.append(f"<td>{escape(str(r[k])) if r[k] is not None else '–'}</td>")
+                tds.append(text_cell(r[k]))
             else:
-                tds.append(_num_cell(r[k], fmt))
+                tds.append(num_cell(r[k]))
         out.append("<tr>" + "".join(tds) + "</tr>")
     out.append("</table></div>")
     return "".join(out)
@@ -120,27 +114,27 @@ def training_curves(train_rows: list[dict], scale: float) -> dict:
     return out
 
 
-def _json_block(text, label: str) -> str:
+def _json_block(raw, label: str) -> str:
     """A collapsed block with a JSON field pretty-printed (or shown as stored when it is not JSON)."""
-    if text in (None, ""):
-        return f'<p class="muted">{escape(label)}: not recorded</p>'
+    if raw in (None, ""):
+        return f'<p class="muted">{text(label)}: not recorded</p>'
     try:
-        body = json.dumps(json.loads(text), indent=2, sort_keys=True)
+        body = json.dumps(json.loads(raw), indent=2, sort_keys=True)
     except (TypeError, ValueError):
-        body = str(text)
-    return f"<details><summary>{escape(label)}</summary><pre>{escape(body)}</pre></details>"
+        body = str(raw)
+    return f"<details><summary>{text(label)}</summary><pre>{text(body)}</pre></details>"
 
 
-def _versions(text) -> str:
+def _versions(raw) -> str:
     try:
-        versions = json.loads(text) if text else {}
+        versions = json.loads(raw) if raw else {}
     except (TypeError, ValueError):
         versions = None
     if not isinstance(versions, dict):
-        return _json_block(text, "software versions")
+        return _json_block(raw, "software versions")
     if not versions:
         return '<p class="muted">software versions: not recorded</p>'
-    return "<p class=meta>Software: " + ", ".join(f"{escape(str(k))} {escape(str(v))}"
+    return "<p class=meta>Software: " + ", ".join(f"{text(k)} {text(v)}"
                                                    for k, v in sorted(versions.items())) + "</p>"
 
 
@@ -155,7 +149,7 @@ def _timing(curves: dict | None) -> str:
     return f"<p class=meta>{'; '.join(parts)}</p>" if parts else ""
 
 
-def run_details_section(cells: dict, curves: dict, colours: dict, state_html) -> str:
+def run_details_section(cells: dict, curves: dict, colours: dict) -> str:
     """HTML of section 6: one section per run, in the run table's order."""
     out = ['<h2 id="rundetails">6. Run details</h2>']
     runs = [info for group in cells.values() for info in group]
@@ -168,9 +162,9 @@ def run_details_section(cells: dict, curves: dict, colours: dict, state_html) ->
             value = info.get(key)
             if value is None or value == "":
                 continue
-            shown = state_html(value, colours) if key == "state" else escape(str(value))
-            fields.append(f"<tr><th>{escape(label)}</th><td>{shown}</td></tr>")
-        out.append(f'<section class="run" id="{run_anchor(rid)}"><h3>Run {escape(str(rid))}</h3>'
+            shown = state(value, colours) if key == "state" else text(value)
+            fields.append(f"<tr><th>{text(label)}</th><td>{shown}</td></tr>")
+        out.append(f'<section class="run" id="{run_anchor(rid)}"><h3>Run {text(rid)}</h3>'
                    f'<p class=meta><a href="#runs">back to the run table</a></p>'
                    f'<div class="runinfo"><table class="nosort">{"".join(fields)}</table><div>'
                    + _versions(info.get("versions")) + _timing(curves.get(rid))

@@ -8,7 +8,6 @@ one-line note instead.
 from __future__ import annotations
 
 from collections import defaultdict
-from html import escape
 
 import numpy as np
 import plotly.graph_objects as go
@@ -17,6 +16,7 @@ from plotly.subplots import make_subplots
 from dynstudy.analysis.kernels.temporal import CONTROLS, WHOLE_RUN
 from dynstudy.analysis.report import data as rd
 from dynstudy.analysis.report import plots
+from dynstudy.analysis.report.html import MISSING, figure, mean_std, text
 
 #: Panels of a cell's temporal figure: temporal_metrics column, title, y label, surrogates drawn.
 PANELS = (("h_eff", "Integration H_eff per window", "H_eff (0..1)", True),
@@ -30,7 +30,9 @@ NOTE = ("The temporal protocol: each metric channel's mean activation over the s
         "sliding windows. Each window's point sits at its last step. Grey lines: the seeds' mean of the same "
         "metric on a time-shuffled surrogate (temporal order destroyed: H near 0.5) and on a phase-randomised one "
         "(each channel's spectrum kept); a metric that sits on its surrogate says nothing about temporal "
-        "structure beyond the spectrum. Dashed vertical line: the run's temporal trigger.")
+        "structure beyond the spectrum. Dashed vertical line: the run's temporal trigger; dashed horizontal line in "
+        "the volatility panel: its threshold. Both follow each run's own settings, which every figure's caption states "
+        "(in the temporal protocol the rule counts windows, not epochs).")
 
 
 def _by_run(rows: list[dict]) -> dict:
@@ -56,8 +58,22 @@ def _surrogate_levels(runs: list[dict], controls: dict, ends: dict) -> dict:
     return out
 
 
+def seed_label(info: dict) -> str:
+    """A run as the temporal figure's legend names it."""
+    return f"seed {info.get('seed')}"
+
+
+def trigger_rule(runs: list[dict]) -> str:
+    """The temporal trigger's rule of ``runs`` (run infos), in words: one rule, or each with its seeds."""
+    return rd.per_run_text(runs, lambda p: p.trigger_text("windows"), seed_label)
+
+
 def temporal_figure(title: str, runs: list[dict], metrics: dict, controls: dict) -> go.Figure:
-    """One cell's temporal figure: a panel per :data:`PANELS`, a line per seed over the windows' end steps."""
+    """One cell's temporal figure: a panel per :data:`PANELS`, a line per seed over the windows' end steps.
+
+    The volatility panel carries the runs' own threshold
+    (:func:`dynstudy.analysis.report.data.params_of`), a line per threshold when they differ.
+    """
     fig = make_subplots(rows=1, cols=len(PANELS), subplot_titles=[p[1] for p in PANELS], horizontal_spacing=0.06)
     ends = {}
     for info in runs:
@@ -73,9 +89,9 @@ def temporal_figure(title: str, runs: list[dict], metrics: dict, controls: dict)
             y = [np.nan if rd.finite_or_none(r.get(metric)) is None else r[metric] for r in rows]
             group = str(info["run_id"])
             fig.add_trace(go.Scatter(
-                x=x, y=y, mode="lines+markers", name=f"seed {plots.label_text(info.get('seed'))}", legendgroup=group,
+                x=x, y=y, mode="lines+markers", name=f"seed {text(info.get('seed'))}", legendgroup=group,
                 showlegend=group not in shown, line={"color": colour, "width": 1.5}, marker={"size": 5},
-                customdata=[[plots.label_text(group), plots.label_text(info.get("seed")), r["start_step"],
+                customdata=[[text(group), text(info.get("seed")), r["start_step"],
                              r["end_epoch"]] for r in rows],
                 hovertemplate=("run %{customdata[0]}<br>seed %{customdata[1]}<br>steps %{customdata[2]}-%{x} "
                                f"(epoch %{{customdata[3]}})<br>{metric}: %{{y:.4g}}<extra></extra>")), row=1, col=col)
@@ -84,7 +100,7 @@ def temporal_figure(title: str, runs: list[dict], metrics: dict, controls: dict)
             finite = [v for v in y if np.isfinite(v)]
             if trig is not None and finite:
                 fig.add_trace(plots.vertical_line(trig, min(finite), max(finite), colour, "dash", group,
-                                              f"run {plots.label_text(group)}: temporal trigger at step {trig}"),
+                                              f"run {text(group)}: temporal trigger at step {trig}"),
                               row=1, col=col)
         if surrogates:
             for name in CONTROLS:
@@ -97,19 +113,11 @@ def temporal_figure(title: str, runs: list[dict], metrics: dict, controls: dict)
                                                        "<extra></extra>"), row=1, col=col)
                 shown.add(name)
         if metric == "volatility":
-            fig.add_hline(y=plots.VOLATILITY_THRESHOLD, line={"color": "black", "dash": "dash", "width": 1},
-                          row=1, col=col, exclude_empty_subplots=False)
+            plots.reference_lines(fig, rd.by_setting(runs, "vol_threshold", seed_label), "threshold", 1, col)
         fig.update_xaxes(title_text="optimiser step", row=1, col=col)
         fig.update_yaxes(title_text=ylabel, row=1, col=col)
     fig.update_annotations(font_size=11)
-    return plots.finish_layout(fig, 330, escape(title))
-
-
-def _mean_std(values) -> str:
-    vals = [v for v in (rd.finite_or_none(x) for x in values) if v is not None]
-    if not vals:
-        return "–"
-    return f"{np.mean(vals):.3g} ± {np.std(vals, ddof=1):.2g}" if len(vals) > 1 else f"{vals[0]:.3g}"
+    return plots.finish_layout(fig, 330, text(title))
 
 
 def _table(cells: dict, metrics: dict, controls: dict) -> str:
@@ -125,12 +133,12 @@ def _table(cells: dict, metrics: dict, controls: dict) -> str:
         states = sorted({str(r.get("temporal_state")) for r in runs if r.get("temporal_state")})
         triggers = [r.get("temporal_trigger_step") for r in runs]
         fired = [t for t in triggers if t is not None]
-        cols = (_mean_std(r.get("temporal_h_raw") for r in runs), _mean_std(c["h_raw"] for c in whole["shuffled"]),
-                _mean_std(c["h_raw"] for c in whole["phase_randomised"]), _mean_std(r.get("h_raw_mean") for r in runs),
-                _mean_std(r.get("temporal_metastability") for r in runs),
-                _mean_std(c["metastability"] for c in whole["shuffled"]), escape(", ".join(states) or "–"),
+        cols = (mean_std(r.get("temporal_h_raw") for r in runs), mean_std(c["h_raw"] for c in whole["shuffled"]),
+                mean_std(c["h_raw"] for c in whole["phase_randomised"]), mean_std(r.get("h_raw_mean") for r in runs),
+                mean_std(r.get("temporal_metastability") for r in runs),
+                mean_std(c["metastability"] for c in whole["shuffled"]), text(", ".join(states)) or MISSING,
                 f"fired in {len(fired)} of {len(runs)}" + (f": {', '.join(str(t) for t in fired)}" if fired else ""))
-        out.append(f"<tr><td>{escape(rd.cell_label(cell))}</td><td class=num>{len(runs)}</td>"
+        out.append(f"<tr><td>{text(rd.cell_label(cell))}</td><td class=num>{len(runs)}</td>"
                    + "".join(f"<td class=num>{c}</td>" for c in cols) + "</tr>")
     out.append("</table>")
     return "".join(out)
@@ -143,14 +151,14 @@ def temporal_section(cells: dict, metric_rows: list[dict], control_rows: list[di
         return out[0] + ('<p class="muted">No temporal series in this store: a study needs '
                          "<code>capture.every_n_steps</code> (the demo preset sets it).</p>")
     metrics, controls = _by_run(metric_rows), _by_run(control_rows)
-    out.append(f'<p class="note">{escape(NOTE)}</p>')
+    out.append(f'<p class="note">{text(NOTE)}</p>')
     out.append('<p class="meta">Whole run, seeds\' mean ± std: the temporal H_raw beside its surrogates and the '
                "pseudo-time H_raw of the same runs.</p>" + _table(cells, metrics, controls))
     for n, (cell, runs) in enumerate(cells.items()):
         runs = [r for r in runs if r["run_id"] in metrics]
         if runs:
             fig = temporal_figure(rd.cell_label(cell), runs, metrics, controls)
-            out.append(f"<figure>{plots.figure_html(fig, f'fig-temporal-{n}')}<figcaption>Temporal metrics: "
-                       f"{escape(rd.cell_label(cell))} (runs {escape(', '.join(r['run_id'] for r in runs))})."
-                       "</figcaption></figure>")
+            caption = (f"Temporal metrics: {rd.cell_label(cell)} (runs {', '.join(r['run_id'] for r in runs)}). "
+                       f"Temporal trigger: {trigger_rule(runs)}.")
+            out.append(figure(plots.figure_html(fig, f"fig-temporal-{n}"), caption))
     return "".join(out)

@@ -174,7 +174,7 @@ def run_trial(config: dict, session) -> dict:
 
     capture_on = cap.get("enabled", True)
     every = cap.get("every_n_steps")
-    online = OnlineDynamics(cap["channels_per_stage"], config.get("analysis") or {})
+    online = OnlineDynamics.from_config(config)
 
     steps_buffer = []  # this epoch's every-N-step captures, on the device: (DeviceCapture, index, epoch, step)
 

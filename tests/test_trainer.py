@@ -13,23 +13,31 @@ import pytest
 from dynstudy.jobs.trial import faults
 from dynstudy.jobs.trial.session import LocalSession
 from dynstudy.jobs.trial.trainer import run_trial
+from dynstudy.study.grid import expand
+from dynstudy.study.spec import parse_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
+#: The sections of the tiny run the tests train; ``trial(..., section={...})`` patches them.
+TINY = {
+    "dataset": {"name": "digits", "n_train": 256, "n_val": 64},
+    "optimizer": {"name": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4},
+    "train": {"epochs": 3, "batch_size": 64, "scheduler": "plateau", "plateau_patience": 5, "plateau_factor": 0.5,
+              "early_stopping_patience": None},
+    "capture": {"probe_size": 64, "channels_per_stage": 8},
+    "analysis": {"min_scale": 8},
+}
+
+
 def trial(store, run_id="r0", seed=0, **over):
-    cfg = {
-        "run_id": run_id, "study": "t", "store": str(store), "model": "tiny_cnn", "seed": seed,
-        "dataset": {"name": "digits", "n_train": 256, "n_val": 64},
-        "optimizer": {"name": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4},
-        "train": {"epochs": 3, "batch_size": 64, "scheduler": "plateau", "plateau_patience": 5, "plateau_factor": 0.5,
-                  "early_stopping_patience": None},
-        "capture": {"probe_size": 64, "channels_per_stage": 8},
-        "analysis": {"min_scale": 8},
-    }
-    for key, value in over.items():
-        cfg[key] = {**cfg[key], **value} if isinstance(value, dict) else value
-    return cfg
+    """The complete trial config :func:`dynstudy.study.grid.expand` writes for the tiny run, as run ``run_id``."""
+    assert set(over) <= set(TINY), f"trial() patches the sections {sorted(TINY)}"
+    sections = {key: {**value, **over.get(key, {})} for key, value in TINY.items()}
+    spec = parse_spec({"name": "t", "models": ["tiny_cnn"], "datasets": [sections.pop("dataset")],
+                       "optimizers": [sections.pop("optimizer")], "seeds": [seed], **sections})
+    (cfg,) = expand(spec, str(store))
+    return {**cfg, "run_id": run_id}
 
 
 def rows(store, table, order):

@@ -143,12 +143,10 @@ class StepCapture(NamedTuple):
 
 def steps_columns(captures: list[StepCapture], labels: np.ndarray, run_id: str) -> dict:
     """The columns of an epoch's step captures, one transfer for all."""
-    signals = captures_to_host([c[0] for c in captures])
-    parts = [capture_columns(sig, labels, run_id, index, epoch, step, "step")
-             for sig, (_, index, epoch, step) in zip(signals, captures)]
+    signals = captures_to_host([c.capture for c in captures])
+    parts = [capture_columns(sig, labels, run_id, c.index, c.epoch, c.step, "step")
+             for sig, c in zip(signals, captures)]
     return {k: np.concatenate([c[k] for c in parts]) for k in parts[0]}
-
-
 
 
 class Network(NamedTuple):
@@ -408,10 +406,12 @@ class Trial:
             self.stop("finished", stop_reason)
 
     def stop(self, status: str, stop_reason: str) -> None:
+        """End the loop: the run's final status and why."""
         self.status, self.stop_reason = status, stop_reason
 
     def finish(self) -> dict:
-        """Record how a run that did not finish ended, close the writer; return the final metrics."""
+        """Record how the run ended (the last epoch's report records a finished run), close the writer; return
+        the final metrics."""
         if self.status is None:  # resumed from the checkpoint of its last epoch: nothing left to train
             self.stop("finished", "max_epochs")
         final = {**self.metrics, "run_id": self.run_id, "status": self.status, "stop_reason": self.stop_reason,
@@ -439,10 +439,11 @@ class Trial:
         self.writer.submit("activations", self.run_id, f"capture={index:06d}",
                            partial(capture_columns, signals, self.probe.labels, self.run_id, index, self.epoch,
                                    self.step, kind))
+        finite = signals_finite(signals)
         if kind == "epoch":
             self.online.add(signals, self.probe.labels)
         self.next_capture += 1
-        return time.perf_counter() - t0, signals_finite(signals)
+        return time.perf_counter() - t0, finite
 
     def capture_step(self) -> float:
         """The temporal protocol's capture (the step probe, the metric channels only), kept on the device; seconds."""

@@ -22,6 +22,8 @@ import torch  # noqa: E402
 
 from dynstudy.jobs.trial.session import LocalSession  # noqa: E402
 from dynstudy.jobs.trial.trainer import run_trial  # noqa: E402
+from dynstudy.study.grid import expand  # noqa: E402
+from dynstudy.study.spec import parse_spec  # noqa: E402
 
 CASES = [  # model, dataset, dataset options, epochs, batch, probe size
     ("tiny_cnn", "digits", {}, 4, 64, 256),
@@ -36,12 +38,14 @@ CASES = [  # model, dataset, dataset options, epochs, batch, probe size
 def run(model, dataset, ds_opts, epochs, batch, probe, capture):
     model, _, stem = model.partition("-")
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = {"run_id": "bench", "study": "bench", "store": tmp, "model": model, "seed": 0,
-               "dataset": {"name": dataset, **ds_opts},
-               "optimizer": {"name": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4},
-               "train": {"epochs": epochs, "batch_size": batch, "scheduler": "none", "early_stopping_patience": None,
-                         "threads": torch.get_num_threads(), "stem": stem or "stock"},
-               "capture": {"probe_size": probe, "channels_per_stage": 32, "enabled": capture}}
+        spec = parse_spec({
+            "name": "bench", "models": [model], "datasets": [{"name": dataset, **ds_opts}], "seeds": [0],
+            "optimizers": [{"name": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4}],
+            "train": {"epochs": epochs, "batch_size": batch, "scheduler": "none", "early_stopping_patience": None,
+                      "threads": torch.get_num_threads(), "stem": stem or "stock"},
+            "capture": {"probe_size": probe, "channels_per_stage": 32, "enabled": capture}})
+        (cfg,) = expand(spec, tmp)  # the trial config a study of these settings runs
+        cfg = {**cfg, "run_id": "bench"}
         session = LocalSession(Path(tmp) / "ck")
         t0 = time.perf_counter()
         run_trial(cfg, session)

@@ -41,6 +41,8 @@ from dynstudy.jobs.data.device_data import dataset  # noqa: E402
 from dynstudy.jobs.models.registry import ModelDef, build  # noqa: E402
 from dynstudy.jobs.trial.session import LocalSession  # noqa: E402
 from dynstudy.jobs.trial.trainer import make_optimizer, make_scheduler, run_trial, seed_everything  # noqa: E402
+from dynstudy.study.grid import expand  # noqa: E402
+from dynstudy.study.spec import parse_spec  # noqa: E402
 
 SGD = {"name": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4}
 DIGITS = {"model": "tiny_cnn", "epochs": 12, "batch": 64, "lr": 0.05, "seeds": (0, 1, 2)}
@@ -48,12 +50,15 @@ DIGITS = {"model": "tiny_cnn", "epochs": 12, "batch": 64, "lr": 0.05, "seeds": (
 
 def trial_config(store, model, ds, epochs, batch, probe, *, seed=0, capture=True, threads=1, use_gpu=False,
                  compile_=False, optimizer=SGD, scheduler="none"):
-    return {"run_id": f"bench-{seed}", "study": "bench", "store": str(store), "model": model, "seed": seed,
-            "dataset": ds, "optimizer": optimizer, "use_gpu": use_gpu,
-            "train": {"epochs": epochs, "batch_size": batch, "scheduler": scheduler, "plateau_patience": 5,
-                      "plateau_factor": 0.5, "early_stopping_patience": None, "threads": threads,
-                      "compile": compile_},
-            "capture": {"probe_size": probe, "channels_per_stage": 32, "enabled": capture}}
+    """The trial config :func:`dynstudy.study.grid.expand` writes for these settings (every section complete)."""
+    spec = parse_spec({
+        "name": "bench", "models": [model], "datasets": [ds], "optimizers": [optimizer], "seeds": [seed],
+        "train": {"epochs": epochs, "batch_size": batch, "scheduler": scheduler, "early_stopping_patience": None,
+                  "threads": threads, "compile": compile_},
+        "capture": {"probe_size": probe, "channels_per_stage": 32, "enabled": capture},
+        "resources": {"gpus_per_trial": 1 if use_gpu else 0}})
+    (cfg,) = expand(spec, store)
+    return {**cfg, "run_id": f"bench-{seed}"}
 
 
 def dynstudy_run(cfg) -> dict:

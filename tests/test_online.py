@@ -5,6 +5,7 @@ import math
 
 import numpy as np
 
+from dynstudy.analysis.kernels.params import AnalysisParams
 from dynstudy.jobs.capture.online import OnlineDynamics
 from dynstudy.jobs.capture.probe import StageSignal
 
@@ -19,7 +20,8 @@ def _signals(dead: bool):
 
 def test_online_metrics_follow_the_compat_setting():
     labels = np.repeat(np.arange(4), 32)
-    ours, theirs = OnlineDynamics(8, {"min_scale": 8}), OnlineDynamics(8, {"min_scale": 8, "compat": "authors"})
+    ours = OnlineDynamics(8, AnalysisParams(min_scale=8))
+    theirs = OnlineDynamics(8, AnalysisParams(min_scale=8, compat="authors"))
     for online in (ours, theirs):
         online.add(_signals(dead=True), labels)
     assert math.isfinite(ours.history["h_eff"][0])   # the valid channels' mean

@@ -11,31 +11,40 @@ import duckdb
 import pytest
 
 from dynstudy.jobs.trial import faults
+from dynstudy.jobs.trial.config import missing_fields
 from dynstudy.jobs.trial.session import LocalSession
 from dynstudy.jobs.trial.trainer import run_trial
+from dynstudy.study.grid import expand
+from dynstudy.study.spec import parse_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
+#: The sections of the tiny run the tests train; ``trial(..., section={...})`` patches them.
+TINY = {
+    "dataset": {"name": "digits", "n_train": 256, "n_val": 64},
+    "optimizer": {"name": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4},
+    "train": {"epochs": 3, "batch_size": 64, "scheduler": "plateau", "plateau_patience": 5, "plateau_factor": 0.5,
+              "early_stopping_patience": None},
+    "capture": {"probe_size": 64, "channels_per_stage": 8},
+    "analysis": {"min_scale": 8},
+}
+
+
 def trial(store, run_id="r0", seed=0, **over):
-    cfg = {
-        "run_id": run_id, "study": "t", "store": str(store), "model": "tiny_cnn", "seed": seed,
-        "dataset": {"name": "digits", "n_train": 256, "n_val": 64},
-        "optimizer": {"name": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4},
-        "train": {"epochs": 3, "batch_size": 64, "scheduler": "plateau", "plateau_patience": 5, "plateau_factor": 0.5,
-                  "early_stopping_patience": None},
-        "capture": {"probe_size": 64, "channels_per_stage": 8},
-        "analysis": {"min_scale": 8},
-    }
-    for key, value in over.items():
-        cfg[key] = {**cfg[key], **value} if isinstance(value, dict) else value
-    return cfg
+    """The complete trial config :func:`dynstudy.study.grid.expand` writes for the tiny run, as run ``run_id``."""
+    assert set(over) <= set(TINY), f"trial() patches the sections {sorted(TINY)}"
+    sections = {key: {**value, **over.get(key, {})} for key, value in TINY.items()}
+    spec = parse_spec({"name": "t", "models": ["tiny_cnn"], "datasets": [sections.pop("dataset")],
+                       "optimizers": [sections.pop("optimizer")], "seeds": [seed], **sections})
+    (cfg,) = expand(spec, str(store))
+    return {**cfg, "run_id": run_id}
 
 
 def rows(store, table, order):
     con = duckdb.connect()
-    rel = con.sql(f"SELECT * EXCLUDE (run_id) FROM read_parquet('{store}/{table}/**/*.parquet', hive_partitioning=false) "
-                  f"ORDER BY {order}")
+    rel = con.sql(f"SELECT * EXCLUDE (run_id) FROM read_parquet('{store}/{table}/**/*.parquet', "
+                  f"hive_partitioning=false) ORDER BY {order}")
     cols = [c for c in rel.columns if c not in ("epoch_time_s", "capture_time_s", "updated_at", "started_at")]
     return [tuple(r[rel.columns.index(c)] for c in cols) for r in rel.fetchall()]
 
@@ -68,7 +77,8 @@ def test_resume_after_exception_is_exact(tmp_path, monkeypatch):
 def test_resume_after_hard_exit_is_exact(tmp_path):
     """A killed process (os._exit mid-epoch) loses nothing and duplicates nothing."""
     run_trial(trial(tmp_path / "clean"), LocalSession(tmp_path / "ck_clean"))
-    script = ("import json, sys; from dynstudy.jobs.trial.session import LocalSession; from dynstudy.jobs.trial.trainer import run_trial; "
+    script = ("import json, sys; from dynstudy.jobs.trial.session import LocalSession; "
+              "from dynstudy.jobs.trial.trainer import run_trial; "
               "run_trial(json.loads(sys.argv[1]), LocalSession(sys.argv[2]))")
     env = {**os.environ, faults.ENV: "epoch=3,times=1,mode=exit", "DYNSTUDY_FAULT_DIR": str(tmp_path / "marks")}
     args = [sys.executable, "-c", script, json.dumps(trial(tmp_path / "killed")), str(tmp_path / "ck")]
@@ -102,7 +112,8 @@ def test_capture_options(tmp_path):
     caps = [r[0] for r in con.sql(f"SELECT DISTINCT capture FROM {acts} ORDER BY 1").fetchall()]
     assert caps == list(range(len(caps)))
     # every channel is stored (tiny_cnn: 32, 48, 64, 96), each once, ranked in the run's draw order
-    per_stage = con.sql(f"SELECT stage, count(DISTINCT channel), max(rank) FROM {acts} GROUP BY 1 ORDER BY 1").fetchall()
+    per_stage = con.sql(f"SELECT stage, count(DISTINCT channel), max(rank) FROM {acts} GROUP BY 1 ORDER BY 1"
+                        ).fetchall()
     assert per_stage == [("stage1", 32, 31), ("stage2", 48, 47), ("stage3", 64, 63), ("stage4", 96, 95)]
     # step captures: the first 16 probe images and the 8 metric channels per stage, one file per epoch
     shape = con.sql(f"SELECT count(DISTINCT sample), max(sample), count(DISTINCT stage || rank), max(rank), "
@@ -121,9 +132,23 @@ def test_capture_options(tmp_path):
 
 def test_online_metrics_and_volatility_stopping(tmp_path):
     session = LocalSession(tmp_path / "ck")
-    cfg = trial(tmp_path, train={"epochs": 8, "volatility_stopping": True}, analysis={"min_scale": 8, "vol_threshold": 100.0})
+    cfg = trial(tmp_path, train={"epochs": 8, "volatility_stopping": True},
+                analysis={"min_scale": 8, "vol_threshold": 100.0})
     final = run_trial(cfg, session)
     # window 3 gives the first volatility at epoch 3; 3 epochs below the threshold -> fires at epoch 5
     assert final["stop_reason"] == "volatility" and final["epoch"] == 5
     assert [r["volatility_trigger"] for r in session.reports] == [None] * 4 + [5]
     assert all(0 <= r["h_eff"] <= 1 for r in session.reports)
+
+
+def test_a_config_without_a_field_is_refused_before_anything_is_built(tmp_path):
+    cfg = trial(tmp_path / "s")
+    del cfg["train"]["epochs"], cfg["capture"]["enabled"], cfg["use_gpu"]
+    with pytest.raises(ValueError, match=r"^trial config lacks use_gpu, train\.epochs, capture\.enabled; configs "
+                                         r"come from dynstudy\.study\.grid\.expand$"):
+        run_trial(cfg, LocalSession(tmp_path / "ck"))
+    assert not (tmp_path / "s").exists()
+
+
+def test_the_fields_a_trial_reads_are_the_ones_grid_expand_writes(tmp_path):
+    assert missing_fields(trial(tmp_path)) == []

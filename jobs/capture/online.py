@@ -2,9 +2,9 @@
 
 Each end-of-epoch capture's first ``channels_per_stage`` ranked channels go
 through the same kernels the analysis uses (:mod:`dynstudy.analysis.kernels.dynamics`, numpy
-and scipy only), so a trial can report H_eff, M, Psi volatility and the
-volatility trigger as it trains: Ray Tune's stoppers and the opt-in
-``train.volatility_stopping`` rule act on them.
+and scipy only), with the run's own settings (:class:`dynstudy.analysis.kernels.params.AnalysisParams`),
+so a trial can report H_eff, M, Psi volatility and the volatility trigger as it
+trains: Ray Tune's stoppers and the opt-in ``train.volatility_stopping`` rule act on them.
 """
 from __future__ import annotations
 
@@ -13,16 +13,28 @@ import math
 import numpy as np
 
 from dynstudy.analysis.kernels import dynamics
+from dynstudy.analysis.kernels.params import AnalysisParams
 
 
 class OnlineDynamics:
-    """History of per-epoch H_eff, M and accuracy of one run, and its run metrics."""
+    """History of per-epoch H_eff, M and accuracy of one run, and its run metrics.
 
-    def __init__(self, channels_per_stage: int, analysis: dict):
+    Parameters
+    ----------
+    channels_per_stage : the metric channels of each stage (the first ranked ones of a capture).
+    params : the run's analysis settings.
+    """
+
+    def __init__(self, channels_per_stage: int, params: AnalysisParams):
         self.k = channels_per_stage
-        self.capture_kw = {k: analysis[k] for k in dynamics.CAPTURE_PARAMS if k in analysis}
-        self.run_kw = {k: analysis[k] for k in ("w_h", "vol_window", "vol_threshold", "vol_patience") if k in analysis}
+        self.capture_kw = {k: getattr(params, k) for k in dynamics.CAPTURE_PARAMS}
+        self.run_kw = params.run_kwargs()
         self.history: dict[str, list[float]] = {"h_eff": [], "metastability": [], "val_acc": []}
+
+    @classmethod
+    def from_config(cls, config: dict) -> "OnlineDynamics":
+        """The online metrics of a trial config: its ``capture.channels_per_stage`` and ``analysis`` settings."""
+        return cls(config["capture"]["channels_per_stage"], AnalysisParams.from_config(config))
 
     def add(self, signals, labels) -> None:
         acts = np.concatenate([s.values[:, :self.k] for s in signals], axis=1).astype(np.float64)
@@ -41,3 +53,11 @@ class OnlineDynamics:
                                   np.array(h["val_acc"][-len(h["h_eff"]):]), **self.run_kw)
         return {"h_eff": h["h_eff"][-1], "metastability": h["metastability"][-1],
                 "psi_volatility": float(rm["volatility"][-1]), "volatility_trigger": rm["trigger_epoch"]}
+
+    def state_dict(self) -> dict[str, list[float]]:
+        """The history, for a checkpoint."""
+        return {name: list(values) for name, values in self.history.items()}
+
+    def load_state_dict(self, state: dict[str, list[float]]) -> None:
+        """Continue from a checkpoint's history."""
+        self.history = {name: list(values) for name, values in state.items()}

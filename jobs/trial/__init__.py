@@ -1,1 +1,2 @@
-"""One trial from start to end: the training loop, its checkpoint state, where checkpoints live, fault drills."""
+"""One trial from start to end: the fields its config holds, the training loop and its checkpoint, where
+checkpoints live, fault drills."""

@@ -1,8 +1,9 @@
 """Where a trial's checkpoints live: Ray Tune's checkpoint API, or a folder.
 
-A session offers two calls to :func:`dynstudy.jobs.trial.trainer.run_trial`:
-``restore()`` returns the last saved state (or None on a fresh start) and
-``report(metrics, state)`` records an epoch's metrics with its checkpoint.
+A session offers two calls to :class:`dynstudy.jobs.trial.trainer.Trial`:
+``restore()`` returns the last saved checkpoint (or None on a fresh start) and
+``report(metrics, state)`` records an epoch's metrics with its checkpoint, the
+dict :meth:`~dynstudy.jobs.trial.trainer.Trial.state_dict` makes (None: no checkpoint).
 """
 from __future__ import annotations
 

@@ -1,15 +1,23 @@
 """One trial: train one model on one dataset with one seed, capturing signals.
 
-The loop a reader can hold in their head::
+:class:`Trial` is one run. What it trains with (data, network, optimiser,
+schedule, probe, writer) is built from its trial config when it is made;
+where its loop stands (epoch, step, capture number, best validation loss and
+accuracy, early-stopping count, online-dynamics history) is its state, and
+:meth:`Trial.state_dict` (that state with the network's, optimiser's,
+schedule's and random generators' states) is its checkpoint.
+:meth:`Trial.run` reads top to bottom::
 
-    restore checkpoint (or seed everything and capture the untrained net: capture 0)
-    for epoch in 1..max_epochs:
+    start: restore the checkpoint (load_state_dict), or start afresh: clear the
+           run's files, check that the capture fits, capture the untrained net (capture 0)
+    for epoch in (checkpoint's epoch + 1)..train.epochs:
         train one epoch over shuffled, augmented batches (capturing every N steps if asked:
-            the step probe, kept in memory and written as one file at the epoch's end)
+            the step probe, kept on the device and written as one file at the epoch's end)
         validate; step the LR schedule; capture the probe set (kind "epoch")
         compute H_eff, M and the Psi-volatility trigger online from that capture
-        write train_metrics + activations for this epoch, then checkpoint
-        stop on early-stopping patience, max epochs, the volatility rule (opt-in) or divergence
+        write train_metrics for this epoch, then report it with the checkpoint
+        stop on the volatility rule (opt-in), early-stopping patience, max epochs or divergence
+    finish: the run's final row; the final metrics
 
 The fast path (``bench/bench_gpu.py`` measures it): the data live on the
 training device (:mod:`dynstudy.jobs.data.device_data`), batches are shuffled and
@@ -27,6 +35,10 @@ the epoch's files: a trial killed at any point (writes still queued
 included) and resumed from its last checkpoint rewrites at most one epoch
 and never duplicates a row.
 
+The trial reads its config's sections as :func:`dynstudy.study.grid.expand`
+writes them, complete; :func:`dynstudy.jobs.trial.config.check_config` refuses
+a config that lacks a field before anything is built.
+
 ``run_trial`` takes a plain dict (what Ray Tune passes) and a ``session`` that
 restores and saves checkpoints: :class:`dynstudy.jobs.trial.session.TuneSession` inside Ray
 Tune, :class:`dynstudy.jobs.trial.session.LocalSession` without Ray.
@@ -39,8 +51,10 @@ import platform
 import random
 import socket
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from functools import partial
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -48,11 +62,18 @@ import torch
 from dynstudy.jobs.capture.async_writer import AsyncWriter
 from dynstudy.jobs.capture.fit_check import capture_problem
 from dynstudy.jobs.capture.online import OnlineDynamics
-from dynstudy.jobs.capture.probe import ActivationProbe, capture_columns, captures_to_host, signals_finite
+from dynstudy.jobs.capture.probe import (
+    ActivationProbe,
+    DeviceCapture,
+    capture_columns,
+    captures_to_host,
+    signals_finite,
+)
 from dynstudy.jobs.data.device_data import dataset, device_dataset
 from dynstudy.jobs.models.registry import ModelDef, build, stage_widths
 from dynstudy.jobs.trial import compile_cache, faults
-from dynstudy.jobs.trial.loop import evaluate, train_epoch
+from dynstudy.jobs.trial.config import check_config
+from dynstudy.jobs.trial.loop import EpochStats, evaluate, train_epoch
 from dynstudy.store_contract.files import read_run_row, remove_run_files, remove_write_leftovers, write_rows
 from dynstudy.store_contract.schemas import TRAIN_METRICS, config_identity
 
@@ -105,228 +126,409 @@ def count_attempt(store: str, run_id: str, config: dict) -> int:
 
 def check_fits(config: dict, data, image_size: int) -> None:
     """Refuse a probe or a channel count larger than the dataset or a stage offers (never shrink silently)."""
-    widths = stage_widths(ModelDef.of(config), data.in_chans, image_size, config["train"].get("stem", "stock"))
+    widths = stage_widths(ModelDef.of(config), data.in_chans, image_size, config["train"]["stem"])
     problem = capture_problem(config["capture"], data.name, len(data.val.y), widths)
     if problem:
         raise ValueError(problem)
 
 
-def steps_columns(captures: list, labels: np.ndarray, run_id: str) -> dict:
-    """The columns of an epoch's step captures (``(DeviceCapture, index, epoch, step)``), one transfer for all."""
-    signals = captures_to_host([c[0] for c in captures])
-    parts = [capture_columns(sig, labels, run_id, index, epoch, step, "step")
-             for sig, (_, index, epoch, step) in zip(signals, captures)]
+class StepCapture(NamedTuple):
+    """An every-N-step capture, on the device until its epoch's end."""
+
+    capture: DeviceCapture
+    index: int  # the capture's number
+    epoch: int
+    step: int
+
+
+def steps_columns(captures: list[StepCapture], labels: np.ndarray, run_id: str) -> dict:
+    """The columns of an epoch's step captures, one transfer for all."""
+    signals = captures_to_host([c.capture for c in captures])
+    parts = [capture_columns(sig, labels, run_id, c.index, c.epoch, c.step, "step")
+             for sig, c in zip(signals, captures)]
     return {k: np.concatenate([c[k] for c in parts]) for k in parts[0]}
 
 
-def run_trial(config: dict, session) -> dict:
-    """Train one run as ``config`` describes; return its final metrics.
+class Network(NamedTuple):
+    """A trial's network, as built for its device."""
 
-    ``config`` keys: run_id, study, store, model, dataset (dict), optimizer
-    (dict), seed, train (dict), capture (dict); see :mod:`dynstudy.study.grid`.
-    """
-    run_id, store, seed = config["run_id"], config["store"], config["seed"]
-    train, cap = config["train"], config["capture"]
-    torch.set_num_threads(train.get("threads", 1))
-    device = torch.device("cuda" if torch.cuda.is_available() and config.get("use_gpu") else "cpu")
-    ds_cfg = config["dataset"]
-    ds_key = (ds_cfg["name"], ds_cfg.get("root"), ds_cfg.get("download", False),
-              ds_cfg.get("n_train"), ds_cfg.get("n_val"), ds_cfg.get("image_size"))
-    data = dataset(*ds_key)
-    ddata = device_dataset(*ds_key, str(device))
+    model: torch.nn.Module  # the module: its parameters, state_dict and train/eval mode
+    forward: Callable  # what the batches go through (the compiled module under train.compile)
+    stages: tuple  # its capture stages
+    input_size: int | None  # the side its inputs are resized to (None: the data's own)
+    amp: bool  # bf16 autocast and channels_last
 
-    gen = seed_everything(seed)
-    md, stem = ModelDef.of(config), train.get("stem", "stock")
+
+def build_network(config: dict, data, device: torch.device) -> Network:
+    """The trial's network on ``device`` (draws its initial weights from torch's global generator)."""
+    train = config["train"]
+    md = ModelDef.of(config)
     built = build(md, data.num_classes, in_chans=data.in_chans, image_size=data.image_size,
-                  stem=stem, pretrained=train.get("pretrained"))
+                  stem=train["stem"], pretrained=train["pretrained"])
     size = built.input_size if built.input_size and built.input_size != data.image_size else None
+    amp = device.type == "cuda" and train["amp"]
     model = built.module.to(device)
-    amp = device.type == "cuda" and train.get("amp", True)
     if amp:
         model = model.to(memory_format=torch.channels_last)
     forward = model
-    if train.get("compile", False):
-        shape = (md.key, stem, train.get("pretrained"), data.num_classes, data.in_chans, size or data.image_size,
+    if train["compile"]:
+        shape = (md.key, train["stem"], train["pretrained"], data.num_classes, data.in_chans, size or data.image_size,
                  str(device), amp)
         model, forward = compile_cache.compiled(shape, model)
-    optimizer = make_optimizer(model.parameters(), config["optimizer"])
-    scheduler = make_scheduler(optimizer, train)
-    stored = cap.get("store_channels")
-    keep = None if stored == "all" else (stored or cap["channels_per_stage"])
-    probe = ActivationProbe(model, built.stages, ddata.val.x[:cap["probe_size"]], data.val.y[:cap["probe_size"]],
-                            data.mean, data.std, keep, seed,
-                            redraw=cap.get("redraw_channels", False), batch_size=cap.get("batch_size", 256),
-                            input_size=size)
-    run_row = {"run_id": [run_id], "study": [config["study"]], "model": [config["model"]],
-               "dataset": [ds_cfg["name"]],
-               "optimizer": [config["optimizer"].get("label") or config["optimizer"]["name"]],
-               "seed": [seed], "config": [json.dumps(config, sort_keys=True)],
-               "versions": [json.dumps(software_versions())], "device": [str(device)],
-               "hostname": [socket.gethostname()], "started_at": [_now()]}
-    writer = AsyncWriter(store)
+    return Network(model, forward, built.stages, size, amp)
 
-    def run_columns(status, stop_reason, epochs, error):
-        return {**run_row, "status": [status], "stop_reason": [stop_reason], "epochs_completed": [epochs],
-                "updated_at": [_now()], "error": [error], "attempts": [attempts]}
 
-    def write_run(status, stop_reason=None, epochs=0, error=None):
-        writer.submit("runs", run_id, "run", run_columns(status, stop_reason, epochs, error))
+def make_probe(config: dict, net: Network, data, ddata) -> ActivationProbe:
+    """The probe set of the trial: the first ``capture.probe_size`` validation images, on the device."""
+    cap = config["capture"]
+    stored = cap["store_channels"]
+    keep = None if stored == "all" else (stored or cap["channels_per_stage"])  # null: the metric channels
+    n = cap["probe_size"]
+    return ActivationProbe(net.model, net.stages, ddata.val.x[:n], data.val.y[:n], data.mean, data.std, keep,
+                           config["seed"], redraw=cap["redraw_channels"], batch_size=cap["batch_size"],
+                           input_size=net.input_size)
 
-    capture_on = cap.get("enabled", True)
-    every = cap.get("every_n_steps")
-    online = OnlineDynamics(cap["channels_per_stage"], config.get("analysis") or {})
 
-    steps_buffer = []  # this epoch's every-N-step captures, on the device: (DeviceCapture, index, epoch, step)
+def run_row(config: dict, device: torch.device) -> dict:
+    """The runs-table columns a start fixes (:meth:`Trial.run_columns` adds status, counts and times)."""
+    return {"run_id": [config["run_id"]], "study": [config["study"]], "model": [config["model"]],
+            "dataset": [config["dataset"]["name"]], "optimizer": [config["optimizer"]["label"]],
+            "seed": [config["seed"]], "config": [json.dumps(config, sort_keys=True)],
+            "versions": [json.dumps(software_versions())], "device": [str(device)],
+            "hostname": [socket.gethostname()], "started_at": [_now()]}
 
-    def capture(kind):
-        """Capture the probe set now, as capture number counters['capture']; return (seconds, finite)."""
-        if not capture_on:
+
+class Trial:
+    """One run: built from its trial config, trained by :meth:`run`, checkpointed by :meth:`state_dict`.
+
+    Parameters
+    ----------
+    config : a complete trial config (:mod:`dynstudy.jobs.trial.config` names the fields it must hold).
+    session : restores and saves checkpoints (:mod:`dynstudy.jobs.trial.session`).
+
+    Attributes
+    ----------
+    epoch : int
+        The epoch the loop is in; between epochs, the epochs completed.
+    step : int
+        Optimiser steps taken.
+    next_capture : int
+        The number the next capture gets.
+    best_val_loss, best_val_acc : float
+        The lowest validation loss and the highest validation accuracy so far.
+    best_epoch : int
+        The epoch of ``best_val_acc``.
+    bad_epochs : int
+        Epochs since the validation loss last fell (early stopping's count).
+    online : OnlineDynamics
+        H_eff, M and accuracy of every epoch so far.
+    attempts : int
+        This start's number (from the run's row, not the checkpoint).
+    status, stop_reason : str or None
+        How the run ended (None while it goes on).
+    metrics : dict
+        The last completed epoch's metrics.
+    epoch_capture_s : float
+        Seconds this epoch has spent capturing.
+    step_captures : list of StepCapture
+        This epoch's step captures, written as one file at the epoch's end.
+    """
+
+    def __init__(self, config: dict, session):
+        check_config(config)
+        self.config, self.session = config, session
+        self.run_id, self.store = config["run_id"], config["store"]
+        torch.set_num_threads(config["train"]["threads"])
+        self.device = torch.device("cuda" if torch.cuda.is_available() and config["use_gpu"] else "cpu")
+        ds = config["dataset"]
+        key = (ds["name"], ds["root"], ds["download"], ds["n_train"], ds["n_val"], ds["image_size"])
+        self.data = dataset(*key)
+        self.ddata = device_dataset(*key, str(self.device))
+        self.generator = seed_everything(config["seed"])  # orders the batches; seeded before the weights are drawn
+        self.net = build_network(config, self.data, self.device)
+        self.optimizer = make_optimizer(self.net.model.parameters(), config["optimizer"])
+        self.scheduler = make_scheduler(self.optimizer, config["train"])
+        self.probe = make_probe(config, self.net, self.data, self.ddata)
+        self.online = OnlineDynamics.from_config(config)
+        self.run_row = run_row(config, self.device)
+        self.writer = AsyncWriter(self.store)
+        # where the loop stands: with the tensors' and generators' states, the checkpoint
+        self.epoch, self.step, self.next_capture = 0, 0, 0
+        self.best_val_loss, self.best_val_acc, self.best_epoch, self.bad_epochs = math.inf, -1.0, 0, 0
+        # this start
+        self.attempts = 1
+        self.status: str | None = None
+        self.stop_reason: str | None = None
+        self.metrics: dict = {}
+        # this epoch
+        self.epoch_capture_s = 0.0
+        self.step_captures: list[StepCapture] = []
+
+    # ------------------------------------------------------------------ the loop
+
+    def run(self) -> dict:
+        """Train from the checkpoint (or from the start) until the run stops; return its final metrics.
+
+        A failure is recorded in the run's row and raised again, so that Ray
+        Tune retries the trial from its last checkpoint.
+        """
+        try:
+            self.start()
+        except BaseException:
+            self.writer.close(raise_errors=False)
+            raise
+        self.net.model.train()
+        try:
+            while self.status is None and self.epoch < self.config["train"]["epochs"]:
+                self.run_epoch()
+            return self.finish()
+        except Exception as err:
+            self.writer.close(raise_errors=False)  # what was queued lands; a writer's own error is already ``err``
+            write_rows(self.store, "runs", self.run_id, "run",
+                       self.run_columns("failed", "error", f"{type(err).__name__}: {err}"[:2000]))
+            raise
+        except BaseException:
+            self.writer.close(raise_errors=False)
+            raise
+
+    def start(self) -> None:
+        """Resume from the session's checkpoint, or start afresh."""
+        state = self.session.restore()
+        self.attempts = count_attempt(self.store, self.run_id, self.config)
+        if state is None:
+            self.start_afresh()
+        else:
+            remove_write_leftovers(self.store, self.run_id)  # what the earlier attempt was writing when it died
+            self.load_state_dict(state)
+            self.write_run("running")
+
+    def start_afresh(self) -> None:
+        """Clear what an earlier attempt wrote, check that the capture fits, capture the untrained network."""
+        remove_run_files(self.store, self.run_id)
+        self.write_run("running")
+        try:
+            check_fits(self.config, self.data, self.net.input_size or self.data.image_size)
+        except ValueError as err:
+            self.write_run("failed", "error", error=f"{type(err).__name__}: {err}")
+            self.writer.flush()
+            raise
+        self.capture("init")
+
+    def run_epoch(self) -> None:
+        """Train, validate and capture one epoch, write it and report it with the checkpoint (or stop the run)."""
+        self.epoch += 1
+        self.epoch_capture_s = 0.0
+        t0 = time.perf_counter()
+        stats = self.train_one_pass()
+        train_s = time.perf_counter() - t0 - self.epoch_capture_s
+        if stats.diverged_at is not None:  # a non-finite loss inside the epoch: the epoch was not completed
+            self.epoch -= 1
+            self.stop("diverged", "diverged")
+            return
+        lr = self.optimizer.param_groups[0]["lr"]
+        val_loss, val_acc = self.validate()
+        seconds, finite = self.capture("epoch")
+        self.epoch_capture_s += seconds
+        self.metrics = {"epoch": self.epoch, "step": self.step, "train_loss": stats.loss_sum / max(stats.seen, 1),
+                        "train_acc": stats.correct / max(stats.seen, 1), "val_loss": val_loss, "val_acc": val_acc,
+                        "lr": lr, "epoch_time_s": train_s, "capture_time_s": self.epoch_capture_s,
+                        **self.online.summary(val_acc)}
+        self.writer.submit("train_metrics", self.run_id, f"epoch={self.epoch:06d}",
+                           {"run_id": [self.run_id],
+                            **{k: [v] for k, v in self.metrics.items() if k in TRAIN_METRICS.names}})
+        self.update_best(val_loss, val_acc)
+        if not (math.isfinite(val_loss) and finite):
+            self.stop("diverged", "diverged")
+            return
+        self.report_epoch(self.stop_rule())
+
+    def train_one_pass(self) -> EpochStats:
+        """One pass over the training batches; queue its step captures; a divergence ends it at its step."""
+        batch_size, first_step = self.config["train"]["batch_size"], self.step
+        batches = self.ddata.train_batches(batch_size, self.generator, self.net.input_size, self.net.amp)
+        stats = train_epoch(self.net.forward, self.optimizer, batches, -(-len(self.ddata.train) // batch_size),
+                            self.device, self.net.amp, self.after_step)
+        if stats.diverged_at is not None:  # training stopped at that step: what came after it is dropped
+            self.step = first_step + stats.diverged_at
+            self.step_captures = [c for c in self.step_captures if c.step <= self.step]
+        self.epoch_capture_s += self.flush_step_captures()
+        return stats
+
+    def after_step(self) -> None:
+        """After each optimiser step: count it, fire a drill fault if one is set, capture if one is due."""
+        self.step += 1
+        faults.maybe_inject(epoch=self.epoch, step=self.step, run_id=self.run_id)
+        every = self.config["capture"]["every_n_steps"]
+        if every and self.step % every == 0:
+            self.epoch_capture_s += self.capture_step()
+
+    def validate(self) -> tuple[float, float]:
+        """Validation loss and accuracy; the LR schedule steps on them."""
+        batches = self.ddata.val_batches(self.config["train"]["batch_size"], self.net.input_size, self.net.amp)
+        val_loss, val_acc = evaluate(self.net.forward, self.net.model, batches, len(self.ddata.val), self.device,
+                                     self.net.amp)
+        if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            self.scheduler.step(val_loss)
+        elif self.scheduler is not None:
+            self.scheduler.step()
+        return val_loss, val_acc
+
+    def update_best(self, val_loss: float, val_acc: float) -> None:
+        """The best validation loss (and early stopping's count of epochs without it) and accuracy so far."""
+        if val_loss < self.best_val_loss:
+            self.best_val_loss, self.bad_epochs = val_loss, 0
+        else:
+            self.bad_epochs += 1
+        if val_acc > self.best_val_acc:
+            self.best_val_acc, self.best_epoch = val_acc, self.epoch
+
+    def stop_rule(self) -> str | None:
+        """Why the run ends after this epoch: the volatility rule, early stopping or max epochs (None: it goes on)."""
+        train = self.config["train"]
+        patience = train["early_stopping_patience"]
+        if train["volatility_stopping"] and self.metrics["volatility_trigger"] is not None:
+            return "volatility"
+        if patience is not None and self.bad_epochs >= patience:
+            return "early_stopping"
+        if self.epoch >= train["epochs"]:
+            return "max_epochs"
+        return None
+
+    def report_epoch(self, stop_reason: str | None) -> None:
+        """Write the run's row, wait for the epoch's files, report the epoch with the checkpoint."""
+        last = stop_reason is not None
+        # the final status is written before the last report: Tune may end the trial as soon as it has it
+        self.write_run("finished" if last else "running", stop_reason)
+        self.writer.flush()  # the epoch's files are on the store before its checkpoint is
+        self.session.report({**self.metrics, "run_id": self.run_id, "best_val_acc": self.best_val_acc,
+                             "last": last}, self.state_dict())
+        if last:
+            self.stop("finished", stop_reason)
+
+    def stop(self, status: str, stop_reason: str) -> None:
+        """End the loop: the run's final status and why."""
+        self.status, self.stop_reason = status, stop_reason
+
+    def finish(self) -> dict:
+        """Record how the run ended (the last epoch's report records a finished run), close the writer; return
+        the final metrics."""
+        if self.status is None:  # resumed from the checkpoint of its last epoch: nothing left to train
+            self.stop("finished", "max_epochs")
+        final = {**self.metrics, "run_id": self.run_id, "status": self.status, "stop_reason": self.stop_reason,
+                 "best_val_acc": self.best_val_acc}
+        if self.status != "finished":
+            self.write_run(self.status, self.stop_reason)
+            self.writer.flush()
+            self.session.report({**final, "last": True}, None)
+        self.writer.close()
+        return final
+
+    # ------------------------------------------------------------------ captures
+
+    def capture(self, kind: str) -> tuple[float, bool]:
+        """Capture the probe set as capture ``next_capture`` (kind "init" or "epoch"); return (seconds, finite).
+
+        The signals come to the host in one transfer; the writer builds their
+        columns and writes them. An epoch's capture feeds the online metrics.
+        """
+        if not self.config["capture"]["enabled"]:
             return 0.0, True
         t0 = time.perf_counter()
-        index = counters["capture"]
-        finite = True
-        if kind == "step":  # the temporal protocol's capture: the step probe and the metric channels only
-            steps_buffer.append((probe.capture_device(index, n_samples=cap.get("step_probe_size", 64),
-                                                      n_channels=cap["channels_per_stage"]), index, epoch, step))
-        else:
-            signals = probe.capture(index)  # one transfer; the columns are built and written by the writer
-            writer.submit("activations", run_id, f"capture={index:06d}",
-                          partial(capture_columns, signals, probe.labels, run_id, index, epoch, step, kind))
-            finite = signals_finite(signals)
-            if kind == "epoch":
-                online.add(signals, probe.labels)
-        counters["capture"] += 1
+        index = self.next_capture
+        signals = self.probe.capture(index)
+        self.writer.submit("activations", self.run_id, f"capture={index:06d}",
+                           partial(capture_columns, signals, self.probe.labels, self.run_id, index, self.epoch,
+                                   self.step, kind))
+        finite = signals_finite(signals)
+        if kind == "epoch":
+            self.online.add(signals, self.probe.labels)
+        self.next_capture += 1
         return time.perf_counter() - t0, finite
 
-    def flush_steps():
+    def capture_step(self) -> float:
+        """The temporal protocol's capture (the step probe, the metric channels only), kept on the device; seconds."""
+        cap = self.config["capture"]
+        if not cap["enabled"]:
+            return 0.0
+        t0 = time.perf_counter()
+        index = self.next_capture
+        signals = self.probe.capture_device(index, n_samples=cap["step_probe_size"],
+                                            n_channels=cap["channels_per_stage"])
+        self.step_captures.append(StepCapture(signals, index, self.epoch, self.step))
+        self.next_capture += 1
+        return time.perf_counter() - t0
+
+    def flush_step_captures(self) -> float:
         """Queue the epoch's step captures as one file ``steps=FIRST-LAST`` (capture numbers); return seconds.
 
         A trial that dies before its next checkpoint loses them with the
         epoch, which its resume from the last checkpoint trains again under
         the same numbers.
         """
-        if not steps_buffer:
+        if not self.step_captures:
             return 0.0
         t0 = time.perf_counter()
-        first, last = steps_buffer[0][1], steps_buffer[-1][1]
-        n = cap.get("step_probe_size", 64)
-        writer.submit("activations", run_id, f"steps={first:06d}-{last:06d}",
-                      partial(steps_columns, list(steps_buffer), probe.labels[:n], run_id))
-        steps_buffer.clear()
+        first, last = self.step_captures[0].index, self.step_captures[-1].index
+        n = self.config["capture"]["step_probe_size"]
+        self.writer.submit("activations", self.run_id, f"steps={first:06d}-{last:06d}",
+                           partial(steps_columns, self.step_captures, self.probe.labels[:n], self.run_id))
+        self.step_captures = []
         return time.perf_counter() - t0
 
-    def after_step():
-        nonlocal step, capture_time
-        step += 1
-        faults.maybe_inject(epoch=epoch, step=step, run_id=run_id)
-        if every and step % every == 0:
-            capture_time += capture("step")[0]
+    # ------------------------------------------------------------------ the run's row
 
-    try:
-        state = session.restore()
-        attempts = count_attempt(store, run_id, config)
-        if state is None:
-            epoch, step, counters = 0, 0, {"capture": 0}
-            best = {"val_loss": math.inf, "val_acc": -1.0, "epoch": 0, "bad_epochs": 0}
-            remove_run_files(store, run_id)  # a fresh start: nothing an earlier attempt wrote survives
-            write_run("running")
-            try:
-                check_fits(config, data, size or data.image_size)
-            except ValueError as err:
-                write_run("failed", "error", error=f"{type(err).__name__}: {err}")
-                writer.flush()
-                raise
-            capture("init")
-        else:
-            remove_write_leftovers(store, run_id)  # what the earlier attempt was writing when it died
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            if scheduler is not None:
-                scheduler.load_state_dict(state["scheduler"])
-            gen.set_state(state["generator"])
-            torch.set_rng_state(state["torch_rng"])
-            np.random.set_state(state["numpy_rng"])
-            random.setstate(state["python_rng"])
-            epoch, step, best, counters = state["epoch"], state["step"], state["best"], state["counters"]
-            online.history = state["online"]
-            write_run("running", epochs=epoch)
-    except BaseException:
-        writer.close(raise_errors=False)
-        raise
+    def run_columns(self, status: str, stop_reason: str | None = None, error: str | None = None) -> dict:
+        """The run's row as it stands: ``status``, epochs completed, this start's number."""
+        return {**self.run_row, "status": [status], "stop_reason": [stop_reason], "epochs_completed": [self.epoch],
+                "updated_at": [_now()], "error": [error], "attempts": [self.attempts]}
 
-    status, stop_reason, metrics = "finished", "max_epochs", {}
-    n_batches = -(-len(ddata.train) // train["batch_size"])
-    model.train()
-    try:
-        while epoch < train["epochs"]:
-            epoch += 1
-            t0 = time.perf_counter()
-            capture_time, first_step = 0.0, step
-            stats = train_epoch(forward, optimizer, ddata.train_batches(train["batch_size"], gen, size, amp),
-                                n_batches, device, amp, after_step)
-            if stats.diverged_at is not None:  # training stopped at that step: what came after it is dropped
-                step = first_step + stats.diverged_at
-                steps_buffer[:] = [c for c in steps_buffer if c[3] <= step]
-            capture_time += flush_steps()
-            epoch_time = time.perf_counter() - t0 - capture_time
-            if stats.diverged_at is not None:  # a non-finite loss inside the epoch: the epoch was not completed
-                status, stop_reason, epoch = "diverged", "diverged", epoch - 1
-                break
-            val_loss, val_acc = evaluate(forward, model, ddata.val_batches(train["batch_size"], size, amp),
-                                         len(ddata.val), device, amp)
-            lr = optimizer.param_groups[0]["lr"]
-            if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-                scheduler.step(val_loss)
-            elif scheduler is not None:
-                scheduler.step()
-            seconds, finite = capture("epoch")
-            capture_time += seconds
-            dyn = online.summary(val_acc)
-            metrics = {"epoch": epoch, "step": step, "train_loss": stats.loss_sum / max(stats.seen, 1),
-                       "train_acc": stats.correct / max(stats.seen, 1), "val_loss": val_loss, "val_acc": val_acc,
-                       "lr": lr, "epoch_time_s": epoch_time, "capture_time_s": capture_time, **dyn}
-            writer.submit("train_metrics", run_id, f"epoch={epoch:06d}",
-                          {"run_id": [run_id], **{k: [v] for k, v in metrics.items() if k in TRAIN_METRICS.names}})
-            if val_loss < best["val_loss"]:
-                best.update(val_loss=val_loss, bad_epochs=0)
-            else:
-                best["bad_epochs"] += 1
-            if val_acc > best["val_acc"]:
-                best.update(val_acc=val_acc, epoch=epoch)
-            if not (math.isfinite(val_loss) and finite):
-                status, stop_reason = "diverged", "diverged"
-                break
-            patience = train.get("early_stopping_patience")
-            done = epoch >= train["epochs"] or (patience is not None and best["bad_epochs"] >= patience)
-            if patience is not None and best["bad_epochs"] >= patience:
-                stop_reason = "early_stopping"
-            if train.get("volatility_stopping") and dyn["volatility_trigger"] is not None:
-                done, stop_reason = True, "volatility"
-            # the final status is written before the last report: Tune may end the
-            # trial as soon as it has the last result
-            write_run("finished" if done else "running", stop_reason if done else None, epochs=epoch)
-            writer.flush()  # the epoch's files are on the store before its checkpoint is
-            session.report({**metrics, "run_id": run_id, "best_val_acc": best["val_acc"], "last": done}, {
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                "generator": gen.get_state(), "torch_rng": torch.get_rng_state(), "numpy_rng": np.random.get_state(),
-                "python_rng": random.getstate(), "epoch": epoch, "step": step, "best": best, "counters": counters,
-                "online": online.history})
-            if done:
-                break
-        final = {**metrics, "run_id": run_id, "status": status, "stop_reason": stop_reason,
-                 "best_val_acc": best["val_acc"]}
-        if status != "finished":
-            write_run(status, stop_reason, epochs=epoch)
-            writer.flush()
-            session.report({**final, "last": True}, None)
-        writer.close()
-    except Exception as err:  # recorded, then re-raised so that Ray Tune retries from the checkpoint
-        writer.close(raise_errors=False)  # what was queued lands; a writer's own error is already ``err``
-        write_rows(store, "runs", run_id, "run", run_columns("failed", "error", epoch,
-                                                             f"{type(err).__name__}: {err}"[:2000]))
-        raise
-    except BaseException:
-        writer.close(raise_errors=False)
-        raise
-    return final
+    def write_run(self, status: str, stop_reason: str | None = None, error: str | None = None) -> None:
+        self.writer.submit("runs", self.run_id, "run", self.run_columns(status, stop_reason, error))
+
+    # ------------------------------------------------------------------ the checkpoint
+
+    def state_dict(self) -> dict:
+        """The checkpoint: all a resumed trial needs to go on exactly as this one would."""
+        return {
+            "model": self.net.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "rng": {"batches": self.generator.get_state(), "torch": torch.get_rng_state(),
+                    "numpy": np.random.get_state(), "python": random.getstate()},
+            "epoch": self.epoch,
+            "step": self.step,
+            "next_capture": self.next_capture,
+            "best_val_loss": self.best_val_loss,
+            "best_val_acc": self.best_val_acc,
+            "best_epoch": self.best_epoch,
+            "bad_epochs": self.bad_epochs,
+            "online": self.online.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue from a checkpoint :meth:`state_dict` made."""
+        self.net.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        rng = state["rng"]
+        self.generator.set_state(rng["batches"])
+        torch.set_rng_state(rng["torch"])
+        np.random.set_state(rng["numpy"])
+        random.setstate(rng["python"])
+        self.epoch, self.step, self.next_capture = state["epoch"], state["step"], state["next_capture"]
+        self.best_val_loss, self.best_val_acc = state["best_val_loss"], state["best_val_acc"]
+        self.best_epoch, self.bad_epochs = state["best_epoch"], state["bad_epochs"]
+        self.online.load_state_dict(state["online"])
+
+
+def run_trial(config: dict, session) -> dict:
+    """Train one run as ``config`` describes; return its final metrics.
+
+    Parameters
+    ----------
+    config : a trial config as :func:`dynstudy.study.grid.expand` writes it (run_id, study, store, model,
+        seed, use_gpu and the dataset, optimizer, train, capture and analysis sections).
+    session : restores and saves the trial's checkpoints (:mod:`dynstudy.jobs.trial.session`).
+    """
+    return Trial(config, session).run()

@@ -1,8 +1,9 @@
 # Two commands on a fresh machine with Python 3.11 (README.md, "Quick start"):
 #   make demo       create .venv, install, run the built-in demo study, write the report
-#   make test       create or update .venv, run the test suite
+#   make test       create or update .venv, lint, run the test suite
 # and for the developer loop:
-#   make test-fast  the suite without the slow end-to-end tests (pytest -m "not slow")
+#   make test-fast  lint, then the suite without the slow end-to-end tests (pytest -m "not slow")
+#   make lint       ruff over the repository (its rules: pyproject.toml, [tool.ruff])
 #   make bench      the metric kernels' benchmark (docs/performance.md)
 #   make clean      remove .venv, ./dynstudy-store and pytest's cache
 PYTHON ?= python3
@@ -10,7 +11,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo test test-fast bench clean
+.PHONY: demo lint test test-fast bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,10 +21,13 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/dynstudy run demo
 
-test: $(STAMP)
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+test: lint
 	$(BIN)/python -m pytest -q
 
-test-fast: $(STAMP)
+test-fast: lint
 	$(BIN)/python -m pytest -q -m "not slow"
 
 bench: $(STAMP)

@@ -18,12 +18,10 @@ import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from dynstudy.analysis.run.long_format import decode_captures
+from dynstudy.analysis.run.long_format import COLUMNS, decode_captures
 from dynstudy.store_contract.files import filesystem, read_run_row, resolve_store
 from dynstudy.store_contract.scan import StoreFile, scan_store
 
-#: Columns read from each capture file (stage as a dictionary: no string per row).
-COLUMNS = ("stage", "rank", "sample", "label", "value")
 #: Columns with one value per file, taken from the footer's statistics.
 CONSTANT = ("capture", "kind", "epoch", "step")
 
@@ -69,7 +67,7 @@ def read_capture(f: StoreFile) -> Capture:
     fs, inner = filesystem(f.path)
     with fs.open_input_file(inner) as fh:  # one open, one footer read
         pf = pq.ParquetFile(fh, read_dictionary=["stage"], pre_buffer=True)
-        t = pf.read(columns=list(COLUMNS))
+        t = pf.read(columns=list(COLUMNS))  # the decoder's columns, stage as a dictionary (no string per row)
         if t.num_rows == 0:
             raise ValueError(f"{f.path}: no rows")
         capture, kind, epoch, step = (_one(f, pf, c) for c in CONSTANT)

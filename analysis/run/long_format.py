@@ -22,8 +22,10 @@ import pyarrow as pa
 
 from dynstudy.analysis.kernels import fast_loops
 
-#: Columns :func:`decode_captures` reads; ``capture`` is optional (without it the table is one capture).
-COLUMNS = ("capture", "stage", "rank", "sample", "label", "value")
+#: Columns :func:`decode_captures` reads from every row.
+COLUMNS = ("stage", "rank", "sample", "label", "value")
+#: The column that tells captures apart, needed when a table holds more than one.
+CAPTURE = "capture"
 
 
 @dataclass
@@ -78,8 +80,8 @@ def decode_captures(table: pa.Table, where: str) -> LongCaptures:
 
     Parameters
     ----------
-    table : pyarrow table with the columns stage, rank, sample, label and value, and capture when it holds
-        more than one capture; its rows in any order.
+    table : pyarrow table with the columns :data:`COLUMNS`, and :data:`CAPTURE` when it holds more than one
+        capture; its rows in any order.
     where : what the rows are (a file's path, a run), for the error.
 
     Returns
@@ -99,7 +101,7 @@ def decode_captures(table: pa.Table, where: str) -> LongCaptures:
         raise ValueError(f"{where}: no rows")
     codes, names = stage_codes(table["stage"])
     rank, sample, label, value = (table[c].to_numpy() for c in ("rank", "sample", "label", "value"))
-    capture = table["capture"].to_numpy() if "capture" in table.column_names else None
+    capture = table[CAPTURE].to_numpy() if CAPTURE in table.column_names else None
     rows = None
     if not fast_loops.rows_sorted(capture, codes, rank, sample):
         keys = (sample, rank, codes) if capture is None else (sample, rank, codes, capture)

@@ -16,7 +16,7 @@ import pyarrow.dataset as pads
 
 from dynstudy.analysis.kernels.temporal import TemporalSeries, temporal_series, temporal_tables
 from dynstudy.analysis.run.capture_plan import run_seed
-from dynstudy.analysis.run.long_format import decode_captures
+from dynstudy.analysis.run.long_format import CAPTURE, COLUMNS, decode_captures
 from dynstudy.store_contract.files import filesystem
 from dynstudy.store_contract.scan import StoreFile
 from dynstudy.store_contract.schemas import file_numbers
@@ -60,7 +60,7 @@ def read_series(files: list[StoreFile], run_id: str, n_samples: int, n_channels:
     those channels or samples is a ValueError that names the run: the series
     would mix channels.
     """
-    t = _table(files, ["capture", "epoch", "step", "stage", "rank", "sample", "label", "value"],
+    t = _table(files, [CAPTURE, "epoch", "step", *COLUMNS],
                (pads.field("sample") < n_samples) & (pads.field("rank") < n_channels))
     where = f"run {run_id}: the step probe (samples < {n_samples}, ranks < {n_channels})"
     need = "the temporal series needs the same channels and samples at every capture"

@@ -29,6 +29,7 @@ from pyarrow import fs as pafs
 
 from dynstudy.store_contract.schemas import PARTITIONED, TABLES, WRITE_ID_KEY
 
+#: URI schemes of stores in an object store; a local store is a path or a ``file://`` URI.
 REMOTE_SCHEMES = ("s3", "gs")
 
 

@@ -10,8 +10,10 @@ and say what to do, in one line:
 * :func:`check_store_writable`: a local store folder can be created and
   written to (``s3://`` and ``gs://`` stores are not checked).
 
-Both raise :class:`PreflightError`, a ValueError. Only the standard library is
-used, so the checks run before anything heavy is imported.
+Both raise :class:`PreflightError`, a ValueError. Besides the standard library
+they use only the store contract's remote schemes
+(:data:`dynstudy.store_contract.files.REMOTE_SCHEMES`), so the checks run
+before Ray or torch is imported.
 """
 from __future__ import annotations
 
@@ -23,6 +25,8 @@ import socket
 import time
 from pathlib import Path
 from urllib.parse import urlsplit
+
+from dynstudy.store_contract.files import REMOTE_SCHEMES
 
 #: Environment variable Ray reads the cluster address from.
 RAY_ADDRESS_ENV = "RAY_ADDRESS"
@@ -36,8 +40,6 @@ TRY_TIMEOUT_S = 2.0
 RETRY_PAUSE_S = 0.2
 #: Address forms Ray accepts, as named in error messages.
 ACCEPTED_FORMS = "auto, local, host:port, ray://host:port, http(s)://host:port"
-#: URI schemes of stores that are not checked here.
-REMOTE_SCHEMES = ("s3", "gs")
 #: Start of the name of the probe file :func:`check_store_writable` writes.
 PROBE_PREFIX = ".dynstudy-write-check-"
 

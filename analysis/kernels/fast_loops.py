@@ -1,6 +1,6 @@
 """The innermost loops of ``dynstudy analyze``, compiled with numba.
 
-:mod:`dynstudy.analysis.kernels.fast_kernels` and :mod:`dynstudy.analysis.run.capture_read` call these; the
+:mod:`dynstudy.analysis.kernels.fast_kernels` and :mod:`dynstudy.analysis.run.long_format` call these; the
 definitions are those of :mod:`dynstudy.analysis.kernels.dynamics` (and of its literal
 reference, tests/literal_dynamics.py), only fused into one pass each:
 
@@ -19,9 +19,10 @@ reference, tests/literal_dynamics.py), only fused into one pass each:
 - :func:`centre_rows`, :func:`rolling_rows`: the pseudo-time series (label
   order, per-class centring, the order control's permutation, pandas' centred
   rolling mean with a running sum as scipy's uniform_filter1d keeps it).
-- :func:`rows_sorted`, :func:`grid_problem`: the reader's checks that a capture
-  file's rows are in (stage, rank, sample) order and hold one value per
-  channel and sample.
+- :func:`rows_sorted`, :func:`grid_problem`: the long-format decoder's checks
+  (:mod:`dynstudy.analysis.run.long_format`) that rows are in (capture, stage,
+  rank, sample) order and hold one value per channel and sample of each
+  capture, with the same channels in every capture.
 
 Loops are compiled with ``fastmath={"reassoc", "contract", "nsz", "arcp"}`` so
 that sums vectorise: they add in another order, may fuse multiply-adds and
@@ -294,10 +295,14 @@ def rolling_rows(x: np.ndarray, window: int, perm: np.ndarray, out: np.ndarray) 
 
 
 @numba.njit(cache=True, nogil=True)
-def rows_sorted(codes: np.ndarray, rank: np.ndarray, sample: np.ndarray) -> bool:
-    """True when the rows are sorted by (codes, rank, sample), in one pass."""
+def rows_sorted(capture: np.ndarray | None, codes: np.ndarray, rank: np.ndarray, sample: np.ndarray) -> bool:
+    """True when the rows are sorted by (capture, codes, rank, sample), in one pass; ``capture`` None: rows of
+    one capture (the compiled loop then has no capture comparison)."""
     for i in range(1, len(codes)):
-        if codes[i] != codes[i - 1]:
+        if capture is not None and capture[i] != capture[i - 1]:
+            if capture[i] < capture[i - 1]:
+                return False
+        elif codes[i] != codes[i - 1]:
             if codes[i] < codes[i - 1]:
                 return False
         elif rank[i] != rank[i - 1]:
@@ -309,13 +314,18 @@ def rows_sorted(codes: np.ndarray, rank: np.ndarray, sample: np.ndarray) -> bool
 
 
 @numba.njit(cache=True, nogil=True)
-def grid_problem(codes: np.ndarray, rank: np.ndarray, sample: np.ndarray, label: np.ndarray, n: int) -> int:
-    """-1 when rows sorted by (codes, rank, sample) hold every sample 0 .. n - 1 once per channel with one
-    label per sample; else the first row that breaks it."""
-    for i in range(len(codes)):
-        j = i % n
-        if sample[i] != j or label[i] != label[j]:
-            return i
-        if j and (codes[i] != codes[i - 1] or rank[i] != rank[i - 1]):
-            return i
+def grid_problem(codes: np.ndarray, rank: np.ndarray, sample: np.ndarray, label: np.ndarray, n: int,
+                 width: int) -> int:
+    """-1 when rows sorted by (capture, codes, rank, sample), ``width * n`` rows per capture, hold every sample
+    0 .. n - 1 once per channel, one label per sample in each capture and the same ``width`` channels in every
+    capture; else the first row that breaks it."""
+    block = width * n
+    for b in range(0, len(codes) - block + 1, block):
+        for c in range(b, b + block, n):
+            if c >= block and (codes[c] != codes[c - block] or rank[c] != rank[c - block]):
+                return c
+            for j in range(n):
+                i = c + j
+                if sample[i] != j or label[i] != label[b + j] or codes[i] != codes[c] or rank[i] != rank[c]:
+                    return i
     return -1

@@ -2,11 +2,12 @@
 
 The fast path of ``dynstudy analyze`` reads each capture file once, with the
 columns it needs (the stage names as a dictionary, the capture's number,
-kind, epoch and step from the footer's statistics, not one per row), and puts its rows in (stage, rank, sample) order
-itself: files written by dynstudy's workers are already in that order (channel-major, probe order), which is checked in
-one vectorised pass, and only a file in another order is sorted. The result is what the reference's ``SELECT ... ORDER
-BY stage, rank, sample`` through DuckDB gives (:func:`tests.reference_capture.capture_arrays`). Local paths and object
-stores go through :func:`dynstudy.store_contract.files.filesystem`.
+kind, epoch and step from the footer's statistics, not one per row), and decodes its rows with
+:func:`dynstudy.analysis.run.long_format.decode_captures`: files written by dynstudy's workers are already in
+(stage, rank, sample) order, which is checked in one compiled pass, and only a file in another order is sorted. The
+result is what the reference's ``SELECT ... ORDER BY stage, rank, sample`` through DuckDB gives
+(:func:`tests.reference_capture.capture_arrays`). Local paths and object stores go through
+:func:`dynstudy.store_contract.files.filesystem`.
 """
 from __future__ import annotations
 
@@ -17,12 +18,10 @@ import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from dynstudy.analysis.kernels import fast_loops
+from dynstudy.analysis.run.long_format import COLUMNS, decode_captures
 from dynstudy.store_contract.files import filesystem, read_run_row, resolve_store
 from dynstudy.store_contract.scan import StoreFile, scan_store
 
-#: Columns read from each capture file (stage as a dictionary: no string per row).
-COLUMNS = ("stage", "rank", "sample", "label", "value")
 #: Columns with one value per file, taken from the footer's statistics.
 CONSTANT = ("capture", "kind", "epoch", "step")
 
@@ -68,35 +67,14 @@ def read_capture(f: StoreFile) -> Capture:
     fs, inner = filesystem(f.path)
     with fs.open_input_file(inner) as fh:  # one open, one footer read
         pf = pq.ParquetFile(fh, read_dictionary=["stage"], pre_buffer=True)
-        t = pf.read(columns=list(COLUMNS))
+        t = pf.read(columns=list(COLUMNS))  # the decoder's columns, stage as a dictionary (no string per row)
         if t.num_rows == 0:
             raise ValueError(f"{f.path}: no rows")
         capture, kind, epoch, step = (_one(f, pf, c) for c in CONSTANT)
     if f.name != f"capture={capture:06d}":
         raise ValueError(f"{f.path} holds capture {capture}, not the one its name says")
-    enc = t["stage"].combine_chunks()
-    enc = enc if hasattr(enc, "dictionary") else enc.dictionary_encode()
-    names = np.asarray(enc.dictionary.to_pylist(), dtype=object)
-    order = np.argsort(names.astype(str), kind="stable")
-    codes = enc.indices.to_numpy()
-    if (order != np.arange(len(order))).any():  # dictionary not in name order: codes in sorted order of names
-        rename = np.empty(len(order), codes.dtype)
-        rename[order] = np.arange(len(order))
-        codes = rename[codes]
-    rank = t["rank"].to_numpy()
-    sample = t["sample"].to_numpy()
-    label = t["label"].to_numpy()
-    value = t["value"].to_numpy()
-    if not fast_loops.rows_sorted(codes, rank, sample):
-        rows = np.lexsort((sample, rank, codes))
-        codes, rank, sample, label, value = codes[rows], rank[rows], sample[rows], label[rows], value[rows]
-    n_samples = int(sample.max()) + 1
-    if len(value) % n_samples or fast_loops.grid_problem(codes, rank, sample, label, n_samples) >= 0:
-        raise ValueError(f"{f.path}: {len(value)} rows are not one value per (stage, rank, sample) for samples "
-                         f"0..{n_samples - 1}, with one label per sample")
-    acts = np.asarray(value, dtype=np.float64).reshape(-1, n_samples).T
-    return Capture(int(capture), kind, int(epoch), int(step), acts, np.asarray(label[:n_samples]),
-                   names[order][codes[::n_samples]], np.asarray(rank[::n_samples]))
+    d = decode_captures(t, f.path)
+    return Capture(int(capture), kind, int(epoch), int(step), d.values[0].T, d.labels[0], d.stages, d.ranks)
 
 
 def capture_files(files: list[StoreFile]) -> list[StoreFile]:

@@ -32,10 +32,6 @@ class RunInputs:
     files: dict[str, list[StoreFile]]  # table -> files
     digest: str
 
-    @property
-    def all_files(self) -> list[StoreFile]:
-        return [f for table in RUN_INPUTS for f in self.files.get(table, [])]
-
 
 def run_inputs(scan: StoreScan, run_id: str) -> RunInputs:
     """``run_id``'s input files in ``scan`` with their digest."""

@@ -44,6 +44,12 @@ def _clean(x):
     return x
 
 
+def _nanmean(values) -> float | None:
+    """Mean of the values that are not NaN (None counts as NaN); None when none of them is finite."""
+    x = np.asarray(values, dtype=float)
+    return np.nanmean(x) if np.isfinite(x).any() else None
+
+
 def summarise_run(run: dict, cap_rows: list[dict], control_rows: list[dict], acc: dict, params: dict,
                   reason: str | None) -> dict:
     """The run_summary row; fills hz, mz, psi and volatility into the end-of-epoch ``cap_rows``.
@@ -56,7 +62,7 @@ def summarise_run(run: dict, cap_rows: list[dict], control_rows: list[dict], acc
     summary.update(n_epochs=len(trained), reason=reason)
     for name in ("noise", "order"):
         vals = [c["h_raw"] for c in control_rows if c["control"] == name and c["kind"] == "epoch"]
-        summary[f"{name}_h_raw_mean"] = np.nanmean(vals) if np.isfinite(vals).any() else None
+        summary[f"{name}_h_raw_mean"] = _nanmean(vals)
     init = [r["h_raw"] for r in cap_rows if r["kind"] == "init"]
     summary["init_h_raw"] = init[0] if init else None
     if reason is not None:
@@ -72,9 +78,8 @@ def summarise_run(run: dict, cap_rows: list[dict], control_rows: list[dict], acc
             r.update(hz=rm["hz"][i], mz=rm["mz"][i], psi=rm["psi"][i], volatility=rm["volatility"][i])
         summary.update({key: rm[key] for key in ("h_eff_mean", "metastability_mean", "psi_mean", "psi_std",
                                                  "r_hz_mz", "r_psi_acc", "trigger_epoch", "state")})
-        summary["h_raw_mean"] = np.nanmean([r["h_raw"] for r in trained]) if _any_finite(trained, "h_raw") else None
-        summary["synchrony_mean"] = (np.nanmean([r["synchrony"] for r in trained])
-                                     if _any_finite(trained, "synchrony") else None)
+        summary["h_raw_mean"] = _nanmean([r["h_raw"] for r in trained])
+        summary["synchrony_mean"] = _nanmean([r["synchrony"] for r in trained])
     if acc:
         best_epoch = max(acc, key=lambda e: (acc[e], -e))
         summary.update(best_val_acc=acc[best_epoch], best_epoch=best_epoch, final_val_acc=acc[max(acc)])
@@ -120,10 +125,6 @@ def analyze_run(source, run: dict, params: dict, k: int | None = None, reason: s
     return {"capture_metrics": clean(cap_rows), "controls": clean(control_rows),
             "window_sensitivity": clean(window_rows), "temporal_metrics": clean(temporal_rows),
             "temporal_controls": clean(temporal_controls), "run_summary": clean([summary])}
-
-
-def _any_finite(rows, key) -> bool:
-    return any(r[key] is not None and np.isfinite(r[key]) for r in rows)
 
 
 def fast_source(store: str, run_id: str, inputs: RunInputs) -> FastSource:

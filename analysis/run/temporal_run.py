@@ -16,8 +16,10 @@ import pyarrow.dataset as pads
 
 from dynstudy.analysis.kernels.temporal import TemporalSeries, temporal_series, temporal_tables
 from dynstudy.analysis.run.capture_plan import run_seed
+from dynstudy.analysis.run.long_format import CAPTURE, COLUMNS, decode_captures
 from dynstudy.store_contract.files import filesystem
 from dynstudy.store_contract.scan import StoreFile
+from dynstudy.store_contract.schemas import file_numbers
 
 #: File names of every-N-step captures (``steps=FIRST-LAST``; :data:`dynstudy.store_contract.schemas.FILE_NAMES`).
 STEP_FILES = "steps="
@@ -26,9 +28,12 @@ TEMPORAL_SEED = 0x7E
 
 
 def _table(files: list[StoreFile], columns: list[str], where=None):
+    """Rows of ``files`` in the order of their capture numbers (rows of files in capture order need no sort)."""
+    files = sorted(files, key=lambda f: file_numbers("activations", f.name)[0])
     fs, _ = filesystem(files[0].path)
     paths = [filesystem(f.path)[1] for f in files]
-    return pads.dataset(paths, filesystem=fs, format="parquet").to_table(columns=columns, filter=where)
+    fmt = pads.ParquetFileFormat(read_options=pads.ParquetReadOptions(dictionary_columns=["stage"]))
+    return pads.dataset(paths, filesystem=fs, format=fmt).to_table(columns=columns, filter=where)
 
 
 def step_probe(files: list[StoreFile]) -> tuple[int, int] | None:
@@ -50,24 +55,24 @@ def read_series(files: list[StoreFile], run_id: str, n_samples: int, n_channels:
     """The run's temporal signal: channel means over the first ``n_samples`` samples of every capture.
 
     Columns of X are the channels of rank < ``n_channels`` per stage, in
-    (stage, rank) order. A capture without those channels or samples is a
-    ValueError that names it: the series would mix channels.
+    (stage, rank) order; the captures' rows are decoded by
+    :func:`dynstudy.analysis.run.long_format.decode_captures`. A capture without
+    those channels or samples is a ValueError that names the run: the series
+    would mix channels.
     """
-    t = _table(files, ["capture", "epoch", "step", "stage", "rank", "sample", "value"],
+    t = _table(files, [CAPTURE, "epoch", "step", *COLUMNS],
                (pads.field("sample") < n_samples) & (pads.field("rank") < n_channels))
-    stage_names, stage = np.unique(t["stage"].to_numpy(zero_copy_only=False).astype(str), return_inverse=True)
-    capture, rank, sample = (t[c].to_numpy() for c in ("capture", "rank", "sample"))
-    rows = np.lexsort((sample, rank, stage, capture))
-    captures, first, counts = np.unique(capture[rows], return_index=True, return_counts=True)
-    width = len(stage_names) * n_channels
-    short = captures[counts != width * n_samples]
-    if len(short) or not len(captures):
-        raise ValueError(f"run {run_id}: capture(s) {short.tolist()} lack some of the {n_samples} step-probe samples "
-                         f"or rank < {n_channels} channels of the stages {stage_names.tolist()}: the temporal series "
-                         "needs the same channels and samples at every capture")
-    values = t["value"].to_numpy().astype(np.float64)[rows].reshape(len(captures), width, n_samples)
-    head = rows[first]
-    return temporal_series(t["step"].to_numpy()[head], t["epoch"].to_numpy()[head], captures, values.mean(axis=2).T)
+    where = f"run {run_id}: the step probe (samples < {n_samples}, ranks < {n_channels})"
+    need = "the temporal series needs the same channels and samples at every capture"
+    try:
+        d = decode_captures(t, where)
+    except ValueError as err:
+        raise ValueError(f"{err}: {need}") from err
+    if d.values.shape[2] != n_samples or len(d.ranks) != len(np.unique(d.stages)) * n_channels:
+        raise ValueError(f"{where}: captures lack some of the {n_samples} step-probe samples or rank < {n_channels} "
+                         f"channels of the stages {np.unique(d.stages).tolist()}: {need}")
+    return temporal_series(t["step"].to_numpy()[d.heads], t["epoch"].to_numpy()[d.heads], d.captures,
+                           d.values.mean(axis=2).T)
 
 
 def run_temporal(files: list[StoreFile], run_id: str, params: dict, k: int | None

@@ -1,5 +1,5 @@
-"""The fast analysis path (dynstudy.analysis.run.capture_family) against the implementation it replaced
-(tests.reference_capture).
+"""The fast analysis path (dynstudy.analysis.run.capture_family) against the plain reference implementation
+(tests/reference_capture.py).
 
 Every table ``dynstudy analyze`` writes must be the same, value for value within 1e-12 (relative above 1), on a
 generated store that exercises every variant of a capture: channel re-draws (runs storing more channels than they use),

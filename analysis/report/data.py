@@ -14,22 +14,11 @@ import numpy as np
 
 from dynstudy.analysis.kernels.params import DEFAULTS, PLATEAU_POINTS, AnalysisParams
 from dynstudy.analysis.stats.claims import plateau_epoch
+from dynstudy.analysis.stats.variability import CELL_KEYS, finite_or_none
 from dynstudy.store_contract.schemas import TABLES
 
-CELL_KEYS = ("model", "dataset", "optimizer")
 #: Metric columns of capture_metrics drawn as trajectories.
 TRAJECTORY_METRICS = ("h_eff", "metastability", "psi", "volatility")
-
-
-def finite_or_none(v):
-    """``v`` as a float, or None when it is missing, not a number or not finite."""
-    if v is None:
-        return None
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return f if math.isfinite(f) else None
 
 
 def table_counts(con: duckdb.DuckDBPyConnection) -> dict:

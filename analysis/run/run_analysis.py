@@ -1,14 +1,11 @@
 """One run's analysis, as a worker process or a Ray task runs it: its input files -> its metric tables.
 
-:func:`analyze_and_write` reads the run's captures one at a time (the fast
-path, :mod:`dynstudy.analysis.run.capture_family`, or the implementation it replaced,
-:mod:`tests.reference_capture`), computes the per-capture, per-control and
-window-sensitivity rows, the run-level series (:func:`summarise_run`) and the
-temporal protocol's tables, and writes each table's file for the run. The
-cross-run tables are not here: :mod:`dynstudy.analysis.pipeline.analyze` builds them once from
-every run's summary. This module imports only what a run's analysis needs, so
-a worker process starts in a fraction of the time :mod:`dynstudy.analysis.pipeline.analyze`
-(with its statistics, claims and catalog) takes to import.
+:func:`analyze_and_write` reads the run's captures one at a time (through :mod:`dynstudy.analysis.run.capture_family`,
+or a source the caller gives), computes the per-capture, per-control and window-sensitivity rows, the run-level series
+(:func:`summarise_run`) and the temporal protocol's tables, and writes each table's file for the run. The cross-run
+tables are not here: :mod:`dynstudy.analysis.pipeline.analyze` builds them once from every run's summary. This module
+imports only what a run's analysis needs, so a worker process starts in a fraction of the time
+:mod:`dynstudy.analysis.pipeline.analyze` (with its statistics, claims and catalog) takes to import.
 """
 from __future__ import annotations
 

@@ -26,7 +26,7 @@ from scipy import stats
 
 from dynstudy.analysis.kernels.dynamics import STATES
 from dynstudy.analysis.kernels.params import PLATEAU_POINTS
-from dynstudy.analysis.stats.variability import CELL_KEYS, state_agreement
+from dynstudy.analysis.stats.variability import CELL_KEYS, finite_or_none, state_agreement
 
 ALPHA = 0.05
 STATE_AGREEMENT = 0.8
@@ -114,18 +114,14 @@ def integration_claims(summaries: list[dict], tests=INTEGRATION_TESTS) -> list[d
                 g = hedges_g(x, y)
                 verdict = "supported" if np.isfinite(p) and p < ALPHA else "not supported"
                 detail = f"mean {np.mean(x):.3f} ({a}) vs {np.mean(y):.3f} ({b}); Welch t-test"
-                out.append(claim_row(claim, cell, f"{a} vs {b}", len(x) + len(y), finite(t), finite(g), "hedges_g",
-                                     finite(p), verdict, detail))
+                stat, effect, p = finite_or_none(t), finite_or_none(g), finite_or_none(p)
+                out.append(claim_row(claim, cell, f"{a} vs {b}", len(x) + len(y), stat, effect, "hedges_g", p,
+                                     verdict, detail))
     return out
 
 
 def _both(r) -> bool:
     return all(r.get(k) is not None and math.isfinite(r[k]) for k in ("h_raw_mean", "noise_h_raw_mean"))
-
-
-def finite(x):
-    """``x`` as a float, or None when it is missing or not finite."""
-    return float(x) if x is not None and np.isfinite(x) else None
 
 
 def trigger_claims(summaries: list[dict], curves: dict, points: float = PLATEAU_POINTS,
@@ -164,13 +160,13 @@ def trigger_claims(summaries: list[dict], curves: dict, points: float = PLATEAU_
         lead_arr = np.array(lead, float)
         p = None
         if len(lead) >= 2 and np.any(lead_arr != 0):
-            p = finite(stats.wilcoxon(lead_arr, alternative="greater", zero_method="zsplit").pvalue)
+            p = finite_or_none(stats.wilcoxon(lead_arr, alternative="greater", zero_method="zsplit").pvalue)
         before = int((lead_arr > 0).sum())
         verdict = "supported" if p is not None and p < ALPHA else ("not supported" if p is not None else "untested")
         detail = (f"trigger before plateau in {before}/{len(lead)} runs with a trigger ({len(runs)} runs); "
                   f"volatility rule: {np.mean(saved):.1f} epochs saved, {np.mean(given):.2f} points given up; {base}")
         out.append(claim_row("volatility trigger precedes accuracy plateau", cell, dataset, len(lead),
-                             finite(float(np.median(lead_arr))), finite(float(lead_arr.mean())), "mean epochs of lead",
+                             float(np.median(lead_arr)), float(lead_arr.mean()), "mean epochs of lead",
                              p, verdict, detail))
     return out
 
@@ -186,7 +182,7 @@ def state_claims(summaries: list[dict], agreement: float = STATE_AGREEMENT, key:
     for cell, states in sorted(cells.items()):
         modal, _ = state_agreement(states)
         count, n = states.count(modal), len(states)
-        p = finite(stats.binomtest(count, n, 1 / len(STATES), alternative="greater").pvalue) if n >= 2 else None
+        p = finite_or_none(stats.binomtest(count, n, 1 / len(STATES), alternative="greater").pvalue) if n >= 2 else None
         share = count / n
         verdict = "untested" if n < 2 else ("supported" if share >= agreement else "not supported")
         out.append(claim_row(claim, (cell[0], cell[2]), cell[1], n, float(count), share,

@@ -25,12 +25,11 @@ from dynstudy.analysis.stats.claims import (
     ALPHA,
     claim_row,
     finished_runs,
-    finite,
     integration_claims,
     plateau_epoch,
     state_claims,
 )
-from dynstudy.analysis.stats.variability import CELL_KEYS
+from dynstudy.analysis.stats.variability import CELL_KEYS, finite_or_none
 
 PREFIX = "temporal: "
 TRIGGER_CLAIM = PREFIX + "volatility trigger precedes accuracy plateau (steps)"
@@ -66,12 +65,12 @@ def trigger_step_claims(summaries: list[dict], curves: dict, epoch_steps: dict,
         lead_arr = np.array(lead, float)
         p = None
         if len(lead) >= 2 and np.any(lead_arr != 0):
-            p = finite(stats.wilcoxon(lead_arr, alternative="greater", zero_method="zsplit").pvalue)
+            p = finite_or_none(stats.wilcoxon(lead_arr, alternative="greater", zero_method="zsplit").pvalue)
         verdict = "supported" if p is not None and p < ALPHA else ("not supported" if p is not None else "untested")
         detail = (f"trigger before plateau in {int((lead_arr > 0).sum())}/{len(lead)} runs with a trigger "
                   f"({len(runs)} runs); median lead {np.median(lead_arr):.0f} steps")
-        out.append(claim_row(TRIGGER_CLAIM, cell, dataset, len(lead), finite(float(np.median(lead_arr))),
-                             finite(float(lead_arr.mean())), "mean steps of lead", p, verdict, detail))
+        out.append(claim_row(TRIGGER_CLAIM, cell, dataset, len(lead), finite_or_none(float(np.median(lead_arr))),
+                             finite_or_none(float(lead_arr.mean())), "mean steps of lead", p, verdict, detail))
     return out
 
 

@@ -32,6 +32,19 @@ METRIC_DOMAINS = {
 HIGH_CV = 0.5
 
 
+
+def finite_or_none(v):
+    """``v`` as a float, or None when it is missing, not a number or not finite."""
+    if v is None:
+        return None
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
+
 def _bounded(lo: float, hi: float, domain) -> tuple[float, float]:
     if domain is None:
         return lo, hi

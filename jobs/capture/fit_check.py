@@ -1,7 +1,7 @@
 """Does each cell's capture fit its data and its model? Checked before Ray starts, and again in the trial.
 
 A probe larger than the validation split, or a channel count larger than a
-stage's width, used to shrink silently while ``runs.config`` recorded the
+stage's width, would have to shrink while ``runs.config`` recorded the
 request. :func:`check_trials_fit` refuses such a spec before any trial starts,
 from the splits' known sizes and each model's stage widths (one forward pass
 of a dummy image); :func:`capture_problem` is the rule, which the trial

@@ -152,3 +152,30 @@ def test_a_config_without_a_field_is_refused_before_anything_is_built(tmp_path):
 
 def test_the_fields_a_trial_reads_are_the_ones_grid_expand_writes(tmp_path):
     assert missing_fields(trial(tmp_path)) == []
+
+
+@pytest.mark.parametrize("over, reason", [({"train": {"epochs": 3}}, "max_epochs"),
+                                          ({"train": {"epochs": 8, "volatility_stopping": True},
+                                            "analysis": {"min_scale": 8, "vol_threshold": 100.0}}, "volatility")],
+                         ids=["max_epochs", "volatility"])
+def test_a_trial_restored_from_its_last_checkpoint_records_its_end_and_trains_no_more(tmp_path, over, reason):
+    """Ray Tune restarts a trial from its final checkpoint when the driver died before the experiment state
+    recorded the trial's end: the restored start writes the run's final row and trains no further epoch."""
+    run_trial(trial(tmp_path / "clean", **over), LocalSession(tmp_path / "ck_clean"))
+    session = LocalSession(tmp_path / "ck")
+    run_trial(trial(tmp_path / "store", **over), session)
+    reports = len(session.reports)
+    final = run_trial(trial(tmp_path / "store", **over), session)  # the restart from the last checkpoint
+    assert len(session.reports) == reports and final["status"] == "finished"
+    clean_run = rows(tmp_path / "clean", "runs", "status")[0]
+    (run,) = rows(tmp_path / "store", "runs", "status")
+    con = duckdb.connect()
+    got = con.sql(f"SELECT status, stop_reason, epochs_completed, attempts FROM read_parquet("
+                  f"'{tmp_path / 'store'}/runs/**/*.parquet')").fetchall()
+    want = con.sql(f"SELECT status, stop_reason, epochs_completed, attempts FROM read_parquet("
+                   f"'{tmp_path / 'clean'}/runs/**/*.parquet')").fetchall()
+    assert got == [(*want[0][:3], 2)]  # finished as the clean run, one more attempt
+    assert want[0][1] == reason
+    assert len(run) == len(clean_run)
+    for table, order in (("train_metrics", "epoch"), ("activations", ACT_ORDER)):
+        assert rows(tmp_path / "store", table, order) == rows(tmp_path / "clean", table, order)

@@ -225,7 +225,10 @@ class Trial:
     attempts : int
         This start's number (from the run's row, not the checkpoint).
     status, stop_reason : str or None
-        How the run ended (None while it goes on).
+        How the run ended (None while it goes on); a checkpoint of the run's last epoch holds them, so a trial
+        restored from it ends at once instead of training on.
+    recorded : str or None
+        The status the run's row holds from this start (None: none written yet).
     metrics : dict
         The last completed epoch's metrics.
     epoch_capture_s : float
@@ -259,6 +262,7 @@ class Trial:
         self.attempts = 1
         self.status: str | None = None
         self.stop_reason: str | None = None
+        self.recorded: str | None = None
         self.metrics: dict = {}
         # this epoch
         self.epoch_capture_s = 0.0
@@ -300,7 +304,8 @@ class Trial:
         else:
             remove_write_leftovers(self.store, self.run_id)  # what the earlier attempt was writing when it died
             self.load_state_dict(state)
-            self.write_run("running")
+            if self.status is None:  # else the checkpoint is of the run's last epoch: finish() records its end
+                self.write_run("running")
 
     def start_afresh(self) -> None:
         """Clear what an earlier attempt wrote, check that the capture fits, capture the untrained network."""
@@ -395,30 +400,33 @@ class Trial:
         return None
 
     def report_epoch(self, stop_reason: str | None) -> None:
-        """Write the run's row, wait for the epoch's files, report the epoch with the checkpoint."""
-        last = stop_reason is not None
-        # the final status is written before the last report: Tune may end the trial as soon as it has it
-        self.write_run("finished" if last else "running", stop_reason)
+        """Write the run's row, wait for the epoch's files, report the epoch with the checkpoint.
+
+        The last epoch's checkpoint records that the run finished, and its row says so before the report: Tune
+        may end the trial as soon as it has the report, or restore it from that checkpoint later.
+        """
+        if stop_reason is not None:
+            self.stop("finished", stop_reason)
+        self.write_run(self.status or "running", self.stop_reason)
         self.writer.flush()  # the epoch's files are on the store before its checkpoint is
         self.session.report({**self.metrics, "run_id": self.run_id, "best_val_acc": self.best_val_acc,
-                             "last": last}, self.state_dict())
-        if last:
-            self.stop("finished", stop_reason)
+                             "last": self.status is not None}, self.state_dict())
 
     def stop(self, status: str, stop_reason: str) -> None:
         """End the loop: the run's final status and why."""
         self.status, self.stop_reason = status, stop_reason
 
     def finish(self) -> dict:
-        """Record how the run ended (the last epoch's report records a finished run), close the writer; return
-        the final metrics."""
-        if self.status is None:  # resumed from the checkpoint of its last epoch: nothing left to train
+        """Record how the run ended where its row does not say it yet, close the writer; return the final
+        metrics."""
+        if self.status is None:  # the loop ran out of epochs without a stop rule (train.epochs lowered)
             self.stop("finished", "max_epochs")
         final = {**self.metrics, "run_id": self.run_id, "status": self.status, "stop_reason": self.stop_reason,
                  "best_val_acc": self.best_val_acc}
-        if self.status != "finished":
+        if self.recorded != self.status:  # a divergence, or a start restored from the run's last checkpoint
             self.write_run(self.status, self.stop_reason)
             self.writer.flush()
+        if self.status != "finished":
             self.session.report({**final, "last": True}, None)
         self.writer.close()
         return final
@@ -483,7 +491,9 @@ class Trial:
                 "updated_at": [_now()], "error": [error], "attempts": [self.attempts]}
 
     def write_run(self, status: str, stop_reason: str | None = None, error: str | None = None) -> None:
+        """Queue the run's row with ``status``; :attr:`recorded` remembers it."""
         self.writer.submit("runs", self.run_id, "run", self.run_columns(status, stop_reason, error))
+        self.recorded = status
 
     # ------------------------------------------------------------------ the checkpoint
 
@@ -503,6 +513,8 @@ class Trial:
             "best_epoch": self.best_epoch,
             "bad_epochs": self.bad_epochs,
             "online": self.online.state_dict(),
+            "status": self.status,
+            "stop_reason": self.stop_reason,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -520,6 +532,7 @@ class Trial:
         self.best_val_loss, self.best_val_acc = state["best_val_loss"], state["best_val_acc"]
         self.best_epoch, self.bad_epochs = state["best_epoch"], state["bad_epochs"]
         self.online.load_state_dict(state["online"])
+        self.status, self.stop_reason = state["status"], state["stop_reason"]
 
 
 def run_trial(config: dict, session) -> dict:

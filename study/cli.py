@@ -198,7 +198,7 @@ def cmd_run(args) -> int:
     verbosity = "quiet" if args.quiet else "verbose" if args.verbose else "events"
     summary = run_study(spec, resume=args.resume, replace=args.replace, address=args.address, verbosity=verbosity)
     if args.no_analyze:
-        return 0 if summary["failed"] == 0 else 1
+        return 0 if summary["failed"] == 0 and not summary["unfinished"] else 1
     from dynstudy.analysis.pipeline.analyze import analyze
     from dynstudy.analysis.pipeline.catalog import open_catalog
     from dynstudy.analysis.report.build import write_report
@@ -207,7 +207,7 @@ def cmd_run(args) -> int:
     out = Path(args.report) if args.report else default_report(summary["store"])
     write_report(open_catalog(summary["store"]), out, title=f"dynstudy: {spec.name}")
     print(f"\nreport: {out.resolve()}\nquery:  dynstudy sql --store {summary['store']} \"SELECT * FROM run_summary\"")
-    return 0 if summary["failed"] == 0 else 1
+    return 0 if summary["failed"] == 0 and not summary["unfinished"] else 1
 
 
 def _version() -> str:

@@ -29,7 +29,7 @@ from dynstudy.store_contract.files import (
     write_rows,
 )
 from dynstudy.study.grid import expand
-from dynstudy.study.identity import StudyPlan, plan_study
+from dynstudy.study.identity import DONE_STATUSES, StudyPlan, plan_study
 from dynstudy.study.preflight import PreflightError, check_ray_address, check_store_writable
 from dynstudy.study.progress import ProgressLog, tune_callback
 from dynstudy.study.spec import SpecError, StudySpec
@@ -169,11 +169,14 @@ def apply_analysis_changes(plan: StudyPlan, store: str, out) -> None:
               "are kept and `dynstudy analyze` recomputes their tables", file=out, flush=True)
 
 
-def _summary(store: str, trials: list[dict], results, plan: StudyPlan, errors: dict, skipped: list[dict]) -> dict:
-    statuses = [(r.metrics or {}).get("status", "finished") for r in results if r.error is None]
-    statuses += [plan.rows[t["run_id"]]["status"] for t in skipped]
-    return {"store": store, "runs": len(trials), "failed": len(errors), "diverged": statuses.count("diverged"),
-            "finished": statuses.count("finished"), "skipped": len(skipped)}
+def study_summary(store: str, trials: list[dict], skipped: list[dict]) -> dict:
+    """The study's runs counted by the status their rows in the store hold: what the store says, not what Tune
+    reported, so a run whose row was left unfinished is counted as such (``unfinished``: their run ids)."""
+    statuses = {t["run_id"]: (read_run_row(store, t["run_id"]) or {}).get("status") for t in trials}
+    unfinished = sorted(r for r, s in statuses.items() if s not in (*DONE_STATUSES, "failed"))
+    counts = list(statuses.values())
+    return {"store": store, "runs": len(trials), "failed": counts.count("failed"), "diverged": counts.count("diverged"),
+            "finished": counts.count("finished"), "unfinished": unfinished, "skipped": len(skipped)}
 
 
 def run_study(spec: StudySpec, *, store: Optional[str] = None, resume: bool = False, replace: bool = False,
@@ -218,7 +221,7 @@ def run_study(spec: StudySpec, *, store: Optional[str] = None, resume: bool = Fa
     todo_ids = {t["run_id"] for t in todo}
     skipped = [t for t in trials if t["run_id"] not in todo_ids]
     if not todo:
-        return _summary(store, trials, [], plan, {}, skipped)
+        return study_summary(store, trials, skipped)
     check_trials_fit(todo)
     check_ray_address(address)
     for trial in replaced:  # only once every check has passed: a refused study loses nothing
@@ -285,10 +288,13 @@ def run_study(spec: StudySpec, *, store: Optional[str] = None, resume: bool = Fa
         errors = {r.config["trial"]["run_id"]: f"{type(r.error).__name__}: {r.error}"[:2000]
                   for r in results if r.error is not None}
         _mark_failed(store, errors, out)
-        summary = _summary(store, trials, [r for r in results if r.config["trial"]["run_id"] in todo_ids],
-                           plan, errors, skipped)
+        summary = study_summary(store, trials, skipped)
         print(f"study {spec.name}: {summary['finished']} finished, {summary['diverged']} diverged, "
               f"{summary['failed']} failed", file=out, flush=True)
+        if summary["unfinished"]:
+            print(f"{len(summary['unfinished'])} run(s) are not finished in the store: "
+                  f"{', '.join(summary['unfinished'][:5])}{' ...' if len(summary['unfinished']) > 5 else ''}; "
+                  f"`dynstudy run SPEC --resume` continues them", file=out, flush=True)
         return summary
     finally:
         if started:

@@ -33,7 +33,7 @@ def store(tmp_path_factory):
     out = io.StringIO()
     summary = run_study(parse_spec(SPEC), store=str(path), num_cpus=2, out=out)
     assert summary == {"store": str(path), "runs": N_RUNS, "failed": 0, "diverged": 0, "finished": N_RUNS,
-                       "skipped": 0}, out.getvalue()
+                       "unfinished": [], "skipped": 0}, out.getvalue()
     assert "epoch 3" in out.getvalue()  # progress lines were printed
     result = analyze(str(path), out=io.StringIO())
     assert result["analysed"] == N_RUNS and not result["failed"]

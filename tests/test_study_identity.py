@@ -18,7 +18,7 @@ from dynstudy.jobs.trial.trainer import run_trial
 from dynstudy.store_contract.files import read_run_row, write_rows
 from dynstudy.study.cli import main
 from dynstudy.study.grid import expand
-from dynstudy.study.orchestrate import run_study
+from dynstudy.study.orchestrate import run_study, study_summary
 from dynstudy.study.preflight import PreflightError
 from dynstudy.study.spec import SpecError, load_spec
 from tests.test_trainer import trial
@@ -53,7 +53,8 @@ def test_rerunning_a_finished_study_trains_nothing(tmp_path, monkeypatch):
     out = io.StringIO()
     summary = run_study(_smoke(), store=str(tmp_path), out=out)
     assert "2 runs already finished; --resume continues unfinished runs, --replace retrains" in out.getvalue()
-    assert summary == {"store": str(tmp_path), "runs": 2, "failed": 0, "diverged": 0, "finished": 2, "skipped": 2}
+    assert summary == {"store": str(tmp_path), "runs": 2, "failed": 0, "diverged": 0, "finished": 2,
+                       "unfinished": [], "skipped": 2}
 
 
 def test_a_field_an_older_dynstudy_did_not_write_counts_as_its_default(tmp_path, monkeypatch):
@@ -191,3 +192,16 @@ def test_a_capture_the_data_or_model_cannot_give_is_refused_before_ray(tmp_path,
                                          r"\(32 channels\).* set capture.channels_per_stage <= 32"):
         run_study(_smoke(capture={"channels_per_stage": 1000}), store=str(tmp_path), out=io.StringIO())
     assert not list(tmp_path.rglob("*.parquet"))
+
+
+def test_the_study_summary_counts_what_the_store_holds(tmp_path):
+    """A run whose row was left ``running`` (its trial ended without recording it) is counted as unfinished, by
+    name, never as finished: the summary reads the store, not what Ray Tune reported."""
+    spec = _smoke()
+    _finish(tmp_path, spec)
+    trials = expand(spec, str(tmp_path))
+    stale = trials[1]["run_id"]
+    row = read_run_row(str(tmp_path), stale)
+    write_rows(str(tmp_path), "runs", stale, "run", {k: [v] for k, v in {**row, "status": "running"}.items()})
+    summary = study_summary(str(tmp_path), trials, [])
+    assert (summary["finished"], summary["unfinished"], summary["failed"]) == (1, [stale], 0)

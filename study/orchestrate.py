@@ -121,7 +121,7 @@ def _check_experiment_state(exp_path: str) -> None:
         json.loads(fh.read())
 
 
-def _restored(tune, exp_path: str, trainable, plan: StudyPlan, out):
+def _restored(tune, exp_path: str, trainable, out):
     """Ray Tune's interrupted experiment, restored; None when there is none or it cannot be read."""
     try:
         if not tune.Tuner.can_restore(exp_path):
@@ -133,9 +133,6 @@ def _restored(tune, exp_path: str, trainable, plan: StudyPlan, out):
               "the unfinished runs start again from scratch", file=out, flush=True)
         return None
     print(f"resuming {exp_path}", file=out, flush=True)
-    if plan.new:
-        print(f"{len(plan.new)} run(s) of the spec are not in the interrupted experiment and are not trained "
-              "now; run again without --resume to train them", file=out, flush=True)
     return tuner
 
 
@@ -267,7 +264,7 @@ def run_study(spec: StudySpec, *, store: Optional[str] = None, resume: bool = Fa
                 run_config=run_config,
             )
 
-        tuner = _restored(tune, exp_path, trainable, plan, out) if resume else None
+        tuner = _restored(tune, exp_path, trainable, out) if resume else None
         try:
             if tuner is None:
                 results = fresh_tuner().fit()

@@ -1,4 +1,5 @@
-"""One run's analysis: its capture files read with pyarrow, every capture's metrics and controls, the run's series.
+"""One run's analysis: which files it reads and whether its outputs are current, its captures decoded with
+pyarrow, every capture's metrics and controls, the run's series and its temporal protocol.
 
 Imports :mod:`dynstudy.analysis.kernels` and :mod:`dynstudy.store_contract`.
 """

@@ -151,10 +151,14 @@ def _nonstationary(runs: list[dict], metrics: dict) -> str:
     return runs_text
 
 
+#: Positions (after cell and seeds) of the table's flag columns: text that wraps, not a number.
+FLAG_COLUMNS = (4, 5)
+
+
 def _table(cells: dict, metrics: dict, controls: dict) -> str:
     head = ("cell", "seeds", "H_raw over time", "shuffled", "phase-randomised", "H_raw pseudo-time",
             "non-stationary", "H_eff saturated", "M over time", "M shuffled", "temporal state", "trigger step")
-    out = ["<table><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>"]
+    out = ['<div class="wide"><table><tr>' + "".join(f"<th>{h}</th>" for h in head) + "</tr>"]
     for cell, runs in cells.items():
         runs = [r for r in runs if r["run_id"] in metrics]
         if not runs:
@@ -171,8 +175,9 @@ def _table(cells: dict, metrics: dict, controls: dict) -> str:
                 mean_std(c["metastability"] for c in whole["shuffled"]), text(", ".join(states)) or MISSING,
                 f"fired in {len(fired)} of {len(runs)}" + (f": {', '.join(str(t) for t in fired)}" if fired else ""))
         out.append(f"<tr><td>{text(rd.cell_label(cell))}</td><td class=num>{len(runs)}</td>"
-                   + "".join(f"<td class=num>{c}</td>" for c in cols) + "</tr>")
-    out.append("</table>")
+                   + "".join(f"<td>{c}</td>" if i in FLAG_COLUMNS else f"<td class=num>{c}</td>"
+                             for i, c in enumerate(cols)) + "</tr>")
+    out.append("</table></div>")
     return "".join(out)
 
 

@@ -44,6 +44,7 @@ class StoreFile:
     size: int
     token: str            # digest of the Parquet footer
     metadata: dict = field(default_factory=dict, compare=False, hash=False)  # key-value metadata
+    columns: tuple = field(default=(), compare=False, hash=False)  # the file's column names
 
 
 @dataclass
@@ -158,7 +159,7 @@ def scan_store(store: str, tables: Iterable[str] = tuple(TABLES), run_id: Option
                 continue
             kv = {k.decode(errors="replace"): v.decode(errors="replace") for k, v in (meta.metadata or {}).items()
                   if not k.startswith(b"ARROW")}
-            found.append(StoreFile(table, path, rid, name, info.size, token, kv))
+            found.append(StoreFile(table, path, rid, name, info.size, token, kv, tuple(meta.schema.names)))
         files[table] = found
     return StoreScan(store, files, foreign)
 

@@ -79,6 +79,7 @@ CAPTURE_METRICS = pa.schema([
     ("n_channels", pa.int32()),
     ("n_valid", pa.int32()),          # channels with a defined DFA exponent
     ("reason", pa.string()),          # why h_raw is missing, if it is
+    ("nonstationary", pa.bool_()),    # h_raw > 1 (dynamics.NONSTATIONARY_ALPHA): the series drifts; null: no h_raw
     ("hz", pa.float64()),             # run-level z-scores over the end-of-epoch captures
     ("mz", pa.float64()),
     ("psi", pa.float64()),
@@ -112,6 +113,10 @@ RUN_SUMMARY = pa.schema([
     ("init_h_raw", pa.float64()),         # init control: the epoch-0 capture
     ("reason", pa.string()),              # why the run is incomplete (a gap in its files); null: whole
     ("input_digest", pa.string()),        # digest of the input files this summary was computed from
+    # flags (absent in older stores: unknown, not False); null where h_raw_mean is
+    ("nonstationary", pa.bool_()),        # h_raw_mean > 1 (dynamics.NONSTATIONARY_ALPHA): the series drift
+    ("n_nonstationary", pa.int32()),      # end-of-epoch captures whose h_raw > 1 (of n_epochs)
+    ("h_eff_saturated", pa.bool_()),      # h_raw_mean beyond h_opt +/- 3 sigma_h: H_eff lies in a Gaussian tail
     # the temporal protocol (null without every-N-step captures): over the run's series in training time
     ("temporal_h_raw", pa.float64()),         # mean DFA exponent over channels, whole run
     ("temporal_h_eff", pa.float64()),
@@ -119,6 +124,9 @@ RUN_SUMMARY = pa.schema([
     ("temporal_trigger_step", pa.int64()),    # last step of the window where the volatility rule fires; null: never
     ("temporal_state", pa.string()),          # taxonomy state of the windows' series
     ("temporal_n_points", pa.int32()),        # captures (one per optimiser step) in the series
+    ("temporal_nonstationary", pa.bool_()),   # temporal_h_raw > 1: the series over training time drift
+    ("temporal_n_nonstationary", pa.int32()),  # sliding windows whose h_raw > 1
+    ("temporal_h_eff_saturated", pa.bool_()),  # temporal_h_raw beyond h_opt +/- 3 sigma_h
 ])
 
 CELL_VARIABILITY = pa.schema([
@@ -180,6 +188,7 @@ TEMPORAL_METRICS = pa.schema([
     ("mz", pa.float64()),
     ("psi", pa.float64()),
     ("volatility", pa.float64()),
+    ("nonstationary", pa.bool_()),    # h_raw > 1 (dynamics.NONSTATIONARY_ALPHA): the series drifts; null: no h_raw
 ])
 
 TEMPORAL_CONTROLS = pa.schema([

@@ -17,6 +17,7 @@ import pytest
 from dynstudy.analysis.kernels import dynamics
 from dynstudy.analysis.pipeline.analyze import analyze
 from dynstudy.analysis.pipeline.catalog import open_catalog, unreadable_files
+from dynstudy.analysis.run import inventory
 from dynstudy.study.cli import main
 from tests.reference_capture import capture_arrays
 from tests.store_factory import make_store, write_capture, write_epoch, write_run_row
@@ -148,6 +149,29 @@ def test_outputs_mixed_from_two_analyses_are_redone(store, tmp_path):
     analyze(str(path), out=io.StringIO())
     (path / "capture_metrics" / f"run_id={ids[0]}" / "part.parquet").write_bytes(stale)  # the slower writer lands last
     assert analyze(str(path), out=io.StringIO())["analysed"] == 1
+    assert _tables(path) == _forced_copy(path, tmp_path)
+
+
+def test_outputs_of_an_older_analysis_are_redone_with_every_column(store, tmp_path, monkeypatch):
+    """Outputs of an earlier analysis version, or outputs that lack a contract column (such as the
+    non-stationarity flags) under the current digest, are not current: ``analyze`` recomputes them."""
+    path, ids = store
+    monkeypatch.setattr(inventory, "ANALYSIS_VERSION", "analysis-older")
+    analyze(str(path), out=io.StringIO())
+    monkeypatch.undo()
+    assert analyze(str(path), out=io.StringIO())["analysed"] == len(ids)  # another version: every run redone
+    assert analyze(str(path), out=io.StringIO())["analysed"] == 0
+    for table, gone in (("capture_metrics", ["nonstationary"]),
+                        ("run_summary", ["nonstationary", "n_nonstationary", "h_eff_saturated"])):
+        f = path / table / f"run_id={ids[0]}" / "part.parquet"
+        pq.write_table(pq.read_table(f).drop_columns(gone), f)  # same digest in its metadata, columns missing
+    assert open_catalog(str(path)).execute(  # the run's flags read as unknown until it is redone
+        "SELECT count(*) FROM capture_metrics WHERE nonstationary IS NULL AND h_raw IS NOT NULL").fetchone()[0] > 0
+    again = analyze(str(path), out=io.StringIO())
+    assert again["analysed"] == 1 and again["current"] == len(ids) - 1
+    con = open_catalog(str(path))
+    assert con.execute("SELECT count(*) FROM capture_metrics WHERE (nonstationary IS NULL) <> (h_raw IS NULL) "
+                       "OR nonstationary <> (h_raw > 1)").fetchone()[0] == 0
     assert _tables(path) == _forced_copy(path, tmp_path)
 
 

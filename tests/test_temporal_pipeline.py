@@ -150,3 +150,23 @@ def test_a_study_through_ray_tune_has_its_temporal_tables(tmp_path):
         assert controls[0]["n"] == 2 * (windows + 1)
         summary = rows(con, "SELECT temporal_n_points, temporal_h_raw FROM run_summary WHERE run_id = ?", rid)[0]
         assert summary["temporal_n_points"] == n_points and 0 < summary["temporal_h_raw"] < 3
+
+
+def test_flags_are_the_threshold_on_the_written_h_raw(analysed):
+    """capture_metrics, temporal_metrics and run_summary carry the non-stationarity (and saturation) flags of
+    the values beside them: null exactly where H_raw is."""
+    _, ids, con = analysed
+    for table in ("capture_metrics", "temporal_metrics"):
+        bad = rows(con, f"SELECT * FROM {table} WHERE (nonstationary IS NULL) <> (h_raw IS NULL) "
+                        "OR nonstationary <> (h_raw > 1)")
+        assert not bad and rows(con, f"SELECT count(nonstationary) AS n FROM {table}")[0]["n"] > 0, table
+    summary = rows(con, "SELECT * FROM run_summary ORDER BY run_id")
+    assert len(summary) == len(ids)
+    for s in summary:
+        caps = rows(con, "SELECT h_raw FROM capture_metrics WHERE run_id = ? AND kind = 'epoch'", s["run_id"])
+        windows = rows(con, "SELECT h_raw FROM temporal_metrics WHERE run_id = ? AND \"window\" >= 0", s["run_id"])
+        assert s["n_nonstationary"] == sum(c["h_raw"] > 1 for c in caps)
+        assert s["temporal_n_nonstationary"] == sum(w["h_raw"] > 1 for w in windows)
+        for prefix, h in (("", s["h_raw_mean"]), ("temporal_", s["temporal_h_raw"])):
+            assert s[f"{prefix}nonstationary"] is (h > 1)
+            assert s[f"{prefix}h_eff_saturated"] is (abs(h - DEFAULT_PARAMS["h_opt"]) > 3 * DEFAULT_PARAMS["sigma_h"])

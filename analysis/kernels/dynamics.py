@@ -54,6 +54,13 @@ DFA_REASONS = ("non-finite values", "constant channel",
                "zero fluctuation at some scale (piecewise-polynomial or mostly constant channel)")
 #: Values per chunk of rows (1 MiB of float64).
 _CHUNK = 1 << 17
+#: A DFA exponent above this describes a non-stationary series: the profile of a stationary series grows
+#: at most like a random walk's (alpha <= 1); alpha > 1 is a drift, and DFA's exponent then measures the
+#: drift, not integration. Applied to a capture's or window's H_raw and to a run's mean H_raw.
+NONSTATIONARY_ALPHA = 1.0
+#: H_eff is saturated where H_raw lies more than this many sigma_H from H_opt: H_eff is then a value in a
+#: Gaussian's tail (below exp(-4.5) = 0.011), not a measurement; H_raw says more.
+SATURATION_SIGMAS = 3.0
 
 
 def _check_int(name: str, value, low: int, fix: str) -> int:
@@ -385,6 +392,59 @@ def integration(h_raw, h_opt=DEFAULTS.h_opt, sigma_h=DEFAULTS.sigma_h):
     if not sigma_h > 0:
         raise ValueError(f"sigma_h={sigma_h!r} is invalid: use a width > 0 (the paper uses 0.15)")
     return np.exp(-(np.asarray(h_raw, dtype=float) - h_opt) ** 2 / (2 * sigma_h ** 2))
+
+
+def nonstationary(h_raw):
+    """Whether each DFA exponent (or mean exponent, H_raw) describes a non-stationary series.
+
+    Parameters
+    ----------
+    h_raw : float or array
+        DFA exponents; NaN where undefined.
+
+    Returns
+    -------
+    bool array of the shape of ``h_raw``: ``h_raw > NONSTATIONARY_ALPHA`` (False where NaN; see
+    :func:`known_flags` for a flag that is unknown there).
+    """
+    return np.asarray(h_raw, dtype=float) > NONSTATIONARY_ALPHA
+
+
+def h_eff_saturated(h_raw, h_opt=DEFAULTS.h_opt, sigma_h=DEFAULTS.sigma_h):
+    """Whether H_eff of each H_raw lies in the Gaussian's tail: ``|h_raw - h_opt| > SATURATION_SIGMAS * sigma_h``.
+
+    Parameters
+    ----------
+    h_raw : float or array
+        H_raw values; NaN where undefined.
+    h_opt, sigma_h : float
+        The run's integration settings (:func:`integration`).
+
+    Returns
+    -------
+    bool array of the shape of ``h_raw`` (False where NaN; see :func:`known_flags`).
+    """
+    return np.abs(np.asarray(h_raw, dtype=float) - h_opt) > SATURATION_SIGMAS * sigma_h
+
+
+def known_flags(values, flag) -> list:
+    """``flag(values)`` as a list of bool, None where a value is missing (None or NaN): an unknown flag.
+
+    Examples
+    --------
+    >>> known_flags([0.8, 1.2, None], nonstationary)
+    [False, True, None]
+    """
+    x = np.array([np.nan if v is None else v for v in np.atleast_1d(values)], dtype=float)
+    return [bool(f) if ok else None for f, ok in zip(flag(x), np.isfinite(x))]
+
+
+def h_raw_flags(h_raw, h_opt=DEFAULTS.h_opt, sigma_h=DEFAULTS.sigma_h) -> tuple:
+    """(non-stationary, H_eff saturated) of one H_raw value (:func:`nonstationary`, :func:`h_eff_saturated`);
+    (None, None) where it is missing (None or NaN): unknown, not False."""
+    [drift] = known_flags(h_raw, nonstationary)
+    [tail] = known_flags(h_raw, lambda x: h_eff_saturated(x, h_opt, sigma_h))
+    return drift, tail
 
 
 def series_metrics(X, *, h_opt=DEFAULTS.h_opt, sigma_h=DEFAULTS.sigma_h, min_scale=DEFAULTS.min_scale,

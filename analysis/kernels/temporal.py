@@ -136,12 +136,17 @@ def temporal_tables(series: TemporalSeries, params: dict, seed) -> tuple[list[di
     -------
     (metric rows, control rows, summary). A metric row per window, and one
     with window :data:`WHOLE_RUN` (no Hz, Mz, Psi or volatility: those are
-    over windows); a control row per window and control, and per control for
+    over windows); each metric row's ``nonstationary`` says whether its H_raw
+    exceeds :data:`dynamics.NONSTATIONARY_ALPHA` (None where H_raw is
+    undefined). A control row per window and control, and per control for
     the whole run. The summary: temporal_h_raw, temporal_h_eff,
     temporal_metastability (the whole run's), temporal_trigger_step (the
     last step of the window at which the volatility trigger fires, None when
     it never does), temporal_state (the taxonomy state of the windows'
-    series, None when undefined) and temporal_n_points.
+    series, None when undefined), temporal_n_points, temporal_n_nonstationary
+    (windows whose H_raw exceeds :data:`dynamics.NONSTATIONARY_ALPHA`), and
+    :func:`dynamics.h_raw_flags` of the whole run's H_raw:
+    temporal_nonstationary and temporal_h_eff_saturated.
     """
     kw = {k: params[k] for k in SERIES_PARAMS}
     n = series.X.shape[1]
@@ -156,10 +161,15 @@ def temporal_tables(series: TemporalSeries, params: dict, seed) -> tuple[list[di
             rng = np.random.default_rng([*np.atleast_1d(seed).tolist(), i + 1, j])
             controls.append({"window": i, "control": name,
                              **_metrics(SURROGATES[name](series.X[:, a:b], rng), kw)})
+    for r, flag in zip(rows, dynamics.known_flags([r["h_raw"] for r in rows], dynamics.nonstationary)):
+        r["nonstationary"] = flag
+    windows = rows[1:]
     summary = {"temporal_h_raw": whole["h_raw"], "temporal_h_eff": whole["h_eff"],
                "temporal_metastability": whole["metastability"], "temporal_trigger_step": None,
-               "temporal_state": None, "temporal_n_points": n}
-    windows = rows[1:]
+               "temporal_state": None, "temporal_n_points": n,
+               "temporal_n_nonstationary": sum(bool(r["nonstationary"]) for r in windows)}
+    summary["temporal_nonstationary"], summary["temporal_h_eff_saturated"] = dynamics.h_raw_flags(
+        whole["h_raw"], params["h_opt"], params["sigma_h"])
     if windows:
         rm = dynamics.run_metrics(np.array([r["h_eff"] for r in windows]),
                                   np.array([r["metastability"] for r in windows]),

@@ -27,7 +27,13 @@ from dynstudy.analysis.report import plots
 from dynstudy.analysis.report.conclusions import claims_section, contrasts_section, sensitivity_section
 from dynstudy.analysis.report.html import MISSING, figure, missing, num, state, text
 from dynstudy.analysis.report.page import page_html
-from dynstudy.analysis.report.runs import run_details_section, run_section, run_table, training_curves
+from dynstudy.analysis.report.runs import (
+    nonstationary_epochs,
+    run_details_section,
+    run_section,
+    run_table,
+    training_curves,
+)
 from dynstudy.analysis.report.temporal import temporal_section
 from dynstudy.analysis.stats.contrasts import cell_contrasts
 from dynstudy.analysis.stats.variability import HIGH_CV
@@ -373,7 +379,7 @@ def write_report(con: duckdb.DuckDBPyConnection, out_path, *, title: str = "dyns
         run_section(runs_rows, bool(summary), colours, plateau_note(points, recorded)),
         sensitivity_section(sens),
         f'<h2 id="tables">Tables</h2><p class="meta">CSV: {" · ".join(links) or "none"}</p>',
-        run_details_section(cells, curves, colours),
+        run_details_section(cells, curves, colours, nonstationary_epochs(capture_rows)),
     ]
     out_path.write_text(page_html(text(title), "".join(body)), encoding="utf-8")
     return out_path

@@ -4,7 +4,10 @@ Each row of the run table links to its run's section, which holds what a
 reader needs to trust or question that one run: its identity and status,
 the stop reason, attempts and error, where and with which software it ran,
 its full configuration, and its training curves (loss, accuracy, learning
-rate, epoch and capture time per epoch).
+rate, epoch and capture time per epoch). The table and the section both
+show the run's mean H_raw with its flags (:mod:`dynstudy.analysis.report.flags`):
+non-stationary (with its end-of-epoch captures whose alpha is above 1) and
+H_eff saturated; a flag an older analysis did not write shows as unknown.
 """
 from __future__ import annotations
 
@@ -16,16 +19,30 @@ import numpy as np
 
 from dynstudy.analysis.report import data as rd
 from dynstudy.analysis.report import plots
-from dynstudy.analysis.report.html import missing, num_cell, state, text, text_cell
+from dynstudy.analysis.report.flags import (
+    NONSTATIONARY_TEXT,
+    SATURATED_TEXT,
+    count_text,
+    flag_cell,
+    flag_text,
+    legend_html,
+    saturation_band,
+)
+from dynstudy.analysis.report.html import missing, num, num_cell, state, text, text_cell
 
 RUN_COLUMNS = ("run_id", "study", "model", "dataset", "optimizer", "seed", "status", "stop_reason", "attempts",
-               "n_epochs", "state", "trigger_epoch", "plateau_epoch", "best_val_acc_pct", "best_epoch", "h_eff_mean",
-               "metastability_mean", "psi_std", "r_hz_mz")
+               "n_epochs", "state", "trigger_epoch", "plateau_epoch", "best_val_acc_pct", "best_epoch", "h_raw_mean",
+               "nonstationary", "n_nonstationary", "h_eff_mean", "h_eff_saturated", "metastability_mean", "psi_std",
+               "r_hz_mz")
 RUN_HEADS = dict(zip(RUN_COLUMNS, (
     "run", "study", "model", "dataset", "optimizer", "seed", "status", "stop reason", "attempts", "epochs", "state",
-    "trigger epoch", "plateau epoch", "best val acc (%)", "best epoch", "H_eff mean", "M mean", "Psi std",
-    "r(Hz, Mz)")))
+    "trigger epoch", "plateau epoch", "best val acc (%)", "best epoch", "H_raw mean", "non-stationary",
+    "epochs with alpha > 1", "H_eff mean", "H_eff saturated", "M mean", "Psi std", "r(Hz, Mz)")))
 TEXT_COLUMNS = {"study", "model", "dataset", "optimizer", "status", "stop_reason"}
+#: Boolean columns, shown as yes / no / unknown (:mod:`dynstudy.analysis.report.flags`).
+FLAG_COLUMNS = {"nonstationary", "h_eff_saturated"}
+#: Shown inside another column's cell (the count of non-stationary epochs in the non-stationary flag's), not alone.
+INNER_COLUMNS = {"n_nonstationary"}
 #: Fields of a run's identity block, in order: key of the run info, label.
 RUN_FIELDS = (("study", "study"), ("model", "model"), ("dataset", "dataset"), ("optimizer", "optimizer"),
               ("seed", "seed"), ("status", "status"), ("stop_reason", "stop reason"), ("attempts", "attempts"),
@@ -66,7 +83,7 @@ def run_section(rows: list[dict], analysed: bool, colours: dict, plateau_html: s
         return out[0] + missing(["runs", "run_summary"], "run table")
     if not analysed:
         out.append(missing(["run_summary"], "states or metric columns"))
-    columns = list(RUN_COLUMNS)
+    columns = [k for k in RUN_COLUMNS if k not in INNER_COLUMNS]
     if len({r["study"] for r in rows}) == 1:
         columns.remove("study")  # named in the header
     out.append('<p class="meta">Click a column head to sort; a run id opens that run\'s section. Plateau epoch: '
@@ -78,6 +95,10 @@ def run_section(rows: list[dict], analysed: bool, colours: dict, plateau_html: s
         for k in columns:
             if k == "state":
                 tds.append(f"<td>{state(r[k], colours)}</td>")
+            elif k == "nonstationary":
+                tds.append(flag_cell(r[k], count_text(r["n_nonstationary"], r["n_epochs"], "epochs")))
+            elif k in FLAG_COLUMNS:
+                tds.append(flag_cell(r[k]))
             elif k == "run_id":
                 tds.append(f'<td class="rid"><a href="#{run_anchor(r[k])}">{text(r[k])}</a></td>')
             elif k in TEXT_COLUMNS:
@@ -85,7 +106,7 @@ def run_section(rows: list[dict], analysed: bool, colours: dict, plateau_html: s
             else:
                 tds.append(num_cell(r[k]))
         out.append("<tr>" + "".join(tds) + "</tr>")
-    out.append("</table></div>")
+    out.append("</table></div>" + legend_html())
     return "".join(out)
 
 
@@ -149,8 +170,38 @@ def _timing(curves: dict | None) -> str:
     return f"<p class=meta>{'; '.join(parts)}</p>" if parts else ""
 
 
-def run_details_section(cells: dict, curves: dict, colours: dict) -> str:
-    """HTML of section 6: one section per run, in the run table's order."""
+def nonstationary_epochs(capture_rows: list[dict]) -> dict:
+    """run_id -> the epochs of its end-of-epoch captures flagged non-stationary (capture_metrics'
+    ``nonstationary``), ascending; a run whose captures carry no flag (an older analysis) is left out."""
+    out: dict[str, list[int]] = {}
+    for r in capture_rows:
+        if r.get("kind") == "epoch" and r.get("nonstationary") is not None and r.get("epoch") is not None:
+            flagged = out.setdefault(str(r["run_id"]), [])
+            if r["nonstationary"]:
+                flagged.append(int(r["epoch"]))
+    return {rid: sorted(epochs) for rid, epochs in out.items()}
+
+
+def _flag_rows(info: dict, epochs: list[int] | None) -> list[str]:
+    """The run section's rows of its mean H_raw and its two flags, each flag with what it means; none for a run
+    without an analysed H_raw."""
+    if info.get("h_raw_mean") is None and info.get("nonstationary") is None:
+        return []
+    p = rd.params_of(info)
+    drift = [count_text(info.get("n_nonstationary"), info.get("n_epochs"), "end-of-epoch captures")]
+    if epochs:
+        drift.append("epochs " + ", ".join(map(str, epochs)))
+    tail = saturation_band(p.h_opt, p.sigma_h)
+    rows = (("H_raw mean", num(info.get("h_raw_mean"))),
+            ("non-stationary", f"{flag_text(info.get('nonstationary'))} ({'; '.join(d for d in drift if d)}"
+                               f"{'; ' if any(drift) else ''}{NONSTATIONARY_TEXT})"),
+            ("H_eff saturated", f"{flag_text(info.get('h_eff_saturated'))} ({tail}; {SATURATED_TEXT})"))
+    return [f"<tr><th>{text(label)}</th><td>{text(value)}</td></tr>" for label, value in rows]
+
+
+def run_details_section(cells: dict, curves: dict, colours: dict, drift_epochs: dict | None = None) -> str:
+    """HTML of section 6: one section per run, in the run table's order; ``drift_epochs``: run_id -> its
+    non-stationary epochs (:func:`nonstationary_epochs`)."""
     out = ['<h2 id="rundetails">6. Run details</h2>']
     runs = [info for group in cells.values() for info in group]
     if not runs:
@@ -164,6 +215,7 @@ def run_details_section(cells: dict, curves: dict, colours: dict) -> str:
                 continue
             shown = state(value, colours) if key == "state" else text(value)
             fields.append(f"<tr><th>{text(label)}</th><td>{shown}</td></tr>")
+        fields += _flag_rows(info, (drift_epochs or {}).get(rid))
         out.append(f'<section class="run" id="{run_anchor(rid)}"><h3>Run {text(rid)}</h3>'
                    f'<p class=meta><a href="#runs">back to the run table</a></p>'
                    f'<div class="runinfo"><table class="nosort">{"".join(fields)}</table><div>'

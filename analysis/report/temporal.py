@@ -3,7 +3,9 @@ surrogates' levels, beside the pseudo-time values.
 
 Reads the rows of ``temporal_metrics`` and ``temporal_controls``
 (:mod:`dynstudy.analysis.kernels.temporal`); a store without every-N-step captures gets a
-one-line note instead.
+one-line note instead. Non-stationary windows (H_raw above 1: a drift) are drawn with crossed markers,
+and the table counts the non-stationary and H_eff-saturated runs and windows
+(:mod:`dynstudy.analysis.report.flags`).
 """
 from __future__ import annotations
 
@@ -13,9 +15,11 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from dynstudy.analysis.kernels.dynamics import NONSTATIONARY_ALPHA
 from dynstudy.analysis.kernels.temporal import CONTROLS, WHOLE_RUN
 from dynstudy.analysis.report import data as rd
 from dynstudy.analysis.report import plots
+from dynstudy.analysis.report.flags import NONSTATIONARY_TEXT, legend_html
 from dynstudy.analysis.report.html import MISSING, figure, mean_std, text
 
 #: Panels of a cell's temporal figure: temporal_metrics column, title, y label, surrogates drawn.
@@ -32,7 +36,10 @@ NOTE = ("The temporal protocol: each metric channel's mean activation over the s
         "(each channel's spectrum kept); a metric that sits on its surrogate says nothing about temporal "
         "structure beyond the spectrum. Dashed vertical line: the run's temporal trigger; dashed horizontal line in "
         "the volatility panel: its threshold. Both follow each run's own settings, which every figure's caption states "
-        "(in the temporal protocol the rule counts windows, not epochs).")
+        "(in the temporal protocol the rule counts windows, not epochs). Crossed markers: non-stationary windows, "
+        f"whose H_raw is above {NONSTATIONARY_ALPHA:g}; {NONSTATIONARY_TEXT}")
+#: Marker of a window: (plotly symbol, words) for a stationary (or unknown) and a non-stationary one.
+WINDOW_MARKERS = {False: ("circle", ""), True: ("x", f"<br>non-stationary: alpha > {NONSTATIONARY_ALPHA:g}, a drift")}
 
 
 def _by_run(rows: list[dict]) -> dict:
@@ -88,13 +95,16 @@ def temporal_figure(title: str, runs: list[dict], metrics: dict, controls: dict)
             x = [r["end_step"] for r in rows]
             y = [np.nan if rd.finite_or_none(r.get(metric)) is None else r[metric] for r in rows]
             group = str(info["run_id"])
+            marks = [WINDOW_MARKERS[bool(r.get("nonstationary"))] for r in rows]
             fig.add_trace(go.Scatter(
                 x=x, y=y, mode="lines+markers", name=f"seed {text(info.get('seed'))}", legendgroup=group,
-                showlegend=group not in shown, line={"color": colour, "width": 1.5}, marker={"size": 5},
+                showlegend=group not in shown, line={"color": colour, "width": 1.5},
+                marker={"size": 5, "symbol": [m[0] for m in marks]},
                 customdata=[[text(group), text(info.get("seed")), r["start_step"],
-                             r["end_epoch"]] for r in rows],
+                             r["end_epoch"], m[1]] for r, m in zip(rows, marks)],
                 hovertemplate=("run %{customdata[0]}<br>seed %{customdata[1]}<br>steps %{customdata[2]}-%{x} "
-                               f"(epoch %{{customdata[3]}})<br>{metric}: %{{y:.4g}}<extra></extra>")), row=1, col=col)
+                               f"(epoch %{{customdata[3]}})<br>{metric}: %{{y:.4g}}%{{customdata[4]}}<extra></extra>")),
+                row=1, col=col)
             shown.add(group)
             trig = info.get("temporal_trigger_step")
             finite = [v for v in y if np.isfinite(v)]
@@ -120,10 +130,35 @@ def temporal_figure(title: str, runs: list[dict], metrics: dict, controls: dict)
     return plots.finish_layout(fig, 330, text(title))
 
 
+def _share(flags) -> str:
+    """"k of n runs" flagged among the runs whose flag is known, and how many are unknown; :data:`MISSING` when
+    none is known."""
+    flags = list(flags)
+    known = [f for f in flags if f is not None]
+    if not known:
+        return MISSING
+    unknown = len(flags) - len(known)
+    return f"{sum(known)} of {len(known)} runs" + (f" ({unknown} unknown)" if unknown else "")
+
+
+def _nonstationary(runs: list[dict], metrics: dict) -> str:
+    """The cell's non-stationary runs (whole-run flag) and windows (the windows' flags in temporal_metrics)."""
+    runs_text = _share(r.get("temporal_nonstationary") for r in runs)
+    windows = [w.get("nonstationary") for r in runs for w in metrics.get(r["run_id"], []) if w["window"] != WHOLE_RUN]
+    known = [w for w in windows if w is not None]
+    if known:
+        runs_text += f"; {sum(known)} of {len(known)} windows"
+    return runs_text
+
+
+#: Positions (after cell and seeds) of the table's flag columns: text that wraps, not a number.
+FLAG_COLUMNS = (4, 5)
+
+
 def _table(cells: dict, metrics: dict, controls: dict) -> str:
     head = ("cell", "seeds", "H_raw over time", "shuffled", "phase-randomised", "H_raw pseudo-time",
-            "M over time", "M shuffled", "temporal state", "trigger step")
-    out = ["<table><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>"]
+            "non-stationary", "H_eff saturated", "M over time", "M shuffled", "temporal state", "trigger step")
+    out = ['<div class="wide"><table><tr>' + "".join(f"<th>{h}</th>" for h in head) + "</tr>"]
     for cell, runs in cells.items():
         runs = [r for r in runs if r["run_id"] in metrics]
         if not runs:
@@ -135,12 +170,14 @@ def _table(cells: dict, metrics: dict, controls: dict) -> str:
         fired = [t for t in triggers if t is not None]
         cols = (mean_std(r.get("temporal_h_raw") for r in runs), mean_std(c["h_raw"] for c in whole["shuffled"]),
                 mean_std(c["h_raw"] for c in whole["phase_randomised"]), mean_std(r.get("h_raw_mean") for r in runs),
+                _nonstationary(runs, metrics), _share(r.get("temporal_h_eff_saturated") for r in runs),
                 mean_std(r.get("temporal_metastability") for r in runs),
                 mean_std(c["metastability"] for c in whole["shuffled"]), text(", ".join(states)) or MISSING,
                 f"fired in {len(fired)} of {len(runs)}" + (f": {', '.join(str(t) for t in fired)}" if fired else ""))
         out.append(f"<tr><td>{text(rd.cell_label(cell))}</td><td class=num>{len(runs)}</td>"
-                   + "".join(f"<td class=num>{c}</td>" for c in cols) + "</tr>")
-    out.append("</table>")
+                   + "".join(f"<td>{c}</td>" if i in FLAG_COLUMNS else f"<td class=num>{c}</td>"
+                             for i, c in enumerate(cols)) + "</tr>")
+    out.append("</table></div>")
     return "".join(out)
 
 
@@ -153,7 +190,9 @@ def temporal_section(cells: dict, metric_rows: list[dict], control_rows: list[di
     metrics, controls = _by_run(metric_rows), _by_run(control_rows)
     out.append(f'<p class="note">{text(NOTE)}</p>')
     out.append('<p class="meta">Whole run, seeds\' mean ± std: the temporal H_raw beside its surrogates and the '
-               "pseudo-time H_raw of the same runs.</p>" + _table(cells, metrics, controls))
+               "pseudo-time H_raw of the same runs; the runs whose whole series is non-stationary or whose temporal "
+               "H_eff is saturated, and the non-stationary windows.</p>" + _table(cells, metrics, controls)
+               + legend_html())
     for n, (cell, runs) in enumerate(cells.items()):
         runs = [r for r in runs if r["run_id"] in metrics]
         if runs:

@@ -2,8 +2,9 @@
 
 Currency comes from content, never from clocks: each per-run output file
 records the digest of the input files it was computed from (each file's
-name, size and footer token, :func:`dynstudy.store_contract.scan.files_digest`), and a
-run is current when every output carries the digest its inputs have now. An
+name, size and footer token, :func:`dynstudy.store_contract.scan.files_digest`, salted with
+:data:`ANALYSIS_VERSION`), and a run is current when every output carries the digest its inputs
+have now and every column its table's contract lists. An
 analysis that overlapped a running study, a concurrent analysis or a file
 restored from a backup leaves an output whose digest no longer matches, so the
 next ``dynstudy analyze`` redoes that run.
@@ -18,10 +19,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from dynstudy.store_contract.scan import StoreFile, StoreScan, files_digest
-from dynstudy.store_contract.schemas import FILE_NAMES, INPUT_DIGEST_KEY, RUN_INPUTS, RUN_OUTPUTS, file_numbers
+from dynstudy.store_contract.schemas import FILE_NAMES, INPUT_DIGEST_KEY, RUN_INPUTS, RUN_OUTPUTS, TABLES, file_numbers
 
 #: Bumped when the analysis's outputs change for the same inputs, so every run is redone once.
-ANALYSIS_VERSION = "analysis-4"  # 3: the authors' DFA scales, pandas' even windows, compat; 4: temporal protocol
+ANALYSIS_VERSION = "analysis-5"  # 3: the authors' DFA scales, pandas' even windows, compat; 4: temporal protocol;
+#                                  5: non-stationarity and H_eff saturation flags
 
 
 @dataclass(frozen=True)
@@ -40,10 +42,12 @@ def run_inputs(scan: StoreScan, run_id: str) -> RunInputs:
 
 
 def is_current(scan: StoreScan, inputs: RunInputs) -> bool:
-    """True when every per-run output of the run records the digest its inputs have now."""
+    """True when every per-run output of the run records the digest its inputs have now and has every column
+    of its table's contract (an output of an analysis that predates a column is redone)."""
     outputs = scan.run_files(inputs.run_id, RUN_OUTPUTS)
     key = INPUT_DIGEST_KEY.decode()
-    return all(len(outputs[t]) == 1 and outputs[t][0].metadata.get(key) == inputs.digest for t in RUN_OUTPUTS)
+    return all(len(outputs[t]) == 1 and outputs[t][0].metadata.get(key) == inputs.digest
+               and set(TABLES[t].names) <= set(outputs[t][0].columns) for t in RUN_OUTPUTS)
 
 
 def damaged_files(scan: StoreScan, run_id: str) -> list[tuple[str, str]]:

@@ -51,12 +51,15 @@ def summarise_run(run: dict, cap_rows: list[dict], control_rows: list[dict], acc
                   reason: str | None) -> dict:
     """The run_summary row; fills hz, mz, psi and volatility into the end-of-epoch ``cap_rows``.
 
-    A run with a gap (``reason``) gets its controls and counts but no run-level
-    metric: a series with a hole is not analysed as if it were whole.
+    A run with a gap (``reason``) gets its controls and counts (among them
+    ``n_nonstationary``, its end-of-epoch captures whose H_raw is above
+    :data:`dynamics.NONSTATIONARY_ALPHA`) but no run-level metric or flag: a
+    series with a hole is not analysed as if it were whole.
     """
     trained = [r for r in cap_rows if r["kind"] == "epoch"]
     summary = {key: run[key] for key in ("run_id", "study", "model", "dataset", "optimizer", "seed", "status")}
-    summary.update(n_epochs=len(trained), reason=reason)
+    summary.update(n_epochs=len(trained), reason=reason,
+                   n_nonstationary=int(dynamics.nonstationary([r["h_raw"] for r in trained]).sum()))
     for name in ("noise", "order"):
         vals = [c["h_raw"] for c in control_rows if c["control"] == name and c["kind"] == "epoch"]
         summary[f"{name}_h_raw_mean"] = _nanmean(vals)
@@ -76,6 +79,8 @@ def summarise_run(run: dict, cap_rows: list[dict], control_rows: list[dict], acc
         summary.update({key: rm[key] for key in ("h_eff_mean", "metastability_mean", "psi_mean", "psi_std",
                                                  "r_hz_mz", "r_psi_acc", "trigger_epoch", "state")})
         summary["h_raw_mean"] = _nanmean([r["h_raw"] for r in trained])
+        summary["nonstationary"], summary["h_eff_saturated"] = dynamics.h_raw_flags(
+            summary["h_raw_mean"], params["h_opt"], params["sigma_h"])
         summary["synchrony_mean"] = _nanmean([r["synchrony"] for r in trained])
     if acc:
         best_epoch = max(acc, key=lambda e: (acc[e], -e))
@@ -104,6 +109,7 @@ def analyze_run(source, run: dict, params: dict, k: int | None = None, reason: s
     """
     cap_rows, control_rows, window_rows = [], [], []
     for row, controls, windows in source.captures(params, k):
+        [row["nonstationary"]] = dynamics.known_flags(row["h_raw"], dynamics.nonstationary)
         cap_rows.append(row)
         control_rows += controls
         window_rows += windows

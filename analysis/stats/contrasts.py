@@ -192,7 +192,7 @@ def contrast_row(values, control: str, signals=()) -> dict:
         sig = row["signal_mean"]
         row["share"] = mean / sig if mean is not None and sig else None
         row["verdict"] = MEASUREMENT
-        row["detail"] = "not a null: what label ordering adds to the metric"
+        row["detail"] = "not a null: the part of the metric that label ordering makes"
     elif n == 0:
         row.update(verdict=UNTESTED, detail="no run with a value")
     elif n < MIN_SEEDS:

@@ -34,8 +34,9 @@ def contrasts_legend(rows: list[dict]) -> str:
         "<b>Within</b> means the seeds cannot tell signal from control at this level; it is not evidence that they "
         f"are equal (one test alone detects d<sub>z</sub> ≥ {detectable_effect(5):.2f} with 80% power at 5 seeds, "
         f"≥ {detectable_effect(10):.2f} at 10; the family's correction asks for more). "
-        "<b>Effect</b>: the mean difference with its 95% t-interval, and d<sub>z</sub> = mean / std of the "
-        "differences. <b>n</b>: the seeds used of the cell's runs; the others are listed with why they were dropped "
+        "<b>Effect</b>: the mean difference with its 95% t-interval (one test's, not adjusted for the family: it "
+        "can exclude 0 where the adjusted p says within), and d<sub>z</sub> = mean / std of the differences. "
+        "<b>n</b>: the seeds used of the cell's runs; the others are listed with why they were dropped "
         "(not finished, incomplete: a gap in its files, or no value for that control). "
         "<b>Order</b> (label order minus random order) is not a null: on features with no structure it is −0.04 to "
         "−0.29 H_raw by construction (class centring of label-sorted blocks), so it is shown, uncoloured, as a "
@@ -60,8 +61,8 @@ def contrast_entry(r: dict) -> str:
     if r.get("dropped"):
         seeds += f" (dropped: {text(r['dropped'])})"
     why = f" <small>({text(r['detail'])})</small>" if r.get("detail") and verdict != MEASUREMENT else ""
-    cls = "muted" if is_insufficient(verdict) else CONTRAST_CLASS.get(verdict, "")
-    return (f'<td class="num {cls}">{sign}{num(mean)}{interval} · {effect}<br>'
+    cls = ("num " + ("muted" if is_insufficient(verdict) else CONTRAST_CLASS.get(verdict, ""))).strip()
+    return (f'<td class="{cls}">{sign}{num(mean)}{interval} · {effect}<br>'
             f"<small>{tested}{seeds}</small><br><b>{text(verdict)}</b>{why}</td>")
 
 

@@ -74,8 +74,8 @@ def test_header_counts_the_tests_of_each_family(page):
     _, rows, _, html = page
     header = html[:html.index('id="glance"')]
     n = next(r["n_tests"] for r in rows if r["n_tests"])
-    assert f"contrasts: one benjamini-hochberg family of {n} tests" in header
-    assert "claims (holm within each family): state stable across seeds: 4 tests" in header
+    assert f"contrasts: one Benjamini-Hochberg family of {n} tests" in header
+    assert "claims (Holm within each family): state stable across seeds: 4 tests" in header
 
 
 def test_contrasts_csv_has_the_test_columns(page):

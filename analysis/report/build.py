@@ -33,6 +33,9 @@ from dynstudy.analysis.stats.contrasts import MEASURE, cell_contrasts
 from dynstudy.analysis.stats.variability import HIGH_CV, METRIC_DOMAINS, can_change_sign
 from dynstudy.analysis.stats.verdicts import BH, HOLM, is_insufficient
 
+#: How the header names each multiplicity correction.
+CORRECTION_NAMES = {BH: "Benjamini-Hochberg", HOLM: "Holm"}
+
 #: At most this many trajectory figures; beyond it, several cells share a figure (one row each).
 MAX_TRAJECTORY_FIGURES = 10
 #: Cells side by side in one table of section 1.
@@ -96,7 +99,7 @@ def tests_note(contrasts: list[dict], claims: list[dict]) -> str:
         n = tested[0]["n_tests"] if tested else 0
         few = sum(is_insufficient(r.get("verdict")) for r in contrasts)
         measured = sum(r.get("kind") == MEASURE for r in contrasts)
-        parts.append(f"contrasts: one {BH} family of {n} tests"
+        parts.append(f"contrasts: one {CORRECTION_NAMES[BH]} family of {n} tests"
                      + (f" ({few} more rows with too few seeds, not tested)" if few else "")
                      + (f"; {measured} order measurements, not tests" if measured else ""))
     families = {}
@@ -104,7 +107,7 @@ def tests_note(contrasts: list[dict], claims: list[dict]) -> str:
         if r.get("family") is not None and r.get("n_tests") is not None:
             families.setdefault(str(r["family"]), int(r["n_tests"]))
     if families:
-        parts.append(f"claims ({HOLM} within each family): "
+        parts.append(f"claims ({CORRECTION_NAMES[HOLM]} within each family): "
                      + "; ".join(f"{text(f)}: {n} tests" for f, n in families.items()))
     return f"Tests per family: {' · '.join(parts)}" if parts else ""
 

@@ -92,7 +92,7 @@ def t_interval(mean, std, n, confidence: float = 0.95):
 
 
 def clip_to_domain(low, high, domain) -> tuple[float, float, bool]:
-    """(low, high, clipped): the interval cut to ``domain`` (low, high; either None: unbounded) and whether it was.
+    """(low, high, clipped): the interval cut to ``domain`` (low, high; either None: unbounded), clipped if cut.
 
     A NaN bound stays NaN and is not a cut.
 

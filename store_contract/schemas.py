@@ -137,11 +137,10 @@ CELL_VARIABILITY = pa.schema([
     ("n_seeds", pa.int32()),
     ("mean", pa.float64()),
     ("std", pa.float64()),
-    ("cv", pa.float64()),
-    ("ci_low", pa.float64()),
+    ("cv", pa.float64()),             # std / mean; null for a metric that can change sign (or a mean of 0)
+    ("ci_low", pa.float64()),         # Student's t-interval of the mean (>= 2 seeds), cut to the metric's domain
     ("ci_high", pa.float64()),
-    ("boot_low", pa.float64()),       # percentile bootstrap interval of the mean (>= 3 seeds)
-    ("boot_high", pa.float64()),
+    ("ci_clipped", pa.bool_()),       # a bound of the t-interval was cut to the metric's domain
     ("modal_state", pa.string()),     # the state most seeds of the cell reach
     ("state_agreement", pa.float64()),  # share of seeds in the modal state
     ("n_runs", pa.int32()),           # finished runs of the cell; n_seeds counts those with a value (a trigger fired)

@@ -175,13 +175,12 @@ def test_full_report_content(full):
     heads = [page.index(h) for h in ("1. Cell metrics", "2. Trajectories", "3. The H-M plane", "4. Metrics beside",
                                      "5. Runs")]
     assert heads == sorted(heads)
-    # one cell's H_eff line: mean ± std [bootstrap interval] with the values of cell_variability
+    # one cell's H_eff line: mean ± std [t-interval] with the values of cell_variability
     row = next(r for r in tables["cell_variability"] if r["metric"] == "h_eff_mean")
     assert f"{row['mean']:.3g} ± {row['std']:.3g}" in page
-    if row["n_seeds"] >= 3:
-        assert f"[{row['boot_low']:.3g}, {row['boot_high']:.3g}]" in page
-    else:
-        assert "no interval: fewer than 3 seeds" in page
+    assert row["n_seeds"] >= 2 and f"[{row['ci_low']:.3g}, {row['ci_high']:.3g}]" in page
+    prose = re.sub(r"<script>.*?</script>", "", page, flags=re.S)
+    assert "bootstrap" not in prose and "t-interval" in prose
 
 
 def test_full_report_csv_tables(full):

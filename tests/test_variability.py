@@ -12,17 +12,32 @@ from dynstudy.analysis.stats.variability import cell_variability, seed_stats, st
 
 def test_seed_stats_matches_t_interval():
     x = [0.61, 0.70, 0.66, 0.58, 0.73]
-    s = seed_stats(x + [math.nan, None])
+    s = seed_stats(x + [math.nan, None], domain=(0.0, 1.0))
     assert s["n"] == 5
     assert s["mean"] == pytest.approx(np.mean(x))
     assert s["std"] == pytest.approx(np.std(x, ddof=1))
     lo, hi = stats.t.interval(0.95, 4, loc=np.mean(x), scale=stats.sem(x))
-    assert (s["ci_low"], s["ci_high"]) == pytest.approx((lo, hi))
+    assert (s["ci_low"], s["ci_high"]) == pytest.approx((lo, hi)) and s["ci_clipped"] is False
     assert s["cv"] == pytest.approx(np.std(x, ddof=1) / np.mean(x))
-    # the bootstrap interval of the mean lies within the data's range, around the mean, and is reproducible
-    assert min(x) <= s["boot_low"] < s["mean"] < s["boot_high"] <= max(x)
-    assert seed_stats(x)["boot_low"] == s["boot_low"]
-    assert math.isnan(seed_stats(x[:2])["boot_low"])
+    # the t-interval is the only interval: no bootstrap of 3-10 values (it covers the mean 75-89% of the time)
+    assert set(s) == {"n", "mean", "std", "cv", "ci_low", "ci_high", "ci_clipped"}
+    two = seed_stats(x[:2])
+    assert (two["ci_low"], two["ci_high"]) == pytest.approx(stats.t.interval(0.95, 1, loc=np.mean(x[:2]),
+                                                                              scale=stats.sem(x[:2])))
+
+
+def test_cv_only_for_metrics_that_cannot_change_sign():
+    from dynstudy.analysis.stats.variability import METRIC_DOMAINS, SEED_METRICS
+
+    assert set(METRIC_DOMAINS) == set(SEED_METRICS)  # every metric says where its values lie
+    x = [0.2, 0.4, 0.3]
+    assert seed_stats(x, domain=METRIC_DOMAINS["h_raw_mean"])["cv"] == pytest.approx(np.std(x, ddof=1) / 0.3)
+    for domain in (None, (None, None), METRIC_DOMAINS["r_hz_mz"]):
+        assert math.isnan(seed_stats(x, domain=domain)["cv"])
+    rows = [{"model": "m", "dataset": "d", "optimizer": "o", "status": "finished", "r_hz_mz": v, "psi_std": v}
+            for v in x]
+    cv = {r["metric"]: r["cv"] for r in cell_variability(rows, metrics=("r_hz_mz", "psi_std"))}
+    assert math.isnan(cv["r_hz_mz"]) and cv["psi_std"] == pytest.approx(np.std(x, ddof=1) / 0.3)
 
 
 def test_seed_stats_degenerate():
@@ -79,14 +94,18 @@ def test_modal_state_is_the_same_under_every_string_hash_seed():
     assert len(outs) == 1 and outs.pop().strip().endswith("seeds in Metastable High-Integration")
 
 
-def test_intervals_stay_in_the_metric_range():
-    """Two seeds of an H_eff near 1: the t-interval would pass 1.0; bootstrap needs 3 seeds."""
+def test_intervals_stay_in_the_metric_range_and_say_so():
+    """Two seeds of an H_eff near 1: the t-interval would pass 1.0; it is cut there, and the cut is recorded."""
     two = seed_stats([0.95, 0.99], domain=(0.0, 1.0))
-    assert two["ci_high"] == 1.0 and two["ci_low"] < 0.95 and math.isnan(two["boot_low"])
-    three = seed_stats([0.97, 0.99, 1.0], domain=(0.0, 1.0))
-    assert 0.97 <= three["boot_low"] <= three["boot_high"] <= 1.0
+    assert two["ci_high"] == 1.0 and two["ci_low"] < 0.95 and two["ci_clipped"] is True
+    inside = seed_stats([0.5, 0.52, 0.51], domain=(0.0, 1.0))
+    assert 0.0 < inside["ci_low"] < inside["ci_high"] < 1.0 and inside["ci_clipped"] is False
     unbounded = seed_stats([0.95, 0.99])
-    assert unbounded["ci_high"] > 1.0
+    assert unbounded["ci_high"] > 1.0 and unbounded["ci_clipped"] is False
+    rows = [{"model": "m", "dataset": "d", "optimizer": "o", "status": "finished", "h_eff_mean": v}
+            for v in (0.95, 0.99)]
+    (row,) = cell_variability(rows, metrics=("h_eff_mean",))
+    assert row["ci_high"] == 1.0 and row["ci_clipped"] is True
 
 
 def test_cell_rows_count_the_runs_beside_the_seeds_with_a_value():

@@ -35,8 +35,12 @@ from dynstudy.analysis.report.runs import (
     training_curves,
 )
 from dynstudy.analysis.report.temporal import temporal_section
-from dynstudy.analysis.stats.contrasts import cell_contrasts
-from dynstudy.analysis.stats.variability import HIGH_CV
+from dynstudy.analysis.stats.contrasts import MEASURE, cell_contrasts
+from dynstudy.analysis.stats.variability import HIGH_CV, METRIC_DOMAINS, can_change_sign
+from dynstudy.analysis.stats.verdicts import BH, HOLM, is_insufficient
+
+#: How the header names each multiplicity correction.
+CORRECTION_NAMES = {BH: "Benjamini-Hochberg", HOLM: "Holm"}
 
 #: At most this many trajectory figures; beyond it, several cells share a figure (one row each).
 MAX_TRAJECTORY_FIGURES = 10
@@ -89,7 +93,32 @@ CONTENTS = (("glance", "at a glance: signal vs controls"), ("claims", "claims"),
 
 
 
-def _header(title: str, counts: dict, index: dict, cells: dict) -> str:
+def tests_note(contrasts: list[dict], claims: list[dict]) -> str:
+    """The header's line on multiplicity: the number of tests in each family of verdicts of the report.
+
+    Contrasts: their one Benjamini-Hochberg family (and the rows outside it). Claims: per ``family``, its
+    ``n_tests``, where the claims table has those columns; otherwise nothing is said of them.
+    """
+    parts = []
+    if contrasts:
+        tested = [r for r in contrasts if r.get("n_tests")]
+        n = tested[0]["n_tests"] if tested else 0
+        few = sum(is_insufficient(r.get("verdict")) for r in contrasts)
+        measured = sum(r.get("kind") == MEASURE for r in contrasts)
+        parts.append(f"contrasts: one {CORRECTION_NAMES[BH]} family of {n} tests"
+                     + (f" ({few} more rows with too few seeds, not tested)" if few else "")
+                     + (f"; {measured} order measurements, not tests" if measured else ""))
+    families = {}
+    for r in claims:
+        if r.get("family") is not None and r.get("n_tests") is not None:
+            families.setdefault(str(r["family"]), int(r["n_tests"]))
+    if families:
+        parts.append(f"claims ({CORRECTION_NAMES[HOLM]} within each family): "
+                     + "; ".join(f"{text(f)}: {n} tests" for f, n in families.items()))
+    return f"Tests per family: {' · '.join(parts)}" if parts else ""
+
+
+def _header(title: str, counts: dict, index: dict, cells: dict, tests: str = "") -> str:
     studies = sorted({str(r.get("study")) for r in index.values() if r.get("study") is not None})
     status = Counter(str(r.get("status")) for r in index.values())
     seeds_per_cell = [len({r.get("seed") for r in runs}) for runs in cells.values()]
@@ -105,7 +134,8 @@ def _header(title: str, counts: dict, index: dict, cells: dict) -> str:
         f"Cells (model × dataset × optimizer): {len(cells)}; seeds per cell: {seed_range}; "
         f"distinct seeds: {text(', '.join(str(s) for s in seeds)) or MISSING}<br>"
         f"Tables: {present or 'none'}"
-        + (f"; missing or empty: {text(', '.join(absent))}" if absent else "") + "</p>"
+        + (f"; missing or empty: {text(', '.join(absent))}" if absent else "")
+        + (f"<br>{tests}" if tests else "") + "</p>"
         '<p class="meta">Contents: ' + " · ".join(f'<a href="#{a}">{t}</a>' for a, t in CONTENTS) + "</p>"
     )
 
@@ -128,16 +158,37 @@ def _integrity_notes(index: dict, unreadable: list[tuple]) -> str:
     return "".join(f'<p class="meta">{n}</p>' for n in notes)
 
 
+#: How a bound of a seed interval cut to the metric's range is marked.
+CLIPPED_MARK = '<span title="cut to the metric\'s range: the t-interval passes it">*</span>'
+
+
+def seed_interval(r: dict, metric: str, k: float = 1.0) -> str:
+    """A cell_variability row's t-interval as "[low, high]" (times ``k``), a bound cut to the domain marked.
+
+    A row without ``ci_clipped`` (a store written before the column) shows no marks.
+    """
+    lo, hi = (rd.finite_or_none(r.get(c)) for c in ("ci_low", "ci_high"))
+    if lo is None or hi is None:
+        return ""
+    low_edge, high_edge = METRIC_DOMAINS.get(metric, (None, None))
+    clipped = bool(r.get("ci_clipped"))
+    lo_txt = num(lo * k) + (CLIPPED_MARK if clipped and low_edge is not None and lo == low_edge else "")
+    hi_txt = num(hi * k) + (CLIPPED_MARK if clipped and high_edge is not None and hi == high_edge else "")
+    return f"[{lo_txt}, {hi_txt}]"
+
+
 def _seed_cell(r: dict, metric: str, k: float) -> str:
-    """One cell x metric entry: mean ± std, seeds, the bootstrap interval, CV (flagged when high)."""
-    mean, std, lo, hi = (rd.finite_or_none(r.get(c)) for c in ("mean", "std", "boot_low", "boot_high"))
-    mean, std, lo, hi = (None if v is None else v * k for v in (mean, std, lo, hi))
+    """One cell x metric entry: mean ± std, seeds, the t-interval (a cut bound marked), CV (flagged when high)."""
+    mean, std = (rd.finite_or_none(r.get(c)) for c in ("mean", "std"))
+    mean, std = (None if v is None else v * k for v in (mean, std))
     cv = rd.finite_or_none(r.get("cv"))
     n, runs = r.get("n_seeds") or 0, r.get("n_runs")
     seeds = f"fired in {n} of {runs} seeds" if metric == "trigger_epoch" and runs is not None else f"n={n}"
-    interval = f"[{num(lo)}, {num(hi)}]" if lo is not None and hi is not None else \
-        ("no interval: fewer than 3 seeds" if n < 3 else "no interval: no spread")
-    cv_txt = MISSING if cv is None else f"{cv * 100:.1f}%" + (" <b>high</b>" if abs(cv) > HIGH_CV else "")
+    interval = seed_interval(r, metric, k) or ("no interval: fewer than 2 seeds" if n < 2 else "no interval")
+    if cv is None:
+        cv_txt = "not defined (the metric can change sign)" if can_change_sign(METRIC_DOMAINS.get(metric)) else MISSING
+    else:
+        cv_txt = f"{cv * 100:.1f}%" + (" <b>high</b>" if abs(cv) > HIGH_CV else "")
     return f"{num(mean)} ± {num(std)}<br><small>{seeds} · {interval} · CV {cv_txt}</small>"
 
 
@@ -145,9 +196,11 @@ def _cell_section(rows: list[dict], scale: float, colours: dict) -> str:
     out = ["<h2 id=\"cells\">1. Cell metrics across seeds</h2>"]
     if not rows:
         return out[0] + missing(["cell_variability"], "per-cell seed statistics")
-    out.append('<p class="meta">Each entry: seed mean ± std, then n seeds, the 95% percentile-bootstrap interval '
-               "of the mean across seeds [low, high] (from 3 seeds on; none below; cut to the metric's range) and "
-               f"CV = std / |mean|, flagged above {HIGH_CV * 100:.0f}%. The trigger epoch says in how many seeds the "
+    out.append('<p class="meta">Each entry: seed mean ± std, then n seeds, the 95% Student t-interval of the mean '
+               "across seeds [low, high] (from 2 seeds on; its coverage is exact for normally distributed seed "
+               "values and measured for skewed ones in docs/metrics.md; cut to the metric's range, a cut bound "
+               "marked *, which never lowers its coverage) and CV = std / mean, only for metrics that cannot change "
+               f"sign, flagged above {HIGH_CV * 100:.0f}%. The trigger epoch says in how many seeds the "
                "rule fired. Only finished runs count as seeds. Header: the state most seeds reach (ties: the "
                "taxonomy's order) and the share of seeds in it.</p>")
     order = list(METRIC_LABELS)
@@ -342,7 +395,7 @@ def write_report(con: duckdb.DuckDBPyConnection, out_path, *, title: str = "dyns
     by_cell = rd.controls_by_cell(cells, per_run)
     runs_rows = run_table(cells, accuracy, scale, plateaus)
     curves = training_curves(train, scale)
-    contrasts = cell_contrasts(summary, capture_rows, control_rows)
+    contrasts = cell_contrasts(list(index.values()), capture_rows, control_rows)
     colours = plots.state_colours([r.get("state") for r in index.values()]
                                   + [r.get("modal_state") for r in variability])
 
@@ -366,7 +419,7 @@ def write_report(con: duckdb.DuckDBPyConnection, out_path, *, title: str = "dyns
             links.append(f'<a href="{text(href)}">{text(name)}</a> ({len(rows)} rows)')
 
     body = [
-        _header(title, counts, index, cells),
+        _header(title, counts, index, cells, tests_note(contrasts, claims)),
         _integrity_notes(index, rd.unreadable(con)),
         contrasts_section(contrasts),
         claims_section(claims, plateau_note(points, recorded)),

@@ -4,26 +4,75 @@ from __future__ import annotations
 
 from dynstudy.analysis.report.html import MISSING, num, text, text_cell
 from dynstudy.analysis.stats.claims import ALPHA
-from dynstudy.analysis.stats.contrasts import MIN_SEEDS
+from dynstudy.analysis.stats.contrasts import MIN_SEEDS, TESTED, detectable_effect
+from dynstudy.analysis.stats.verdicts import BEYOND, MEASUREMENT, UNTESTED, WITHIN, is_insufficient
 
 VERDICT_CLASS = {"supported": "ok", "not supported": "bad", "untested": "muted"}
-CONTRAST_CLASS = {"beyond": "ok", "within": "bad", "untested": "muted"}
+#: A contrast's colour: beyond green, within red, untested and insufficient grey; a measurement is no verdict and
+#: is not coloured.
+CONTRAST_CLASS = {BEYOND: "ok", WITHIN: "bad", UNTESTED: "muted", MEASUREMENT: ""}
 CONTROL_NAMES = {"noise": "noise (i.i.d. features)", "order": "order (random sample order)",
                  "init": "untrained network", "channel_draw": "channel re-draw"}
 METRIC_NAMES = {"h_raw": "H_raw (DFA exponent)", "metastability": "metastability M"}
 
 
+def contrasts_legend(rows: list[dict]) -> str:
+    """The contrasts' legend: test, null, minimum seeds, correction, effect, dropped runs, what "within" means."""
+    family = next((r["n_tests"] for r in rows if r.get("n_tests")), 0)
+    tested = ", ".join(CONTROL_NAMES[c] for c in TESTED)
+    return (
+        '<p class="note">'
+        f"<b>Test</b>: for each cell, metric and control that is a null ({text(tested)}), a two-sided one-sample "
+        "t-test on the per-seed differences signal − control. "
+        "<b>Null</b>: the differences have mean 0 across seeds (the metric does not tell the network from the "
+        "control). "
+        f"<b>Minimum seeds</b>: {MIN_SEEDS}; with fewer the verdict is <i>insufficient seeds (needs {MIN_SEEDS})</i> "
+        "and the row is not tested. "
+        f"<b>Correction</b>: the {family} tests of this report are one Benjamini-Hochberg family (false-discovery "
+        f"rate {ALPHA:g}); the verdict reads the adjusted p: <b>beyond</b> the control when p<sub>BH</sub> &lt; "
+        f"{ALPHA:g}, else <b>within</b>. "
+        "<b>Within</b> means the seeds cannot tell signal from control at this level; it is not evidence that they "
+        f"are equal (one test alone detects d<sub>z</sub> ≥ {detectable_effect(5):.2f} with 80% power at 5 seeds, "
+        f"≥ {detectable_effect(10):.2f} at 10; the family's correction asks for more). "
+        "<b>Effect</b>: the mean difference with its 95% t-interval (one test's, not adjusted for the family: it "
+        "can exclude 0 where the adjusted p says within), and d<sub>z</sub> = mean / std of the differences. "
+        "<b>n</b>: the seeds used of the cell's runs; the others are listed with why they were dropped "
+        "(not finished, incomplete: a gap in its files, or no value for that control). "
+        "<b>Order</b> (label order minus random order) is not a null: on features with no structure it is −0.04 to "
+        "−0.29 H_raw by construction (class centring of label-sorted blocks), so it is shown, uncoloured, as a "
+        "<i>measurement</i>: the part of the metric that label ordering makes and its share of the signal, with "
+        "its interval, no p-value and no verdict. The untrained-network column says what training changed.</p>")
+
+
+def contrast_entry(r: dict) -> str:
+    """One table cell: mean difference [interval], effect, p and adjusted p, seeds used and dropped, verdict."""
+    verdict = r.get("verdict") or ""
+    mean = r.get("mean_diff")
+    sign = "+" if mean is not None and mean > 0 else ""
+    interval = f" [{num(r.get('ci_low'))}, {num(r.get('ci_high'))}]" if r.get("ci_low") is not None else ""
+    if r.get("kind") == "measurement":
+        effect = f"{num(r['share'] * 100 if r.get('share') is not None else None)}% of the signal"
+        tested = ""
+    else:
+        effect = f"d<sub>z</sub> {num(r.get('d_z'))}"
+        tested = (f"p {num(r.get('p_value'))} · p<sub>BH</sub> {num(r.get('p_adjusted'))} · "
+                  if r.get("p_value") is not None else "")
+    seeds = f"n {r.get('n_seeds')} of {r.get('n_runs')} runs"
+    if r.get("dropped"):
+        seeds += f" (dropped: {text(r['dropped'])})"
+    why = f" <small>({text(r['detail'])})</small>" if r.get("detail") and verdict != MEASUREMENT else ""
+    cls = ("num " + ("muted" if is_insufficient(verdict) else CONTRAST_CLASS.get(verdict, ""))).strip()
+    return (f'<td class="{cls}">{sign}{num(mean)}{interval} · {effect}<br>'
+            f"<small>{tested}{seeds}</small><br><b>{text(verdict)}</b>{why}</td>")
+
+
 def contrasts_section(rows: list[dict]) -> str:
-    """HTML: per metric, a row per cell and a column per control: signal minus control, interval, verdict."""
-    out = ["<h2 id=\"glance\">At a glance: does the signal beat its controls?</h2>",
-           '<p class="note">Each entry: the seeds\' mean of (signal minus control), its 95% bootstrap interval '
-           "across seeds, and the verdict: <b>beyond</b> the control when the interval excludes 0, <b>within</b> "
-           f"it when it does not (the metric cannot tell the network from the control), <b>untested</b> with "
-           f"fewer than {MIN_SEEDS} seeds. The untrained-network column says what training changed. Finished, "
-           "whole runs only.</p>"]
+    """HTML: per metric, a row per cell and a column per control: signal minus control, interval, test, verdict."""
+    out = ["<h2 id=\"glance\">At a glance: does the signal beat its controls?</h2>"]
     if not rows:
         out.append('<p class="missing">No controls to compare with yet: run <code>dynstudy analyze</code>.</p>')
         return "".join(out)
+    out.append(contrasts_legend(rows))
     for metric in dict.fromkeys(r["metric"] for r in rows):
         sub = [r for r in rows if r["metric"] == metric]
         controls = [c for c in CONTROL_NAMES if any(r["control"] == c for r in sub)]
@@ -35,16 +84,8 @@ def contrasts_section(rows: list[dict]) -> str:
             for c in controls:
                 r = next((x for x in sub if (x["model"], x["dataset"], x["optimizer"]) == cell and x["control"] == c),
                          None)
-                if r is None:
-                    tds.append(f"<td>{MISSING}</td>")
-                    continue
-                interval = (f" [{num(r['boot_low'])}, {num(r['boot_high'])}]" if r["verdict"] != "untested"
-                            else f" ({r['n_seeds']} seed{'s' if r['n_seeds'] != 1 else ''})")
-                mean = r["mean"]
-                sign = "+" if mean is not None and mean > 0 else ""
-                tds.append(f'<td class="num {CONTRAST_CLASS[r["verdict"]]}">{sign}{num(mean)}{interval} '
-                           f"<b>{r['verdict']}</b></td>")
-            out.append(f"<tr><td>{text(' · '.join(cell))}</td>{''.join(tds)}</tr>")
+                tds.append(f"<td>{MISSING}</td>" if r is None else contrast_entry(r))
+            out.append(f"<tr><td>{text(' · '.join(str(k) for k in cell))}</td>{''.join(tds)}</tr>")
         out.append("</table>")
     return "".join(out)
 

@@ -3,8 +3,10 @@
 Token authentication is on, as in production (a fresh token per cluster).
 Each cluster lives in its own temp folder, and is stopped by the pids of its
 own processes (never ``ray stop``, which would stop every Ray process on the
-machine): the processes whose command line names the cluster's folder, and
-everything they started.
+machine): every process whose environment carries the cluster's mark
+(:data:`MARK`, which each process inherits from ``ray start``, whatever Ray
+renames it to), whose command line names the cluster's folder, and everything
+they started. Stopping checks that none of them survives.
 """
 from __future__ import annotations
 
@@ -20,6 +22,8 @@ import time
 from pathlib import Path
 
 BIN = Path(sys.executable).parent
+#: The environment variable that marks every process of a test cluster (its value: the cluster's folder).
+MARK = "DYNSTUDY_TEST_CLUSTER"
 
 
 def free_port() -> int:
@@ -56,6 +60,28 @@ def pids_naming(text: str, with_children: bool = True) -> list[int]:
     return sorted(found)
 
 
+def _zombie(pid: int) -> bool:
+    """True for a process that has ended and waits only to be reaped (or is gone)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except OSError:
+        return True
+
+
+def pids_marked(value: str) -> list[int]:
+    """Processes whose environment holds ``MARK=value`` (a cluster's processes, renamed or orphaned alike)."""
+    needle = f"{MARK}={value}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            try:
+                if needle in (entry / "environ").read_bytes().split(b"\0"):
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return sorted(found)
+
+
 def kill(pids, sig=signal.SIGKILL) -> None:
     for pid in pids:
         try:
@@ -78,7 +104,7 @@ class LocalCluster:
         token = self.root / "token"
         token.write_text(secrets.token_hex(32))
         self.env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "RAY_AUTH_MODE": "token",
-                    "RAY_AUTH_TOKEN_PATH": str(token)}
+                    "RAY_AUTH_TOKEN_PATH": str(token), MARK: str(self.root)}
         self.env.pop("RAY_ADDRESS", None)
         self.port, self.dash = free_port(), free_port()
         self.address = f"127.0.0.1:{self.port}"
@@ -138,11 +164,32 @@ class LocalCluster:
         return [p for t in self.temp[1:] for p in pids_naming(f"--raylet_socket_name={t}", with_children=False)
                 if "raylet" in _processes()[p][1]]
 
+    def processes(self) -> list[int]:
+        """Every live process of this cluster: marked in its environment, or naming its folders, and their
+        descendants."""
+        named = {p for t in set(self.temp) for p in pids_naming(str(t))}
+        marked = set(pids_marked(str(self.root)))
+        procs = _processes()
+        found = named | marked
+        while True:
+            more = {pid for pid, (ppid, _) in procs.items() if ppid in found} - found
+            if not more:
+                return sorted(p for p in found if not _zombie(p))
+            found |= more
+
     def stop(self) -> None:
-        pids = sorted({p for t in set(self.temp) for p in pids_naming(str(t))})
+        """SIGTERM every process of the cluster, SIGKILL what is left after 15 s; raise if any survives."""
+        pids = self.processes()
         kill(pids, signal.SIGTERM)
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() for p in pids):
             time.sleep(0.2)
-        kill(pids)
+        deadline = time.monotonic() + 10
+        while (left := self.processes()) and time.monotonic() < deadline:
+            kill(left)
+            time.sleep(0.2)
         shutil.rmtree(self.root, ignore_errors=True)
+        if left:
+            procs = _processes()
+            raise RuntimeError(f"processes of the test cluster survived its stop: "
+                               f"{[(p, procs.get(p, (0, '?'))[1][:80]) for p in left]}")

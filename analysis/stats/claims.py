@@ -419,7 +419,8 @@ def state_claims(summaries: list[dict], key: str = "state", claim: str = CLAIM_S
     """
     pool = Counter(r[key] for r in summaries if drop_reason(r) is None and r.get(key))
     counts = sorted(pool.values(), reverse=True)
-    study = ", ".join(f"{s} {c}" for s, c in pool.most_common())
+    rank = {s: i for i, s in enumerate(STATES)}
+    study = ", ".join(f"{s} {pool[s]}" for s in sorted(pool, key=lambda s: (-pool[s], rank.get(s, len(STATES)), s)))
     out = []
     for cell_key, runs in by_cell(summaries).items():
         states, reasons = [], []

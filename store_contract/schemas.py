@@ -201,16 +201,29 @@ TEMPORAL_CONTROLS = pa.schema([
 ])
 
 CLAIMS = pa.schema([
-    ("claim", pa.string()),
+    ("claim", pa.string()),           # the claim; a claim + " (on H_raw)" stands in for a saturated H_eff test
     ("model", pa.string()),
     ("optimizer", pa.string()),
     ("dataset", pa.string()),         # one dataset, or "a vs b" for the integration claim
     ("n", pa.int32()),                # runs (or seeds) the test used
-    ("statistic", pa.float64()),
+    ("statistic", pa.float64()),      # Welch's t; the mean lead; the largest state count
     ("effect_size", pa.float64()),
     ("effect_name", pa.string()),
-    ("p_value", pa.float64()),
-    ("verdict", pa.string()),         # supported | not supported | untested
+    ("ci_low", pa.float64()),         # 95% interval of effect_size (Hedges' g: noncentral t; mean lead: t), or null
+    ("ci_high", pa.float64()),
+    ("mean_diff", pa.float64()),      # integration: mean difference (first minus second dataset), Welch 95% interval
+    ("diff_low", pa.float64()),
+    ("diff_high", pa.float64()),
+    ("test", pa.string()),            # the test and its interval method
+    ("p_value", pa.float64()),        # the test's own p
+    ("p_adjusted", pa.float64()),     # Holm within the family; null: not a test of the family
+    ("family", pa.string()),          # the multiplicity family (the claim)
+    ("n_tests", pa.int32()),          # tests in the family
+    ("verdict", pa.string()),         # supported | not supported | insufficient seeds (needs N) | untested
+                                      # | H_eff saturated
+    ("n_runs", pa.int32()),           # runs of the cell (or pair) in the study
+    ("n_dropped", pa.int32()),        # of those, runs the test did not use
+    ("dropped", pa.string()),         # why, with counts ("1 not finished (diverged); 2 no trigger")
     ("detail", pa.string()),
     ("plateau_points", pa.float64()), # the accuracy plateau's points the analysis used (``--plateau-points``);
                                       # absent in older stores: the default, params.PLATEAU_POINTS
@@ -224,8 +237,13 @@ SENSITIVITY = pa.schema([
     ("optimizer", pa.string()),
     ("dataset", pa.string()),
     ("verdict", pa.string()),
+    ("p_value", pa.float64()),        # the test's own p at this setting
+    ("p_adjusted", pa.float64()),     # Holm within the claim's family at this setting
     ("default_verdict", pa.string()), # at the runs' own settings
-    ("flipped", pa.bool_()),
+    ("default_p_adjusted", pa.float64()),
+    ("flipped", pa.bool_()),          # a real change: supported <-> not supported
+    ("changed", pa.bool_()),          # any other change (to or from insufficient seeds, untested, saturated)
+    ("null_flips", pa.int32()),       # real flips at this setting in the null study (dataset labels permuted)
     ("states_changed", pa.int32()),   # runs whose taxonomy state differs from the default
     ("n_runs", pa.int32()),
 ])

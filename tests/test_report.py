@@ -438,5 +438,6 @@ def test_a_missing_value_renders_the_same_everywhere():
     row = {"claim": "c", "model": "m", "optimizer": "o", "dataset": "d", "n": 0, "effect_size": None,
            "effect_name": "hedges_g", "p_value": float("nan"), "verdict": "untested", "detail": None}
     tds = re.findall(r"<td>(.*?)</td>", claims_section([row], "rule"))
-    assert tds == ["c", "m", "o", "d", "0", html.MISSING, html.MISSING, '<span class="muted">untested</span>',
-                   html.MISSING]
+    # claim, model, optimizer, dataset, n, effect, difference, p, p adj, verdict, dropped runs, detail
+    assert tds == ["c", "m", "o", "d", "0", html.MISSING, html.MISSING, html.MISSING, html.MISSING,
+                   '<span class="muted">untested</span>', html.MISSING, html.MISSING]

@@ -7,7 +7,7 @@ import numpy as np
 
 from dynstudy.analysis.report.conclusions import sensitivity_section
 from dynstudy.analysis.run.capture_plan import DEFAULT_PARAMS, channel_draws
-from dynstudy.analysis.stats.sensitivity import GRID, run_series, sensitivity
+from dynstudy.analysis.stats.sensitivity import GRID, null_study, run_series, sensitivity, verdict_change
 
 
 def _straddling_runs(rng, settings):
@@ -48,11 +48,16 @@ def test_a_conclusion_that_hinges_on_h_opt_flips():
     assert all(not r["flipped"] for r in rows if (r["parameter"], r["value"]) in
                {("h_opt", 0.7), ("sigma_h", 0.15), ("smooth_window", 5), ("w_h", 0.5), ("vol_threshold", 0.35)})
     assert {r["value"] for r in rows if r["parameter"] == "vol_threshold"} == {0.20, 0.35, 0.40}
+    # the null study (dataset labels permuted) runs through the same grid: one count of real flips per setting
+    nulls = {(r["parameter"], r["value"]): r["null_flips"] for r in rows}
+    assert all(isinstance(v, int) and v >= 0 for v in nulls.values())
+    assert len({(r["parameter"], r["value"], r["null_flips"]) for r in rows}) == len(nulls)
 
 
 def test_vol_threshold_is_recomputed_from_the_stored_series():
     """Six seeds whose Psi settles to a volatility of 0.27 at epoch 8: the trigger fires (epoch 10, before the
-    accuracy plateau at 14) at thresholds 0.35 and 0.40, never at 0.20, where the trigger claim flips."""
+    accuracy plateau at 14) at thresholds 0.35 and 0.40, never at 0.20, where the trigger claim becomes untested
+    (a change, not a real flip)."""
     epochs = np.arange(1, 17)
     swing = np.r_[np.tile([0.3, 0.7], 3)[:5], 0.5 + 0.02 * np.tile([1, -1], 6)[:11]]  # H_raw
     summaries, windows, curves, params = [], [], {}, {}
@@ -76,7 +81,9 @@ def test_vol_threshold_is_recomputed_from_the_stored_series():
     trig = {r["value"]: r for r in vol if r["claim"] == "volatility trigger precedes accuracy plateau"}
     assert trig[0.35]["verdict"] == trig[0.40]["verdict"] == "supported"
     assert not trig[0.35]["flipped"] and not trig[0.40]["flipped"]
-    assert trig[0.20]["verdict"] == "untested" and trig[0.20]["flipped"]
+    # no trigger at 0.20: the test cannot be made, a change apart from a real flip
+    assert trig[0.20]["verdict"] == "untested" and not trig[0.20]["flipped"] and trig[0.20]["changed"]
+    assert trig[0.35]["p_adjusted"] == trig[0.35]["default_p_adjusted"] < 0.05
     assert not any(r["flipped"] for r in vol if r["claim"] != "volatility trigger precedes accuracy plateau")
 
 
@@ -103,17 +110,40 @@ def test_probe_size_uses_the_first_p_samples_where_the_probe_has_them():
     assert integ == {512.0: "not supported", 256.0: "supported"}
     html = sensitivity_section(rows)  # the report's "what flips" names the probe size and what flipped at it
     assert "the probe size (the first P samples" in html
-    assert re.search(r"<tr><td>probe_size</td><td>256</td><td>\d / 6</td><td>\d / 8</td><td>integration separates "
-                     r"datasets \(m, a vs b\): not supported → supported(<br>|</td>)", html)
+    assert re.search(r"<tr><td>probe_size</td><td>256</td><td>\d / 6</td><td>\d+</td><td>\d+</td><td>\d / 8</td>"
+                     r"<td>integration separates datasets \(m, a vs b\): not supported \(p adj [0-9.]+\) → supported "
+                     r"\(p adj [0-9.e-]+\)(<br>|</td>)", html)
     assert "<tr><td>probe_size</td><td>512</td><td>0 / " in html
+    assert re.search(r"a null study of this shape shows \d+ flips", html)
 
 
 def test_the_report_says_what_flips_with_the_volatility_threshold():
     rows = [{"parameter": "vol_threshold", "value": v, "claim": "volatility trigger precedes accuracy plateau",
-             "model": "m", "optimizer": "sgd", "dataset": "a", "verdict": verdict, "default_verdict": "supported",
-             "flipped": verdict != "supported", "states_changed": 0, "n_runs": 6}
-            for v, verdict in ((0.20, "untested"), (0.35, "supported"), (0.40, "supported"))]
+             "model": "m", "optimizer": "sgd", "dataset": "a", "verdict": verdict, "p_adjusted": p,
+             "default_verdict": "supported", "default_p_adjusted": 0.01, "flipped": verdict == "not supported",
+             "changed": verdict == "untested", "null_flips": nulls, "states_changed": 0, "n_runs": 6}
+            for v, verdict, p, nulls in ((0.20, "untested", None, 0), (0.35, "supported", 0.01, 0),
+                                         (0.40, "not supported", 0.2, 1))]
     html = sensitivity_section(rows)
-    assert "<tr><td>vol_threshold</td><td>0.2</td><td>1 / 1</td><td>0 / 6</td><td>volatility trigger precedes " \
-           "accuracy plateau (m, a): supported → untested</td></tr>" in html
+    # a test that cannot be made is a change apart from a real flip, and names no flip
+    assert "<tr><td>vol_threshold</td><td>0.2</td><td>0 / 1</td><td>1</td><td>0</td><td>0 / 6</td><td>none</td>" \
+           "</tr>" in html
+    assert "<tr><td>vol_threshold</td><td>0.4</td><td>1 / 1</td><td>0</td><td>1</td><td>0 / 6</td><td>volatility " \
+           "trigger precedes accuracy plateau (m, a): supported (p adj 0.01) → not supported (p adj 0.2)</td></tr>" \
+           in html
     assert html.count("<tr><td>vol_threshold</td>") == 3 and "0.40 and 0.20 are the thresholds" in html
+    assert "This study shows 1 real flips over the grid; a null study of this shape shows 1 flips." in html
+
+
+def test_verdict_changes_and_the_null_study():
+    assert verdict_change("supported", "not supported") == verdict_change("not supported", "supported") == "flip"
+    assert verdict_change("supported", "insufficient seeds (needs 3)") == "other"
+    assert verdict_change("H_eff saturated", "not supported") == "other"
+    rows = [{"run_id": f"r{i}", "model": "m", "optimizer": "o", "dataset": "ab"[i % 2], "status": "finished"}
+            for i in range(10)] + [{"run_id": "x", "model": "m", "optimizer": "o", "dataset": "a",
+                                    "status": "diverged"}]
+    null = null_study(rows, seed=3)
+    assert null == null_study(rows, seed=3)  # seeded
+    assert sorted(r["dataset"] for r in null[:10]) == sorted(r["dataset"] for r in rows[:10])
+    assert [r["dataset"] for r in null[:10]] != [r["dataset"] for r in rows[:10]]
+    assert null[10]["dataset"] == "a"  # a run the claims do not use keeps its label

@@ -198,6 +198,11 @@ def test_a_missing_capture_or_epoch_file_is_named_and_kept_out(store, tmp_path, 
                             "GROUP BY 1").fetchall()) == {"digits": 1, "synthetic": 3}
     assert con.execute("SELECT max(n) FROM claims WHERE claim = 'state stable across seeds' AND dataset = 'digits'"
                        ).fetchone()[0] == 1
+    # the claims say which runs they dropped, and why
+    dropped = con.execute("SELECT n_runs, n_dropped, dropped FROM claims WHERE claim = 'state stable across seeds' "
+                          "AND dataset = 'digits'").fetchone()
+    assert dropped == (3, 2, "1 incomplete (capture file(s) 2 missing (captures present: 0-1, 3-6)); "
+                             "1 incomplete (epoch file(s) 6 missing (runs says 6 epochs completed))")
     # named again by the next analyze, which has nothing to redo
     again = io.StringIO()
     assert analyze(str(path), out=again)["current"] == len(ids)

@@ -28,7 +28,8 @@ Each run's results are written to ``capture_metrics``, ``controls``,
 ``window_sensitivity``, ``temporal_metrics``, ``temporal_controls`` and
 ``run_summary`` (one file per run, atomically,
 each recording the input digest); then ``cell_variability``, ``claims`` and
-``sensitivity`` are rebuilt from the summaries that are current and whole. A
+``sensitivity`` are rebuilt from the summaries that are current and whole (the
+claims count every other run of a cell as dropped, with why). A
 run whose files cannot be read is named and skipped (its old outputs are
 removed), and the rest of the analysis completes. Runs go to local worker
 processes, or with ``address`` to a Ray cluster as one task each
@@ -119,9 +120,21 @@ def current_summaries(store: str, runs: list[dict]) -> tuple[list[dict], list[di
     return [r for r in rows if r.get("reason") is None], [r for r in rows if r.get("reason") is not None], con
 
 
-def write_cross_run_tables(store: str, con, summaries: list[dict], runs: list[dict], plateau_points: float) -> None:
+def claim_inputs(summaries: list[dict], incomplete: list[dict], runs: list[dict]) -> list[dict]:
+    """The rows the claims count: the whole summaries, the incomplete ones (with their gap in ``reason``), and a
+    stand-in for each run of ``runs`` without a current summary (its status; "no current analysis" when finished),
+    so that every claim row can say which of its cell's runs it dropped and why."""
+    have = {r["run_id"] for r in summaries} | {r["run_id"] for r in incomplete}
+    stand_ins = [{**{k: r[k] for k in ("run_id", "model", "dataset", "optimizer", "seed", "status")},
+                  "reason": "no current analysis"} for r in runs if r["run_id"] not in have]
+    return list(summaries) + list(incomplete) + stand_ins
+
+
+def write_cross_run_tables(store: str, con, summaries: list[dict], runs: list[dict], plateau_points: float,
+                           incomplete: list[dict] = ()) -> None:
     """cell_variability, claims and sensitivity from the whole, current ``summaries``; every claims row records
-    ``plateau_points``, the plateau rule's points, for the report's plateau markers."""
+    ``plateau_points``, the plateau rule's points, for the report's plateau markers. The claims count the
+    ``incomplete`` summaries and the runs without a current summary as dropped runs."""
     write_table(store, "cell_variability", cell_variability(summaries))
     ids = {s["run_id"] for s in summaries}
     curves, epoch_steps = defaultdict(lambda: ([], [], [])), defaultdict(dict)
@@ -132,15 +145,16 @@ def write_cross_run_tables(store: str, con, summaries: list[dict], runs: list[di
                 part.append(v)
             epoch_steps[run_id][epoch] = step
     curves = {k: tuple(np.array(p, dtype=float if i else int) for i, p in enumerate(v)) for k, v in curves.items()}
-    claims = all_claims(summaries, curves, plateau_points) + temporal_claims(summaries, curves, epoch_steps,
-                                                                              plateau_points)
+    params = {r["run_id"]: run_params(r["config"])[0] for r in runs if r["run_id"] in ids}
+    counted = claim_inputs(summaries, list(incomplete), runs)
+    claims = (all_claims(counted, curves, plateau_points, params=params)
+              + temporal_claims(counted, curves, epoch_steps, plateau_points, params=params))
     write_table(store, "claims", [{**r, "plateau_points": plateau_points} for r in claims])
     windows = []
     if "window_sensitivity" in _views(con):
         cols = ("run_id", "kind", "epoch", "smooth_window", "probe_size", "h_raw", "metastability", "noise_h_raw")
         found = con.execute(f"SELECT {', '.join(cols)} FROM window_sensitivity").fetchall()
         windows = [dict(zip(cols, r)) for r in found if r[0] in ids]
-    params = {r["run_id"]: run_params(r["config"])[0] for r in runs if r["run_id"] in ids}
     write_table(store, "sensitivity", sensitivity(summaries, params, run_series(windows), curves, plateau_points))
 
 
@@ -191,7 +205,7 @@ def analyze(store: str, *, force: bool = False, workers: int | None = 1, plateau
     if not whole and not incomplete:
         print(f"analyze: no run could be analysed ({len(failed)} skipped)", file=out, flush=True)
         return {"store": store, "analysed": done, "current": current, "failed": failed, "incomplete": {}}
-    write_cross_run_tables(store, con, whole, runs, plateau_points)
+    write_cross_run_tables(store, con, whole, runs, plateau_points, incomplete)
     gaps = {r["run_id"]: r["reason"] for r in incomplete}
     if gaps:
         print(f"analyze: {len(gaps)} run(s) incomplete, kept out of cell_variability, claims and sensitivity: "

@@ -9,9 +9,19 @@ recomputed from the stored per-capture values (``capture_metrics`` and
 and at the first P probe samples: no activations are re-read; w_H and the
 volatility threshold act on the per-epoch series only; a probe size larger
 than a run's probe leaves that run out of the setting),
-and the three claims (:mod:`dynstudy.analysis.stats.claims`) are re-tested. A row per
-(setting, claim test) says the verdict, the verdict at the run's own settings,
-whether it flipped, and how many runs changed taxonomy state.
+and the three claims (:mod:`dynstudy.analysis.stats.claims`) are re-tested, each
+family Holm-adjusted as in the claims table. A row per (setting, claim test)
+says the verdict and its p, the verdict and p at the runs' own settings, and
+what kind of change it is (:func:`verdict_change`): ``flipped`` only for a real
+change between supported and not supported, ``changed`` for a change to or
+from insufficient seeds, untested or saturated (a test that could or could not
+be made, not a different answer); and how many runs changed taxonomy state.
+
+How many real flips does chance alone give a study of this shape? The same
+grid is run over a null study (:func:`null_study`): the dataset labels of the
+finished runs permuted within each (model, optimizer), seeded, which destroys
+any dataset effect; each row's ``null_flips`` is that study's count of real
+flips at the row's setting.
 """
 from __future__ import annotations
 
@@ -21,7 +31,8 @@ import numpy as np
 
 from dynstudy.analysis.kernels import dynamics
 from dynstudy.analysis.kernels.params import PLATEAU_POINTS
-from dynstudy.analysis.stats.claims import all_claims
+from dynstudy.analysis.stats.claims import all_claims, drop_reason
+from dynstudy.analysis.stats.verdicts import NOT_SUPPORTED, SUPPORTED
 
 GRID = {
     "h_opt": (0.5, 0.6, 0.7, 0.8),
@@ -32,6 +43,47 @@ GRID = {
     "probe_size": (256, 512, 1024, 2048, 4096),  # the first P samples of each run's probe, where it has them
 }
 RUN_KEYS = ("w_h", "vol_window", "vol_threshold", "vol_patience")
+#: The seed of the null study's permutation of dataset labels.
+NULL_SEED = 0
+FLIP, OTHER_CHANGE = "flip", "other"
+
+
+def verdict_change(default, verdict) -> str | None:
+    """:data:`FLIP` for supported <-> not supported, :data:`OTHER_CHANGE` for any other change, None for none.
+
+    >>> verdict_change("supported", "not supported"), verdict_change("untested", "supported")
+    ('flip', 'other')
+    >>> verdict_change("supported", "supported") is None, verdict_change(None, "supported") is None
+    (True, True)
+    """
+    if default is None or verdict == default:
+        return None
+    return FLIP if {default, verdict} == {SUPPORTED, NOT_SUPPORTED} else OTHER_CHANGE
+
+
+def null_study(summaries: list[dict], seed: int = NULL_SEED) -> list[dict]:
+    """``summaries`` with the dataset labels of the finished, whole runs permuted within each (model, optimizer).
+
+    Each (model, optimizer) keeps its datasets' run counts; any dataset effect is
+    gone. Runs that take no part in the claims keep their labels.
+
+    >>> rows = [{"run_id": str(i), "model": "m", "optimizer": "o", "dataset": d, "status": "finished"}
+    ...         for i, d in enumerate("aabb")]
+    >>> sorted(r["dataset"] for r in null_study(rows))
+    ['a', 'a', 'b', 'b']
+    """
+    rng = np.random.default_rng(seed)
+    groups = defaultdict(list)
+    for i, r in enumerate(summaries):
+        if drop_reason(r) is None:
+            groups[(r["model"], r["optimizer"])].append(i)
+    out = [dict(r) for r in summaries]
+    for key in sorted(groups):
+        idx = sorted(groups[key], key=lambda i: str(summaries[i]["run_id"]))
+        labels = [summaries[i]["dataset"] for i in idx]
+        for i, j in zip(idx, rng.permutation(len(idx))):
+            out[i]["dataset"] = labels[j]
+    return out
 
 
 def _recompute(summary: dict, series: dict, params: dict, curve) -> dict:
@@ -68,7 +120,7 @@ def run_series(window_rows: list[dict]) -> dict:
 
 
 def sensitivity(summaries: list[dict], params_by_run: dict, series: dict, curves: dict,
-                plateau_points: float = PLATEAU_POINTS) -> list[dict]:
+                plateau_points: float = PLATEAU_POINTS, null_seed: int = NULL_SEED) -> list[dict]:
     """Rows of the ``sensitivity`` table; see the module docstring.
 
     Parameters
@@ -77,6 +129,7 @@ def sensitivity(summaries: list[dict], params_by_run: dict, series: dict, curves
     params_by_run : run_id -> the run's analysis settings (smooth_window, h_opt, sigma_h, w_h, vol_*).
     series : output of :func:`run_series`.
     curves : run_id -> (epochs, val_acc, val_loss).
+    null_seed : seed of the null study's permutation (:func:`null_study`).
     """
     whole = defaultdict(lambda: -1)  # run_id -> its whole probe's size
     for rid, _, p in series:
@@ -84,29 +137,39 @@ def sensitivity(summaries: list[dict], params_by_run: dict, series: dict, curves
     usable = [s for s in summaries
               if (s["run_id"], params_by_run[s["run_id"]]["smooth_window"], whole[s["run_id"]]) in series]
 
-    def verdicts(override: dict):
-        runs = []
-        for s in usable:
-            params = {**params_by_run[s["run_id"]], **override}
-            key = (s["run_id"], params["smooth_window"], params.get("probe_size") or whole[s["run_id"]])
+    params_of = {s["run_id"]: params_by_run[s["run_id"]] for s in usable}
+
+    def verdicts(runs_in: list[dict], override: dict):
+        runs, params = [], {}
+        for s in runs_in:
+            params[s["run_id"]] = p = {**params_of[s["run_id"]], **override}
+            key = (s["run_id"], p["smooth_window"], p.get("probe_size") or whole[s["run_id"]])
             if key in series:
-                runs.append(_recompute(s, series[key], params, curves.get(s["run_id"])))
-        claims = {(c["claim"], c["model"], c["optimizer"], c["dataset"]): c["verdict"]
-                  for c in all_claims(runs, curves, plateau_points)}
+                runs.append(_recompute(s, series[key], p, curves.get(s["run_id"])))
+        claims = {(c["claim"], c["model"], c["optimizer"], c["dataset"]): c
+                  for c in all_claims(runs, curves, plateau_points, params=params)}
         return claims, {r["run_id"]: r["state"] for r in runs}
 
-    base_claims, base_states = verdicts({})
+    null = null_study(usable, null_seed)
+    base_claims, base_states = verdicts(usable, {})
+    null_base, _ = verdicts(null, {})
     out = []
     for param, values in GRID.items():
         for value in values:
-            claims, states = verdicts({param: value})
+            claims, states = verdicts(usable, {param: value})
             if not states:  # no run has this setting (a probe larger than every run's)
                 continue
+            null_claims, _ = verdicts(null, {param: value})
+            null_flips = sum(verdict_change((null_base.get(k) or {}).get("verdict"), c["verdict"]) == FLIP
+                             for k, c in null_claims.items())
             changed = sum(1 for rid, st in states.items() if st != base_states.get(rid))
-            for key, verdict in sorted(claims.items()):
-                default = base_claims.get(key)
+            for key, c in sorted(claims.items()):
+                default = base_claims.get(key) or {}
+                change = verdict_change(default.get("verdict"), c["verdict"])
                 out.append({"parameter": param, "value": float(value), "claim": key[0], "model": key[1],
-                            "optimizer": key[2], "dataset": key[3], "verdict": verdict, "default_verdict": default,
-                            "flipped": default is not None and verdict != default,
+                            "optimizer": key[2], "dataset": key[3], "verdict": c["verdict"],
+                            "p_value": c.get("p_value"), "p_adjusted": c.get("p_adjusted"),
+                            "default_verdict": default.get("verdict"), "default_p_adjusted": default.get("p_adjusted"),
+                            "flipped": change == FLIP, "changed": change == OTHER_CHANGE, "null_flips": null_flips,
                             "states_changed": changed, "n_runs": len(states)})
     return out

@@ -15,6 +15,9 @@ reads its decision from the family's adjusted p-value:
   "not supported" or "within" then; such a test is left out of its family;
 - :data:`UNTESTED` where there is nothing to test (no finished run, no value,
   no spread), with the reason in the row's detail;
+- :data:`SATURATED` for a test on H_eff where most runs lie beyond
+  H_opt +/- 3 sigma_H (a Gaussian's tail, not a measurement): left out of its
+  family; the same test on H_raw is reported beside it;
 - :data:`MEASUREMENT` for a comparison that is not a null (the order
   comparison): its value is reported as what it measures, with no verdict.
 
@@ -36,6 +39,7 @@ ALPHA = 0.05
 SUPPORTED, NOT_SUPPORTED = "supported", "not supported"
 BEYOND, WITHIN = "beyond", "within"
 UNTESTED = "untested"
+SATURATED = "H_eff saturated"
 MEASUREMENT = "measurement"
 INSUFFICIENT = "insufficient seeds"
 #: The multiplicity correction of each kind of family.

@@ -193,11 +193,6 @@ def adjust_families(rows: list[dict]) -> list[dict]:
     return out
 
 
-def is_test(row: dict) -> bool:
-    """True for a row that is a test of its family (it has an adjusted p)."""
-    return row.get("p_adjusted") is not None
-
-
 def _value(row, key):
     if key == "beyond_noise":
         a, b = finite_or_none(row.get("h_raw_mean")), finite_or_none(row.get("noise_h_raw_mean"))

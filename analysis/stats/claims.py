@@ -316,8 +316,9 @@ def lead_row(claim, cell, dataset, leads, reasons, n_runs, unit: str, detail: st
               "test": sign_flip_name(len(leads))}
     name = f"mean {unit} of lead"
     if not leads:
+        usable = n_runs - sum(1 for why in reasons if why != "no trigger")  # runs that could have fired
         return claim_row(claim, cell, dataset, 0, None, None, name, None, UNTESTED,
-                         f"the trigger fired in none of the {n_runs - len(reasons)} usable runs; {detail}", **common)
+                         f"the trigger fired in none of the {usable} usable runs; {detail}", **common)
     arr = np.asarray(leads, float)
     lo, hi = mean_interval(arr)
     before = int((arr > 0).sum())

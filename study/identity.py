@@ -9,6 +9,9 @@ compared with the ``runs`` row its id already has in the store:
 * done: the same config, finished or diverged (nothing to train);
 * unfinished: the same config, running or failed (``--resume`` continues it
   from its checkpoint, otherwise it starts again from scratch);
+* stale: the same config, a row that says running although the run wrote
+  every epoch's metrics up to ``train.epochs`` (a row a killed driver left
+  behind): its row is repaired to finished, nothing is trained;
 * reanalysed: only analysis settings differ (and no volatility stopping
   used them during training): the signals stay, the run's row takes the new
   settings, and ``dynstudy analyze`` redoes the run's tables;
@@ -25,8 +28,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-from dynstudy.store_contract.files import read_run_row
-from dynstudy.store_contract.schemas import config_identity
+from pyarrow import fs as pafs
+
+from dynstudy.store_contract.files import filesystem, read_run_row, table_dir
+from dynstudy.store_contract.schemas import FILE_NAMES, config_identity
 from dynstudy.study.spec import AnalysisSpec, CaptureSpec, DatasetSpec, OptimizerSpec, TrainSpec
 
 DONE_STATUSES = ("finished", "diverged")
@@ -78,6 +83,7 @@ class StudyPlan:
     unfinished: list[dict] = field(default_factory=list)
     changed: list[tuple[dict, list[str]]] = field(default_factory=list)  # (trial, differences)
     reanalysed: list[tuple[dict, list[str]]] = field(default_factory=list)  # only analysis settings differ
+    stale: list[dict] = field(default_factory=list)                     # every epoch written, row says running
     rows: dict[str, dict] = field(default_factory=dict)                # run_id -> existing runs row
 
     def refusal(self, limit: int = 5) -> str:
@@ -98,6 +104,22 @@ def analysis_only(diffs: list[str], old: dict, new: dict) -> bool:
     return all(d.startswith("analysis.") for d in diffs) and not any(stopping)
 
 
+def epochs_written(store: str, run_id: str) -> set[int]:
+    """The epochs whose ``train_metrics`` file ``run_id`` has in ``store``."""
+    fs, inner = filesystem(table_dir(store, "train_metrics", run_id))
+    infos = fs.get_file_info(pafs.FileSelector(inner, allow_not_found=True))
+    names = (i.base_name.removesuffix(".parquet") for i in infos
+             if i.type == pafs.FileType.File and i.base_name.endswith(".parquet"))
+    return {int(m.group(1)) for m in map(FILE_NAMES["train_metrics"].fullmatch, names) if m}
+
+
+def is_stale(row: dict, trial: dict, store: str) -> bool:
+    """True when ``row`` says running but the run has every epoch's metrics up to ``train.epochs``."""
+    epochs = trial["train"]["epochs"]
+    return (row["status"] == "running" and (row.get("epochs_completed") or 0) >= epochs
+            and epochs_written(store, trial["run_id"]) >= set(range(1, epochs + 1)))
+
+
 def plan_study(trials: list[dict], store: str) -> StudyPlan:
     """Sort ``trials`` by the runs rows their ids have in ``store``."""
     plan = StudyPlan()
@@ -116,6 +138,8 @@ def plan_study(trials: list[dict], store: str) -> StudyPlan:
             plan.changed.append((trial, diffs))
         elif row["status"] in DONE_STATUSES:
             plan.done.append(trial)
+        elif is_stale(row, trial, store):
+            plan.stale.append(trial)
         else:
             plan.unfinished.append(trial)
     return plan

@@ -21,13 +21,13 @@ from dynstudy.jobs.capture.fit_check import check_trials_fit
 from dynstudy.jobs.trial import faults
 from dynstudy.store_contract.files import (
     check_writable,
-    filesystem,
     is_remote,
     read_run_row,
     remove_run_files,
     resolve_store,
     write_rows,
 )
+from dynstudy.study.checkpoints import clear_trial_folders, forget_kept, keep_for_resume
 from dynstudy.study.grid import expand
 from dynstudy.study.identity import DONE_STATUSES, StudyPlan, plan_study
 from dynstudy.study.preflight import PreflightError, check_ray_address, check_store_writable
@@ -98,42 +98,19 @@ def check_resources(spec: StudySpec, available: dict) -> None:
                             f"lower it, or submit the study to a cluster that has them (ray job submit)")
 
 
-def _forget_trials(exp_path: str, run_ids) -> None:
-    """Remove Ray Tune's trial folders (checkpoints) of runs that start again from scratch."""
-    fs, inner = filesystem(exp_path)
-    for run_id in run_ids:
-        try:
-            fs.delete_dir(f"{inner}/{run_id}")
-        except (FileNotFoundError, OSError):
-            pass
-
-
-def _check_experiment_state(exp_path: str) -> None:
-    """Raise ValueError when the newest ``experiment_state-*.json`` of ``exp_path`` is not whole JSON."""
-    from pyarrow import fs as pafs
-
-    fs, inner = filesystem(exp_path)
-    names = sorted(i.path for i in fs.get_file_info(pafs.FileSelector(inner))
-                   if i.base_name.startswith("experiment_state-") and i.base_name.endswith(".json"))
-    if not names:
-        raise ValueError("no experiment_state-*.json")
-    with fs.open_input_stream(names[-1]) as fh:
-        json.loads(fh.read())
-
-
-def _restored(tune, exp_path: str, trainable, out):
-    """Ray Tune's interrupted experiment, restored; None when there is none or it cannot be read."""
-    try:
-        if not tune.Tuner.can_restore(exp_path):
-            return None
-        _check_experiment_state(exp_path)  # Tune reads it only once fit() runs
-        tuner = tune.Tuner.restore(exp_path, trainable, resume_unfinished=True, resume_errored=True)
-    except Exception as err:  # a truncated experiment state (the disk filled up while Tune saved it)
-        print(f"--resume: Ray Tune's experiment state in {exp_path} cannot be read ({type(err).__name__}: {err}); "
-              "the unfinished runs start again from scratch", file=out, flush=True)
-        return None
-    print(f"resuming {exp_path}", file=out, flush=True)
-    return tuner
+def repair_stale(plan: StudyPlan, store: str, out) -> None:
+    """Rows of runs that wrote every epoch but say running take the status finished; said, and counted as done."""
+    for trial in plan.stale:
+        row = plan.rows[trial["run_id"]]
+        row.update(status="finished", stop_reason="max_epochs", epochs_completed=trial["train"]["epochs"])
+        write_rows(store, "runs", trial["run_id"], "run", {k: [v] for k, v in row.items()})
+    if plan.stale:
+        ids = [t["run_id"] for t in plan.stale]
+        print(f"repaired {len(ids)} run(s) whose row said running although every epoch up to train.epochs is in the "
+              f"store: {', '.join(ids[:5])}{' ...' if len(ids) > 5 else ''}; their rows now say finished",
+              file=out, flush=True)
+    plan.done += plan.stale
+    plan.stale = []
 
 
 def select_trials(plan: StudyPlan, *, resume: bool, replace: bool, out) -> tuple[list[dict], list[dict]]:
@@ -143,7 +120,7 @@ def select_trials(plan: StudyPlan, *, resume: bool, replace: bool, out) -> tuple
     if plan.changed and not replace:
         raise SpecError(plan.refusal())
     if replace:
-        old = plan.done + plan.unfinished + [t for t, _ in plan.changed]
+        old = plan.done + plan.unfinished + plan.stale + [t for t, _ in plan.changed]
         return plan.new + old, old
     if plan.done:
         print(f"{len(plan.done)} runs already finished; --resume continues unfinished runs, --replace retrains",
@@ -164,6 +141,17 @@ def apply_analysis_changes(plan: StudyPlan, store: str, out) -> None:
         diffs = sorted({d for _, ds in plan.reanalysed for d in ds})
         print(f"{len(plan.reanalysed)} run(s) change only analysis settings ({'; '.join(diffs[:4])}): their signals "
               "are kept and `dynstudy analyze` recomputes their tables", file=out, flush=True)
+
+
+#: Set in the environment of a driver that ``ray job submit`` started (Ray's job supervisor sets it).
+JOB_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"
+
+
+def resume_hint(environ=os.environ) -> str:
+    """What to do when this driver is killed: it cannot say so once it is (a job then ends with exit code 137)."""
+    how = ("resubmit the job with `--resume` added to `dynstudy run`" if JOB_ENV in environ
+           else "run `dynstudy run SPEC --resume`")
+    return f"if this study is stopped or its driver killed, the runs written so far are kept: {how} to continue them"
 
 
 def study_summary(store: str, trials: list[dict], skipped: list[dict]) -> dict:
@@ -212,6 +200,8 @@ def run_study(spec: StudySpec, *, store: Optional[str] = None, resume: bool = Fa
                                  "AWS_ENDPOINT_URL / AWS_REGION and the credentials (AWS_ACCESS_KEY_ID, "
                                  "AWS_PROFILE, ...)") from None
     plan = plan_study(trials, store)
+    if not replace and not plan.changed:  # else nothing is written before select_trials refuses or --replace removes
+        repair_stale(plan, store, out)
     todo, replaced = select_trials(plan, resume=resume, replace=replace, out=out)
     if not replace:
         apply_analysis_changes(plan, store, out)
@@ -243,40 +233,35 @@ def run_study(spec: StudySpec, *, store: Optional[str] = None, resume: bool = Fa
         trainable = tune.with_resources(tune_trainable, res)
         storage = f"{store}/_tune"
         exp_path = f"{storage}/{spec.name}"
-        run_config = tune.RunConfig(
-            name=spec.name, storage_path=storage, verbose=0,
-            failure_config=tune.FailureConfig(max_failures=spec.resources.max_failures),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-            callbacks=[tune_callback(ProgressLog({t["run_id"]: t["train"]["epochs"] for t in todo}, verbosity, out))],
-            stop=VolatilityStopper() if spec.train.volatility_stopping else None,
+        resume_from = {}
+        if resume and plan.unfinished:
+            resume_from = keep_for_resume(exp_path, [t["run_id"] for t in plan.unfinished])
+            print(f"--resume: {len(resume_from)} of {len(plan.unfinished)} unfinished run(s) continue from their last "
+                  f"checkpoint, {len(plan.unfinished) - len(resume_from)} start from scratch (no checkpoint kept); "
+                  f"{len(plan.new)} new run(s)", file=out, flush=True)
+        clear_trial_folders(exp_path, todo_ids)
+        forget_kept(exp_path, todo_ids - set(resume_from))
+        start_epochs = {r: int(plan.rows[r].get("epochs_completed") or 0) for r in resume_from}
+        progress = ProgressLog({t["run_id"]: t["train"]["epochs"] for t in todo}, verbosity, out, start=start_epochs)
+        tuner = tune.Tuner(
+            trainable,
+            param_space={"trial": tune.grid_search(todo), "resume_from": resume_from},
+            tune_config=tune.TuneConfig(
+                max_concurrent_trials=spec.resources.max_concurrent_trials,
+                trial_name_creator=lambda t: t.config["trial"]["run_id"],
+                trial_dirname_creator=lambda t: t.config["trial"]["run_id"],
+            ),
+            run_config=tune.RunConfig(
+                name=spec.name, storage_path=storage, verbose=0,
+                failure_config=tune.FailureConfig(max_failures=spec.resources.max_failures),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+                callbacks=[tune_callback(progress)],
+                stop=VolatilityStopper() if spec.train.volatility_stopping else None,
+            ),
         )
-
-        def fresh_tuner():
-            _forget_trials(exp_path, todo_ids)
-            return tune.Tuner(
-                trainable,
-                param_space={"trial": tune.grid_search(todo)},
-                tune_config=tune.TuneConfig(
-                    max_concurrent_trials=spec.resources.max_concurrent_trials,
-                    trial_name_creator=lambda t: t.config["trial"]["run_id"],
-                    trial_dirname_creator=lambda t: t.config["trial"]["run_id"],
-                ),
-                run_config=run_config,
-            )
-
-        tuner = _restored(tune, exp_path, trainable, out) if resume else None
+        print(resume_hint(), file=out, flush=True)
         try:
-            if tuner is None:
-                results = fresh_tuner().fit()
-            else:
-                try:
-                    results = tuner.fit()
-                except Exception as err:  # a restored experiment that reads but cannot go on (a full disk
-                    # cut Tune's saved search state short): the unfinished runs start again, as for an unreadable one
-                    print(f"--resume: Ray Tune's interrupted experiment in {exp_path} cannot continue "
-                          f"({type(err).__name__}: {err}); the unfinished runs start again from scratch",
-                          file=out, flush=True)
-                    results = fresh_tuner().fit()
+            results = tuner.fit()
         except Exception as err:  # Tune's driver loop itself broke (a full disk under its experiment state, ...)
             cause = f"{type(err).__name__}: {err}"
             _mark_failed(store, {t["run_id"]: f"study stopped: {cause}"[:2000] for t in todo}, out)
@@ -286,6 +271,7 @@ def run_study(spec: StudySpec, *, store: Optional[str] = None, resume: bool = Fa
                   for r in results if r.error is not None}
         _mark_failed(store, errors, out)
         summary = study_summary(store, trials, skipped)
+        forget_kept(exp_path, [r for r in todo_ids if (read_run_row(store, r) or {}).get("status") in DONE_STATUSES])
         print(f"study {spec.name}: {summary['finished']} finished, {summary['diverged']} diverged, "
               f"{summary['failed']} failed", file=out, flush=True)
         if summary["unfinished"]:

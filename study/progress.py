@@ -30,13 +30,17 @@ class ProgressLog:
     verbosity : "quiet", "events" or "verbose".
     out : text stream.
     clock : seconds now (tests pass a fake one).
+    start : run_id -> epochs a resumed run completed before this invocation (default: none). They count as done,
+        and the estimate of the time left rests only on the epochs trained since this log began.
     """
 
-    def __init__(self, max_epochs: dict[str, int], verbosity: str, out, clock=time.time):
+    def __init__(self, max_epochs: dict[str, int], verbosity: str, out, clock=time.time,
+                 start: dict[str, int] | None = None):
         if verbosity not in VERBOSITY:
             raise ValueError(f"verbosity={verbosity!r}; use one of {VERBOSITY}")
         self.max_epochs = dict(max_epochs)
-        self.epochs = {run_id: 0 for run_id in max_epochs}
+        self.epochs = {run_id: min(int((start or {}).get(run_id, 0)), max_epochs[run_id]) for run_id in max_epochs}
+        self.epochs_before = sum(self.epochs.values())
         self.runs_done = 0
         self.verbosity, self.out, self.clock = verbosity, out, clock
         self.t0 = clock()
@@ -52,9 +56,10 @@ class ProgressLog:
 
     def eta(self) -> str:
         done, total = self.epochs_done, self.total_epochs
-        if done == 0:
+        trained = done - self.epochs_before
+        if trained <= 0:
             return "ETA -"
-        return f"ETA {_duration((self.clock() - self.t0) / done * (total - done))}"
+        return f"ETA {_duration((self.clock() - self.t0) / trained * (total - done))}"
 
     def _line(self, text: str) -> None:
         if self.verbosity == "quiet":

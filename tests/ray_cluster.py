@@ -32,7 +32,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _processes() -> dict[int, tuple[int, str]]:
+def process_table() -> dict[int, tuple[int, str]]:
     """pid -> (parent pid, command line) of every process."""
     out = {}
     for entry in Path("/proc").iterdir():
@@ -50,7 +50,7 @@ def _processes() -> dict[int, tuple[int, str]]:
 
 def pids_naming(text: str, with_children: bool = True) -> list[int]:
     """Processes whose command line contains ``text`` (and, if asked, all their descendants)."""
-    procs = _processes()
+    procs = process_table()
     found = {pid for pid, (_, cmd) in procs.items() if text in cmd and pid != os.getpid()}
     while with_children:
         more = {pid for pid, (ppid, _) in procs.items() if ppid in found} - found
@@ -60,7 +60,7 @@ def pids_naming(text: str, with_children: bool = True) -> list[int]:
     return sorted(found)
 
 
-def _zombie(pid: int) -> bool:
+def is_zombie(pid: int) -> bool:
     """True for a process that has ended and waits only to be reaped (or is gone)."""
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in ("Z", "X")
@@ -68,9 +68,9 @@ def _zombie(pid: int) -> bool:
         return True
 
 
-def pids_marked(value: str) -> list[int]:
-    """Processes whose environment holds ``MARK=value`` (a cluster's processes, renamed or orphaned alike)."""
-    needle = f"{MARK}={value}".encode()
+def pids_marked(value: str, mark: str = MARK) -> list[int]:
+    """Processes whose environment holds ``mark=value`` (a cluster's processes, renamed or orphaned alike)."""
+    needle = f"{mark}={value}".encode()
     found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit() and int(entry.name) != os.getpid():
@@ -162,19 +162,19 @@ class LocalCluster:
     def worker_raylet_pids(self) -> list[int]:
         """The raylet of each worker node (its own temp folder names it)."""
         return [p for t in self.temp[1:] for p in pids_naming(f"--raylet_socket_name={t}", with_children=False)
-                if "raylet" in _processes()[p][1]]
+                if "raylet" in process_table()[p][1]]
 
     def processes(self) -> list[int]:
         """Every live process of this cluster: marked in its environment, or naming its folders, and their
         descendants."""
         named = {p for t in set(self.temp) for p in pids_naming(str(t))}
         marked = set(pids_marked(str(self.root)))
-        procs = _processes()
+        procs = process_table()
         found = named | marked
         while True:
             more = {pid for pid, (ppid, _) in procs.items() if ppid in found} - found
             if not more:
-                return sorted(p for p in found if not _zombie(p))
+                return sorted(p for p in found if not is_zombie(p))
             found |= more
 
     def stop(self) -> None:
@@ -190,6 +190,6 @@ class LocalCluster:
             time.sleep(0.2)
         shutil.rmtree(self.root, ignore_errors=True)
         if left:
-            procs = _processes()
+            procs = process_table()
             raise RuntimeError(f"processes of the test cluster survived its stop: "
                                f"{[(p, procs.get(p, (0, '?'))[1][:80]) for p in left]}")

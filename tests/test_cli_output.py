@@ -84,6 +84,17 @@ class Clock:
         return self.t
 
 
+def test_progress_after_a_resume_counts_only_the_work_left():
+    """Epochs a resumed run completed before count as done; the time left rests on this invocation's pace."""
+    clock, out = Clock(), io.StringIO()
+    log = ProgressLog({"a": 10, "b": 10}, "verbose", out, clock, start={"a": 8})
+    clock.t += 30  # Ray starting, say: no epoch yet
+    log.epoch("b", 1, 0.5, 1.0)
+    log.epoch("a", 9, 0.5, 1.0)
+    # 10 of 20 epochs done, 2 trained in 30 s: 10 left take 150 s
+    assert out.getvalue().splitlines()[-1].startswith("[   30.0s] 0/2 runs done, 10/20 epochs, ETA 2m 30s")
+
+
 def test_progress_lines_by_verbosity():
     clock, out = Clock(), io.StringIO()
     log = ProgressLog({"a": 10, "b": 10}, "events", out, clock)

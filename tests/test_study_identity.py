@@ -18,6 +18,7 @@ from dynstudy.jobs.trial.trainer import run_trial
 from dynstudy.store_contract.files import read_run_row, write_rows
 from dynstudy.study.cli import main
 from dynstudy.study.grid import expand
+from dynstudy.study.identity import plan_study
 from dynstudy.study.orchestrate import run_study, study_summary
 from dynstudy.study.preflight import PreflightError
 from dynstudy.study.spec import SpecError, load_spec
@@ -205,3 +206,28 @@ def test_the_study_summary_counts_what_the_store_holds(tmp_path):
     write_rows(str(tmp_path), "runs", stale, "run", {k: [v] for k, v in {**row, "status": "running"}.items()})
     summary = study_summary(str(tmp_path), trials, [])
     assert (summary["finished"], summary["unfinished"], summary["failed"]) == (1, [stale], 0)
+
+
+@pytest.mark.parametrize("resume", [False, True])
+def test_a_run_with_every_epoch_written_but_a_running_row_is_repaired_and_said(tmp_path, monkeypatch, resume):
+    """A row a killed driver left saying running, of a run whose every epoch up to train.epochs is in the store,
+    is repaired to finished by a plain re-run and by --resume alike, and nothing is trained."""
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:1")  # would fail if Ray were reached
+    _finish(tmp_path, _smoke(), status="running")
+    for t in expand(_smoke(), str(tmp_path)):
+        for epoch in (1, 2):
+            write_rows(str(tmp_path), "train_metrics", t["run_id"], f"epoch={epoch:06d}",
+                       {"run_id": [t["run_id"]], "epoch": [epoch]})
+    out = io.StringIO()
+    summary = run_study(_smoke(), store=str(tmp_path), resume=resume, out=out)
+    assert "repaired 2 run(s) whose row said running although every epoch up to train.epochs is in the store" \
+        in out.getvalue()
+    assert summary["finished"] == 2 and summary["unfinished"] == []
+    row = read_run_row(str(tmp_path), expand(_smoke(), str(tmp_path))[0]["run_id"])
+    assert (row["status"], row["stop_reason"], row["epochs_completed"]) == ("finished", "max_epochs", 3)
+
+
+def test_a_running_row_with_an_epoch_missing_is_not_repaired(tmp_path):
+    _finish(tmp_path, _smoke(), status="running")  # epoch 3's file only: epochs 1 and 2 are missing
+    plan = plan_study(expand(_smoke(), str(tmp_path)), str(tmp_path))
+    assert len(plan.unfinished) == 2 and plan.stale == []

@@ -7,13 +7,15 @@ dict :meth:`~dynstudy.jobs.trial.trainer.Trial.state_dict` makes (None: no check
 """
 from __future__ import annotations
 
+import io
 import os
 import tempfile
 from pathlib import Path
 
 import torch
 
-_STATE_FILE = "state.pt"
+from dynstudy.jobs.trial.checkpoint_file import STATE_FILE
+from dynstudy.store_contract.files import filesystem
 
 
 class TuneSession:
@@ -21,16 +23,28 @@ class TuneSession:
 
     Ray Tune persists each reported checkpoint to the run's storage (local or
     s3/gs) and hands the latest back when it retries a failed trial.
+
+    Parameters
+    ----------
+    resume_from : a checkpoint file (local path or s3:// / gs:// URI) an earlier study invocation left for this run
+        (:func:`dynstudy.study.checkpoints.keep_for_resume`), restored while Tune holds none of its own.
     """
+
+    def __init__(self, resume_from: str | None = None):
+        self.resume_from = resume_from
 
     def restore(self):
         from ray import tune
 
         checkpoint = tune.get_checkpoint()
-        if checkpoint is None:
+        if checkpoint is not None:
+            with checkpoint.as_directory() as folder:
+                return torch.load(Path(folder) / STATE_FILE, weights_only=False)
+        if self.resume_from is None:
             return None
-        with checkpoint.as_directory() as folder:
-            return torch.load(Path(folder) / _STATE_FILE, weights_only=False)
+        fs, inner = filesystem(self.resume_from)
+        with fs.open_input_stream(inner) as fh:
+            return torch.load(io.BytesIO(fh.read()), weights_only=False)
 
     def report(self, metrics: dict, state) -> None:
         from ray import tune
@@ -39,7 +53,7 @@ class TuneSession:
             tune.report(metrics)
             return
         with tempfile.TemporaryDirectory() as folder:
-            torch.save(state, Path(folder) / _STATE_FILE)
+            torch.save(state, Path(folder) / STATE_FILE)
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
 
 
@@ -56,7 +70,7 @@ class LocalSession:
         self.reports: list[dict] = []
 
     def restore(self):
-        path = self.folder / _STATE_FILE
+        path = self.folder / STATE_FILE
         return torch.load(path, weights_only=False) if path.exists() else None
 
     def report(self, metrics: dict, state) -> None:
@@ -64,13 +78,15 @@ class LocalSession:
         if state is None:
             return
         self.folder.mkdir(parents=True, exist_ok=True)
-        tmp = self.folder / f".{_STATE_FILE}.tmp"
+        tmp = self.folder / f".{STATE_FILE}.tmp"
         torch.save(state, tmp)
-        os.replace(tmp, self.folder / _STATE_FILE)
+        os.replace(tmp, self.folder / STATE_FILE)
 
 
 def tune_trainable(config: dict) -> None:
-    """The function Ray Tune runs for each trial."""
+    """The function Ray Tune runs for each trial: ``config["trial"]`` is the run, ``config["resume_from"]`` maps
+    run ids to the checkpoint files they continue from."""
     from dynstudy.jobs.trial.trainer import run_trial
 
-    run_trial(config["trial"], TuneSession())
+    trial = config["trial"]
+    run_trial(trial, TuneSession((config.get("resume_from") or {}).get(trial["run_id"])))

@@ -2,7 +2,7 @@
 
 A scan of a whole table (:func:`dynstudy.store_contract.scan.scan_store`) lists the table's folder, which is
 cheap, and checks each file's Parquet footer, which is not (one read per file, one GET per object). The index
-keeps each check's result, keyed by the file's path in its table, size and modification time, in
+keeps each check's result, keyed by the file's path in its table, size and change stamp (:func:`stamp_ns`), in
 ``<store>/_index/<table>.<sha256>.parquet`` (the file's own digest in its name); the next scan reads the
 footers only of the files whose key it does not hold. For the small per-run tables (:data:`ROW_CACHED_TABLES`:
 one short file per run) it also keeps the files' rows, in ``<store>/_index/<table>.rows.<sha256>.parquet``, so
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import time
 from dataclasses import dataclass
@@ -54,7 +55,7 @@ _PATH = ROW_PATH_COLUMN
 _ENTRY_SCHEMA = pa.schema([
     (_PATH, pa.string()),        # the file's path inside its table's folder
     ("size", pa.int64()),
-    ("mtime_ns", pa.int64()),
+    ("stamp_ns", pa.int64()),
     ("token", pa.string()),      # null for a file that does not belong
     ("columns", pa.string()),    # JSON list of the file's column names
     ("metadata", pa.string()),   # JSON object of its key-value metadata
@@ -67,7 +68,7 @@ class Entry:
     """What checking one file found (``problem`` None: it belongs to its table)."""
 
     size: int
-    mtime_ns: int
+    stamp_ns: int
     token: Optional[str]
     columns: tuple
     metadata: dict
@@ -83,9 +84,28 @@ def _stem(table: str, rows: bool) -> str:
     return f"{table}.rows" if rows else table
 
 
-def mtime_ns(info: pafs.FileInfo) -> int:
-    """A listed file's modification time in ns (-1 when the filesystem gives none: never trusted)."""
+def stamp_ns(fs: pafs.FileSystem, info: pafs.FileInfo) -> int:
+    """A listed file's change stamp in ns: on local disk its inode change time (ctime, which every write,
+    rename or ``utime`` moves to now, so no program sets it back), on an object store its modification time
+    (set by the server on upload); -1 when there is none (never trusted)."""
+    if isinstance(fs, pafs.LocalFileSystem):
+        try:
+            return os.stat(info.path).st_ctime_ns
+        except OSError:
+            return -1
     return info.mtime_ns if info.mtime_ns is not None else -1
+
+
+def still(fs: pafs.FileSystem, path: str, size: int, stamp: int) -> bool:
+    """True when the local file at ``path`` still has ``size`` and ``stamp`` (an object store's is not asked:
+    its stamp is the server's upload time, which a rewrite within the racy margin cannot reuse unseen)."""
+    if not isinstance(fs, pafs.LocalFileSystem):
+        return True
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    return st.st_size == size and st.st_ctime_ns == stamp
 
 
 def _versions(store: str, table: str, rows: bool) -> list[pafs.FileInfo]:
@@ -97,7 +117,7 @@ def _versions(store: str, table: str, rows: bool) -> list[pafs.FileInfo]:
     except OSError:
         return []
     found = [i for i in infos if i.type == pafs.FileType.File and pattern.fullmatch(i.base_name)]
-    return sorted(found, key=mtime_ns, reverse=True)
+    return sorted(found, key=lambda i: i.mtime_ns or 0, reverse=True)
 
 
 def _read_checked(store: str, table: str, rows: bool) -> tuple[Optional[pa.Table], int]:
@@ -132,10 +152,10 @@ def load_entries(store: str, table: str) -> dict[str, Entry]:
         return {}
     out = {}
     for r in content.select(_ENTRY_SCHEMA.names).to_pylist():
-        if r["mtime_ns"] is None or r["mtime_ns"] < 0 or r["mtime_ns"] >= trusted_before:
+        if r["stamp_ns"] is None or r["stamp_ns"] < 0 or r["stamp_ns"] >= trusted_before:
             continue
         try:
-            out[r[_PATH]] = Entry(r["size"], r["mtime_ns"], r["token"], tuple(json.loads(r["columns"] or "[]")),
+            out[r[_PATH]] = Entry(r["size"], r["stamp_ns"], r["token"], tuple(json.loads(r["columns"] or "[]")),
                                   json.loads(r["metadata"] or "{}"), r["problem"])
         except (TypeError, ValueError):
             return {}  # an entry that does not parse: the whole index is not to be trusted
@@ -165,7 +185,7 @@ def save_entries(store: str, table: str, entries: dict[str, Entry], checked_ns: 
     """Write ``table``'s index (path inside the table -> entry), its entries checked after ``checked_ns``
     (the listing's time by the store's clock); False when the store cannot be written."""
     paths = sorted(entries)
-    cols = {_PATH: paths, "size": [entries[p].size for p in paths], "mtime_ns": [entries[p].mtime_ns for p in paths],
+    cols = {_PATH: paths, "size": [entries[p].size for p in paths], "stamp_ns": [entries[p].stamp_ns for p in paths],
             "token": [entries[p].token for p in paths],
             "columns": [json.dumps(list(entries[p].columns)) for p in paths],
             "metadata": [json.dumps(entries[p].metadata, sort_keys=True) for p in paths],
@@ -174,15 +194,15 @@ def save_entries(store: str, table: str, entries: dict[str, Entry], checked_ns: 
 
 
 def load_rows(store: str, table: str, keys: dict[str, tuple[int, int]], schema: pa.Schema) -> pa.Table:
-    """The cached rows of the files of ``table`` whose (size, mtime_ns) in ``keys`` (path inside the table ->
+    """The cached rows of the files of ``table`` whose (size, stamp_ns) in ``keys`` (path inside the table ->
     key) match their entry and are trusted, with a column naming each row's file; no row for any other file."""
     content, trusted_before = _read_checked(store, table, rows=True)
     empty = schema.empty_table().append_column(_PATH, pa.array([], pa.string()))
-    need = [_PATH, "size", "mtime_ns", *schema.names]
+    need = [_PATH, "size", "stamp_ns", *schema.names]
     if content is None or not set(need) <= set(content.column_names):
         return empty
     keep = [keys.get(p) == (s, m) and 0 <= m < trusted_before
-            for p, s, m in zip(*(content.column(c).to_pylist() for c in (_PATH, "size", "mtime_ns")))]
+            for p, s, m in zip(*(content.column(c).to_pylist() for c in (_PATH, "size", "stamp_ns")))]
     try:
         rows = content.filter(pa.array(keep, pa.bool_())).select([*schema.names, _PATH])
         return rows.cast(schema.append(pa.field(_PATH, pa.string())))
@@ -191,11 +211,11 @@ def load_rows(store: str, table: str, keys: dict[str, tuple[int, int]], schema: 
 
 
 def save_rows(store: str, table: str, rows: pa.Table, keys: dict[str, tuple[int, int]], checked_ns: int) -> bool:
-    """Write the cached rows of ``table`` (with the column naming each row's file), each file's (size, mtime_ns)
+    """Write the cached rows of ``table`` (with the column naming each row's file), each file's (size, stamp_ns)
     from ``keys``; False when the store cannot be written."""
     paths = rows.column(_PATH).to_pylist()
     content = rows.append_column("size", pa.array([keys[p][0] for p in paths], pa.int64())) \
-        .append_column("mtime_ns", pa.array([keys[p][1] for p in paths], pa.int64()))
+        .append_column("stamp_ns", pa.array([keys[p][1] for p in paths], pa.int64()))
     return _write(store, table, content.replace_schema_metadata(None), checked_ns, rows=True)
 
 
@@ -209,7 +229,7 @@ def clock_ns(store: str, fs: pafs.FileSystem) -> int:
     try:
         with probe_fs.open_output_stream(inner) as sink:
             sink.write(b"")
-        stamp = mtime_ns(probe_fs.get_file_info(inner))
+        stamp = stamp_ns(probe_fs, probe_fs.get_file_info(inner))
         probe_fs.delete_file(inner)
         if stamp > 0:
             return stamp

@@ -33,7 +33,7 @@ import pyarrow.parquet as pq
 from pyarrow import fs as pafs
 
 from dynstudy.store_contract.files import filesystem, table_dir
-from dynstudy.store_contract.index import Entry, clock_ns, load_entries, mtime_ns, save_entries
+from dynstudy.store_contract.index import Entry, clock_ns, load_entries, save_entries, stamp_ns, still
 from dynstudy.store_contract.schemas import FILE_NAMES, TABLES, UNPARTITIONED, schema_problem
 
 _MAGIC = b"PAR1"
@@ -51,7 +51,7 @@ class StoreFile:
     token: str            # digest of the Parquet footer
     metadata: dict = field(default_factory=dict, compare=False, hash=False)  # key-value metadata
     columns: tuple = field(default=(), compare=False, hash=False)  # the file's column names
-    mtime_ns: int = field(default=-1, compare=False, hash=False)  # modification time as listed (-1: unknown)
+    stamp_ns: int = field(default=-1, compare=False, hash=False)  # change stamp as listed (index.stamp_ns)
 
 
 @dataclass
@@ -137,14 +137,6 @@ def _kv(meta: pq.FileMetaData) -> dict:
             if not k.startswith(b"ARROW")}
 
 
-def _unchanged(fs: pafs.FileSystem, inner: str, info: pafs.FileInfo) -> bool:
-    """True when a local file still has the size and time it was listed with (an object store's is not asked)."""
-    if not isinstance(fs, pafs.LocalFileSystem):
-        return True
-    now = fs.get_file_info(inner)
-    return now.size == info.size and now.mtime_ns == info.mtime_ns
-
-
 class _TableCheck:
     """Checks the files of one table's listing, through its index when ``indexed``."""
 
@@ -156,9 +148,9 @@ class _TableCheck:
 
     def entry(self, rel: str, info: pafs.FileInfo, run_id: Optional[str]) -> Entry:
         """What checking the file at ``rel`` (listed as ``info``) finds, from the index when it holds it unchanged."""
-        key = mtime_ns(info)
+        key = stamp_ns(self.fs, info)
         cached = self.known.get(rel)
-        if cached is not None and cached.size == info.size and cached.mtime_ns == key:
+        if cached is not None and cached.size == info.size and cached.stamp_ns == key:
             self.entries[rel] = cached
             return cached
         if self.checked_ns is None and self.indexed:
@@ -166,7 +158,7 @@ class _TableCheck:
         meta, token, problem = check_file(self.table, self.fs, info.path, info.size, run_id)
         found = Entry(info.size, key, token, tuple(meta.schema.names) if meta is not None else (),
                       _kv(meta) if meta is not None else {}, problem)
-        if key >= 0 and _unchanged(self.fs, info.path, info):
+        if key >= 0 and still(self.fs, info.path, info.size, key):
             self.entries[rel] = found
         return found
 
@@ -176,7 +168,8 @@ class _TableCheck:
             save_entries(self.store, self.table, self.entries, self.checked_ns)
 
 
-def scan_store(store: str, tables: Iterable[str] = tuple(TABLES), run_id: Optional[str] = None) -> StoreScan:
+def scan_store(store: str, tables: Iterable[str] = tuple(TABLES), run_id: Optional[str] = None,
+               write_index: bool = True) -> StoreScan:
     """Every file of ``tables`` in ``store`` (of one run's partitions, if ``run_id``), checked.
 
     Parameters
@@ -184,6 +177,7 @@ def scan_store(store: str, tables: Iterable[str] = tuple(TABLES), run_id: Option
     store : a resolved store location (local directory or s3:// / gs:// URI).
     tables : the tables to list (default: all of the contract).
     run_id : list only this run's partitions (and no cross-run table); the index is then neither read nor written.
+    write_index : update the index with the footers this scan read (False: only read it).
     """
     files: dict[str, list[StoreFile]] = {}
     foreign: list[tuple[str, str, str]] = []
@@ -206,12 +200,14 @@ def scan_store(store: str, tables: Iterable[str] = tuple(TABLES), run_id: Option
             if problem is None:
                 entry = check.entry(rel, info, rid)
                 problem = entry.problem
+                stamp = entry.stamp_ns
             if problem is not None:
                 foreign.append((table, path, problem))
                 continue
             found.append(StoreFile(table, path, rid, name, info.size, entry.token, entry.metadata, entry.columns,
-                                   mtime_ns(info)))
-        check.save()
+                                   stamp))
+        if write_index:
+            check.save()
         files[table] = found
     return StoreScan(store, files, foreign)
 

@@ -2,8 +2,8 @@
 
 ``runs`` and ``run_summary`` hold one short file per run, so reading them file by file costs one
 open (one GET) per run. :func:`table_rows` takes a scan's files of such a table and returns their
-rows: those of files the index's rows cache holds unchanged (same path, size and modification
-time) from the cache, the others read from their files; then it rewrites the cache when it read
+rows: those of files the index's rows cache holds unchanged (same path, size and change
+stamp) from the cache, the others read from their files; then it rewrites the cache when it read
 any file. The files are exactly the scan's, so a row is never missed or counted twice.
 """
 from __future__ import annotations
@@ -13,10 +13,9 @@ from typing import Sequence
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from pyarrow import fs as pafs
 
 from dynstudy.store_contract.files import filesystem, table_dir
-from dynstudy.store_contract.index import ROW_PATH_COLUMN, clock_ns, load_rows, save_rows
+from dynstudy.store_contract.index import ROW_PATH_COLUMN, clock_ns, load_rows, save_rows, still
 from dynstudy.store_contract.scan import StoreFile
 from dynstudy.store_contract.schemas import TABLES
 
@@ -36,20 +35,11 @@ def _read_file(f: StoreFile, schema: pa.Schema) -> pa.Table:
     return pa.Table.from_arrays(cols, schema=schema)
 
 
-def _unchanged(f: StoreFile) -> bool:
-    """True when a local file still has the size and time the scan listed (an object store's is not asked)."""
-    fs, inner = filesystem(f.path)
-    if not isinstance(fs, pafs.LocalFileSystem):
-        return True
-    now = fs.get_file_info(inner)
-    return now.size == f.size and now.mtime_ns == f.mtime_ns
-
-
-def table_rows(store: str, table: str, files: Sequence[StoreFile]) -> pa.Table:
+def table_rows(store: str, table: str, files: Sequence[StoreFile], write_index: bool = True) -> pa.Table:
     """Every row of ``files`` (a scan's files of ``table``, one of the row-cached tables), with the contract's
-    columns, from the index's rows cache where it holds a file unchanged."""
+    columns, from the index's rows cache where it holds a file unchanged (``write_index``: then update the cache)."""
     schema = TABLES[table]
-    keys = {_rel(store, table, f): (f.size, f.mtime_ns) for f in files}
+    keys = {_rel(store, table, f): (f.size, f.stamp_ns) for f in files}
     cached = load_rows(store, table, keys, schema)
     have = set(cached.column(ROW_PATH_COLUMN).to_pylist())
     missing = [f for f in files if _rel(store, table, f) not in have]
@@ -62,11 +52,11 @@ def table_rows(store: str, table: str, files: Sequence[StoreFile]) -> pa.Table:
         rows = _read_file(f, schema)
         fresh.append(rows.append_column(ROW_PATH_COLUMN, pa.array([_rel(store, table, f)] * rows.num_rows,
                                                                    pa.string())))
-        if not _unchanged(f):
+        if not still(fs, filesystem(f.path)[1], f.size, f.stamp_ns):
             changed.add(_rel(store, table, f))
     whole = pa.concat_tables([cached, *fresh])
     cacheable = [k for k, (_, m) in keys.items() if m >= 0 and k not in changed]
-    if cacheable:
+    if cacheable and write_index:
         keep = pc.is_in(whole.column(ROW_PATH_COLUMN), pa.array(cacheable, pa.string()))
         save_rows(store, table, whole.filter(keep), keys, checked_ns)
     return whole.drop_columns([ROW_PATH_COLUMN])

@@ -30,6 +30,8 @@ from dynstudy.store_contract.scan import StoreScan, scan_store
 from dynstudy.store_contract.schemas import TABLES
 from dynstudy.store_contract.small_tables import table_rows
 
+_NO_EXTENSIONS = {"autoinstall_known_extensions": False, "autoload_known_extensions": False}
+
 
 def _sql_str(s: str) -> str:
     return "'" + s.replace("'", "''") + "'"
@@ -53,7 +55,8 @@ def _dataset_view(con: duckdb.DuckDBPyConnection, scan: StoreScan, table: str) -
     con.register(table, ds.FileSystemDataset(fragments, schema=TABLES[table], format=fmt, filesystem=fs))
 
 
-def create_views(con: duckdb.DuckDBPyConnection, scan: StoreScan, whole_tables: bool = True) -> None:
+def create_views(con: duckdb.DuckDBPyConnection, scan: StoreScan, whole_tables: bool = True,
+                 write_index: bool = True) -> None:
     """One view per table of ``scan`` over its files, and the table ``unreadable_files``.
 
     Files are read through pyarrow's filesystem (local or object store: no
@@ -61,14 +64,14 @@ def create_views(con: duckdb.DuckDBPyConnection, scan: StoreScan, whole_tables: 
     columns. With ``whole_tables`` (a scan of every run), the small per-run
     tables (:data:`dynstudy.store_contract.index.ROW_CACHED_TABLES`) are read
     at once through the index's rows cache
-    (:func:`dynstudy.store_contract.small_tables.table_rows`).
+    (:func:`dynstudy.store_contract.small_tables.table_rows`; ``write_index``: updating the cache).
     """
     con.execute("CREATE TABLE unreadable_files (table_name VARCHAR, path VARCHAR, error VARCHAR)")
     if scan.foreign:
         con.executemany("INSERT INTO unreadable_files VALUES (?, ?, ?)", [list(f) for f in scan.foreign])
     for table in scan.tables():
         if whole_tables and table in ROW_CACHED_TABLES:
-            con.register(table, table_rows(scan.store, table, scan.files[table]))
+            con.register(table, table_rows(scan.store, table, scan.files[table], write_index))
         else:
             _dataset_view(con, scan, table)
 
@@ -77,9 +80,9 @@ def query_tables(query: str) -> tuple[str, ...]:
     """The tables of the contract a catalog needs for ``query``: those it names, or every table when it names
     ``unreadable_files`` (which lists the foreign files of every table), none of them (``SHOW TABLES``), or
     cannot be parsed (DuckDB then reports the error)."""
+    con = duckdb.connect(config=_NO_EXTENSIONS)  # the default connection would make ~/.duckdb
     try:
-        names = set().union(*(duckdb.get_table_names(st.query, qualified=False)
-                              for st in duckdb.extract_statements(query)))
+        names = set().union(*(con.get_table_names(st.query, qualified=False) for st in con.extract_statements(query)))
     except duckdb.Error:
         return tuple(TABLES)
     named = tuple(t for t in TABLES if t in names)
@@ -108,16 +111,17 @@ def open_catalog(store: str, run_id: str | None = None, *, scan: StoreScan | Non
         filesystem, with the standard credentials: :func:`dynstudy.store_contract.files.filesystem`).
     run_id : only this run's files (and no cross-run table).
     scan : a scan of the store already made (default: scan it now).
-    sandbox : lock the connection down after the views exist (read-only SQL).
+    sandbox : lock the connection down after the views exist (read-only SQL); the store's index is then read,
+        never written: nothing of ``dynstudy sql`` lands in the store.
     tables : the tables to scan and give a view (default: every table; :func:`query_tables` finds a query's),
         their foreign files alone in ``unreadable_files``.
     """
     store = resolve_store(store)
     if not is_remote(store) and not os.path.isdir(store):
         raise FileNotFoundError(f"store {store!r} does not exist; run a study first (dynstudy run) or pass --store")
-    scan = scan if scan is not None else scan_store(store, tables, run_id=run_id)
-    con = duckdb.connect(config={"autoinstall_known_extensions": False, "autoload_known_extensions": False})
-    create_views(con, scan, whole_tables=run_id is None)
+    scan = scan if scan is not None else scan_store(store, tables, run_id=run_id, write_index=not sandbox)
+    con = duckdb.connect(config=_NO_EXTENSIONS)
+    create_views(con, scan, whole_tables=run_id is None, write_index=not sandbox)
     if sandbox:
         lock_down(con, store)
     return con

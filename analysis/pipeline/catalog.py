@@ -56,7 +56,7 @@ def _dataset_view(con: duckdb.DuckDBPyConnection, scan: StoreScan, table: str) -
 
 
 def create_views(con: duckdb.DuckDBPyConnection, scan: StoreScan, whole_tables: bool = True,
-                 write_index: bool = True) -> None:
+                 write_index: bool = True, tables=tuple(TABLES)) -> None:
     """One view per table of ``scan`` over its files, and the table ``unreadable_files``.
 
     Files are read through pyarrow's filesystem (local or object store: no
@@ -69,7 +69,7 @@ def create_views(con: duckdb.DuckDBPyConnection, scan: StoreScan, whole_tables: 
     con.execute("CREATE TABLE unreadable_files (table_name VARCHAR, path VARCHAR, error VARCHAR)")
     if scan.foreign:
         con.executemany("INSERT INTO unreadable_files VALUES (?, ?, ?)", [list(f) for f in scan.foreign])
-    for table in scan.tables():
+    for table in (t for t in scan.tables() if t in tables):
         if whole_tables and table in ROW_CACHED_TABLES:
             con.register(table, table_rows(scan.store, table, scan.files[table], write_index))
         else:
@@ -114,14 +114,14 @@ def open_catalog(store: str, run_id: str | None = None, *, scan: StoreScan | Non
     sandbox : lock the connection down after the views exist (read-only SQL); the store's index is then read,
         never written: nothing of ``dynstudy sql`` lands in the store.
     tables : the tables to scan and give a view (default: every table; :func:`query_tables` finds a query's),
-        their foreign files alone in ``unreadable_files``.
+        their foreign files alone in ``unreadable_files`` (with ``scan``: the tables of it that get a view).
     """
     store = resolve_store(store)
     if not is_remote(store) and not os.path.isdir(store):
         raise FileNotFoundError(f"store {store!r} does not exist; run a study first (dynstudy run) or pass --store")
     scan = scan if scan is not None else scan_store(store, tables, run_id=run_id, write_index=not sandbox)
     con = duckdb.connect(config=_NO_EXTENSIONS)
-    create_views(con, scan, whole_tables=run_id is None, write_index=not sandbox)
+    create_views(con, scan, whole_tables=run_id is None, write_index=not sandbox, tables=tables)
     if sandbox:
         lock_down(con, store)
     return con

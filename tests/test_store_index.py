@@ -112,7 +112,8 @@ def test_a_query_over_small_tables_opens_no_activation_file(store, monkeypatch, 
     assert capsys.readouterr().out.split() == ["n", str(len(ids) - 1)]  # the damaged run has none
     assert main(["status", "--store", str(path)]) == 0
     assert not [p for p in read if "/activations/" in p]
-    assert query_tables("SELECT * FROM run_summary, runs WHERE run_summary.run_id = runs.run_id") == ("runs", "run_summary")
+    joined = "SELECT * FROM run_summary, runs WHERE run_summary.run_id = runs.run_id"
+    assert query_tables(joined) == ("runs", "run_summary")
     assert query_tables("SELECT * FROM unreadable_files") == tuple(TABLES)  # every table's foreign files
     assert query_tables("SHOW TABLES") == tuple(TABLES)
 

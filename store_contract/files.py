@@ -100,15 +100,23 @@ def write_table_atomic(table: pa.Table, path: str, metadata: Optional[dict] = No
             **{k if isinstance(k, bytes) else k.encode(): v if isinstance(v, bytes) else str(v).encode()
                for k, v in (metadata or {}).items()}}
     table = table.replace_schema_metadata(meta)
+    buf = pa.BufferOutputStream()
+    pq.write_table(table, buf, compression="zstd")  # a failure here writes nothing
+    write_bytes_atomic(buf.getvalue(), path)
+
+
+def write_bytes_atomic(data, path: str) -> None:
+    """Write ``data`` (bytes or a pyarrow buffer) to ``path`` so that readers see all of it or nothing
+    (see :func:`write_table_atomic`)."""
     if is_remote(path):
-        _upload_atomic(table, path)
+        _upload_atomic(data, path)
         return
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.parent / f".{final.name}.{uuid.uuid4().hex}.tmp"
     try:
         with open(tmp, "wb") as fh:
-            pq.write_table(table, fh, compression="zstd")
+            fh.write(memoryview(data))
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, final)
@@ -117,16 +125,14 @@ def write_table_atomic(table: pa.Table, path: str, metadata: Optional[dict] = No
             tmp.unlink()
 
 
-def _upload_atomic(table: pa.Table, path: str) -> None:
-    """Serialise in memory, upload under a hidden key, copy into place, delete the hidden key."""
-    buf = pa.BufferOutputStream()
-    pq.write_table(table, buf, compression="zstd")  # a failure here uploads nothing
+def _upload_atomic(data, path: str) -> None:
+    """Upload under a hidden key, copy into place, delete the hidden key."""
     fs, inner = filesystem(path)
     folder, name = inner.rsplit("/", 1)
     tmp = f"{folder}/.{name}.{uuid.uuid4().hex}.tmp"
     try:
         with fs.open_output_stream(tmp) as sink:
-            sink.write(buf.getvalue())
+            sink.write(data)
         fs.copy_file(tmp, inner)
     finally:
         try:

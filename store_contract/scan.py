@@ -16,6 +16,11 @@ Each file's *token* is a digest of its footer, which holds the write id
 every dynstudy write puts there: a rewritten file always gets a new token,
 an untouched (or restored) one keeps it. :func:`files_digest` turns a run's
 files into one digest, the analysis's record of what it read.
+
+A scan of whole tables keeps what each check found in the store's index
+(:mod:`dynstudy.store_contract.index`) and reads the footers only of files
+the index does not hold unchanged; the files themselves always come from
+the listing. A scan of one run's partitions checks its few files directly.
 """
 from __future__ import annotations
 
@@ -28,6 +33,7 @@ import pyarrow.parquet as pq
 from pyarrow import fs as pafs
 
 from dynstudy.store_contract.files import filesystem, table_dir
+from dynstudy.store_contract.index import Entry, clock_ns, load_entries, save_entries, stamp_ns, still
 from dynstudy.store_contract.schemas import FILE_NAMES, TABLES, UNPARTITIONED, schema_problem
 
 _MAGIC = b"PAR1"
@@ -45,6 +51,7 @@ class StoreFile:
     token: str            # digest of the Parquet footer
     metadata: dict = field(default_factory=dict, compare=False, hash=False)  # key-value metadata
     columns: tuple = field(default=(), compare=False, hash=False)  # the file's column names
+    stamp_ns: int = field(default=-1, compare=False, hash=False)  # change stamp as listed (index.stamp_ns)
 
 
 @dataclass
@@ -125,14 +132,52 @@ def check_file(table: str, fs: pafs.FileSystem, inner: str, size: int, run_id: O
     return meta, token, problem
 
 
-def scan_store(store: str, tables: Iterable[str] = tuple(TABLES), run_id: Optional[str] = None) -> StoreScan:
+def _kv(meta: pq.FileMetaData) -> dict:
+    return {k.decode(errors="replace"): v.decode(errors="replace") for k, v in (meta.metadata or {}).items()
+            if not k.startswith(b"ARROW")}
+
+
+class _TableCheck:
+    """Checks the files of one table's listing, through its index when ``indexed``."""
+
+    def __init__(self, store: str, table: str, fs: pafs.FileSystem, indexed: bool):
+        self.store, self.table, self.fs, self.indexed = store, table, fs, indexed
+        self.known = load_entries(store, table) if indexed else {}
+        self.entries: dict[str, Entry] = {}
+        self.checked_ns: Optional[int] = None  # set before the first footer this scan reads
+
+    def entry(self, rel: str, info: pafs.FileInfo, run_id: Optional[str]) -> Entry:
+        """What checking the file at ``rel`` (listed as ``info``) finds, from the index when it holds it unchanged."""
+        key = stamp_ns(self.fs, info)
+        cached = self.known.get(rel)
+        if cached is not None and cached.size == info.size and cached.stamp_ns == key:
+            self.entries[rel] = cached
+            return cached
+        if self.checked_ns is None and self.indexed:
+            self.checked_ns = clock_ns(self.store, self.fs)
+        meta, token, problem = check_file(self.table, self.fs, info.path, info.size, run_id)
+        found = Entry(info.size, key, token, tuple(meta.schema.names) if meta is not None else (),
+                      _kv(meta) if meta is not None else {}, problem)
+        if key >= 0 and still(self.fs, info.path, info.size, key):
+            self.entries[rel] = found
+        return found
+
+    def save(self) -> None:
+        """Write the table's index when this scan checked a footer (the store unwritable: it stays as it was)."""
+        if self.indexed and self.checked_ns is not None:
+            save_entries(self.store, self.table, self.entries, self.checked_ns)
+
+
+def scan_store(store: str, tables: Iterable[str] = tuple(TABLES), run_id: Optional[str] = None,
+               write_index: bool = True) -> StoreScan:
     """Every file of ``tables`` in ``store`` (of one run's partitions, if ``run_id``), checked.
 
     Parameters
     ----------
     store : a resolved store location (local directory or s3:// / gs:// URI).
     tables : the tables to list (default: all of the contract).
-    run_id : list only this run's partitions (and no cross-run table).
+    run_id : list only this run's partitions (and no cross-run table); the index is then neither read nor written.
+    write_index : update the index with the footers this scan read (False: only read it).
     """
     files: dict[str, list[StoreFile]] = {}
     foreign: list[tuple[str, str, str]] = []
@@ -144,6 +189,7 @@ def scan_store(store: str, tables: Iterable[str] = tuple(TABLES), run_id: Option
         fs, inner = filesystem(base)
         infos = fs.get_file_info(pafs.FileSelector(inner, recursive=True, allow_not_found=True))
         _, inner_prefix = filesystem(prefix)
+        check = _TableCheck(store, table, fs, indexed=run_id is None)
         found = []
         for info in sorted(infos, key=lambda i: i.path):
             if info.type != pafs.FileType.File or info.base_name.startswith("."):
@@ -151,15 +197,17 @@ def scan_store(store: str, tables: Iterable[str] = tuple(TABLES), run_id: Option
             rel = info.path[len(inner_prefix.rstrip("/")) + 1:]
             path = f"{prefix}/{rel}"
             rid, name, problem = _place(table, rel)
-            meta = token = None
             if problem is None:
-                meta, token, problem = check_file(table, fs, info.path, info.size, rid)
+                entry = check.entry(rel, info, rid)
+                problem = entry.problem
+                stamp = entry.stamp_ns
             if problem is not None:
                 foreign.append((table, path, problem))
                 continue
-            kv = {k.decode(errors="replace"): v.decode(errors="replace") for k, v in (meta.metadata or {}).items()
-                  if not k.startswith(b"ARROW")}
-            found.append(StoreFile(table, path, rid, name, info.size, token, kv, tuple(meta.schema.names)))
+            found.append(StoreFile(table, path, rid, name, info.size, entry.token, entry.metadata, entry.columns,
+                                   stamp))
+        if write_index:
+            check.save()
         files[table] = found
     return StoreScan(store, files, foreign)
 

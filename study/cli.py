@@ -44,13 +44,13 @@ def cmd_sql(args) -> int:
     """Run read-only SQL (see :mod:`dynstudy.study.readonly_sql`); a refusal or an SQL error is one line, exit 2."""
     import duckdb
 
-    from dynstudy.analysis.pipeline.catalog import open_catalog
+    from dynstudy.analysis.pipeline.catalog import open_catalog, query_tables
     from dynstudy.study.readonly_sql import RefusedStatement, read_only_statements, statement_text
 
     if args.format == "parquet" and not args.output:
         raise ValueError("--format parquet writes a file: give --output FILE")
     _check_output_outside(args.store, args.output)
-    con = open_catalog(args.store, sandbox=True)
+    con = open_catalog(args.store, sandbox=True, tables=query_tables(args.query))
     try:
         statements = read_only_statements(con, args.query)
         if args.format != "table" and len(statements) > 1:
@@ -108,7 +108,7 @@ def cmd_report(args) -> int:
 def cmd_status(args) -> int:
     from dynstudy.analysis.pipeline.catalog import open_catalog
 
-    con = open_catalog(args.store)
+    con = open_catalog(args.store, tables=("runs",))
     if not con.execute("SELECT count(*) FROM duckdb_views() WHERE view_name = 'runs'").fetchall()[0][0]:
         raise FileNotFoundError(f"store {args.store!r} has no runs yet; run a study first (dynstudy run)")
     rel = con.sql("""

@@ -50,15 +50,15 @@ from dynstudy.analysis.kernels.params import PLATEAU_POINTS
 from dynstudy.analysis.pipeline.catalog import open_catalog
 from dynstudy.analysis.pipeline.worker_env import single_threaded_children
 from dynstudy.analysis.run.capture_plan import run_params
-from dynstudy.analysis.run.inventory import damaged_files, file_gaps, is_current, run_inputs
+from dynstudy.analysis.run.inventory import ANALYSIS_VERSION, damaged_files, file_gaps, is_current, run_inputs
 from dynstudy.analysis.run.run_analysis import analyze_and_write, analyze_in_worker, fast_source, write_table
 from dynstudy.analysis.stats.claims import all_claims
 from dynstudy.analysis.stats.claims_temporal import temporal_claims
 from dynstudy.analysis.stats.sensitivity import run_series, sensitivity
 from dynstudy.analysis.stats.variability import cell_variability
 from dynstudy.store_contract.files import remove_run_files, resolve_store
-from dynstudy.store_contract.scan import StoreScan, scan_store
-from dynstudy.store_contract.schemas import RUN_OUTPUTS
+from dynstudy.store_contract.scan import StoreScan, files_digest, scan_store
+from dynstudy.store_contract.schemas import INPUT_DIGEST_KEY, RUN_INPUTS, RUN_OUTPUTS, UNPARTITIONED
 
 RUN_COLUMNS = ("run_id", "study", "model", "dataset", "optimizer", "seed", "status", "epochs_completed", "config")
 
@@ -103,14 +103,20 @@ def _run_all(store: str, todo: list, workers: int | None, open_source=fast_sourc
         yield from results
 
 
-def current_summaries(store: str, runs: list[dict]) -> tuple[list[dict], list[dict], object]:
+#: What the cross-run tables are computed from: the runs' inputs and the summaries (and windows) of their analyses.
+CROSS_RUN_SOURCES = (*RUN_INPUTS, "run_summary", "window_sensitivity", *UNPARTITIONED)
+
+
+def current_summaries(store: str, runs: list[dict], scan: StoreScan | None = None
+                      ) -> tuple[list[dict], list[dict], object]:
     """(whole summaries, incomplete summaries, catalog): the run summaries that match their inputs now.
 
     A summary of a run that changed since (a study still running, a file
     restored) or that was removed from ``runs`` is left out of both lists.
+    ``scan``: a scan of :data:`CROSS_RUN_SOURCES` made now (default: made here).
     """
-    scan = scan_store(store)
-    con = open_catalog(store, scan=scan)
+    scan = scan if scan is not None else scan_store(store, CROSS_RUN_SOURCES)
+    con = open_catalog(store, scan=scan, tables=("run_summary", "train_metrics", "window_sensitivity"))
     if "run_summary" not in _views(con):
         return [], [], con
     known = {r["run_id"] for r in runs}
@@ -130,12 +136,30 @@ def claim_inputs(summaries: list[dict], incomplete: list[dict], runs: list[dict]
     return list(summaries) + list(incomplete) + stand_ins
 
 
+def cross_run_digest(scan: StoreScan, summaries: list[dict], runs: list[dict], plateau_points: float) -> str:
+    """Digest of what the cross-run tables are computed from: each run's ``runs`` file, the input digest of its
+    current summary (which covers its train_metrics and its window_sensitivity) and ``plateau_points``."""
+    runs_files = {f.run_id: f for f in scan.files.get("runs", [])}
+    digests = {s["run_id"]: s.get("input_digest") for s in summaries}
+    lines = sorted(f"{r['run_id']}:{runs_files[r['run_id']].token if r['run_id'] in runs_files else '-'}:"
+                   f"{digests.get(r['run_id'], '-')}" for r in runs)
+    return files_digest([], "\n".join([ANALYSIS_VERSION, repr(float(plateau_points)), *lines]))
+
+
+def cross_run_tables_current(scan: StoreScan, digest: str) -> bool:
+    """True when every cross-run table's file records ``digest``: computed from what the store holds now."""
+    key = INPUT_DIGEST_KEY.decode()
+    return all(len(scan.files.get(t, [])) == 1 and scan.files[t][0].metadata.get(key) == digest
+               for t in UNPARTITIONED)
+
+
 def write_cross_run_tables(store: str, con, summaries: list[dict], runs: list[dict], plateau_points: float,
-                           incomplete: list[dict] = ()) -> None:
+                           incomplete: list[dict] = (), digest: str | None = None) -> None:
     """cell_variability, claims and sensitivity from the whole, current ``summaries``; every claims row records
     ``plateau_points``, the plateau rule's points, for the report's plateau markers. The claims count the
-    ``incomplete`` summaries and the runs without a current summary as dropped runs."""
-    write_table(store, "cell_variability", cell_variability(summaries))
+    ``incomplete`` summaries and the runs without a current summary as dropped runs. Each file records ``digest``
+    (:func:`cross_run_digest`)."""
+    write_table(store, "cell_variability", cell_variability(summaries), digest=digest)
     ids = {s["run_id"] for s in summaries}
     curves, epoch_steps = defaultdict(lambda: ([], [], [])), defaultdict(dict)
     for run_id, epoch, acc, loss, step in con.execute(
@@ -149,13 +173,14 @@ def write_cross_run_tables(store: str, con, summaries: list[dict], runs: list[di
     counted = claim_inputs(summaries, list(incomplete), runs)
     claims = (all_claims(counted, curves, plateau_points, params=params)
               + temporal_claims(counted, curves, epoch_steps, plateau_points, params=params))
-    write_table(store, "claims", [{**r, "plateau_points": plateau_points} for r in claims])
+    write_table(store, "claims", [{**r, "plateau_points": plateau_points} for r in claims], digest=digest)
     windows = []
     if "window_sensitivity" in _views(con):
         cols = ("run_id", "kind", "epoch", "smooth_window", "probe_size", "h_raw", "metastability", "noise_h_raw")
         found = con.execute(f"SELECT {', '.join(cols)} FROM window_sensitivity").fetchall()
         windows = [dict(zip(cols, r)) for r in found if r[0] in ids]
-    write_table(store, "sensitivity", sensitivity(summaries, params, run_series(windows), curves, plateau_points))
+    write_table(store, "sensitivity", sensitivity(summaries, params, run_series(windows), curves, plateau_points),
+                digest=digest)
 
 
 def analyze(store: str, *, force: bool = False, workers: int | None = 1, plateau_points: float = PLATEAU_POINTS,
@@ -177,10 +202,9 @@ def analyze(store: str, *, force: bool = False, workers: int | None = 1, plateau
     out = out or sys.stdout
     store = resolve_store(store)
     scan = scan_store(store)
-    con = open_catalog(store, scan=scan)
-    views = _views(con)
-    if "runs" not in views or "activations" not in views:
+    if "runs" not in scan.tables() or "activations" not in scan.tables():
         raise FileNotFoundError(f"store {store!r} has no runs/activations tables yet; run a study first")
+    con = open_catalog(store, scan=scan, tables=("runs",))
     runs = [dict(zip(RUN_COLUMNS, r)) for r in con.execute(
         f"SELECT {', '.join(RUN_COLUMNS)} FROM runs ORDER BY run_id").fetchall()]
     for table, path, error in scan.foreign:
@@ -201,11 +225,16 @@ def analyze(store: str, *, force: bool = False, workers: int | None = 1, plateau
             print(f"analyze: {run_id}: {n_captures} captures, INCOMPLETE: {summary['reason']}", file=out, flush=True)
         else:
             print(f"analyze: {run_id}: {n_captures} captures, state {summary.get('state')}", file=out, flush=True)
-    whole, incomplete, con = current_summaries(store, runs)
+    sources = scan_store(store, CROSS_RUN_SOURCES)
+    whole, incomplete, con = current_summaries(store, runs, sources)
     if not whole and not incomplete:
         print(f"analyze: no run could be analysed ({len(failed)} skipped)", file=out, flush=True)
         return {"store": store, "analysed": done, "current": current, "failed": failed, "incomplete": {}}
-    write_cross_run_tables(store, con, whole, runs, plateau_points, incomplete)
+    digest = cross_run_digest(sources, whole + incomplete, runs, plateau_points)
+    if cross_run_tables_current(sources, digest):
+        print("analyze: cell_variability, claims and sensitivity are current", file=out, flush=True)
+    else:
+        write_cross_run_tables(store, con, whole, runs, plateau_points, incomplete, digest)
     gaps = {r["run_id"]: r["reason"] for r in incomplete}
     if gaps:
         print(f"analyze: {len(gaps)} run(s) incomplete, kept out of cell_variability, claims and sensitivity: "

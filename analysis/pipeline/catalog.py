@@ -1,14 +1,17 @@
 """A DuckDB catalog over a store: every table queryable by its name.
 
-``open_catalog(store)`` scans the store (:func:`dynstudy.store_contract.scan.scan_store`)
-and returns an in-memory DuckDB connection with one view per table that has
-files (``runs``, ``activations``, ``train_metrics``, ``capture_metrics``,
-``run_summary``, ``cell_variability``, ``controls``, ...), each over
-``read_parquet([the table's files], union_by_name = true)``. Nothing is copied: queries read the Parquet files. The
-views name their files one by one, never by a glob, so a store path with spaces, quotes, ``[``, ``]``, ``*`` or ``?``
-works. Files that do not belong (a Parquet file at a table root, a non-Parquet or truncated file, a foreign schema) are
-left out of their view and listed in the table ``unreadable_files`` with the reason, so one stray file never hides or
-breaks the rest of a store.
+``open_catalog(store)`` scans the store (:func:`dynstudy.store_contract.scan.scan_store`, through the store's
+index) and returns an in-memory DuckDB connection with one view per table that has files (``runs``,
+``activations``, ``train_metrics``, ``capture_metrics``, ``run_summary``, ``cell_variability``, ``controls``,
+...), each a pyarrow dataset over the table's files with the contract's columns, one fragment per file whose
+partition is its run, so a filter on ``run_id`` opens that run's files alone. Nothing is copied: queries read
+the Parquet files, except ``runs`` and ``run_summary``, read at once through the index's rows cache
+(:mod:`dynstudy.store_contract.small_tables`). ``tables`` limits the catalog to the tables a command needs
+(:func:`query_tables` finds a query's), so a query over ``run_summary`` never lists or opens the activations.
+The views name their files one by one, never by a glob, so a store path with spaces, quotes, ``[``, ``]``,
+``*`` or ``?`` works. Files that do not belong (a Parquet file at a table root, a non-Parquet or truncated
+file, a foreign schema) are left out of their view and listed in the table ``unreadable_files`` with the
+reason, so one stray file never hides or breaks the rest of a store.
 
 ``sandbox=True`` (``dynstudy sql``) then locks the connection down: no file
 outside the store can be read, no extension installed or loaded, and no
@@ -19,26 +22,30 @@ from __future__ import annotations
 import os
 
 import duckdb
+import pyarrow.dataset as ds
 
 from dynstudy.store_contract.files import filesystem, inner_path, is_remote, resolve_store
+from dynstudy.store_contract.index import ROW_CACHED_TABLES
 from dynstudy.store_contract.scan import StoreScan, scan_store
 from dynstudy.store_contract.schemas import TABLES
+from dynstudy.store_contract.small_tables import table_rows
+
+_NO_EXTENSIONS = {"autoinstall_known_extensions": False, "autoload_known_extensions": False}
 
 
 def _sql_str(s: str) -> str:
     return "'" + s.replace("'", "''") + "'"
 
 
-def _remote_view(con: duckdb.DuckDBPyConnection, scan: StoreScan, table: str) -> None:
-    """``table`` as a pyarrow dataset over the object store, scanned by DuckDB (filters pushed down).
+def _dataset_view(con: duckdb.DuckDBPyConnection, scan: StoreScan, table: str) -> None:
+    """``table`` as a pyarrow dataset over its files with the contract's columns, scanned by DuckDB (filters
+    pushed down).
 
     Each file is a fragment whose partition expression is its run (the scan
     has checked that its rows are its folder's run), so a filter on run_id
     leaves the other runs' files unopened; the scan's sizes spare a HEAD
-    request per file.
+    request per object-store file.
     """
-    import pyarrow.dataset as ds
-
     fs, _ = filesystem(scan.store)
     fmt = ds.ParquetFileFormat()
     fragments = [fmt.make_fragment(inner_path(f.path), filesystem=fs, file_size=f.size,
@@ -48,23 +55,38 @@ def _remote_view(con: duckdb.DuckDBPyConnection, scan: StoreScan, table: str) ->
     con.register(table, ds.FileSystemDataset(fragments, schema=TABLES[table], format=fmt, filesystem=fs))
 
 
-def create_views(con: duckdb.DuckDBPyConnection, scan: StoreScan) -> None:
+def create_views(con: duckdb.DuckDBPyConnection, scan: StoreScan, whole_tables: bool = True,
+                 write_index: bool = True, tables=tuple(TABLES)) -> None:
     """One view per table of ``scan`` over its files, and the table ``unreadable_files``.
 
-    Local files are read by DuckDB's own Parquet reader; object-store files
-    through pyarrow's filesystem (no DuckDB extension, nothing downloaded), as
-    a dataset with the contract's columns.
+    Files are read through pyarrow's filesystem (local or object store: no
+    DuckDB extension, nothing downloaded), as a dataset with the contract's
+    columns. With ``whole_tables`` (a scan of every run), the small per-run
+    tables (:data:`dynstudy.store_contract.index.ROW_CACHED_TABLES`) are read
+    at once through the index's rows cache
+    (:func:`dynstudy.store_contract.small_tables.table_rows`; ``write_index``: updating the cache).
     """
     con.execute("CREATE TABLE unreadable_files (table_name VARCHAR, path VARCHAR, error VARCHAR)")
     if scan.foreign:
         con.executemany("INSERT INTO unreadable_files VALUES (?, ?, ?)", [list(f) for f in scan.foreign])
-    for table in scan.tables():
-        if is_remote(scan.store):
-            _remote_view(con, scan, table)
-            continue
-        files = "[" + ", ".join(_sql_str(f.path) for f in scan.files[table]) + "]"
-        # no hive partitioning: every file carries its run_id, checked against its folder by the scan
-        con.execute(f"CREATE VIEW {table} AS SELECT * FROM read_parquet({files}, union_by_name = true)")
+    for table in (t for t in scan.tables() if t in tables):
+        if whole_tables and table in ROW_CACHED_TABLES:
+            con.register(table, table_rows(scan.store, table, scan.files[table], write_index))
+        else:
+            _dataset_view(con, scan, table)
+
+
+def query_tables(query: str) -> tuple[str, ...]:
+    """The tables of the contract a catalog needs for ``query``: those it names, or every table when it names
+    ``unreadable_files`` (which lists the foreign files of every table), none of them (``SHOW TABLES``), or
+    cannot be parsed (DuckDB then reports the error)."""
+    con = duckdb.connect(config=_NO_EXTENSIONS)  # the default connection would make ~/.duckdb
+    try:
+        names = set().union(*(con.get_table_names(st.query, qualified=False) for st in con.extract_statements(query)))
+    except duckdb.Error:
+        return tuple(TABLES)
+    named = tuple(t for t in TABLES if t in names)
+    return tuple(TABLES) if "unreadable_files" in names or not named else named
 
 
 def lock_down(con: duckdb.DuckDBPyConnection, store: str) -> None:
@@ -80,7 +102,7 @@ def lock_down(con: duckdb.DuckDBPyConnection, store: str) -> None:
 
 
 def open_catalog(store: str, run_id: str | None = None, *, scan: StoreScan | None = None,
-                 sandbox: bool = False) -> duckdb.DuckDBPyConnection:
+                 sandbox: bool = False, tables=tuple(TABLES)) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection with a view per table present in ``store``.
 
     Parameters
@@ -89,14 +111,17 @@ def open_catalog(store: str, run_id: str | None = None, *, scan: StoreScan | Non
         filesystem, with the standard credentials: :func:`dynstudy.store_contract.files.filesystem`).
     run_id : only this run's files (and no cross-run table).
     scan : a scan of the store already made (default: scan it now).
-    sandbox : lock the connection down after the views exist (read-only SQL).
+    sandbox : lock the connection down after the views exist (read-only SQL); the store's index is then read,
+        never written: nothing of ``dynstudy sql`` lands in the store.
+    tables : the tables to scan and give a view (default: every table; :func:`query_tables` finds a query's),
+        their foreign files alone in ``unreadable_files`` (with ``scan``: the tables of it that get a view).
     """
     store = resolve_store(store)
     if not is_remote(store) and not os.path.isdir(store):
         raise FileNotFoundError(f"store {store!r} does not exist; run a study first (dynstudy run) or pass --store")
-    scan = scan if scan is not None else scan_store(store, run_id=run_id)
-    con = duckdb.connect(config={"autoinstall_known_extensions": False, "autoload_known_extensions": False})
-    create_views(con, scan)
+    scan = scan if scan is not None else scan_store(store, tables, run_id=run_id, write_index=not sandbox)
+    con = duckdb.connect(config=_NO_EXTENSIONS)
+    create_views(con, scan, whole_tables=run_id is None, write_index=not sandbox, tables=tables)
     if sandbox:
         lock_down(con, store)
     return con

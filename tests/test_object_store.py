@@ -192,11 +192,12 @@ def test_a_study_on_s3_fails_resumes_and_analyses(s3, tmp_path, monkeypatch, cap
     assert first.returncode == 1 and "study smoke: 0 finished, 0 diverged, 2 failed" in first.stdout, first.stderr
     second = subprocess.run([*cli, "--resume"], env=env, capture_output=True, text=True)
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
-    assert "resuming s3://dynstudy-test/study/_tune/smoke" in second.stdout
+    assert "--resume: 2 of 2 unfinished run(s) continue from their last checkpoint" in second.stdout
     assert "2 finished, 0 diverged, 0 failed" in second.stdout and "report: " in second.stdout
     keys = _keys(store)
     assert any(k.startswith("_tune/smoke/experiment_state-") for k in keys)
     assert any("/checkpoint_" in k and k.endswith("state.pt") for k in keys)
+    assert not [k for k in keys if k.startswith("_tune/smoke.resume/")]  # kept checkpoints go once runs finish
     assert not [k for k in keys if k.rsplit("/", 1)[-1].startswith(".") and not k.startswith("_tune")]
     query = (f"SELECT {KEYS}, a.value FROM activations a JOIN runs r USING (run_id) ORDER BY {KEYS}")
     got, want = open_catalog(store).execute(query).fetchall(), open_catalog(str(clean)).execute(query).fetchall()

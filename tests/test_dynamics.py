@@ -7,19 +7,8 @@ import numpy as np
 import pytest
 
 from dynstudy.analysis.kernels import dynamics as dyn
+from dynstudy.analysis.kernels.dfa_fit import fractional_gaussian_noise as fgn
 from tests import literal_dynamics as lit
-
-
-def fgn(hurst: float, n: int, channels: int, rng) -> np.ndarray:
-    """Exact fractional Gaussian noise, unit variance (Davies-Harte circulant embedding), [channels, n]."""
-    k = np.arange(n + 1)
-    gamma = 0.5 * (np.abs(k + 1) ** (2 * hurst) - 2 * k ** (2.0 * hurst) + np.abs(k - 1) ** (2 * hurst))
-    circ = np.concatenate([gamma, gamma[-2:0:-1]])  # first row of the 2n circulant
-    lam = np.fft.fft(circ).real
-    assert lam.min() > -1e-9, "circulant embedding not non-negative definite"
-    m = len(circ)
-    w = rng.standard_normal((channels, m)) + 1j * rng.standard_normal((channels, m))
-    return np.fft.fft(np.sqrt(np.clip(lam, 0, None) / m) * w, axis=1).real[:, :n]
 
 
 def random_acts(rng, n_samples: int, channels: int) -> np.ndarray:

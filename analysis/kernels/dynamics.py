@@ -262,25 +262,40 @@ def _fluctuation(Y: np.ndarray, q: np.ndarray, overlap: bool, work: np.ndarray) 
     return total / segs.shape[1]
 
 
-def dfa_exponents(X, min_scale=DEFAULTS.min_scale, n_scales=DEFAULTS.n_scales, order=1, overlap=False,
-                  return_reasons=False, scale_rule="authors"):
-    """DFA exponent of every row of ``X`` ([C, N], or [N] for one series).
+def _too_short(n: int, n_found: int, min_scale: int, scale_rule: str) -> str:
+    """Why a series of length ``n`` has no DFA exponent: fewer than two scales."""
+    m = min_scale
+    lo, gap = {"authors": (2 * m + 4, (4 * m + 4, 4 * m + 7)), "rounded": (2 * m + 2, (4 * m + 1, 4 * m + 3))}[
+        scale_rule]
+    return (f"series too short for DFA: N={n} gives {n_found} distinct scale(s) from min_scale={m}; "
+            f"two are needed (N >= {lo}, and N not in {gap[0]}..{gap[1]})")
 
-    Profile y = cumsum(x - mean x); for each scale s of :func:`dfa_scales`
-    (``min_scale``, ``n_scales``, ``rule=scale_rule``: the authors' rule by
-    default) the segments of y (N // s disjoint from the start, or every
-    window with ``overlap``) are detrended by a least-squares polynomial of degree
-    ``order`` (1 = DFA1, the paper; min_scale must exceed order + 1);
-    F(s) = mean over segments of the residual RMS; alpha = least-squares
-    slope of log F(s) on log s.
+
+def dfa_fluctuation(X, min_scale=DEFAULTS.min_scale, n_scales=DEFAULTS.n_scales, order=1, overlap=False,
+                    scale_rule="authors"):
+    """The DFA fluctuation function F(s) of every row of ``X`` ([C, N], or [N] for one series).
+
+    Profile y = cumsum(x - mean x); for each scale s of :func:`dfa_scales` the segments of y (N // s
+    disjoint from the start, or every window with ``overlap``) are detrended by a least-squares
+    polynomial of degree ``order``; F(s) = mean over segments of the residual RMS.
+    :func:`dfa_exponents` is the slope of log F(s) on log s.
 
     Returns
     -------
-    alpha : array [C]
-        NaN where undefined: fewer than two scales, a non-finite or constant
-        row, or F(s) at rounding level at some scale (a row exactly
-        polynomial on every segment, e.g. a mostly dead ReLU channel).
-    reasons : list of str or None, one per row, with ``return_reasons``.
+    scales : int array [S]
+        Empty when the series is too short for two scales (F then has no rows of scales).
+    F : array [S, C]
+        NaN in a row's column where it has no exponent: a non-finite or constant row, or F(s) at
+        rounding level at some scale.
+    why : int array [C]
+        0 where F is defined, else 1 + the index of the reason in :data:`DFA_REASONS`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> scales, F, why = dfa_fluctuation(np.random.default_rng(0).standard_normal((2, 256)))
+    >>> scales.tolist(), F.shape, why.tolist()
+    ([16, 18, 21, 25, 29, 34, 40, 47, 54, 63], (10, 2), [0, 0])
     """
     X = _check_series(X)
     order = _check_int("order", order, 0, "use the detrending degree, an integer >= 0 (1 = DFA1)")
@@ -288,21 +303,14 @@ def dfa_exponents(X, min_scale=DEFAULTS.min_scale, n_scales=DEFAULTS.n_scales, o
         raise ValueError(f"min_scale={min_scale} is invalid for order={order}: a segment of <= order + 1 points "
                          f"is fitted exactly; use min_scale >= {order + 2}")
     c, n = X.shape
-    alpha = np.full(c, np.nan)
     scales = dfa_scales(n, min_scale, n_scales, scale_rule)
-    if len(scales) < 2:
-        m = min_scale
-        lo, gap = {"authors": (2 * m + 4, (4 * m + 4, 4 * m + 7)), "rounded": (2 * m + 2, (4 * m + 1, 4 * m + 3))}[
-            scale_rule]
-        why = (f"series too short for DFA: N={n} gives {len(scales)} distinct scale(s) from min_scale={m}; "
-               f"two are needed (N >= {lo}, and N not in {gap[0]}..{gap[1]})")
-        return (alpha, [why] * c) if return_reasons else alpha
+    F = np.full((len(scales), c), np.nan)
     finite = np.isfinite(X).all(axis=1)
     const = finite & (X == X[:, :1]).all(axis=1)
+    why = np.select([~finite, const], [1, 2], 0)
+    if len(scales) < 2:
+        return scales, F, why
     ok = np.flatnonzero(finite & ~const)
-    flat = np.zeros(c, dtype=bool)
-    ls = np.log(scales.astype(float))
-    ls -= ls.mean()
     bases = [_detrend_basis(s, order) for s in scales]
     step = rows_per_chunk(n)
     profiles = np.empty((min(step, len(ok)), n))  # scratch space, reused by every chunk of rows
@@ -312,17 +320,48 @@ def dfa_exponents(X, min_scale=DEFAULTS.min_scale, n_scales=DEFAULTS.n_scales, o
         Y = np.take(X, rows, axis=0, out=profiles[:len(rows)])
         Y -= Y.mean(axis=1, keepdims=True)
         np.cumsum(Y, axis=1, out=Y)
-        F = np.array([_fluctuation(Y, q, overlap, work) for q in bases])  # [scales, rows]
+        Fc = np.array([_fluctuation(Y, q, overlap, work) for q in bases])  # [scales, rows]
         # F(s) at rounding level (float64 residuals are ~1e-16 of the profile) means exactly polynomial
         # segments at that scale: log F would be noise, so alpha is undefined
-        tiny = (F <= 1e-10 * np.sqrt(np.einsum("cn,cn->c", Y, Y) / n)).any(axis=0)
-        logF = np.log(np.where(tiny, 1.0, F))
-        alpha[rows] = np.where(tiny, np.nan, ls @ (logF - logF.mean(axis=0)) / (ls @ ls))
-        flat[rows] = tiny
+        tiny = (Fc <= 1e-10 * np.sqrt(np.einsum("cn,cn->c", Y, Y) / n)).any(axis=0)
+        F[:, rows] = np.where(tiny, np.nan, Fc)
+        why[rows[tiny]] = 3
+    return scales, F, why
+
+
+def dfa_exponents(X, min_scale=DEFAULTS.min_scale, n_scales=DEFAULTS.n_scales, order=1, overlap=False,
+                  return_reasons=False, scale_rule="authors"):
+    """DFA exponent of every row of ``X`` ([C, N], or [N] for one series).
+
+    Profile y = cumsum(x - mean x); for each scale s of :func:`dfa_scales`
+    (``min_scale``, ``n_scales``, ``rule=scale_rule``: the authors' rule by
+    default) the segments of y (N // s disjoint from the start, or every
+    window with ``overlap``) are detrended by a least-squares polynomial of degree
+    ``order`` (1 = DFA1, the paper; min_scale must exceed order + 1);
+    F(s) = mean over segments of the residual RMS (:func:`dfa_fluctuation`);
+    alpha = least-squares slope of log F(s) on log s.
+
+    Returns
+    -------
+    alpha : array [C]
+        NaN where undefined: fewer than two scales, a non-finite or constant
+        row, or F(s) at rounding level at some scale (a row exactly
+        polynomial on every segment, e.g. a mostly dead ReLU channel).
+    reasons : list of str or None, one per row, with ``return_reasons``.
+    """
+    scales, F, why = dfa_fluctuation(X, min_scale, n_scales, order, overlap, scale_rule)
+    c = F.shape[1]
+    if len(scales) < 2:
+        alpha = np.full(c, np.nan)
+        why_short = _too_short(_check_series(X).shape[1], len(scales), min_scale, scale_rule)
+        return (alpha, [why_short] * c) if return_reasons else alpha
+    ls = np.log(scales.astype(float))
+    ls -= ls.mean()
+    logF = np.log(F)
+    alpha = ls @ (logF - logF.mean(axis=0)) / (ls @ ls)
     if not return_reasons:
         return alpha
-    reasons = np.select([~finite, const, flat], list(DFA_REASONS), "")
-    return alpha, [r or None for r in reasons.tolist()]
+    return alpha, [DFA_REASONS[w - 1] if w else None for w in why.tolist()]
 
 
 def _phase_sums(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

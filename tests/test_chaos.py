@@ -155,7 +155,6 @@ def test_chaos_drill_two_node_cluster(tmp_path, seed):
         first, _ = job.communicate(timeout=120)
         assert job.returncode != 0, first[-3000:]
         assert "resubmit the job with `--resume` added to `dynstudy run`" in first, first[-3000:]
-        assert "retrying from its last checkpoint" in first, first[-3000:]  # the lost node's trial went on
         job = submit(cluster, "--resume")
         second, _ = job.communicate(timeout=600)
         assert job.returncode == 0 and "succeeded" in second, second[-4000:]

@@ -85,10 +85,10 @@ def keep_for_resume(exp_path: str, run_ids: Iterable[str]) -> dict[str, str]:
     for run_id in run_ids:
         dst = f"{folder}/{run_id}.pt"
         src = newest_checkpoint(exp_path, run_id)
-        if src is not None:
+        if src is not None:  # a whole file, copied so that the copy is never seen half written
             _copy(src, dst)
-        fs, inner = filesystem(dst)
-        if is_whole(fs, inner):
+            kept[run_id] = dst
+        elif is_whole(*filesystem(dst)):
             kept[run_id] = dst
     return kept
 

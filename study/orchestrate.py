@@ -154,10 +154,16 @@ def resume_hint(environ=os.environ) -> str:
     return f"if this study is stopped or its driver killed, the runs written so far are kept: {how} to continue them"
 
 
-def study_summary(store: str, trials: list[dict], skipped: list[dict]) -> dict:
+def run_statuses(store: str, trials: list[dict]) -> dict[str, str | None]:
+    """run_id -> the status its row in the store holds (None: no row)."""
+    return {t["run_id"]: (read_run_row(store, t["run_id"]) or {}).get("status") for t in trials}
+
+
+def study_summary(store: str, trials: list[dict], skipped: list[dict], statuses: dict | None = None) -> dict:
     """The study's runs counted by the status their rows in the store hold: what the store says, not what Tune
-    reported, so a run whose row was left unfinished is counted as such (``unfinished``: their run ids)."""
-    statuses = {t["run_id"]: (read_run_row(store, t["run_id"]) or {}).get("status") for t in trials}
+    reported, so a run whose row was left unfinished is counted as such (``unfinished``: their run ids).
+    ``statuses``: :func:`run_statuses` of ``trials`` read now (default: read here)."""
+    statuses = statuses if statuses is not None else run_statuses(store, trials)
     unfinished = sorted(r for r, s in statuses.items() if s not in (*DONE_STATUSES, "failed"))
     counts = list(statuses.values())
     return {"store": store, "runs": len(trials), "failed": counts.count("failed"), "diverged": counts.count("diverged"),
@@ -270,8 +276,9 @@ def run_study(spec: StudySpec, *, store: Optional[str] = None, resume: bool = Fa
         errors = {r.config["trial"]["run_id"]: f"{type(r.error).__name__}: {r.error}"[:2000]
                   for r in results if r.error is not None}
         _mark_failed(store, errors, out)
-        summary = study_summary(store, trials, skipped)
-        forget_kept(exp_path, [r for r in todo_ids if (read_run_row(store, r) or {}).get("status") in DONE_STATUSES])
+        statuses = run_statuses(store, trials)
+        summary = study_summary(store, trials, skipped, statuses)
+        forget_kept(exp_path, [r for r in todo_ids if statuses[r] in DONE_STATUSES])
         print(f"study {spec.name}: {summary['finished']} finished, {summary['diverged']} diverged, "
               f"{summary['failed']} failed", file=out, flush=True)
         if summary["unfinished"]:

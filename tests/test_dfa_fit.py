@@ -120,3 +120,12 @@ def test_bad_arguments_name_the_field():
         df.null_alpha(128, 0)
     with pytest.raises(ValueError, match="F has 3 rows of scales but scales has 4"):
         df.loglog_fit([16, 32, 64, 128], np.ones((3, 2)))
+
+
+def test_fluctuation_summary_aggregates_log_f_over_the_channels_that_have_it():
+    s = np.array([16, 32, 64])
+    F = np.array([[1.0, np.e, np.nan], [2.0, 2 * np.e, np.nan], [4.0, 4 * np.e, np.nan]])
+    out = df.fluctuation_summary(s, F)
+    assert out["n_channels"] == 2 and out["scale"].tolist() == [16, 32, 64]
+    np.testing.assert_allclose(out["log_f_mean"], np.log([1, 2, 4]) + 0.5)
+    np.testing.assert_allclose(out["log_f_sd"], np.sqrt(0.5))

@@ -24,12 +24,6 @@ import numpy as np
 from dynstudy.analysis.kernels.dynamics import dfa_fluctuation
 from dynstudy.analysis.kernels.params import DEFAULTS
 
-#: Scales spanning less than this factor (largest / smallest) give a slope over too short a range to be read
-#: as a scaling exponent.
-MIN_SCALE_SPAN = 4.0
-#: A log-log fit with R^2 below this is not a straight line: the exponent summarises a curve.
-MIN_R2 = 0.9
-
 
 def _xy(scales, F):
     x = np.log(np.asarray(scales, dtype=float))

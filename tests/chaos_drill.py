@@ -32,9 +32,11 @@ VOLATILE = {"epoch_time_s", "capture_time_s", "started_at", "updated_at", "hostn
 
 
 def drill_spec(folder: Path, *, seeds: int = 4, epochs: int = 6, every_n_steps: int | None = 8,
-               max_failures: int = 3) -> Path:
-    """A small study spec for drills: tiny CNN on digits, ``seeds`` seeds, step captures."""
+               max_failures: int = 3, concurrent: int | None = None) -> Path:
+    """A small study spec for drills: tiny CNN on digits, ``seeds`` seeds, step captures, at most ``concurrent``
+    trials at once (default: as many as fit)."""
     step = f"\n  every_n_steps: {every_n_steps}\n  step_probe_size: 64" if every_n_steps else ""
+    limit = f"\n  max_concurrent_trials: {concurrent}" if concurrent else ""
     path = folder / "drill.yaml"
     path.write_text(f"""name: drill
 models: [tiny_cnn]
@@ -51,7 +53,7 @@ capture:
   channels_per_stage: 32{step}
 resources:
   cpus_per_trial: 1
-  max_failures: {max_failures}
+  max_failures: {max_failures}{limit}
 """)
     return path
 

@@ -123,15 +123,21 @@ class LocalCluster:
         try:
             self.ray("start", "--head", f"--port={self.port}", f"--dashboard-port={self.dash}",
                      "--dashboard-host=127.0.0.1", f"--num-cpus={self.cpus}", "--include-dashboard=true",
-                     f"--temp-dir={self.temp[0]}")
+                     f"--temp-dir={self.temp[0]}", *self.agent_ports())
             for i in range(1, self.workers + 1):
-                self.ray("start", f"--address={self.address}", f"--num-cpus={self.cpus}", f"--temp-dir={self.temp[i]}")
+                self.ray("start", f"--address={self.address}", f"--num-cpus={self.cpus}", f"--temp-dir={self.temp[i]}",
+                         *self.agent_ports())
             self.wait_for_nodes(self.workers + 1)
             self.wait_for_job_agent()
         except BaseException:
             self.stop()
             raise
         return self
+
+    @staticmethod
+    def agent_ports() -> list[str]:
+        """Free ports for a node's dashboard agent (Ray's fixed defaults clash with any other Ray on the host)."""
+        return [f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}"]
 
     def __exit__(self, *exc) -> None:
         self.stop()

@@ -45,8 +45,9 @@ def _repeat_str(value: str, n: int) -> pa.Array:
     return pa.DictionaryArray.from_arrays(np.zeros(n, np.int32), pa.array([value])).cast(pa.string())
 
 
-def generate(out: Path, runs: int, captures: int, channels: int, samples: int) -> int:
-    """Write the runs not yet in ``out``; return how many were written."""
+def generate(out: Path, runs: int, captures: int, channels: int, samples: int, analysis: dict | None = None) -> int:
+    """Write the runs not yet in ``out``; return how many were written. ``analysis``: the runs' analysis settings
+    (their config's ``analysis`` section; default: none, so every setting at its default)."""
     written = 0
     per_stage = channels // len(STAGES)
     labels = np.repeat(np.arange(10), -(-samples // 10))[:samples].astype(np.int32)
@@ -57,7 +58,7 @@ def generate(out: Path, runs: int, captures: int, channels: int, samples: int) -
             continue  # generation is resumable
         rng = np.random.default_rng(r)
         written += 1
-        config = {"capture": {"channels_per_stage": per_stage}, "analysis": {}}
+        config = {"capture": {"channels_per_stage": per_stage}, "analysis": dict(analysis or {})}
         write_rows(str(out), "runs", run_id, "run", {
             "run_id": [run_id], "study": ["scale"], "model": [model], "dataset": [dataset], "optimizer": ["sgd"],
             "seed": [seed], "status": ["finished"], "epochs_completed": [captures - 1], "config": [json.dumps(config)]})

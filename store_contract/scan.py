@@ -156,7 +156,7 @@ class _TableCheck:
         if self.checked_ns is None and self.indexed:
             self.checked_ns = clock_ns(self.store, self.fs)
         meta, token, problem = check_file(self.table, self.fs, info.path, info.size, run_id)
-        found = Entry(info.size, key, token, tuple(meta.schema.names) if meta is not None else (),
+        found = Entry(info.size, key, token, tuple(meta.schema.to_arrow_schema().names) if meta is not None else (),
                       _kv(meta) if meta is not None else {}, problem)
         if key >= 0 and still(self.fs, info.path, info.size, key):
             self.entries[rel] = found

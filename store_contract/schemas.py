@@ -84,6 +84,28 @@ CAPTURE_METRICS = pa.schema([
     ("mz", pa.float64()),
     ("psi", pa.float64()),
     ("volatility", pa.float64()),
+    # the DFA fit behind h_raw: the line through the channel-mean log F(s) (its slope is h_raw) and a two-slope fit
+    ("dfa_n_scales", pa.int32()),
+    ("dfa_span", pa.float64()),       # largest / smallest scale
+    ("dfa_r2", pa.float64()),         # R^2 of the line (null with fewer than 3 scales)
+    ("dfa_max_residual", pa.float64()),  # largest |log F - line| over the scales
+    ("crossover_scale", pa.float64()),   # the two-slope fit's breakpoint (null with fewer than 5 scales)
+    ("alpha_small", pa.float64()),    # its slope below the breakpoint
+    ("alpha_large", pa.float64()),    # and above it
+    ("dfa_scales", pa.list_(pa.int32())),       # the scales s
+    ("log_f_mean", pa.list_(pa.float64())),     # log F(s) at each scale: mean over the channels with an exponent
+    ("log_f_sd", pa.list_(pa.float64())),       # and its SD over them (null with one channel)
+    ("fit_flags", pa.string()),       # narrow_span;poor_fit;nonstationary (dfa_fit.FIT_FLAGS); null: none
+    # against the null of this capture's shape (K captures of i.i.d. noise; K = analysis.null_k; null with K = 0)
+    ("null_k", pa.int32()),
+    ("null_h_raw_mean", pa.float64()),
+    ("null_h_raw_sd", pa.float64()),
+    ("h_raw_z", pa.float64()),        # (h_raw - null mean) / null SD
+    ("h_raw_p", pa.float64()),        # empirical two-sided p-value, (1 + #{as far from the null mean}) / (K + 1)
+    ("null_m_mean", pa.float64()),
+    ("null_m_sd", pa.float64()),
+    ("m_z", pa.float64()),
+    ("m_p", pa.float64()),
 ])
 
 RUN_SUMMARY = pa.schema([
@@ -117,6 +139,13 @@ RUN_SUMMARY = pa.schema([
     ("nonstationary", pa.bool_()),        # h_raw_mean > 1 (dynamics.NONSTATIONARY_ALPHA): the series drift
     ("n_nonstationary", pa.int32()),      # end-of-epoch captures whose h_raw > 1 (of n_epochs)
     ("h_eff_saturated", pa.bool_()),      # h_raw_mean beyond h_opt +/- 3 sigma_h: H_eff lies in a Gaussian tail
+    # the end-of-epoch captures against their nulls (null with analysis.null_k = 0) and their DFA fits
+    ("h_raw_z_mean", pa.float64()),       # mean of the captures' h_raw_z
+    ("m_z_mean", pa.float64()),           # mean of the captures' m_z
+    ("n_h_raw_beyond_null", pa.int32()),  # captures whose h_raw_p <= 0.05 (dfa_fit.BEYOND_NULL_P)
+    ("n_m_beyond_null", pa.int32()),
+    ("within_null", pa.bool_()),          # both counts are what chance gives (dfa_fit.within_null): noise-like
+    ("n_fit_flagged", pa.int32()),        # captures whose fit is flagged narrow_span or poor_fit
     # the temporal protocol (null without every-N-step captures): over the run's series in training time
     ("temporal_h_raw", pa.float64()),         # mean DFA exponent over channels, whole run
     ("temporal_h_eff", pa.float64()),
@@ -169,6 +198,11 @@ WINDOW_SENSITIVITY = pa.schema([
     ("metastability", pa.float64()),
     ("noise_h_raw", pa.float64()),    # the noise control at the same window and probe size
     ("probe_size", pa.int32()),       # the first P samples of the probe this row used (the whole probe, or less)
+    # h_raw against the null of this window and probe size (as capture_metrics; null with analysis.null_k = 0)
+    ("null_h_raw_mean", pa.float64()),
+    ("null_h_raw_sd", pa.float64()),
+    ("h_raw_z", pa.float64()),
+    ("h_raw_p", pa.float64()),
 ])
 
 TEMPORAL_METRICS = pa.schema([
@@ -188,16 +222,38 @@ TEMPORAL_METRICS = pa.schema([
     ("psi", pa.float64()),
     ("volatility", pa.float64()),
     ("nonstationary", pa.bool_()),    # h_raw > 1 (dynamics.NONSTATIONARY_ALPHA): the series drifts; null: no h_raw
+    # the DFA fit behind h_raw, as in capture_metrics
+    ("dfa_n_scales", pa.int32()),
+    ("dfa_span", pa.float64()),
+    ("dfa_r2", pa.float64()),
+    ("dfa_max_residual", pa.float64()),
+    ("crossover_scale", pa.float64()),
+    ("alpha_small", pa.float64()),
+    ("alpha_large", pa.float64()),
+    ("dfa_scales", pa.list_(pa.int32())),
+    ("log_f_mean", pa.list_(pa.float64())),
+    ("log_f_sd", pa.list_(pa.float64())),
+    ("fit_flags", pa.string()),
 ])
 
 TEMPORAL_CONTROLS = pa.schema([
     ("run_id", pa.string()),
     ("window", pa.int32()),           # as in temporal_metrics
-    ("control", pa.string()),         # shuffled | phase_randomised
-    ("h_raw", pa.float64()),
+    ("control", pa.string()),         # shuffled | phase_randomised | iaaft
+    ("h_raw", pa.float64()),          # one surrogate's metrics
     ("h_eff", pa.float64()),
     ("metastability", pa.float64()),
     ("synchrony", pa.float64()),
+    # the window's own h_raw and M against K surrogates of this control (K = analysis.null_k; null with K = 0)
+    ("null_k", pa.int32()),
+    ("null_h_raw_mean", pa.float64()),
+    ("null_h_raw_sd", pa.float64()),
+    ("h_raw_z", pa.float64()),
+    ("h_raw_p", pa.float64()),        # empirical two-sided p-value, (1 + #{as far from the null mean}) / (K + 1)
+    ("null_m_mean", pa.float64()),
+    ("null_m_sd", pa.float64()),
+    ("m_z", pa.float64()),
+    ("m_p", pa.float64()),
 ])
 
 CLAIMS = pa.schema([

@@ -150,6 +150,7 @@ class AnalysisSpec(_Strict):
     temporal_window: int = Field(D.temporal_window, ge=2, description="temporal protocol: captures per sliding window")
     temporal_stride: int = Field(D.temporal_stride, ge=1,
                                  description="temporal protocol: captures between window starts")
+    null_k: int = Field(D.null_k, ge=0, le=999, description="simulations per null distribution (0: none)")
     compat: Literal["dynstudy", "authors"] = Field(
         D.compat, description="channel aggregation: 'dynstudy' (H_raw over the channels with an exponent, dead "
                                 "channels out of the Kuramoto order) or 'authors' (their code: all-channel mean, "

@@ -48,6 +48,8 @@ def _json_value(v):
 def _csv_value(v):
     if v is None:
         return ""
+    if isinstance(v, (list, dict)):  # a list column (e.g. capture_metrics.log_f_mean): one JSON cell
+        return json.dumps(v, default=_json_value)
     if isinstance(v, float):
         return repr(v) if math.isfinite(v) else str(v)
     return v

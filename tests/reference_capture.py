@@ -15,7 +15,9 @@ from __future__ import annotations
 import numpy as np
 
 from dynstudy.analysis.kernels import dynamics
+from dynstudy.analysis.kernels.dfa_fit import fit_diagnostics, fit_flags, null_columns
 from dynstudy.analysis.pipeline.catalog import open_catalog
+from dynstudy.analysis.run.capture_null import NULL_SETTINGS, SENSITIVITY_NULL_COLUMNS, class_sizes, null_seed
 from dynstudy.analysis.run.capture_plan import (
     CHANNEL_DRAWS,
     CONTROL_METRICS,
@@ -45,7 +47,8 @@ def capture_arrays(con, run_id: str, capture: int) -> tuple[np.ndarray, np.ndarr
     return acts, np.asarray(got["label"][:n_samples]), got["stage"][::n_samples], np.asarray(got["rank"][::n_samples])
 
 
-def sensitivity_rows(where: dict, acts, labels, noise, own: dict, own_noise: float, kw: dict, noise_at: dict) -> list:
+def sensitivity_rows(where: dict, acts, labels, noise, own: dict, own_noise: float, kw: dict, noise_at: dict,
+                     k_null: int) -> list:
     """window_sensitivity rows of one end-of-epoch capture
     (:func:`dynstudy.analysis.run.capture_plan.sensitivity_settings`).
 
@@ -61,10 +64,30 @@ def sensitivity_rows(where: dict, acts, labels, noise, own: dict, own_noise: flo
         if not same and (window, p) not in noise_at:
             at = dynamics.capture_metrics(noise[:p], labels[:p], **{**kw, "smooth_window": window})
             noise_at[(window, p)] = at["h_raw"]
+        at = {**kw, "smooth_window": window}
+        null = null_columns(sig["h_raw"], sig["metastability"], *null_values(labels[:p], acts.shape[1], at, k_null))
         rows.append({**where, "smooth_window": window, "probe_size": p, "h_raw": sig["h_raw"],
                      "metastability": sig["metastability"],
-                     "noise_h_raw": own_noise if same else noise_at[(window, p)]})
+                     "noise_h_raw": own_noise if same else noise_at[(window, p)],
+                     **{c: null[c] for c in SENSITIVITY_NULL_COLUMNS}})
     return rows
+
+
+def fit_columns(acts, labels, kw: dict) -> dict:
+    """The DFA fit diagnostics of a capture, from the literal F(s) of every channel."""
+    X = dynamics.pseudo_time(acts, labels, kw["smooth_window"])
+    scales, F, _ = dynamics.dfa_fluctuation(X, kw["min_scale"], kw["n_scales"])
+    return fit_diagnostics(scales, np.log(F))
+
+
+def null_values(labels, n_channels: int, kw: dict, k: int) -> tuple[list, list]:
+    """(H_raw, M) of ``k`` i.i.d. noise captures of the capture's shape, one capture_metrics call each."""
+    sizes = class_sizes(labels)
+    rng = np.random.default_rng(null_seed(sizes, n_channels, k, tuple(kw[s] for s in NULL_SETTINGS)))
+    block_labels = np.repeat(np.arange(len(sizes)), sizes)
+    runs = [dynamics.capture_metrics(rng.standard_normal((len(labels), n_channels)), block_labels, **kw)
+            for _ in range(k)]
+    return [r["h_raw"] for r in runs], [r["metastability"] for r in runs]
 
 
 def capture_rows(con, where: dict, step: int, params: dict, k: int | None, noise_at: dict) -> tuple[dict, list, list]:
@@ -79,7 +102,9 @@ def capture_rows(con, where: dict, step: int, params: dict, k: int | None, noise
     acts_all, labels, stages, ranks = capture_arrays(con, run_id, capture)
     used = ranks < k if k is not None else np.ones(len(ranks), bool)
     acts = acts_all[:, used]
-    m = dynamics.capture_metrics(acts, labels, **kw)
+    m = {**dynamics.capture_metrics(acts, labels, **kw), **fit_columns(acts, labels, kw)}
+    m["fit_flags"] = fit_flags(m, m["h_raw"])
+    m.update(null_columns(m["h_raw"], m["metastability"], *null_values(labels, acts.shape[1], kw, params["null_k"])))
     noise = np.random.default_rng(noise_seed(run_id, capture)).standard_normal(acts.shape)
     controls = {"noise": dynamics.capture_metrics(noise, labels, **kw),
                 "order": dynamics.capture_metrics(acts, labels, order="random", seed=capture, **kw)}
@@ -92,7 +117,8 @@ def capture_rows(con, where: dict, step: int, params: dict, k: int | None, noise
                     for name, c in controls.items()]
     window_rows = []
     if kind == "epoch":
-        window_rows = sensitivity_rows(where, acts, labels, noise, m, controls["noise"]["h_raw"], kw, noise_at)
+        window_rows = sensitivity_rows(where, acts, labels, noise, m, controls["noise"]["h_raw"], kw, noise_at,
+                                       params["null_k"])
     return {**where, "step": step, **m}, control_rows, window_rows
 
 

@@ -40,7 +40,7 @@ def _rows(store, table: str) -> list[dict]:
     rows = []
     for f in scan_store(str(store)).files.get(table, []):
         rows += [{k: v for k, v in r.items() if k != "input_digest"} for r in pq.read_table(f.path).to_pylist()]
-    key = lambda r: repr([(k, v) for k, v in r.items() if not isinstance(v, float)])  # noqa: E731
+    key = lambda r: repr([(k, v) for k, v in r.items() if not isinstance(v, (float, list))])  # noqa: E731
     return sorted(rows, key=key)
 
 
@@ -49,6 +49,8 @@ def _same(a, b) -> bool:
     70, a std over a mean near 0, carries 16 significant digits, not 28)."""
     if isinstance(a, float) and isinstance(b, float):
         return (math.isnan(a) and math.isnan(b)) or abs(a - b) <= TOLERANCE * max(1.0, abs(a), abs(b))
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
     return a == b
 
 

@@ -9,7 +9,8 @@ from dynstudy.analysis.kernels import temporal as tp
 from dynstudy.analysis.kernels.dfa_fit import fractional_gaussian_noise as fgn
 
 PARAMS = {"temporal_window": 64, "temporal_stride": 16, "h_opt": 0.7, "sigma_h": 0.15, "min_scale": 16,
-          "n_scales": 10, "compat": "dynstudy", "w_h": 0.5, "vol_window": 3, "vol_threshold": 0.35, "vol_patience": 3}
+          "n_scales": 10, "compat": "dynstudy", "w_h": 0.5, "vol_window": 3, "vol_threshold": 0.35, "vol_patience": 3,
+          "null_k": 3}
 
 
 def series_of(X, steps=None) -> tp.TemporalSeries:

@@ -147,7 +147,7 @@ def test_a_study_through_ray_tune_has_its_temporal_tables(tmp_path):
                         "WHERE run_id = ?", rid)[0]
         assert (got["n"], got["p"], got["e"]) == (windows + 1, n_points, last)
         controls = rows(con, "SELECT count(*) AS n FROM temporal_controls WHERE run_id = ?", rid)
-        assert controls[0]["n"] == 2 * (windows + 1)
+        assert controls[0]["n"] == len(tp.CONTROLS) * (windows + 1)
         summary = rows(con, "SELECT temporal_n_points, temporal_h_raw FROM run_summary WHERE run_id = ?", rid)[0]
         assert summary["temporal_n_points"] == n_points and 0 < summary["temporal_h_raw"] < 3
 

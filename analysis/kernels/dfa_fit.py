@@ -20,6 +20,7 @@ All are pure numpy functions over arrays, vectorised over rows.
 from __future__ import annotations
 
 import numpy as np
+from scipy.stats import binom
 
 from dynstudy.analysis.kernels.dynamics import dfa_fluctuation
 from dynstudy.analysis.kernels.params import DEFAULTS
@@ -174,7 +175,12 @@ def null_alpha(n: int, k: int, *, hurst: float = 0.5, seed: int = 0, min_scale: 
 
 def null_comparison(value, null) -> dict:
     """``value`` against the simulated values ``null``: null mean and SD (ddof 1), z-score, and the empirical
-    two-sided p-value (1 + #{|null - mean| >= |value - mean|}) / (K + 1).
+    two-sided p-value (1 + #{|null - m| >= |value - m|}) / (K + 1), m the mean of the K + 1 values together.
+
+    Centring on the pooled mean treats the value and the K simulations alike, so a value drawn from the null is
+    as likely to be the most extreme of the K + 1 as any of them: P(p <= j / (K + 1)) = j / (K + 1) exactly (up to
+    ties). Centring on the null's own mean would call such a value extreme more often (about 6.5% instead of 5%
+    with K = 19), the null mean lying closer to the null values than to a new draw.
 
     Examples
     --------
@@ -187,7 +193,132 @@ def null_comparison(value, null) -> dict:
     if len(null) < 2 or not np.isfinite(value):
         return {"null_mean": np.nan, "null_sd": np.nan, "z": np.nan, "p": np.nan, "k": len(null)}
     mean, sd = float(null.mean()), float(null.std(ddof=1))
-    dev = abs(value - mean)
-    p = (1 + int((np.abs(null - mean) >= dev - 1e-12).sum())) / (len(null) + 1)
+    pooled = (null.sum() + value) / (len(null) + 1)
+    dev = abs(value - pooled)
+    p = (1 + int((np.abs(null - pooled) >= dev - 1e-12).sum())) / (len(null) + 1)
     return {"null_mean": mean, "null_sd": sd, "z": (value - mean) / sd if sd > 0 else np.nan, "p": min(p, 1.0),
             "k": len(null)}
+
+
+#: A fit's scales must span at least this factor (largest / smallest scale) to count as a power law: a little under
+#: two octaves, which the authors' scale rule gives from N = 256 on (16-63); a 64-point window spans one (16-32).
+MIN_SPAN = 3.5
+#: The smallest R^2 of the line through a capture's channel-mean log F(s) that counts as a straight line; white
+#: noise of 32 channels gives R^2 above 0.95 in 99% of captures from N = 256 on (docs/metrics.md).
+MIN_R2 = 0.9
+#: The flags a fit can carry, in the order they are listed: its scales span less than :data:`MIN_SPAN`; its R^2 is
+#: below :data:`MIN_R2` (or undefined: fewer than 3 scales); its H_raw exceeds 1 (a non-stationary series).
+FIT_FLAGS = ("narrow_span", "poor_fit", "nonstationary")
+#: The columns :func:`fit_diagnostics` gives (tables capture_metrics and temporal_metrics).
+FIT_COLUMNS = ("dfa_n_scales", "dfa_span", "dfa_r2", "dfa_max_residual", "crossover_scale", "alpha_small",
+               "alpha_large", "dfa_scales", "log_f_mean", "log_f_sd")
+#: The columns :func:`null_columns` gives: the value's place in its null distribution, for H_raw and M.
+NULL_COLUMNS = ("null_k", "null_h_raw_mean", "null_h_raw_sd", "h_raw_z", "h_raw_p",
+                "null_m_mean", "null_m_sd", "m_z", "m_p")
+#: A value whose empirical p-value against its null is at most this is "beyond its null" (with K = 19 simulations:
+#: beyond every one of them, which a value drawn from the null is with probability exactly 1 / 20).
+BEYOND_NULL_P = 0.05
+
+
+def _finite_or_none(x) -> float | None:
+    x = float(x)
+    return x if np.isfinite(x) else None
+
+
+def fit_diagnostics(scales, log_f) -> dict:
+    """The DFA fit of one capture (or window): its channels' log F(s) averaged, the line and the two-slope fit.
+
+    H_raw is the mean of the channels' slopes, which is the slope of their mean log F(s) (a slope is linear in
+    log F), so the line through the channel-mean log F is the fit H_raw stands for; its R^2 and largest residual
+    say whether that is a straight line.
+
+    Parameters
+    ----------
+    scales : int array [S].
+    log_f : array [S, C], NaN in the columns of channels without an exponent (those are left out).
+
+    Returns
+    -------
+    dict of :data:`FIT_COLUMNS`: ``dfa_n_scales``, ``dfa_span`` (largest / smallest scale), ``dfa_r2`` and
+    ``dfa_max_residual`` of the line, ``crossover_scale``, ``alpha_small`` and ``alpha_large`` of
+    :func:`crossover_fit` (None with fewer than 5 scales), and the lists ``dfa_scales``, ``log_f_mean`` and
+    ``log_f_sd`` (SD over channels, None with one channel). Floats are None where undefined (no channel has F).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> s = np.array([16, 32, 64, 128, 256])
+    >>> d = fit_diagnostics(s, np.log(np.outer(s ** 0.5, [1.0, 2.0])))
+    >>> d["dfa_n_scales"], d["dfa_span"], round(d["dfa_r2"], 12), round(d["log_f_sd"][0], 6)  # log 2 / sqrt 2
+    (5, 16.0, 1.0, 0.490129)
+    """
+    scales = np.asarray(scales)
+    log_f = np.asarray(log_f, dtype=float).reshape(len(scales), -1)
+    summary = fluctuation_summary(scales, np.exp(log_f))
+    out = {"dfa_n_scales": int(len(scales)), "dfa_span": float(scales[-1] / scales[0]) if len(scales) else None,
+           "dfa_r2": None, "dfa_max_residual": None, "crossover_scale": None, "alpha_small": None,
+           "alpha_large": None, "dfa_scales": [int(s) for s in scales],
+           "log_f_mean": [_finite_or_none(v) for v in summary["log_f_mean"]],
+           "log_f_sd": [_finite_or_none(v) for v in summary["log_f_sd"]]}
+    if summary["n_channels"] == 0 or len(scales) < 2:
+        return out
+    mean_f = np.exp(summary["log_f_mean"])
+    line = loglog_fit(scales, mean_f)
+    out["dfa_r2"], out["dfa_max_residual"] = _finite_or_none(line["r2"][0]), _finite_or_none(line["max_residual"][0])
+    if len(scales) >= 5:
+        cross = crossover_fit(scales, mean_f)
+        out["crossover_scale"], out["alpha_small"], out["alpha_large"] = (
+            _finite_or_none(cross[k][0]) for k in ("breakpoint", "alpha_small", "alpha_large"))
+    return out
+
+
+def fit_flags(diagnostics: dict, h_raw) -> str | None:
+    """The :data:`FIT_FLAGS` a fit carries, joined by ``;`` (None: none; a fit with no scales carries none).
+
+    Examples
+    --------
+    >>> fit_flags({"dfa_n_scales": 10, "dfa_span": 2.0, "dfa_r2": 0.95}, 1.2)
+    'narrow_span;nonstationary'
+    """
+    if not diagnostics.get("dfa_n_scales"):
+        return None
+    r2 = diagnostics.get("dfa_r2")
+    flags = [diagnostics["dfa_span"] < MIN_SPAN, r2 is None or not r2 >= MIN_R2,
+             h_raw is not None and np.isfinite(h_raw) and h_raw > 1.0]
+    return ";".join(name for name, on in zip(FIT_FLAGS, flags) if on) or None
+
+
+def null_columns(h_raw, metastability, null_h_raw, null_m) -> dict:
+    """:data:`NULL_COLUMNS` of a value pair (H_raw, M) against K simulated pairs of its null (K = 0: all None).
+
+    Examples
+    --------
+    >>> c = null_columns(0.5, 0.1, [0.4, 0.5, 0.6], [0.1, 0.2, 0.3])
+    >>> c["null_k"], c["h_raw_z"], c["h_raw_p"], c["m_p"]
+    (3, 0.0, 1.0, 0.75)
+    """
+    out = {"null_k": int(len(null_h_raw))}
+    for name, value, null in (("h_raw", h_raw, null_h_raw), ("m", metastability, null_m)):
+        value = np.nan if value is None else value
+        r = null_comparison(value, null)
+        out.update({f"null_{name}_mean": _finite_or_none(r["null_mean"]),
+                    f"null_{name}_sd": _finite_or_none(r["null_sd"]),
+                    f"{name}_z": _finite_or_none(r["z"]), f"{name}_p": _finite_or_none(r["p"])})
+    return out
+
+
+def within_null(n_beyond: int, n: int, n_metrics: int = 2, level: float = BEYOND_NULL_P) -> bool | None:
+    """Whether ``n_beyond`` of ``n`` values beyond their nulls (each with probability ``level`` under its null) is
+    what chance gives: the binomial upper tail P(X >= n_beyond), X ~ Binomial(n, level), exceeds ``level /
+    n_metrics`` (Bonferroni over the run's ``n_metrics`` metrics). Under the null with independent values a run is
+    called beyond its null at most ``level`` of the time (tests/test_dfa_fit.py simulates it). None when ``n`` is 0.
+
+    Examples
+    --------
+    >>> within_null(1, 20), within_null(6, 20)
+    (True, False)
+    """
+    if n == 0:
+        return None
+    tail = float(binom.sf(n_beyond - 1, n, level))
+    return tail > level / n_metrics

@@ -77,9 +77,10 @@ def pseudo_time(acts: np.ndarray, labels: np.ndarray, window: int) -> np.ndarray
 _REASONS = dict(zip((fast_loops.NON_FINITE, fast_loops.CONSTANT, fast_loops.FLAT), dynamics.DFA_REASONS))
 
 
-def dfa_status(X, min_scale=DEFAULTS.min_scale, n_scales=DEFAULTS.n_scales) -> tuple[np.ndarray, np.ndarray]:
-    """(alpha [C], status [C] of :data:`dynstudy.analysis.kernels.fast_loops.OK` .. ``FLAT``) of every row of ``X`` [C,
-    N]."""
+def dfa_status(X, min_scale=DEFAULTS.min_scale, n_scales=DEFAULTS.n_scales
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(alpha [C], status [C] of :data:`dynstudy.analysis.kernels.fast_loops.OK` .. ``FLAT``, log F [S, C]) of every
+    row of ``X`` [C, N] (log F NaN in the columns of rows without an exponent)."""
     X = np.ascontiguousarray(X, dtype=float)
     scales, ls = dfa_plan(X.shape[1], min_scale, n_scales)
     # F(s) at rounding level (float64 residuals are ~1e-16 of the profile) means exactly polynomial segments
@@ -102,7 +103,7 @@ def dfa_exponents(X, min_scale=DEFAULTS.min_scale, n_scales=DEFAULTS.n_scales):
     X = np.asarray(X, dtype=float)
     if len(dfa_plan(X.shape[1], min_scale, n_scales)[0]) < 2:  # undefined everywhere: the reference says why
         return dynamics.dfa_exponents(X, min_scale, n_scales, return_reasons=True)
-    alpha, status = dfa_status(X, min_scale, n_scales)
+    alpha, status, _ = dfa_status(X, min_scale, n_scales)
     return alpha, reasons_of(status)
 
 
@@ -170,11 +171,14 @@ def kuramoto(X, compat=DEFAULTS.compat, status: np.ndarray | None = None) -> tup
 
 
 def series_parts(X, min_scale=DEFAULTS.min_scale, n_scales=DEFAULTS.n_scales, compat=DEFAULTS.compat, phases=True):
-    """(alpha [C], reasons, (metastability, synchrony)) of the rows of ``X`` [C, N], the parts of
-    :func:`dynstudy.analysis.kernels.dynamics.series_metrics`; (NaN, NaN) for the pair unless ``phases``."""
+    """(alpha [C], reasons, (metastability, synchrony), log F [S, C]) of the rows of ``X`` [C, N]: the parts of
+    :func:`dynstudy.analysis.kernels.dynamics.series_metrics` and each row's log fluctuation function at the
+    scales of :func:`dfa_plan`; (NaN, NaN) for the pair unless ``phases``."""
     X = np.ascontiguousarray(X, dtype=float)
-    if len(dfa_plan(X.shape[1], min_scale, n_scales)[0]) < 2:
+    scales = dfa_plan(X.shape[1], min_scale, n_scales)[0]
+    if len(scales) < 2:
         alpha, reasons = dfa_exponents(X, min_scale, n_scales)
-        return alpha, reasons, kuramoto(X, compat) if phases else (math.nan, math.nan)
-    alpha, status = dfa_status(X, min_scale, n_scales)
-    return alpha, reasons_of(status), kuramoto(X, compat, status) if phases else (math.nan, math.nan)
+        pair = kuramoto(X, compat) if phases else (math.nan, math.nan)
+        return alpha, reasons, pair, np.full((len(scales), len(X)), np.nan)
+    alpha, status, log_f = dfa_status(X, min_scale, n_scales)
+    return alpha, reasons_of(status), kuramoto(X, compat, status) if phases else (math.nan, math.nan), log_f

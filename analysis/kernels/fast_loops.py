@@ -134,19 +134,21 @@ def _lane_fluctuations(Y: np.ndarray, s: int) -> tuple[float, float, float, floa
 
 
 @numba.njit(cache=True, fastmath=_FLAGS, nogil=True)
-def dfa_rows(X: np.ndarray, scales: np.ndarray, ls: np.ndarray, tiny: float) -> tuple[np.ndarray, np.ndarray]:
-    """(alpha [C], status [C]) of DFA1 on every row of ``X`` [C, N] at ``scales``.
+def dfa_rows(X: np.ndarray, scales: np.ndarray, ls: np.ndarray, tiny: float) -> tuple[np.ndarray, np.ndarray,
+                                                                                     np.ndarray]:
+    """(alpha [C], status [C], log F [S, C]) of DFA1 on every row of ``X`` [C, N] at ``scales``.
 
     Per row: profile y = cumsum(x - mean x) (:func:`_profile`); F(s) per scale
     (:func:`_lane_fluctuations`, :data:`LANES` rows at a time); alpha = slope
     of log F on log s (``ls``: the centred log scales). Status (alpha NaN
     unless OK): NON_FINITE, CONSTANT (every value equal), FLAT (F(s) <=
     ``tiny`` x RMS of the profile at some scale: exactly polynomial segments,
-    where log F would be rounding noise).
+    where log F would be rounding noise). log F is NaN in the columns of rows that are not OK.
     """
     c, n = X.shape
     m = len(scales)
     alpha = np.full(c, np.nan)
+    log_f = np.full((m, c), np.nan)
     status = np.zeros(c, np.int8)
     Y = np.zeros((n, LANES))
     F = np.empty((m, LANES))
@@ -179,10 +181,12 @@ def dfa_rows(X: np.ndarray, scales: np.ndarray, ls: np.ndarray, tiny: float) -> 
             mlog /= m
             slope = 0.0
             for i in range(m):
-                slope += ls[i] * (math.log(F[i, lane]) - mlog)
+                lf = math.log(F[i, lane])
+                log_f[i, rows[lane]] = lf
+                slope += ls[i] * (lf - mlog)
             alpha[rows[lane]] = slope / lss
         q = 0
-    return alpha, status
+    return alpha, status, log_f
 
 
 @numba.njit(cache=True, fastmath=_FLAGS, nogil=True)

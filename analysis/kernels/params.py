@@ -43,6 +43,9 @@ class AnalysisParams:
     #: temporal protocol: captures per sliding window, and between window starts.
     temporal_window: int = 64
     temporal_stride: int = 16
+    #: simulations per null distribution: each capture's H_raw and M against K captures of i.i.d. noise of its
+    #: shape, each temporal window's against K phase-randomised and K IAAFT surrogates (0: no nulls).
+    null_k: int = 19
 
     @classmethod
     def from_config(cls, config) -> "AnalysisParams":

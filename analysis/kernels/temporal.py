@@ -12,13 +12,20 @@ Kuramoto order over channels) give
 - the same per sliding window (``window`` captures, every ``stride``), and
   over the windows Hz, Mz, Psi, its volatility, the trigger and the state
   (:func:`dynstudy.analysis.kernels.dynamics.run_metrics`, windows in place of epochs);
-- the same for two surrogates of each window and of the whole run, its
-  controls: ``shuffled`` (the time points in a random order, one permutation
-  for all channels: temporal order destroyed, each instant's cross-channel
-  pattern kept; DFA gives H near 0.5) and ``phase_randomised`` (every
-  Fourier phase shifted by a random angle, the same angle for all channels:
-  each channel's power spectrum and the cross-spectra kept, anything beyond
-  them destroyed; Prichard and Theiler 1994).
+- each window's (and the whole run's) DFA fit diagnostics
+  (:func:`dynstudy.analysis.kernels.dfa_fit.fit_diagnostics`) and flags;
+- the same metrics for three surrogates of each window and of the whole run,
+  its controls: ``shuffled`` (the time points in a random order, one
+  permutation for all channels: temporal order destroyed, each instant's
+  cross-channel pattern kept; DFA gives H near 0.5), ``phase_randomised``
+  (every Fourier phase shifted by a random angle, the same angle for all
+  channels: each channel's power spectrum and the cross-spectra kept,
+  anything beyond them destroyed; Prichard and Theiler 1994) and ``iaaft``
+  (:func:`iaaft`: each channel's values exactly and its spectrum
+  approximately kept; Schreiber and Schmitz 1996). Each control row carries
+  one surrogate's metrics and, from K more (``null_k``), the null
+  distribution of H_raw and M under that surrogate, with the window's own
+  values placed in it (z-score, empirical p-value).
 
 Everything here is a pure function of arrays; :mod:`dynstudy.analysis.run.temporal_run`
 reads a run's series from the store and writes the tables.
@@ -31,10 +38,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from dynstudy.analysis.kernels import dynamics
+from dynstudy.analysis.kernels.dfa_fit import fit_diagnostics, fit_flags, null_columns
 
 #: The window number of the whole-run rows of temporal_metrics and temporal_controls.
 WHOLE_RUN = -1
-CONTROLS = ("shuffled", "phase_randomised")
+CONTROLS = ("shuffled", "phase_randomised", "iaaft")
+#: Rounds of :func:`iaaft` at most (it stops earlier once the rank order is fixed).
+IAAFT_MAX_ITER = 100
 #: Keywords of :func:`dynstudy.analysis.kernels.dynamics.series_metrics` that a run's analysis settings give.
 SERIES_PARAMS = ("h_opt", "sigma_h", "min_scale", "n_scales", "compat")
 METRICS = ("h_raw", "h_eff", "metastability", "synchrony")
@@ -107,12 +117,59 @@ def phase_randomise(X, rng) -> np.ndarray:
     return np.fft.irfft(spectrum * np.exp(1j * angles), n=t, axis=1) + mean
 
 
-SURROGATES = {"shuffled": time_shuffle, "phase_randomised": phase_randomise}
+def iaaft(X, rng, max_iter: int = IAAFT_MAX_ITER) -> np.ndarray:
+    """An iterative amplitude-adjusted Fourier transform surrogate of the rows of ``X`` [C, T].
+
+    Schreiber and Schmitz (1996): from a random reordering of the time points (the same for every row), alternate
+    (a) giving each row the Fourier amplitudes of the original row, keeping the current phases, and (b) replacing
+    each row's values by the original row's values in the same rank order, until the rank order no longer changes
+    or after ``max_iter`` rounds. The result ends with (b): each row holds exactly the original row's values (its
+    amplitude distribution), in an order whose power spectrum approaches the original's; any structure beyond the
+    two is destroyed. A constant row stays itself.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x = np.cumsum(np.random.default_rng(0).standard_normal((2, 128)), axis=1)
+    >>> y = iaaft(x, np.random.default_rng(1))
+    >>> bool((np.sort(y, axis=1) == np.sort(x, axis=1)).all()), bool((y != x).any())
+    (True, True)
+    """
+    X = np.asarray(X, dtype=float)
+    t = X.shape[1]
+    values = np.sort(X, axis=1)
+    amplitude = np.abs(np.fft.rfft(X, axis=1))
+    Y = X[:, rng.permutation(t)]
+    ranks = np.argsort(np.argsort(Y, axis=1, kind="stable"), axis=1, kind="stable")
+    for _ in range(int(max_iter)):
+        spectrum = np.fft.rfft(Y, axis=1)
+        phase = np.exp(1j * np.angle(spectrum))
+        shaped = np.fft.irfft(amplitude * phase, n=t, axis=1)
+        new = np.argsort(np.argsort(shaped, axis=1, kind="stable"), axis=1, kind="stable")
+        Y = np.take_along_axis(values, new, axis=1)
+        if (new == ranks).all():
+            break
+        ranks = new
+    return Y
 
 
-def _metrics(X, kw: dict) -> dict:
+SURROGATES = {"shuffled": time_shuffle, "phase_randomised": phase_randomise, "iaaft": iaaft}
+
+
+def _metrics(X, kw: dict, fit: bool = False) -> dict:
     m = dynamics.series_metrics(X, **kw)
-    return {k: m[k] for k in METRICS}
+    out = {k: m[k] for k in METRICS}
+    if fit:
+        scales, F, _ = dynamics.dfa_fluctuation(X, kw["min_scale"], kw["n_scales"])
+        out.update(fit_diagnostics(scales, np.log(F)))
+        out["fit_flags"] = fit_flags(out, out["h_raw"])
+    return out
+
+
+def _null(X, name: str, kw: dict, k: int, rng) -> tuple[np.ndarray, np.ndarray]:
+    """(H_raw [k], M [k]) of ``k`` surrogates ``name`` of ``X``."""
+    got = [_metrics(SURROGATES[name](X, rng), kw) for _ in range(k)]
+    return np.array([g["h_raw"] for g in got]), np.array([g["metastability"] for g in got])
 
 
 def _bounds(series: TemporalSeries, a: int, b: int) -> dict:
@@ -151,16 +208,20 @@ def temporal_tables(series: TemporalSeries, params: dict, seed) -> tuple[list[di
     kw = {k: params[k] for k in SERIES_PARAMS}
     n = series.X.shape[1]
     spans = sliding_windows(n, params["temporal_window"], params["temporal_stride"])
-    whole = _metrics(series.X, kw) if n >= 2 else dict.fromkeys(METRICS, math.nan)
+    k = int(params["null_k"])
+    whole = _metrics(series.X, kw, fit=True) if n >= 2 else dict.fromkeys(METRICS, math.nan)
     rows = [{"window": WHOLE_RUN, **(_bounds(series, 0, n) if n else {"n_points": 0}), **whole}]
     for i, (a, b) in enumerate(spans):
-        rows.append({"window": i, **_bounds(series, a, b), **_metrics(series.X[:, a:b], kw)})
+        rows.append({"window": i, **_bounds(series, a, b), **_metrics(series.X[:, a:b], kw, fit=True)})
     controls = []
     for j, name in enumerate(CONTROLS):
-        for i, (a, b) in ([(WHOLE_RUN, (0, n))] if n >= 2 else []) + list(enumerate(spans)):
+        for row, (a, b) in zip(rows, [(0, n)] + spans) if n >= 2 else ():
+            i = row["window"]
             rng = np.random.default_rng([*np.atleast_1d(seed).tolist(), i + 1, j])
-            controls.append({"window": i, "control": name,
-                             **_metrics(SURROGATES[name](series.X[:, a:b], rng), kw)})
+            X = series.X[:, a:b]
+            null_rng = np.random.default_rng([*np.atleast_1d(seed).tolist(), i + 1, j, 1])
+            controls.append({"window": i, "control": name, **_metrics(SURROGATES[name](X, rng), kw),
+                             **null_columns(row["h_raw"], row["metastability"], *_null(X, name, kw, k, null_rng))})
     for r, flag in zip(rows, dynamics.known_flags([r["h_raw"] for r in rows], dynamics.nonstationary)):
         r["nonstationary"] = flag
     windows = rows[1:]

@@ -28,15 +28,17 @@ PANELS = (("h_eff", "Integration H_eff per window", "H_eff (0..1)", True),
           ("psi", "Psi per window", "Psi (z units)", False),
           ("volatility", "Psi volatility", "rolling std of Psi", False))
 SURROGATE_STYLE = {"shuffled": ("time-shuffled surrogate", "dash"),
-                   "phase_randomised": ("phase-randomised surrogate", "dot")}
+                   "phase_randomised": ("phase-randomised surrogate", "dot"),
+                   "iaaft": ("IAAFT surrogate", "dashdot")}
 NOTE = ("The temporal protocol: each metric channel's mean activation over the step probe, as a series over "
         "training time (one point per optimiser step captured), analysed with the same kernels as pseudo-time over "
         "sliding windows. Each window's point sits at its last step. Grey lines: the seeds' mean of the same "
-        "metric on a time-shuffled surrogate (temporal order destroyed: H near 0.5) and on a phase-randomised one "
-        "(each channel's spectrum kept); a metric that sits on its surrogate says nothing about temporal "
-        "structure beyond the spectrum. Dashed vertical line: the run's temporal trigger; dashed horizontal line in "
-        "the volatility panel: its threshold. Both follow each run's own settings, which every figure's caption states "
-        "(in the temporal protocol the rule counts windows, not epochs). Crossed markers: non-stationary windows, "
+        "metric on a time-shuffled surrogate (temporal order destroyed: H near 0.5), a phase-randomised one "
+        "(each channel's spectrum kept) and an IAAFT one (each channel's values and, nearly, its spectrum kept); a "
+        "metric that sits on its surrogate says nothing about temporal structure beyond the spectrum. Dashed "
+        "vertical line: the run's temporal trigger; dashed horizontal line in the volatility panel: its threshold. "
+        "Both follow each run's own settings, which every figure's caption states (in the temporal protocol the "
+        "rule counts windows, not epochs). Crossed markers: non-stationary windows, "
         f"whose H_raw is above {NONSTATIONARY_ALPHA:g}; {NONSTATIONARY_TEXT}")
 #: Marker of a window: (plotly symbol, words) for a stationary (or unknown) and a non-stationary one.
 WINDOW_MARKERS = {False: ("circle", ""), True: ("x", f"<br>non-stationary: alpha > {NONSTATIONARY_ALPHA:g}, a drift")}

@@ -27,6 +27,8 @@ import numpy as np
 
 from dynstudy.analysis.kernels import dynamics
 from dynstudy.analysis.kernels import fast_kernels as fk
+from dynstudy.analysis.kernels.dfa_fit import fit_diagnostics, fit_flags
+from dynstudy.analysis.run.capture_null import SENSITIVITY_NULL_COLUMNS, capture_null_columns
 from dynstudy.analysis.run.capture_plan import (
     CHANNEL_DRAWS,
     CONTROL_METRICS,
@@ -38,11 +40,15 @@ from dynstudy.analysis.run.capture_plan import (
 from dynstudy.analysis.run.capture_read import Capture, capture_files, epoch_accuracy, read_capture
 
 
-def _metrics(X: np.ndarray, kw: dict, phases: bool = True) -> dict:
+def _metrics(X: np.ndarray, kw: dict, phases: bool = True, fit: bool = False) -> dict:
     """:func:`dynstudy.analysis.kernels.dynamics.capture_metrics` of the pseudo-time series ``X`` [C, N] (metastability
-    and synchrony NaN unless ``phases``)."""
-    parts = fk.series_parts(X, kw["min_scale"], kw["n_scales"], kw["compat"], phases)
-    return dynamics.capture_summary(*parts, kw["compat"], kw["h_opt"], kw["sigma_h"])
+    and synchrony NaN unless ``phases``), with its :func:`dynstudy.analysis.kernels.dfa_fit.fit_diagnostics` when
+    ``fit``."""
+    alpha, reasons, pair, log_f = fk.series_parts(X, kw["min_scale"], kw["n_scales"], kw["compat"], phases)
+    out = dynamics.capture_summary(alpha, reasons, pair, kw["compat"], kw["h_opt"], kw["sigma_h"])
+    if fit:
+        out.update(fit_diagnostics(fk.dfa_plan(X.shape[1], kw["min_scale"], kw["n_scales"])[0], log_f))
+    return out
 
 
 def _h_raw(X: np.ndarray, kw: dict) -> float:
@@ -55,7 +61,13 @@ class ChannelSet:
 
     def __init__(self, X: np.ndarray, kw: dict):
         self.kw, self.n = kw, X.shape[1]
-        self.alpha, self.reasons = fk.dfa_exponents(X, kw["min_scale"], kw["n_scales"])
+        self.scales = fk.dfa_plan(self.n, kw["min_scale"], kw["n_scales"])[0]
+        if len(self.scales) < 2:
+            self.alpha, self.reasons = fk.dfa_exponents(X, kw["min_scale"], kw["n_scales"])
+            self.log_f = np.full((len(self.scales), len(X)), np.nan)
+        else:
+            self.alpha, status, self.log_f = fk.dfa_status(X, kw["min_scale"], kw["n_scales"])
+            self.reasons = fk.reasons_of(status)
         self.finite = np.isfinite(X).all(axis=1)
         self.live = ~(X == X[:, :1]).all(axis=1)
         self.cos, self.sin = np.zeros(X.shape), np.zeros(X.shape)
@@ -64,8 +76,9 @@ class ChannelSet:
             rows = slice(start, start + step)
             self.cos[rows], self.sin[rows] = fk.phasors(X[rows])
 
-    def metrics(self, cols: np.ndarray) -> dict:
-        """capture_metrics of the channels ``cols`` (indices, in the order the reference takes them)."""
+    def metrics(self, cols: np.ndarray, fit: bool = False) -> dict:
+        """capture_metrics of the channels ``cols`` (indices, in the order the reference takes them), with their
+        fit diagnostics when ``fit``."""
         kw = self.kw
         if self.n < 2 or not self.finite[cols].all():
             pair = (np.nan, np.nan)
@@ -73,8 +86,11 @@ class ChannelSet:
             live = cols[self.live[cols]]
             pair = fk.order_parameter(self.cos[live].sum(axis=0), self.sin[live].sum(axis=0), len(live),
                                       len(cols) - len(live), kw["compat"])
-        return dynamics.capture_summary(self.alpha[cols], [self.reasons[i] for i in cols], pair, kw["compat"],
-                                        kw["h_opt"], kw["sigma_h"])
+        out = dynamics.capture_summary(self.alpha[cols], [self.reasons[i] for i in cols], pair, kw["compat"],
+                                       kw["h_opt"], kw["sigma_h"])
+        if fit:
+            out.update(fit_diagnostics(self.scales, self.log_f[:, cols]))
+        return out
 
 
 def capture_rows(cap: Capture, run_id: str, params: dict, k: int | None, noise_at: dict) -> tuple[dict, list, list]:
@@ -93,10 +109,12 @@ def capture_rows(cap: Capture, run_id: str, params: dict, k: int | None, noise_a
     centred = fk.class_centred(cap.acts if redraw else acts, cap.labels)
     if redraw:  # the pseudo-time series of every stored channel, once
         channels = ChannelSet(fk.smoothed(centred, window), kw)
-        m = channels.metrics(np.flatnonzero(used))
+        m = channels.metrics(np.flatnonzero(used), fit=True)
         centred = centred[used]
     else:
-        m = _metrics(fk.smoothed(centred, window), kw)
+        m = _metrics(fk.smoothed(centred, window), kw, fit=True)
+    m["fit_flags"] = fit_flags(m, m["h_raw"])
+    m.update(capture_null_columns(cap.labels, acts.shape[1], m["h_raw"], m["metastability"], kw, params["null_k"]))
     n = len(cap.labels)
     noise = np.random.default_rng(noise_seed(run_id, cap.capture)).standard_normal(acts.shape)
     perm = np.random.default_rng(cap.capture).permutation(n)
@@ -121,9 +139,12 @@ def capture_rows(cap: Capture, run_id: str, params: dict, k: int | None, noise_a
                 sig = _metrics(fk.pseudo_time(acts[:p], cap.labels[:p], w), kw)
             if not same and (w, p) not in noise_at:
                 noise_at[(w, p)] = _h_raw(fk.pseudo_time(noise[:p], cap.labels[:p], w), kw)
+            null = capture_null_columns(cap.labels[:p], acts.shape[1], sig["h_raw"], sig["metastability"],
+                                        {**kw, "smooth_window": w}, params["null_k"])
             window_rows.append({**where, "smooth_window": w, "probe_size": p, "h_raw": sig["h_raw"],
                                 "metastability": sig["metastability"],
-                                "noise_h_raw": controls["noise"]["h_raw"] if same else noise_at[(w, p)]})
+                                "noise_h_raw": controls["noise"]["h_raw"] if same else noise_at[(w, p)],
+                                **{c: null[c] for c in SENSITIVITY_NULL_COLUMNS}})
     return {**where, "step": cap.step, **m}, control_rows, window_rows
 
 

@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 
-from dynstudy.analysis.kernels import dynamics
+from dynstudy.analysis.kernels import dfa_fit, dynamics
 from dynstudy.analysis.run.allocator import keep_freed_memory
 from dynstudy.analysis.run.capture_family import FastSource
 from dynstudy.analysis.run.capture_plan import run_params
@@ -47,6 +47,27 @@ def _nanmean(values) -> float | None:
     return np.nanmean(x) if np.isfinite(x).any() else None
 
 
+def null_summary(trained: list[dict]) -> dict:
+    """The run's end-of-epoch captures against their nulls: mean z-scores, how many lie beyond their null
+    (:data:`dfa_fit.BEYOND_NULL_P`), whether that count is chance (:func:`dfa_fit.within_null`), and how many carry
+    a fit flag other than nonstationary (a narrow span of scales or a poor line)."""
+    out = {"n_fit_flagged": sum(bool(set((r.get("fit_flags") or "").split(";")) & {"narrow_span", "poor_fit"})
+                                for r in trained)}
+    if not trained or not trained[0].get("null_k"):
+        return {**out, "h_raw_z_mean": None, "m_z_mean": None, "n_h_raw_beyond_null": None,
+                "n_m_beyond_null": None, "within_null": None}
+    beyond = {}
+    for name in ("h_raw", "m"):
+        p = np.array([np.nan if r[f"{name}_p"] is None else r[f"{name}_p"] for r in trained])
+        out[f"{name}_z_mean"] = _nanmean([r[f"{name}_z"] for r in trained])
+        beyond[name] = int((p <= dfa_fit.BEYOND_NULL_P).sum())
+        out[f"n_{name}_beyond_null"] = beyond[name]
+        n = int(np.isfinite(p).sum())
+        beyond[name] = dfa_fit.within_null(beyond[name], n)
+    out["within_null"] = None if None in beyond.values() else all(beyond.values())
+    return out
+
+
 def summarise_run(run: dict, cap_rows: list[dict], control_rows: list[dict], acc: dict, params: dict,
                   reason: str | None) -> dict:
     """The run_summary row; fills hz, mz, psi and volatility into the end-of-epoch ``cap_rows``.
@@ -63,6 +84,7 @@ def summarise_run(run: dict, cap_rows: list[dict], control_rows: list[dict], acc
     for name in ("noise", "order"):
         vals = [c["h_raw"] for c in control_rows if c["control"] == name and c["kind"] == "epoch"]
         summary[f"{name}_h_raw_mean"] = _nanmean(vals)
+    summary.update(null_summary(trained))
     init = [r["h_raw"] for r in cap_rows if r["kind"] == "init"]
     summary["init_h_raw"] = init[0] if init else None
     if reason is not None:

@@ -305,6 +305,47 @@ SENSITIVITY = pa.schema([
 ])
 
 #: Tables written by ``dynstudy analyze``.
+STOPPING = pa.schema([
+    ("run_id", pa.string()),
+    ("model", pa.string()),
+    ("dataset", pa.string()),
+    ("optimizer", pa.string()),
+    ("seed", pa.int64()),
+    ("rule", pa.string()),            # volatility | patience_loss | patience_acc | plateau_loss | budget
+    ("setting", pa.string()),         # the rule's parameters, JSON
+    ("stop_epoch", pa.int32()),       # null: the rule never fires (the run trains to its end)
+    ("final_epoch", pa.int32()),
+    ("epochs_saved", pa.int32()),     # final_epoch - stop_epoch (0 when it never fires)
+    ("acc_at_stop", pa.float64()),    # val_acc of the model at the stop epoch (no best weights restored)
+    ("given_up_best", pa.float64()),  # percentage points below the run's best val_acc
+    ("given_up_final", pa.float64()),  # percentage points below its final epoch's val_acc
+])
+
+STOPPING_SUMMARY = pa.schema([
+    ("model", pa.string()),
+    ("dataset", pa.string()),
+    ("optimizer", pa.string()),
+    ("rule", pa.string()),
+    ("selection", pa.string()),       # held_out (chosen on the other cells) | in_sample (on every cell)
+    ("setting", pa.string()),         # the chosen setting, JSON; null: no other cell to choose on
+    ("tolerance", pa.float64()),      # points given up against the best that a chosen setting may cost, on average
+    ("met_tolerance", pa.bool_()),    # the chosen setting met it where it was chosen
+    ("n_runs", pa.int32()),
+    ("n_fired", pa.int32()),          # runs the rule stopped before their end
+    ("epochs_saved_mean", pa.float64()),
+    ("epochs_saved_low", pa.float64()),   # t-interval of the mean over the cell's runs
+    ("epochs_saved_high", pa.float64()),
+    ("given_up_mean", pa.float64()),      # points against the run's best
+    ("given_up_low", pa.float64()),
+    ("given_up_high", pa.float64()),
+    ("given_up_final_mean", pa.float64()),
+    ("margin", pa.float64()),         # extra points against the baseline that count as equal
+    ("p", pa.float64()),              # intersection-union p: saves more epochs and is non-inferior in accuracy
+    ("p_adjusted", pa.float64()),     # Holm over every rule and cell
+    ("verdict", pa.string()),         # saves more | not shown | insufficient seeds (needs N) | untested | baseline
+    ("detail", pa.string()),
+])
+
 ANALYSIS_TABLES = {
     "capture_metrics": CAPTURE_METRICS,
     "run_summary": RUN_SUMMARY,
@@ -315,11 +356,13 @@ ANALYSIS_TABLES = {
     "temporal_controls": TEMPORAL_CONTROLS,
     "claims": CLAIMS,
     "sensitivity": SENSITIVITY,
+    "stopping": STOPPING,
+    "stopping_summary": STOPPING_SUMMARY,
 }
 TABLES = {**WORKER_TABLES, **ANALYSIS_TABLES}
 
 #: Analysis tables written whole (one file), not one partition per run.
-UNPARTITIONED = ("cell_variability", "claims", "sensitivity")
+UNPARTITIONED = ("cell_variability", "claims", "sensitivity", "stopping", "stopping_summary")
 #: Tables with one folder ``run_id=<id>`` per run.
 PARTITIONED = tuple(t for t in TABLES if t not in UNPARTITIONED)
 #: Per-run tables ``dynstudy analyze`` writes; each file records the digest of its inputs.
@@ -350,6 +393,8 @@ KEY_COLUMNS = {
     "cell_variability": ("model", "dataset", "optimizer", "metric"),
     "claims": ("claim", "verdict"),
     "sensitivity": ("parameter", "value", "claim"),
+    "stopping": ("run_id", "rule", "setting"),
+    "stopping_summary": ("rule", "selection", "verdict"),
 }
 
 

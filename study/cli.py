@@ -20,6 +20,7 @@ import tempfile
 import traceback
 from pathlib import Path
 
+from dynstudy.analysis.kernels.params import PLATEAU_POINTS, STOP_MARGIN, STOP_TOLERANCE
 from dynstudy.study.spec import DEFAULT_STORE, SpecError, load_spec, preset_names, preset_text
 from dynstudy.study.sql_output import FORMATS, format_table, write_result
 
@@ -102,6 +103,29 @@ def cmd_report(args) -> int:
 
     out = write_report(open_catalog(args.store), args.out or default_report(args.store))
     print(f"report: {Path(out).resolve()}")
+    return 0
+
+
+def cmd_stopping(args) -> int:
+    """Stopping rules compared on an analysed store's curves (:mod:`dynstudy.analysis.stats.stopping`)."""
+    import duckdb
+    import pyarrow as pa
+
+    from dynstudy.analysis.pipeline.stopping_compare import compare_store
+    from dynstudy.store_contract.schemas import STOPPING, STOPPING_SUMMARY
+
+    if args.format == "parquet" and not args.output:
+        raise ValueError("--format parquet writes a file: give --output FILE")
+    rows, summary = compare_store(args.store, args.tolerance, args.margin)
+    table = pa.Table.from_pylist(rows, schema=STOPPING) if args.runs else pa.Table.from_pylist(
+        summary, schema=STOPPING_SUMMARY)
+    con = duckdb.connect()
+    con.register("result", table)
+    cols = "*" if args.format != "table" or args.runs else (
+        "model, dataset, optimizer, rule, selection, setting, n_runs, n_fired, round(epochs_saved_mean, 2) AS saved, "
+        "round(given_up_mean, 2) AS given_up, verdict")
+    order = "run_id, rule, setting" if args.runs else "model, dataset, optimizer, rule, selection"
+    write_result(con.sql(f"SELECT {cols} FROM result ORDER BY {order}"), args.format, args.output, args.limit)
     return 0
 
 
@@ -252,8 +276,9 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--address", default=None,
                    help="Ray cluster address: each run's analysis is a task there (default: $RAY_ADDRESS, else this "
                         "machine's processes); needs the train extra")
-    a.add_argument("--plateau-points", type=float, default=0.5,
-                   help="accuracy plateau: first epoch within this many points of the run's best (default 0.5)")
+    a.add_argument("--plateau-points", type=float, default=PLATEAU_POINTS,
+                   help=f"accuracy plateau: first epoch within this many points of the run's best (default "
+                        f"{PLATEAU_POINTS:g})")
     a.set_defaults(func=cmd_analyze)
 
     s = sub.add_parser("sql", help="read-only SQL over the store's tables")
@@ -275,6 +300,20 @@ def build_parser() -> argparse.ArgumentParser:
     st = sub.add_parser("status", help="runs per cell by status, and the running runs' epochs and attempts")
     st.add_argument("--store", default=default_store, help=store_help)
     st.set_defaults(func=cmd_status)
+
+    so = sub.add_parser("stopping", help="stopping rules replayed on the store's curves, settings chosen without "
+                                         "peeking, each against patience")
+    so.add_argument("--store", default=default_store, help=store_help)
+    so.add_argument("--tolerance", type=float, default=STOP_TOLERANCE,
+                    help=f"points of val accuracy a chosen setting may give up against the best (default "
+                         f"{STOP_TOLERANCE:g})")
+    so.add_argument("--margin", type=float, default=STOP_MARGIN,
+                    help=f"extra points against patience that still count as equal (default {STOP_MARGIN:g})")
+    so.add_argument("--runs", action="store_true", help="every run, rule and setting instead of the per-cell summary")
+    so.add_argument("--format", choices=FORMATS, default="table", help="as for sql")
+    so.add_argument("--output", metavar="FILE", default=None, help="write the result here instead of stdout")
+    so.add_argument("--limit", type=int, default=100, help="rows printed at most by --format table (default 100)")
+    so.set_defaults(func=cmd_stopping)
 
     pr = sub.add_parser("presets", help="list the shipped study specs")
     pr.add_argument("--show", metavar="NAME", help="print only this preset's YAML (e.g. > my_study.yaml)")

@@ -83,6 +83,34 @@ class OptimizerSpec(_Strict):
         return v
 
 
+class StopSpec(_Strict):
+    """``train.stop``: a stopping rule of :mod:`dynstudy.analysis.kernels.stopping_rules` with every one of its
+    parameters, decided after every epoch (the run's ``stop_reason`` is the rule's name)."""
+
+    rule: str = Field(description="volatility | patience_loss | patience_acc | plateau_loss | budget")
+    params: dict = Field(description="the rule's parameters, all of them (dynstudy stopping --runs shows settings)")
+
+    @model_validator(mode="after")
+    def _rule_and_params(self) -> "StopSpec":
+        from dynstudy.analysis.kernels.stopping_rules import COUNT_PARAMS, RULE_PARAMS
+
+        if self.rule not in RULE_PARAMS:
+            raise ValueError(f"train.stop.rule={self.rule!r} is not a stopping rule; use one of "
+                             f"{', '.join(RULE_PARAMS)}")
+        need = RULE_PARAMS[self.rule]
+        missing, unknown = [k for k in need if k not in self.params], sorted(set(self.params) - set(need))
+        if missing or unknown:
+            raise ValueError(f"train.stop.params for rule {self.rule!r} must set exactly {', '.join(need)}"
+                             + (f"; missing {', '.join(missing)}" if missing else "")
+                             + (f"; unknown {', '.join(unknown)}" if unknown else ""))
+        for k, v in self.params.items():
+            if k in COUNT_PARAMS and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
+                raise ValueError(f"train.stop.params.{k}={v!r} is invalid: use an integer >= 1")
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0:
+                raise ValueError(f"train.stop.params.{k}={v!r} is invalid: use a number >= 0")
+        return self
+
+
 class TrainSpec(_Strict):
     epochs: int = Field(100, ge=1, description="maximum epochs")
     batch_size: int = Field(512, ge=1)
@@ -94,6 +122,8 @@ class TrainSpec(_Strict):
     pretrained: Optional[str] = Field(None, description="null (from scratch), a local weights file, or 'hub'")
     amp: bool = Field(True, description="bf16 autocast and channels_last on GPU (ignored on CPU)")
     volatility_stopping: bool = Field(False, description="stop when the Psi-volatility rule fires (opt-in)")
+    stop: Optional[StopSpec] = Field(None, description="a stopping rule decided after every epoch, e.g. {rule: "
+                                                       "patience_acc, params: {patience: 5, min_delta: 0.0}}")
     threads: int = Field(1, ge=1, description="torch CPU threads per trial")
     compile: bool = Field(False, description="torch.compile the network, once per worker process and model shape "
                                             "(reused by the trials that process runs); the first epoch pays the "

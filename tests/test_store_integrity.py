@@ -206,7 +206,7 @@ def test_a_missing_capture_or_epoch_file_is_named_and_kept_out(store, tmp_path, 
     # named again by the next analyze, which has nothing to redo
     again = io.StringIO()
     assert analyze(str(path), out=again)["current"] == len(ids)
-    assert "2 run(s) incomplete, kept out of cell_variability, claims and sensitivity" in again.getvalue()
+    assert "2 run(s) incomplete, kept out of the cross-run tables" in again.getvalue()
     assert main(["report", "--store", str(path), "--out", str(tmp_path / "r.html")]) == 0
     assert "Incomplete runs (2)" in (tmp_path / "r.html").read_text()
 

@@ -85,3 +85,8 @@ RUN_PARAMS = ("w_h", "vol_window", "vol_threshold", "vol_patience")
 #: A run's accuracy plateau: its first epoch within this many percentage points of its best val_acc
 #: (``dynstudy analyze --plateau-points``; the claims and the report's plateau markers both read it).
 PLATEAU_POINTS = 0.5
+#: The stopping-rule comparison (``dynstudy stopping --tolerance``, :mod:`dynstudy.analysis.stats.stopping`): points of
+#: val accuracy a chosen setting may give up against the run's best, on average.
+STOP_TOLERANCE = 1.0
+#: ... and the extra points against patience that still count as equal accuracy (``--margin``).
+STOP_MARGIN = 0.5

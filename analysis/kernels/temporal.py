@@ -44,7 +44,7 @@ from dynstudy.analysis.kernels.dfa_fit import fit_diagnostics, fit_flags, null_c
 WHOLE_RUN = -1
 CONTROLS = ("shuffled", "phase_randomised", "iaaft")
 #: Rounds of :func:`iaaft` at most (it stops earlier once the rank order is fixed).
-IAAFT_MAX_ITER = 100
+IAAFT_MAX_ITER = 10
 #: Keywords of :func:`dynstudy.analysis.kernels.dynamics.series_metrics` that a run's analysis settings give.
 SERIES_PARAMS = ("h_opt", "sigma_h", "min_scale", "n_scales", "compat")
 METRICS = ("h_raw", "h_eff", "metastability", "synchrony")
@@ -117,7 +117,7 @@ def phase_randomise(X, rng) -> np.ndarray:
     return np.fft.irfft(spectrum * np.exp(1j * angles), n=t, axis=1) + mean
 
 
-def iaaft(X, rng, max_iter: int = IAAFT_MAX_ITER) -> np.ndarray:
+def iaaft(X, rng, max_iter: int = IAAFT_MAX_ITER, copies: int | None = None) -> np.ndarray:
     """An iterative amplitude-adjusted Fourier transform surrogate of the rows of ``X`` [C, T].
 
     Schreiber and Schmitz (1996): from a random reordering of the time points (the same for every row), alternate
@@ -126,6 +126,9 @@ def iaaft(X, rng, max_iter: int = IAAFT_MAX_ITER) -> np.ndarray:
     or after ``max_iter`` rounds. The result ends with (b): each row holds exactly the original row's values (its
     amplitude distribution), in an order whose power spectrum approaches the original's; any structure beyond the
     two is destroyed. A constant row stays itself.
+
+    ``copies``: that many independent surrogates at once, [copies, C, T], iterated together (each from its own
+    reordering, drawn in turn from ``rng``; the first is the surrogate ``copies=None`` gives).
 
     Examples
     --------
@@ -136,21 +139,22 @@ def iaaft(X, rng, max_iter: int = IAAFT_MAX_ITER) -> np.ndarray:
     (True, True)
     """
     X = np.asarray(X, dtype=float)
-    t = X.shape[1]
-    values = np.sort(X, axis=1)
-    amplitude = np.abs(np.fft.rfft(X, axis=1))
-    Y = X[:, rng.permutation(t)]
-    ranks = np.argsort(np.argsort(Y, axis=1, kind="stable"), axis=1, kind="stable")
+    c, t = X.shape
+    k = 1 if copies is None else int(copies)
+    values = np.tile(np.sort(X, axis=1), (k, 1))
+    amplitude = np.tile(np.abs(np.fft.rfft(X, axis=1)), (k, 1))
+    Y = np.concatenate([X[:, rng.permutation(t)] for _ in range(k)]) if k else np.empty((0, t))
+    order = np.argsort(Y, axis=1, kind="stable")
     for _ in range(int(max_iter)):
         spectrum = np.fft.rfft(Y, axis=1)
-        phase = np.exp(1j * np.angle(spectrum))
-        shaped = np.fft.irfft(amplitude * phase, n=t, axis=1)
-        new = np.argsort(np.argsort(shaped, axis=1, kind="stable"), axis=1, kind="stable")
-        Y = np.take_along_axis(values, new, axis=1)
-        if (new == ranks).all():
+        size = np.abs(spectrum)
+        phase = np.divide(spectrum, size, out=np.ones_like(spectrum), where=size > 0)
+        new = np.argsort(np.fft.irfft(amplitude * phase, n=t, axis=1), axis=1, kind="stable")
+        np.put_along_axis(Y, new, values, axis=1)  # each row's j-th smallest value where the shaped row has its own
+        if (new == order).all():
             break
-        ranks = new
-    return Y
+        order = new
+    return Y if copies is None else Y.reshape(k, c, t)
 
 
 SURROGATES = {"shuffled": time_shuffle, "phase_randomised": phase_randomise, "iaaft": iaaft}
@@ -167,9 +171,23 @@ def _metrics(X, kw: dict, fit: bool = False) -> dict:
 
 
 def _null(X, name: str, kw: dict, k: int, rng) -> tuple[np.ndarray, np.ndarray]:
-    """(H_raw [k], M [k]) of ``k`` surrogates ``name`` of ``X``."""
-    got = [_metrics(SURROGATES[name](X, rng), kw) for _ in range(k)]
-    return np.array([g["h_raw"] for g in got]), np.array([g["metastability"] for g in got])
+    """(H_raw [k], M [k]) of ``k`` surrogates ``name`` of ``X`` [C, T]: the surrogates made together (IAAFT
+    iterates them as one stack) and their channels' DFA exponents computed in one call."""
+    if k == 0:
+        return np.empty(0), np.empty(0)
+    if name == "iaaft":
+        blocks = iaaft(X, rng, copies=k)
+    else:
+        blocks = np.stack([SURROGATES[name](X, rng) for _ in range(k)])
+    c = X.shape[0]
+    alpha, reasons = dynamics.dfa_exponents(blocks.reshape(k * c, -1), kw["min_scale"], kw["n_scales"],
+                                            return_reasons=True)
+    h, m = np.full(k, np.nan), np.full(k, np.nan)
+    for i, block in enumerate(blocks):
+        got = dynamics.capture_summary(alpha[i * c:(i + 1) * c], reasons[i * c:(i + 1) * c],
+                                       dynamics.kuramoto(block, kw["compat"]), kw["compat"], kw["h_opt"], kw["sigma_h"])
+        h[i], m[i] = got["h_raw"], got["metastability"]
+    return h, m
 
 
 def _bounds(series: TemporalSeries, a: int, b: int) -> dict:

@@ -22,14 +22,14 @@ one capture, whatever the study's size):
 4. over the run's captures in training time, when it has every-N-step
    captures (:func:`dynstudy.analysis.run.temporal_run.run_temporal`): the temporal
    protocol's metrics per sliding window and for the whole run, beside its
-   time-shuffled and phase-randomised surrogates.
+   time-shuffled, phase-randomised and IAAFT surrogates, each also as a null of K surrogates.
 
 Each run's results are written to ``capture_metrics``, ``controls``,
 ``window_sensitivity``, ``temporal_metrics``, ``temporal_controls`` and
 ``run_summary`` (one file per run, atomically,
-each recording the input digest); then ``cell_variability``, ``claims`` and
-``sensitivity`` are rebuilt from the summaries that are current and whole (the
-claims count every other run of a cell as dropped, with why). A
+each recording the input digest); then ``cell_variability``, ``claims``,
+``sensitivity``, ``stopping`` and ``stopping_summary`` are rebuilt from the summaries that are current and
+whole (the claims count every other run of a cell as dropped, with why). A
 run whose files cannot be read is named and skipped (its old outputs are
 removed), and the rest of the analysis completes. Runs go to local worker
 processes, or with ``address`` to a Ray cluster as one task each
@@ -48,6 +48,7 @@ import numpy as np
 
 from dynstudy.analysis.kernels.params import PLATEAU_POINTS
 from dynstudy.analysis.pipeline.catalog import open_catalog
+from dynstudy.analysis.pipeline.stopping_compare import comparison
 from dynstudy.analysis.pipeline.worker_env import single_threaded_children
 from dynstudy.analysis.run.capture_plan import run_params
 from dynstudy.analysis.run.inventory import ANALYSIS_VERSION, damaged_files, file_gaps, is_current, run_inputs
@@ -104,7 +105,7 @@ def _run_all(store: str, todo: list, workers: int | None, open_source=fast_sourc
 
 
 #: What the cross-run tables are computed from: the runs' inputs and the summaries (and windows) of their analyses.
-CROSS_RUN_SOURCES = (*RUN_INPUTS, "run_summary", "window_sensitivity", *UNPARTITIONED)
+CROSS_RUN_SOURCES = (*RUN_INPUTS, "run_summary", "window_sensitivity", "capture_metrics", *UNPARTITIONED)
 
 
 def current_summaries(store: str, runs: list[dict], scan: StoreScan | None = None
@@ -116,7 +117,8 @@ def current_summaries(store: str, runs: list[dict], scan: StoreScan | None = Non
     ``scan``: a scan of :data:`CROSS_RUN_SOURCES` made now (default: made here).
     """
     scan = scan if scan is not None else scan_store(store, CROSS_RUN_SOURCES)
-    con = open_catalog(store, scan=scan, tables=("run_summary", "train_metrics", "window_sensitivity"))
+    con = open_catalog(store, scan=scan,
+                       tables=("run_summary", "train_metrics", "window_sensitivity", "capture_metrics"))
     if "run_summary" not in _views(con):
         return [], [], con
     known = {r["run_id"] for r in runs}
@@ -155,7 +157,8 @@ def cross_run_tables_current(scan: StoreScan, digest: str) -> bool:
 
 def write_cross_run_tables(store: str, con, summaries: list[dict], runs: list[dict], plateau_points: float,
                            incomplete: list[dict] = (), digest: str | None = None) -> None:
-    """cell_variability, claims and sensitivity from the whole, current ``summaries``; every claims row records
+    """cell_variability, claims, sensitivity, stopping and stopping_summary from the whole, current ``summaries``
+    (the stopping rules replayed on their train_metrics and end-of-epoch capture_metrics); every claims row records
     ``plateau_points``, the plateau rule's points, for the report's plateau markers. The claims count the
     ``incomplete`` summaries and the runs without a current summary as dropped runs. Each file records ``digest``
     (:func:`cross_run_digest`)."""
@@ -181,6 +184,9 @@ def write_cross_run_tables(store: str, con, summaries: list[dict], runs: list[di
         windows = [dict(zip(cols, r)) for r in found if r[0] in ids]
     write_table(store, "sensitivity", sensitivity(summaries, params, run_series(windows), curves, plateau_points),
                 digest=digest)
+    stops, stop_summary = comparison(con, summaries, runs)
+    write_table(store, "stopping", stops, digest=digest)
+    write_table(store, "stopping_summary", stop_summary, digest=digest)
 
 
 def analyze(store: str, *, force: bool = False, workers: int | None = 1, plateau_points: float = PLATEAU_POINTS,
@@ -232,12 +238,13 @@ def analyze(store: str, *, force: bool = False, workers: int | None = 1, plateau
         return {"store": store, "analysed": done, "current": current, "failed": failed, "incomplete": {}}
     digest = cross_run_digest(sources, whole + incomplete, runs, plateau_points)
     if cross_run_tables_current(sources, digest):
-        print("analyze: cell_variability, claims and sensitivity are current", file=out, flush=True)
+        print("analyze: the cross-run tables (cell_variability, claims, sensitivity, stopping) are current", file=out,
+              flush=True)
     else:
         write_cross_run_tables(store, con, whole, runs, plateau_points, incomplete, digest)
     gaps = {r["run_id"]: r["reason"] for r in incomplete}
     if gaps:
-        print(f"analyze: {len(gaps)} run(s) incomplete, kept out of cell_variability, claims and sensitivity: "
+        print(f"analyze: {len(gaps)} run(s) incomplete, kept out of the cross-run tables: "
               + "; ".join(f"{k} ({v})" for k, v in gaps.items()), file=out, flush=True)
     print(f"analyze: {done} runs analysed, {current} already current, {len(failed)} skipped", file=out, flush=True)
     return {"store": store, "analysed": done, "current": current, "failed": failed, "incomplete": gaps}

@@ -15,7 +15,7 @@ SECTIONS = {
     "dataset": ("name", "root", "download", "n_train", "n_val", "image_size"),
     "optimizer": ("name", "label", "lr", "momentum", "weight_decay"),
     "train": ("epochs", "batch_size", "scheduler", "plateau_patience", "plateau_factor", "early_stopping_patience",
-              "stem", "pretrained", "amp", "volatility_stopping", "threads", "compile"),
+              "stem", "pretrained", "amp", "volatility_stopping", "stop", "threads", "compile"),
     "capture": ("probe_size", "channels_per_stage", "redraw_channels", "store_channels", "every_n_steps",
                 "step_probe_size", "enabled", "batch_size"),
 }

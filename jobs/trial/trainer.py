@@ -61,7 +61,7 @@ import torch
 
 from dynstudy.jobs.capture.async_writer import AsyncWriter
 from dynstudy.jobs.capture.fit_check import capture_problem
-from dynstudy.jobs.capture.online import OnlineDynamics
+from dynstudy.jobs.capture.online import OnlineDynamics, OnlineStop
 from dynstudy.jobs.capture.probe import (
     ActivationProbe,
     DeviceCapture,
@@ -253,6 +253,7 @@ class Trial:
         self.scheduler = make_scheduler(self.optimizer, config["train"])
         self.probe = make_probe(config, self.net, self.data, self.ddata)
         self.online = OnlineDynamics.from_config(config)
+        self.stop_check = OnlineStop.from_config(config)  # train.stop: the user's stopping rule, or None
         self.run_row = run_row(config, self.device)
         self.writer = AsyncWriter(self.store)
         # where the loop stands: with the tensors' and generators' states, the checkpoint
@@ -393,6 +394,10 @@ class Trial:
         patience = train["early_stopping_patience"]
         if train["volatility_stopping"] and self.metrics["volatility_trigger"] is not None:
             return "volatility"
+        if self.stop_check is not None and self.stop_check.stops(
+                self.epoch, self.metrics["val_loss"], self.metrics["val_acc"], self.metrics["h_eff"],
+                self.metrics["metastability"]):
+            return self.stop_check.rule
         if patience is not None and self.bad_epochs >= patience:
             return "early_stopping"
         if self.epoch >= train["epochs"]:
@@ -513,6 +518,7 @@ class Trial:
             "best_epoch": self.best_epoch,
             "bad_epochs": self.bad_epochs,
             "online": self.online.state_dict(),
+            "stop": self.stop_check.state_dict() if self.stop_check is not None else None,
             "status": self.status,
             "stop_reason": self.stop_reason,
         }
@@ -532,6 +538,8 @@ class Trial:
         self.best_val_loss, self.best_val_acc = state["best_val_loss"], state["best_val_acc"]
         self.best_epoch, self.bad_epochs = state["best_epoch"], state["bad_epochs"]
         self.online.load_state_dict(state["online"])
+        if self.stop_check is not None:
+            self.stop_check.load_state_dict(state["stop"])
         self.status, self.stop_reason = state["status"], state["stop_reason"]
 
 

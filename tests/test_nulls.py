@@ -45,6 +45,16 @@ def test_fit_diagnostics_on_a_planted_crossover_and_the_flags_it_gets():
 def test_a_capture_without_any_exponent_has_scales_but_no_fit():
     d = df.fit_diagnostics(np.array([16, 32, 64]), np.full((3, 4), np.nan))
     assert d["dfa_r2"] is None and d["crossover_scale"] is None and d["log_f_mean"] == [None] * 3
+    short = df.fit_diagnostics(np.array([], dtype=int), np.empty((0, 4)))  # a series too short for any scale
+    assert short["dfa_n_scales"] == 0 and short["dfa_span"] is None and short["log_f_mean"] == []
+    assert df.fit_flags(short, float("nan")) is None
+    for n in (20, 36):  # no scale, and two (a line always fits them: no R^2): every kernel path gives the columns
+        X = np.random.default_rng(n).standard_normal((3, n))
+        scales, F, _ = dfa_fluctuation(X)
+        got = df.fit_diagnostics(scales, np.log(F))
+        assert got["dfa_n_scales"] == len(scales) and got["dfa_r2"] is None
+        alpha, reasons, pair, log_f = fk.series_parts(X)
+        assert df.fit_diagnostics(fk.dfa_plan(n, 16, 10)[0], log_f)["dfa_n_scales"] == len(scales)
 
 
 def test_windows_of_64_points_are_flagged_narrow_and_probes_of_256_are_not():

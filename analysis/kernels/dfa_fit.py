@@ -253,13 +253,15 @@ def fit_diagnostics(scales, log_f) -> dict:
     (5, 16.0, 1.0, 0.490129)
     """
     scales = np.asarray(scales)
-    log_f = np.asarray(log_f, dtype=float).reshape(len(scales), -1)
-    summary = fluctuation_summary(scales, np.exp(log_f))
     out = {"dfa_n_scales": int(len(scales)), "dfa_span": float(scales[-1] / scales[0]) if len(scales) else None,
            "dfa_r2": None, "dfa_max_residual": None, "crossover_scale": None, "alpha_small": None,
-           "alpha_large": None, "dfa_scales": [int(s) for s in scales],
-           "log_f_mean": [_finite_or_none(v) for v in summary["log_f_mean"]],
-           "log_f_sd": [_finite_or_none(v) for v in summary["log_f_sd"]]}
+           "alpha_large": None, "dfa_scales": [int(s) for s in scales], "log_f_mean": [], "log_f_sd": []}
+    if len(scales) == 0:  # a series too short for any scale
+        return out
+    log_f = np.asarray(log_f, dtype=float).reshape(len(scales), -1)
+    summary = fluctuation_summary(scales, np.exp(log_f))
+    out["log_f_mean"] = [_finite_or_none(v) for v in summary["log_f_mean"]]
+    out["log_f_sd"] = [_finite_or_none(v) for v in summary["log_f_sd"]]
     if summary["n_channels"] == 0 or len(scales) < 2:
         return out
     mean_f = np.exp(summary["log_f_mean"])

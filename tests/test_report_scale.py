@@ -77,6 +77,8 @@ def test_a_cell_of_many_runs_is_drawn_as_bands(banded):
     for epoch, got in zip(values(median["x"]), values(median["y"])):
         at = [c["h_eff"] for c in tables["capture_metrics"] if c["run_id"] in cell and c["epoch"] == epoch]
         assert got == pytest.approx(np.median(at))
+    # every annotation says something (one without a text shows plotly.js's placeholder, "new text")
+    assert all(a.get("text") for f in page_figures(page).values() for a in f["layout"].get("annotations", []))
     caption = next(c for c in re.findall(r"<figcaption>(.*?)</figcaption>", page) if c.startswith("Trajectories"))
     assert "as their distribution" in caption and "it fired in" in caption
     # the controls chart: no dot per seed for these cells, their median with its 50% and 90% whiskers

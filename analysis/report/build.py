@@ -285,9 +285,11 @@ def _traced_figure(group: list, cells: dict, series: dict, panels: list, plateau
     return plots.trajectory_figure(fig_cells, panels)
 
 
-def _trajectory_section(cells: dict, series: dict, panels: list, plateaus: dict, plateau_text: str) -> str:
+def _trajectory_section(cells: dict, series: dict, panels: list, plateaus: dict, plateau_text: str,
+                        band_figures: dict) -> str:
     """Section 2: one figure per cell (or a grid of cells when only accuracy is known); a cell of more than
-    :data:`MAX_TRACED_RUNS` runs as its runs' distribution."""
+    :data:`MAX_TRACED_RUNS` runs as its runs' distribution (``band_figures``: cell -> that figure, made for its
+    page)."""
     out = ["<h2 id=\"trajectories\">2. Trajectories per run</h2>"]
     if not panels:
         return out[0] + missing(["capture_metrics", "train_metrics"], "trajectories")
@@ -315,8 +317,9 @@ def _trajectory_section(cells: dict, series: dict, panels: list, plateaus: dict,
             ids = ", ".join(r["run_id"] for r in runs)
             caption = f"Trajectories: {names} (runs {ids}). Volatility trigger: {rule}."
         else:
-            fig = plots.band_figure([_band_cell(c, cells[c], series, panels) for c in group],
-                                    {k: plots.TRAJECTORY_PANELS[k] for k in panels})
+            fig = band_figures[group[0]] if len(group) == 1 else plots.band_figure(
+                [_band_cell(c, cells[c], series, panels) for c in group],
+                {k: plots.TRAJECTORY_PANELS[k] for k in panels})
             caption = (f"Trajectories: {names} ({len(runs)} runs, as their distribution). Volatility trigger: {rule}; "
                        + _epochs_text([r.get("trigger_epoch") for r in runs], "it fired", len(runs)) + ". "
                        + _epochs_text([plateaus.get(r["run_id"]) for r in runs], "Accuracy plateau reached",
@@ -504,7 +507,7 @@ def write_report(con: duckdb.DuckDBPyConnection, out_path, *, title: str = "dyns
         contrasts_section(contrasts),
         claims_section(claims, plateau_note(points, recorded)),
         _cell_section(variability, scale, colours),
-        _trajectory_section(cells, series, panels, plateaus, plateau_note(points, recorded)),
+        _trajectory_section(cells, series, panels, plateaus, plateau_note(points, recorded), bands),
         temporal_section(cells, rd.rows_of(read, "temporal_metrics"), rd.rows_of(read, "temporal_controls")),
         _hm_section(index),
         _controls_section(cells, per_run, by_cell),

@@ -114,10 +114,9 @@ def run_data(info: dict, curves: dict | None, series: dict | None, plateau) -> d
             "trigger": trigger, "plateau": plateau}
 
 
-def data_block(runs: dict, band) -> str:
-    """The page's JSON block: the plot options, the two figure templates and every run's data; no ``<`` in it,
-    so no string of the data can close the script element."""
-    training = plots.training_figure("", {}).to_json()
+def data_block(runs: dict, band, training: str) -> str:
+    """The page's JSON block: the plot options, the two figure templates (``training``: the training figure's
+    JSON) and every run's data; no ``<`` in it, so no string of the data can close the script element."""
     body = (f'{{"config": {json.dumps(plots.PLOT_CONFIG)}, "training": {training}, '
             f'"band": {band.to_json() if band is not None else "null"}, "runs": {json.dumps(runs)}}}')
     return f'<script type="application/json" id="report-data">{body.replace("<", chr(92) + "u003c")}</script>'
@@ -138,7 +137,7 @@ def cell_page(title: str, cell: tuple, runs: list[dict], context: dict) -> str:
             "and 50% and 90% bands.</p>"
             + run_section(rows, context["analysed"], context["colours"], context["plateau_html"])
             + run_details_section({cell: runs}, context["curves"], context["colours"], context["drift"], with_band)
-            + data_block(data, band))
+            + data_block(data, band, context["training"]))
     return page_html(text(f"{title}: {rd.cell_label(cell)}"), body, plotly_src=PLOTLY_FILE, script=DRAW_JS)
 
 
@@ -163,6 +162,7 @@ def write_cell_pages(folder: Path, title: str, cells: dict, context: dict) -> di
     for old in folder.glob("cell-*.html"):
         old.unlink()  # no page of a cell the store no longer has
     (folder / PLOTLY_FILE).write_text(plots.plotly_js(), encoding="utf-8")
+    context = {**context, "training": plots.training_figure("", {}).to_json()}
     out = {}
     for n, (cell, runs) in enumerate(cells.items()):
         name = page_name(n, cell)

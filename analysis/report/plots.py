@@ -23,7 +23,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from dynstudy.analysis.report.bands import MEDIAN, QUANTILES, traced
+from dynstudy.analysis.report.bands import MAX_TRACED_RUNS, MEDIAN, QUANTILES, traced
 from dynstudy.analysis.report.html import UNCLASSIFIED_COLOUR, text
 
 #: Taxonomy states in rule order, each with a fixed colour.
@@ -141,9 +141,11 @@ def reference_lines(fig: go.Figure, values: dict, name: str, row=None, col=None,
     """
     for value, labels in values.items():
         note = f"{name} = {value:g}" + (f": {', '.join(labels)}" if len(values) > 1 else "")
+        # no annotation at all without a text: plotly.js would draw its placeholder, "new text"
+        label = ({"annotation_text": text(note), "annotation_position": "top left", "annotation_font_size": 9}
+                 if annotate_one or len(values) > 1 else {})
         fig.add_hline(y=value, line={"color": "black", "dash": "dash", "width": 1}, row=row, col=col,
-                      exclude_empty_subplots=False, annotation_position="top left", annotation_font_size=9,
-                      annotation_text=text(note) if annotate_one or len(values) > 1 else None)
+                      exclude_empty_subplots=False, **label)
 
 
 def trajectory_figure(cells: list[dict], panels: list[str]) -> go.Figure:
@@ -367,7 +369,9 @@ def controls_figure(cells: list[dict], h_opts: dict) -> go.Figure:
     Returns
     -------
     The figure: per cell and control a diamond at the seed mean with a
-    whisker of one std, and a dot per seed. The y axis spans the values, not
+    whisker of one std, and a dot per seed (a cell of more than
+    :data:`MAX_TRACED_RUNS` seeds: their median with a thick whisker over 50%
+    and a thin one over 90% of them). The y axis spans the values, not
     zero, so gaps between signal and controls stay visible.
     """
     fig = go.Figure()
@@ -419,8 +423,11 @@ def controls_figure(cells: list[dict], h_opts: dict) -> go.Figure:
     pad = 0.08 * (max(spans) - min(spans)) or 0.05
     fig.update_yaxes(title_text="H_raw (mean DFA exponent)", range=[min(spans) - pad, max(spans) + pad])
     fig.update_layout(scattermode="group", scattergap=0.3)
+    spread_note = "" if all(traced(max((len(v) for v in c["values"].values()), default=0)) for c in cells) else (
+        f"; a cell of more than {MAX_TRACED_RUNS} seeds: their median, thick and thin whiskers holding 50% and 90% "
+        "of them")
     return finish_layout(fig, 460, "H_raw: trained signal vs noise / order / init / channel re-draw controls "
-                             "(diamond: seed mean ± std, dots: seeds)")
+                             f"(diamond: seed mean ± std, dots: seeds{spread_note})")
 
 
 #: Panels of a run's training curves: title, y label, ((column, legend label, dash), ...).

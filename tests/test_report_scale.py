@@ -122,7 +122,10 @@ def analysed_store(tmp_path_factory):
     return store, ids
 
 
-def test_the_bulk_read_is_the_catalogs_rows_and_keeps_stray_files_out(analysed_store, tmp_path):
+def test_the_bulk_read_is_the_catalogs_rows_and_keeps_stray_files_out(analysed_store, tmp_path, monkeypatch):
+    from dynstudy.analysis.report import source
+
+    monkeypatch.setattr(source, "FILES_PER_QUERY", 2)  # a table in several queries
     store, _ = analysed_store
     copy = tmp_path / "store"
     shutil.copytree(store, copy)

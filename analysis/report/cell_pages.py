@@ -6,7 +6,7 @@ work wherever they are copied together. A cell page carries its runs' series as 
 values only, :data:`DIGITS` significant digits) and two figure templates built once per page: the training
 curves (:func:`dynstudy.analysis.report.plots.training_figure` of no run) and the cell's distribution
 (:func:`dynstudy.analysis.report.plots.band_figure`). A run's figures are drawn when its section comes into
-view (as when the page opens at its anchor): the template filled with its curves, and the distribution
+view, or at once when the page's address points at it: the template filled with its curves, and the distribution
 with the run's own series, its volatility trigger and its accuracy plateau on top.
 """
 from __future__ import annotations
@@ -29,7 +29,8 @@ PLOTLY_FILE = "plotly.min.js"
 DIGITS = 6
 #: Colour of the run drawn over its cell's distribution.
 RUN_COLOUR = "#d62728"
-#: Draws a run section's figures (its ``div.plot[data-figure]``) once, when the section comes into view.
+#: Draws a run section's figures (its ``div.plot[data-figure]``) once: when the section comes into view, or at
+#: once when the page's address points at it (a link from the run table or from elsewhere).
 DRAW_JS = """
 (function () {
   var D = JSON.parse(document.getElementById("report-data").textContent), RUN = "%s";
@@ -81,10 +82,16 @@ DRAW_JS = """
       Plotly.newPlot(div, f.data, f.layout, D.config);
     });
   }
+  function drawTarget() {  // the run a link points at, at once
+    var target = location.hash && document.getElementById(decodeURIComponent(location.hash.slice(1)));
+    if (target && target.dataset.run !== undefined) draw(target);
+  }
   var seen = new IntersectionObserver(function (entries) {
     entries.forEach(function (e) { if (e.isIntersecting) draw(e.target); });
   }, {rootMargin: "300px"});
   document.querySelectorAll("section.run").forEach(function (s) { seen.observe(s); });
+  window.addEventListener("hashchange", drawTarget);
+  drawTarget();
 })();
 """ % RUN_COLOUR
 

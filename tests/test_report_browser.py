@@ -15,6 +15,7 @@ import json
 import re
 import shutil
 import subprocess
+from urllib.parse import unquote
 
 import pytest
 
@@ -89,7 +90,7 @@ def local_links(page_path) -> list:
     page = page_path.read_text(encoding="utf-8")
     out = []
     for ref in re.findall(r'(?:href|src)="([^"#:]+)(?:#([^"]*))?"', page):
-        out.append((page_path.parent / html.unescape(ref[0]), ref[1]))
+        out.append((page_path.parent / unquote(html.unescape(ref[0])), ref[1]))
     return out
 
 
@@ -133,7 +134,7 @@ def test_full_report_in_browser(browser, tmp_path):
 def test_unanalysed_report_in_browser(browser, tmp_path):
     tables = synthetic_tables()
     con = make_con({k: tables[k] for k in ("runs", "train_metrics")})
-    path = report.write_report(con, tmp_path / "r.html")
+    path = report.write_report(con, tmp_path / "my report.html")  # a space in the names the links hold
     probe, stderr = open_in_browser(browser, path, tmp_path)
     assert probe["errors"] == [] and console_errors(stderr) == []
     assert probe["plots"] == 1 and probe["drawn"] == probe["plots"]

@@ -387,13 +387,12 @@ def _controls_section(cells: dict, per_run: dict, by_cell: list[dict]) -> str:
     return "".join(out)
 
 
-def _cells_index(cells: dict, pages: dict, colours: dict) -> str:
+def _cells_index(cells: dict, pages: dict, colours: dict, folder: str) -> str:
     """Section 5 of the main page: a row per cell with its runs' statuses, states and flags, linking to the
-    cell's page (its run table and a section per run)."""
+    cell's page (its run table and a section per run; ``folder``: the pages' folder's name)."""
     out = ['<h2 id="runs">5. Runs</h2>']
     if not cells:
         return out[0] + missing(["runs", "run_summary"], "run table")
-    folder = next(iter(pages.values())).split("/", 1)[0]
     out.append(f'<p class="meta">Each cell\'s page (in <code>{text(folder)}/</code>, beside this page) holds the '
                "table of its runs (click a column head to sort) and a section per run: its identity, settings, "
                "flags, training curves and metrics; every run is in runs.csv too (tables below).</p>"
@@ -497,7 +496,8 @@ def write_report(con: duckdb.DuckDBPyConnection, out_path, *, title: str = "dyns
 
     bands = {c: plots.band_figure([_band_cell(c, r, series, panels)], {k: plots.TRAJECTORY_PANELS[k] for k in panels})
              for c, r in cells.items()} if panels else {}
-    pages = write_cell_pages(out_path.parent / f"{out_path.stem}_runs", title, cells, {
+    folder = out_path.parent / f"{out_path.stem}_runs"
+    pages = write_cell_pages(folder, title, cells, {
         "main": out_path.name, "rows": runs_rows, "curves": curves, "series": series, "bands": bands,
         "plateaus": plateaus, "colours": colours, "drift": nonstationary_epochs(capture_rows),
         "analysed": bool(summary), "plateau_html": plateau_note(points, recorded)})
@@ -511,7 +511,7 @@ def write_report(con: duckdb.DuckDBPyConnection, out_path, *, title: str = "dyns
         temporal_section(cells, rd.rows_of(read, "temporal_metrics"), rd.rows_of(read, "temporal_controls")),
         _hm_section(index),
         _controls_section(cells, per_run, by_cell),
-        _cells_index(cells, pages, colours),
+        _cells_index(cells, pages, colours, folder.name),
         sensitivity_section(sens),
         f'<h2 id="tables">Tables</h2><p class="meta">CSV: {" · ".join(links) or "none"}</p>',
         _details_links(cells, pages),

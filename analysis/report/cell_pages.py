@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from urllib.parse import quote
 
 import numpy as np
 
@@ -138,7 +139,8 @@ def cell_page(title: str, cell: tuple, runs: list[dict], context: dict) -> str:
     data = {i["run_id"]: run_data(i, context["curves"].get(i["run_id"]), context["series"].get(i["run_id"]),
                                   context["plateaus"].get(i["run_id"])) for i in runs}
     body = (f"<h1>{text(title)}: {text(rd.cell_label(cell))}</h1>"
-            f'<p class="meta"><a href="../{text(context["main"])}#runs">back to the report</a> · {len(runs)} runs. '
+            f'<p class="meta"><a href="../{text(quote(context["main"]))}#runs">back to the report</a> · '
+            f"{len(runs)} runs. "
             "A run's figures are drawn when its section comes into view: its training curves, and its metrics "
             "(red; dashed: its volatility trigger, dotted and star: its accuracy plateau) over its cell's median "
             "and 50% and 90% bands.</p>"
@@ -163,7 +165,7 @@ def write_cell_pages(folder: Path, title: str, cells: dict, context: dict) -> di
 
     Returns
     -------
-    cell -> the path of its page relative to the main page's folder.
+    cell -> the URL of its page relative to the main page's folder (percent-encoded).
     """
     folder.mkdir(parents=True, exist_ok=True)
     for old in folder.glob("cell-*.html"):
@@ -174,5 +176,5 @@ def write_cell_pages(folder: Path, title: str, cells: dict, context: dict) -> di
     for n, (cell, runs) in enumerate(cells.items()):
         name = page_name(n, cell)
         (folder / name).write_text(cell_page(title, cell, runs, context), encoding="utf-8")
-        out[cell] = f"{folder.name}/{name}"
+        out[cell] = quote(f"{folder.name}/{name}")
     return out

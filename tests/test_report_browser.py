@@ -165,3 +165,21 @@ def test_analysed_store_report_in_browser(browser, tmp_path):
     assert probe["plots"] == 2 + 2 + 2 and probe["drawn"] == probe["plots"]
     assert probe["width"] <= WIDTH and probe["links"] == 0
     check_folder_links(store / "report.html")
+    # a run's section: its training curves, its metrics per epoch and per window over its cell's distribution
+    page = first_cell_page(store / "report.html")
+    text = page.read_text(encoding="utf-8")
+    run = re.findall(r'<section class="run" id="([^"]+)"', text)[0]
+    probe, stderr = open_in_browser(browser, page, tmp_path, run)
+    assert probe["errors"] == [] and console_errors(stderr) == [] and probe["target"] == 3
+    # the windows it draws are the store's
+    from dynstudy.analysis.kernels.temporal import WHOLE_RUN
+    from dynstudy.analysis.pipeline.catalog import open_catalog
+    from tests.test_report import page_data
+
+    data = page_data(text)["runs"]
+    con = open_catalog(str(store))
+    for rid in data:
+        rows = con.execute("SELECT end_step, metastability FROM temporal_metrics WHERE run_id = ? AND \"window\" != ? "
+                           "ORDER BY \"window\"", [rid, WHOLE_RUN]).fetchall()
+        assert rows and data[rid]["series"]["temporal"]["metastability"] == [
+            [r[0] for r in rows], pytest.approx([r[1] for r in rows], rel=1e-5)]

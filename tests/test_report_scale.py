@@ -152,10 +152,11 @@ def test_a_runs_series_in_its_cell_page_are_the_stores(analysed_store, tmp_path)
         rows = con.execute("SELECT epoch, val_loss, val_acc FROM train_metrics WHERE run_id = ? ORDER BY epoch",
                            [rid]).fetchall()
         assert data[rid]["train"]["val_loss"] == [[r[0] for r in rows], pytest.approx([r[1] for r in rows], rel=1e-5)]
-        assert data[rid]["series"]["val_acc"][1] == pytest.approx([r[2] * 100 for r in rows], rel=1e-5)
+        assert data[rid]["series"]["trajectory"]["val_acc"][1] == pytest.approx([r[2] * 100 for r in rows], rel=1e-5)
         caps = con.execute("SELECT epoch, h_eff FROM capture_metrics WHERE run_id = ? AND kind != 'step' "
                            "AND h_eff IS NOT NULL ORDER BY epoch", [rid]).fetchall()
-        assert data[rid]["series"]["h_eff"] == [[r[0] for r in caps], pytest.approx([r[1] for r in caps], rel=1e-5)]
+        assert data[rid]["series"]["trajectory"]["h_eff"] == [[r[0] for r in caps],
+                                                              pytest.approx([r[1] for r in caps], rel=1e-5)]
 
 
 #: The slow test's store: 1,000 runs of bench/bench_scale.py's generator, fewer and smaller captures.

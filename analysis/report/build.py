@@ -1,16 +1,21 @@
-"""The study report: one self-contained HTML file plus CSV tables.
+"""The study report: a main page, a page per cell in a folder beside it, and CSV tables.
 
 ``write_report(con, out_path)`` reads whatever tables the DuckDB connection
 holds (runs, train_metrics, capture_metrics, run_summary, cell_variability,
-controls) and writes, in reading order: a header (studies, runs by status,
-cells, seeds), (1) per-cell metric means with their seed intervals, (2)
-per-run trajectories per cell, (3) the H-M plane, (4) each cell's H_raw beside
-its noise, order and init controls, (5) the run table, (6) a section per
-run. Figures are interactive plotly figures (hover, zoom, legend toggles)
-drawn by the plotly.js the page inlines, so it works offline; every table
-sorts by a click on a column head (except the key-value ones); the CSS is
-inline and every string from the data is HTML-escaped. A section whose
-tables are missing says so instead of failing.
+controls, ...), each once, and writes the main page, in reading order: a
+header (studies, runs by status, cells, seeds), the contrasts and claims,
+(1) per-cell metric means with their seed intervals, (2) trajectories per
+cell, (3) the H-M plane, (4) each cell's H_raw beside its noise, order and
+init controls, (5) the cells, each linking to its page, the sensitivity and
+the tables, (6) links to the run sections. Each cell's page
+(:mod:`dynstudy.analysis.report.cell_pages`) holds its run table and a section
+per run. A cell of more than :data:`MAX_TRACED_RUNS` runs is drawn as their
+distribution (:mod:`dynstudy.analysis.report.bands`). Figures are interactive
+plotly figures (hover, zoom, legend toggles); the main page inlines
+plotly.js, so it works offline; every table sorts by a click on a column
+head (except the key-value ones); the CSS is inline and every string from
+the data is HTML-escaped. A section whose tables are missing says so instead
+of failing.
 """
 from __future__ import annotations
 
@@ -32,7 +37,7 @@ from dynstudy.analysis.report.flags import legend_html
 from dynstudy.analysis.report.html import MISSING, figure, missing, num, state, text
 from dynstudy.analysis.report.page import page_html
 from dynstudy.analysis.report.runs import nonstationary_epochs, run_table, training_curves
-from dynstudy.analysis.report.temporal import temporal_section
+from dynstudy.analysis.report.temporal import band_figures, temporal_section, temporal_series
 from dynstudy.analysis.stats.contrasts import MEASURE, cell_contrasts
 from dynstudy.analysis.stats.variability import HIGH_CV, METRIC_DOMAINS, can_change_sign
 from dynstudy.analysis.stats.verdicts import BH, HOLM, is_insufficient
@@ -497,8 +502,12 @@ def write_report(con: duckdb.DuckDBPyConnection, out_path, *, title: str = "dyns
     bands = {c: plots.band_figure([_band_cell(c, r, series, panels)], {k: plots.TRAJECTORY_PANELS[k] for k in panels})
              for c, r in cells.items()} if panels else {}
     folder = out_path.parent / f"{out_path.stem}_runs"
+    temporal_rows, temporal_controls = rd.rows_of(read, "temporal_metrics"), rd.rows_of(read, "temporal_controls")
+    temporal_bands = band_figures(cells, temporal_rows, temporal_controls)
     pages = write_cell_pages(folder, title, cells, {
-        "main": out_path.name, "rows": runs_rows, "curves": curves, "series": series, "bands": bands,
+        "main": out_path.name, "rows": runs_rows, "curves": curves,
+        "series": {"trajectory": series, "temporal": temporal_series(temporal_rows)},
+        "bands": {"trajectory": bands, "temporal": temporal_bands},
         "plateaus": plateaus, "colours": colours, "drift": nonstationary_epochs(capture_rows),
         "analysed": bool(summary), "plateau_html": plateau_note(points, recorded)})
     body = [
@@ -508,7 +517,7 @@ def write_report(con: duckdb.DuckDBPyConnection, out_path, *, title: str = "dyns
         claims_section(claims, plateau_note(points, recorded)),
         _cell_section(variability, scale, colours),
         _trajectory_section(cells, series, panels, plateaus, plateau_note(points, recorded), bands),
-        temporal_section(cells, rd.rows_of(read, "temporal_metrics"), rd.rows_of(read, "temporal_controls")),
+        temporal_section(cells, temporal_rows, temporal_controls, temporal_bands),
         _hm_section(index),
         _controls_section(cells, per_run, by_cell),
         _cells_index(cells, pages, colours, folder.name),

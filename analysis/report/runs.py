@@ -201,13 +201,14 @@ def _flag_rows(info: dict, epochs: list[int] | None) -> list[str]:
 
 
 def run_details_section(cells: dict, curves: dict, colours: dict, drift_epochs: dict | None = None,
-                        trajectories=()) -> str:
+                        overlays: dict | None = None) -> str:
     """HTML of section 6: one section per run, in the run table's order; ``drift_epochs``: run_id -> its
     non-stationary epochs (:func:`nonstationary_epochs`).
 
     A run's figures are empty ``<div class="plot">`` whose ``data-figure`` says which (``training``: its
-    training curves, for a run in ``curves``; ``trajectory``: its metrics over its cell's distribution, for a
-    run in ``trajectories``); the page draws them from the data it carries when the section comes into view
+    training curves, for a run in ``curves``; then each kind ``overlays`` lists for it, run_id -> kinds:
+    ``trajectory``, its metrics per epoch, ``temporal``, per window, over its cell's distribution); the page
+    draws them from the data it carries when the section comes into view
     (:mod:`dynstudy.analysis.report.cell_pages`). Each section's ``data-run`` is its run id.
     """
     out = ['<h2 id="rundetails">6. Run details</h2>']
@@ -233,8 +234,8 @@ def run_details_section(cells: dict, curves: dict, colours: dict, drift_epochs: 
             out.append(f'<div class="plot" id="fig-run-{n}" data-figure="training" style="height:300px"></div>')
         else:
             out.append('<p class="muted">No training metrics recorded for this run.</p>')
-        if rid in trajectories:
-            out.append(f'<div class="plot" id="fig-run-{n}-cell" data-figure="trajectory" '
+        for kind in (overlays or {}).get(rid, []):
+            out.append(f'<div class="plot" id="fig-run-{n}-{kind}" data-figure="{kind}" '
                        f'style="height:{plots.ROW_HEIGHT + 90}px"></div>')
         out.append("</section>")
     return "".join(out)

@@ -184,8 +184,31 @@ def _table(cells: dict, metrics: dict, controls: dict) -> str:
     return "".join(out)
 
 
-def temporal_section(cells: dict, metric_rows: list[dict], control_rows: list[dict]) -> str:
-    """HTML of the temporal section: the whole-run table, then a figure per cell with a temporal series."""
+def temporal_series(metric_rows: list[dict]) -> dict:
+    """run_id -> {metric of :data:`PANELS`: (window end steps, values)} of its windows (the whole run left out)."""
+    out = {}
+    for rid, rows in _by_run(metric_rows).items():
+        rows = [r for r in rows if r["window"] != WHOLE_RUN]
+        out[rid] = {m: ([r["end_step"] for r in rows],
+                        [np.nan if rd.finite_or_none(r.get(m)) is None else r[m] for r in rows]) for m, *_ in PANELS}
+    return out
+
+
+def band_figures(cells: dict, metric_rows: list[dict], control_rows: list[dict]) -> dict:
+    """cell -> the distribution figure of its runs' temporal series (:func:`band_cell`), for each cell with one."""
+    metrics, controls = _by_run(metric_rows), _by_run(control_rows)
+    out = {}
+    for cell, runs in cells.items():
+        runs = [r for r in runs if r["run_id"] in metrics]
+        if runs:
+            out[cell] = plots.band_figure([band_cell(rd.cell_label(cell), runs, metrics, controls)],
+                                          {p[0]: (p[1], p[2]) for p in PANELS}, "optimiser step")
+    return out
+
+
+def temporal_section(cells: dict, metric_rows: list[dict], control_rows: list[dict], bands: dict | None = None) -> str:
+    """HTML of the temporal section: the whole-run table, then a figure per cell with a temporal series (a cell of
+    many runs: its distribution, from ``bands`` of :func:`band_figures` where given)."""
     out = ['<h2 id="temporal">2b. The temporal protocol: dynamics over training steps</h2>']
     if not metric_rows:
         return out[0] + ('<p class="muted">No temporal series in this store: a study needs '
@@ -203,8 +226,7 @@ def temporal_section(cells: dict, metric_rows: list[dict], control_rows: list[di
             caption = (f"Temporal metrics: {rd.cell_label(cell)} (runs {', '.join(r['run_id'] for r in runs)}). "
                        f"Temporal trigger: {trigger_rule(runs)}.")
         elif runs:
-            fig = plots.band_figure([band_cell(rd.cell_label(cell), runs, metrics, controls)],
-                                    {p[0]: (p[1], p[2]) for p in PANELS}, "optimiser step")
+            fig = (bands or {}).get(cell) or band_figures({cell: runs}, metric_rows, control_rows)[cell]
             fired = [r.get("temporal_trigger_step") for r in runs if r.get("temporal_trigger_step") is not None]
             caption = (f"Temporal metrics: {rd.cell_label(cell)} ({len(runs)} runs, as their distribution: the "
                        "median and the bands holding 50% and 90% of the runs at each window). Temporal trigger: "

@@ -65,14 +65,18 @@ def read_whole(files: list[StoreFile], schema: pa.Schema) -> pa.Table:
 
 def report_catalog(store: str) -> duckdb.DuckDBPyConnection:
     """The catalog of ``store`` (every table scanned, so ``unreadable_files`` names every stray file) with,
-    on a local store, each of :data:`WHOLE_TABLES` that has files read whole and registered under its name."""
+    on a local store, each of :data:`WHOLE_TABLES` that has files read whole and registered under its name;
+    activations, which the report never reads, get no view."""
     resolved = resolve_store(store)
     if not is_remote(resolved) and not os.path.isdir(resolved):
         return open_catalog(store)  # which says the store does not exist
     scan = scan_store(resolved)
-    con = open_catalog(store, scan=scan)
+    # views only of what the report reads another way: not of activations, not of the tables read whole below
+    remote = is_remote(resolved)
+    con = open_catalog(store, scan=scan, tables=tuple(t for t in TABLES if t != "activations"
+                                                      and (remote or t not in WHOLE_TABLES)))
     con.execute("SET enable_progress_bar = false")
-    if is_remote(resolved):
+    if remote:
         return con
     for table in WHOLE_TABLES:
         if scan.files.get(table):

@@ -23,7 +23,7 @@ from dynstudy.analysis.report.html import MISSING
 from dynstudy.analysis.report.runs import run_anchor
 from dynstudy.analysis.run.run_analysis import summarise_run
 from dynstudy.store_contract.schemas import TABLES
-from tests.test_report import EPOCHS, figures, make_con, synthetic_tables
+from tests.test_report import EPOCHS, cell_pages, figures, make_con, synthetic_tables
 
 PARAMS = DEFAULTS.as_dict()
 
@@ -102,20 +102,27 @@ def _flagged_tables() -> dict:
 
 
 def _run_rows(page: str) -> dict:
-    """run_id -> its run-table row's cells (HTML)."""
-    table = page[page.index('<table class="runs">'):]
-    table = table[:table.index("</table>")]
+    """run_id -> its run-table row's cells (HTML), from every run table of ``page`` (one per cell page)."""
     rows = {}
-    for tr in re.findall(r"<tr>(.*?)</tr>", table)[1:]:
-        cells = re.findall(r"<td[^>]*>(.*?)</td>", tr)
-        rows[re.search(r'href="#([^"]+)"', tr).group(1)] = cells
+    for found in re.finditer('<table class="runs">', page):
+        table = page[found.start():]
+        table = table[:table.index("</table>")]
+        for tr in re.findall(r"<tr>(.*?)</tr>", table)[1:]:
+            cells = re.findall(r"<td[^>]*>(.*?)</td>", tr)
+            rows[re.search(r'href="#([^"]+)"', tr).group(1)] = cells
     return rows
+
+
+def _report(con, path) -> str:
+    """The report's main page, then its cell pages (the run tables and sections), as one text."""
+    report.write_report(con, path)
+    return path.read_text(encoding="utf-8") + "".join(cell_pages(path).values())
 
 
 def test_the_report_shows_each_flag_where_its_value_is(tmp_path):
     tables = _flagged_tables()
     ids = [r["run_id"] for r in tables["run_summary"]]
-    page = report.write_report(make_con(tables), tmp_path / "r.html").read_text(encoding="utf-8")
+    page = _report(make_con(tables), tmp_path / "r.html")
     heads = re.findall(r"<th>(.*?)</th>", page[page.index('<table class="runs">'):].split("</tr>")[0])
     ns, sat = heads.index("non-stationary"), heads.index("H_eff saturated")
     assert heads[ns - 1] == "H_raw mean" and heads[sat - 1] == "H_eff mean"
@@ -154,7 +161,7 @@ def test_a_store_without_the_flag_columns_reports_them_unknown(tmp_path):
                                                   schema=schema))
         con.execute(f"CREATE TABLE {name} AS SELECT * FROM _tmp")
         con.unregister("_tmp")
-    page = report.write_report(con, tmp_path / "r.html").read_text(encoding="utf-8")
+    page = _report(con, tmp_path / "r.html")
     heads = re.findall(r"<th>(.*?)</th>", page[page.index('<table class="runs">'):].split("</tr>")[0])
     ns, sat = heads.index("non-stationary"), heads.index("H_eff saturated")
     rows = _run_rows(page)

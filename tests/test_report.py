@@ -118,6 +118,18 @@ def values(array) -> list:
     return list(array)
 
 
+def cell_pages(path) -> dict:
+    """File name -> text of every cell page in the report's folder (``<stem>_runs/`` beside ``path``)."""
+    folder = path.parent / f"{path.stem}_runs"
+    return {p.name: p.read_text(encoding="utf-8") for p in sorted(folder.glob("cell-*.html"))}
+
+
+def page_data(page: str) -> dict:
+    """The JSON block a cell page draws its runs' figures from."""
+    found = re.search(r'<script type="application/json" id="report-data">(.*?)</script>', page, re.S)
+    return json.loads(found.group(1))
+
+
 def result_figures(page: str) -> list[dict]:
     """The figures of sections 2-4 (not the per-run training curves of section 6)."""
     return [f for f, i in zip(figures(page), re.findall(r'<div class="plot" id="([^"]+)"', page))
@@ -139,9 +151,14 @@ def test_full_report_figures(full):
     assert page.index("plotly.js v") < page.index("Plotly.newPlot")  # the library is inlined before its first use
     assert "https://cdn" not in page.split("Plotly.newPlot", 1)[1]  # nothing fetched at view time
     figs = result_figures(page)
-    # 4 cells -> 4 trajectory figures, plus the H-M plane and the controls chart; a training figure per run
-    assert len(figs) == len(MODELS) * len(DATASETS) + 2
-    assert len(figures(page)) == len(figs) + len(tables["runs"])
+    # 4 cells -> 4 trajectory figures, plus the H-M plane and the controls chart; the runs' figures are on the
+    # cells' pages, a training figure and a trajectory figure per run, drawn from the data each page carries
+    assert len(figs) == len(MODELS) * len(DATASETS) + 2 and len(figures(page)) == len(figs)
+    pages = cell_pages(path)
+    assert len(pages) == len(MODELS) * len(DATASETS)
+    for kind in ("training", "trajectory"):
+        assert sum(p.count(f'data-figure="{kind}"') for p in pages.values()) == len(tables["runs"])
+    assert set().union(*(page_data(p)["runs"] for p in pages.values())) == {r["run_id"] for r in tables["runs"]}
     for fig in figures(page):
         assert any(len(values(t.get("y", []))) and "run " in t.get("hovertemplate", "") for t in fig["data"])
         assert fig["layout"]["height"] >= 250
@@ -281,25 +298,34 @@ def test_a_section_per_run(tmp_path):
     first.update({"config": '{"lr": 0.05, "model": "resnet18", "note": "<b>x</b>"}', "attempts": 2,
                   "versions": '{"torch": "2.13.0", "ray": "2.60.0"}', "hostname": "node-7",
                   "stop_reason": "early_stopping", "error": None})
-    page = report.write_report(make_con(tables), tmp_path / "r.html").read_text(encoding="utf-8")
+    path = report.write_report(make_con(tables), tmp_path / "r.html")
+    main = path.read_text(encoding="utf-8")
+    pages = cell_pages(path)
     from dynstudy.analysis.report.runs import run_anchor
 
     for row in tables["runs"]:
         anchor = run_anchor(row["run_id"])
-        assert page.count(f'id="{anchor}"') == 1 and f'href="#{anchor}"' in page
+        holding = [name for name, p in pages.items() if f'id="{anchor}"' in p]
+        assert len(holding) == 1 and pages[holding[0]].count(f'id="{anchor}"') == 1
+        assert f'href="#{anchor}"' in pages[holding[0]]  # its cell page's run table links to it
+        assert f'href="r_runs/{holding[0]}"' in main  # and the main page links to that cell page
+    page = next(p for p in pages.values() if f'id="{run_anchor(first["run_id"])}"' in p)
+    assert 'src="plotly.min.js"' in page and "plotly.js v" not in page  # the folder's one copy, not inlined
+    assert (path.parent / "r_runs" / "plotly.min.js").read_text(encoding="utf-8").count("plotly.js v") >= 1
     section = page[page.index(f'id="{run_anchor(first["run_id"])}"'):]
     section = section[:section.index("</section>")]
     assert "torch 2.13.0" in section and "ray 2.60.0" in section and "node-7" in section
     assert "early_stopping" in section and "<th>attempts</th><td>2</td>" in section
     assert '&quot;lr&quot;: 0.05' in section and "&lt;b&gt;x&lt;/b&gt;" in section  # pretty-printed, escaped
     assert "epoch time 10 s mean per epoch, 60 s in all" in section
-    # its training figure: loss, accuracy (in %), lr and times over the run's epochs
-    fig = figures(section)[0]
-    by_name = {t["name"]: t for t in fig["data"]}
+    # its training figure: the page's template filled with the run's loss, accuracy (in %), lr and times
+    data = page_data(page)
+    assert {t["name"] for t in data["training"]["data"]} == {"train loss", "val loss", "train acc", "val acc", "lr",
+                                                             "epoch time", "capture time"}
+    run = data["runs"][first["run_id"]]
     acc = [t["val_acc"] * 100 for t in tables["train_metrics"] if t["run_id"] == first["run_id"]]
-    assert values(by_name["val acc"]["y"]) == pytest.approx(acc)
-    assert values(by_name["lr"]["y"]) == pytest.approx([0.1] * EPOCHS)
-    assert set(by_name) == {"train loss", "val loss", "train acc", "val acc", "lr", "epoch time", "capture time"}
+    assert run["train"]["val_acc"] == [list(range(1, EPOCHS + 1)), pytest.approx(acc, rel=1e-5)]
+    assert run["train"]["lr"][1] == pytest.approx([0.1] * EPOCHS)
     # the run table's Psi column is its spread, not its mean (Psi is z-scored: its mean is 0 by construction)
     assert "<th>Psi std</th>" in page and "Psi mean" not in page
 

@@ -1,16 +1,21 @@
-"""The study report: one self-contained HTML file plus CSV tables.
+"""The study report: a main page, a page per cell in a folder beside it, and CSV tables.
 
 ``write_report(con, out_path)`` reads whatever tables the DuckDB connection
 holds (runs, train_metrics, capture_metrics, run_summary, cell_variability,
-controls) and writes, in reading order: a header (studies, runs by status,
-cells, seeds), (1) per-cell metric means with their seed intervals, (2)
-per-run trajectories per cell, (3) the H-M plane, (4) each cell's H_raw beside
-its noise, order and init controls, (5) the run table, (6) a section per
-run. Figures are interactive plotly figures (hover, zoom, legend toggles)
-drawn by the plotly.js the page inlines, so it works offline; every table
-sorts by a click on a column head (except the key-value ones); the CSS is
-inline and every string from the data is HTML-escaped. A section whose
-tables are missing says so instead of failing.
+controls, ...), each once, and writes the main page, in reading order: a
+header (studies, runs by status, cells, seeds), the contrasts and claims,
+(1) per-cell metric means with their seed intervals, (2) trajectories per
+cell, (3) the H-M plane, (4) each cell's H_raw beside its noise, order and
+init controls, (5) the cells, each linking to its page, the sensitivity and
+the tables, (6) links to the run sections. Each cell's page
+(:mod:`dynstudy.analysis.report.cell_pages`) holds its run table and a section
+per run. A cell of more than :data:`MAX_TRACED_RUNS` runs is drawn as their
+distribution (:mod:`dynstudy.analysis.report.bands`). Figures are interactive
+plotly figures (hover, zoom, legend toggles); the main page inlines
+plotly.js, so it works offline; every table sorts by a click on a column
+head (except the key-value ones); the CSS is inline and every string from
+the data is HTML-escaped. A section whose tables are missing says so instead
+of failing.
 """
 from __future__ import annotations
 
@@ -21,20 +26,18 @@ from collections import Counter
 from pathlib import Path
 
 import duckdb
+import numpy as np
 
 from dynstudy.analysis.report import data as rd
 from dynstudy.analysis.report import plots
+from dynstudy.analysis.report.bands import MAX_TRACED_RUNS, cell_bands, traced
+from dynstudy.analysis.report.cell_pages import write_cell_pages
 from dynstudy.analysis.report.conclusions import claims_section, contrasts_section, sensitivity_section
+from dynstudy.analysis.report.flags import legend_html
 from dynstudy.analysis.report.html import MISSING, figure, missing, num, state, text
 from dynstudy.analysis.report.page import page_html
-from dynstudy.analysis.report.runs import (
-    nonstationary_epochs,
-    run_details_section,
-    run_section,
-    run_table,
-    training_curves,
-)
-from dynstudy.analysis.report.temporal import temporal_section
+from dynstudy.analysis.report.runs import nonstationary_epochs, run_table, training_curves
+from dynstudy.analysis.report.temporal import band_figures, temporal_section, temporal_series
 from dynstudy.analysis.stats.contrasts import MEASURE, cell_contrasts
 from dynstudy.analysis.stats.variability import HIGH_CV, METRIC_DOMAINS, can_change_sign
 from dynstudy.analysis.stats.verdicts import BH, HOLM, is_insufficient
@@ -254,12 +257,48 @@ def trigger_rule(infos: list[dict]) -> str:
     return rd.per_run_text(infos, lambda p: p.trigger_text())
 
 
-def _trajectory_section(cells: dict, captures: dict, accuracy: dict, plateaus: dict, plateau_text: str) -> str:
-    """Section 2: one figure per cell (or a grid of cells when only accuracy is known)."""
+def _band_cell(cell: tuple, runs: list[dict], series: dict, panels) -> dict:
+    """One cell of :func:`dynstudy.analysis.report.plots.band_figure`: its runs' distribution per panel and
+    the volatility threshold (a line per value, named with its number of runs)."""
+    thresholds = {v: [f"{len(ids)} runs"] for v, ids in rd.by_setting(runs, "vol_threshold").items()}
+    return {"title": rd.cell_label(cell), "bands": cell_bands(runs, series, panels),
+            "thresholds": {"volatility": thresholds} if "volatility" in panels else {}}
+
+
+def _epochs_text(values, what: str, n: int) -> str:
+    """"<what> in k of n runs, median epoch m [5%, 95%: a, b]" of some runs' epochs (None: not reached)."""
+    got = np.array([v for v in (rd.finite_or_none(x) for x in values) if v is not None])
+    if not len(got):
+        return f"{what} in none of the {n} runs"
+    lo, mid, hi = np.quantile(got, (0.05, 0.5, 0.95))
+    return f"{what} in {len(got)} of {n} runs, median epoch {num(mid)} (5% to 95% of them: {num(lo)} to {num(hi)})"
+
+
+def _traced_figure(group: list, cells: dict, series: dict, panels: list, plateaus: dict):
+    """A trajectory figure with a line per run of every cell of ``group``."""
+    fig_cells = []
+    for cell in group:
+        runs = []
+        for info in cells[cell]:
+            rid = info["run_id"]
+            status = info.get("status")
+            label = f"seed {info.get('seed')}" + ("" if status in (None, "finished") else f" ({status})")
+            runs.append({"run_id": rid, "seed": info.get("seed"), "label": label, "series": series.get(rid, {}),
+                         "trigger": info.get("trigger_epoch"), "plateau": plateaus.get(rid),
+                         "vol_threshold": rd.params_of(info).vol_threshold})
+        fig_cells.append({"title": rd.cell_label(cell), "runs": runs})
+    return plots.trajectory_figure(fig_cells, panels)
+
+
+def _trajectory_section(cells: dict, series: dict, panels: list, plateaus: dict, plateau_text: str,
+                        band_figures: dict) -> str:
+    """Section 2: one figure per cell (or a grid of cells when only accuracy is known); a cell of more than
+    :data:`MAX_TRACED_RUNS` runs as its runs' distribution (``band_figures``: cell -> that figure, made for its
+    page)."""
     out = ["<h2 id=\"trajectories\">2. Trajectories per run</h2>"]
-    panels = (list(rd.TRAJECTORY_METRICS) if captures else []) + (["val_acc"] if accuracy else [])
     if not panels:
         return out[0] + missing(["capture_metrics", "train_metrics"], "trajectories")
+    captures = panels != ["val_acc"]
     if not captures:
         out.append(missing(["capture_metrics"], "metric trajectories (accuracy only below)"))
     out.append('<p class="meta">Seeds of a cell share one set of axes. Dashed vertical line: the run\'s volatility '
@@ -268,29 +307,29 @@ def _trajectory_section(cells: dict, captures: dict, accuracy: dict, plateaus: d
                f"differ); dotted line and star: its accuracy plateau ({plateau_text}). "
                "Epoch 0 is the untrained network. Hover a point for its run, seed, epoch and value; drag to "
                "zoom (double-click resets); click a seed in the legend to hide or show it in every panel, "
-               "double-click to show it alone.</p>")
+               f"double-click to show it alone. A cell of more than {MAX_TRACED_RUNS} runs is drawn as its runs' "
+               "distribution: at each epoch the median and the bands that hold the middle 50% and 90% of the runs; "
+               "its caption gives the triggers and plateaus, and each run is drawn over the distribution on its "
+               "cell's page.</p>")
     # accuracy alone fits many cells into one figure (a grid); with metric panels, one cell is one row
     per_fig = 1 if captures else plots.SINGLE_PANEL_COLUMNS * 3
     for n, group in enumerate(trajectory_groups(cells, per_fig)):
-        fig_cells = []
-        for cell in group:
-            runs = []
-            for info in cells[cell]:
-                rid = info["run_id"]
-                series = dict(captures.get(rid, {}))
-                if rid in accuracy:
-                    series["val_acc"] = accuracy[rid]
-                status = info.get("status")
-                label = f"seed {info.get('seed')}" + ("" if status in (None, "finished") else f" ({status})")
-                runs.append({"run_id": rid, "seed": info.get("seed"), "label": label, "series": series,
-                             "trigger": info.get("trigger_epoch"), "plateau": plateaus.get(rid),
-                             "vol_threshold": rd.params_of(info).vol_threshold})
-            fig_cells.append({"title": rd.cell_label(cell), "runs": runs})
         names = "; ".join(rd.cell_label(c) for c in group)
-        run_ids = ", ".join(r["run_id"] for c in group for r in cells[c])
-        rule = trigger_rule([r for c in group for r in cells[c]])
-        out.append(_figure(plots.trajectory_figure(fig_cells, panels), f"fig-trajectory-{n}",
-                           f"Trajectories: {names} (runs {run_ids}). Volatility trigger: {rule}."))
+        runs = [r for c in group for r in cells[c]]
+        rule = trigger_rule(runs)
+        if all(traced(len(cells[c])) for c in group):
+            fig = _traced_figure(group, cells, series, panels, plateaus)
+            ids = ", ".join(r["run_id"] for r in runs)
+            caption = f"Trajectories: {names} (runs {ids}). Volatility trigger: {rule}."
+        else:
+            fig = band_figures[group[0]] if len(group) == 1 else plots.band_figure(
+                [_band_cell(c, cells[c], series, panels) for c in group],
+                {k: plots.TRAJECTORY_PANELS[k] for k in panels})
+            caption = (f"Trajectories: {names} ({len(runs)} runs, as their distribution). Volatility trigger: {rule}; "
+                       + _epochs_text([r.get("trigger_epoch") for r in runs], "it fired", len(runs)) + ". "
+                       + _epochs_text([plateaus.get(r["run_id"]) for r in runs], "Accuracy plateau reached",
+                                      len(runs)) + ".")
+        out.append(_figure(fig, f"fig-trajectory-{n}", caption))
     return "".join(out)
 
 
@@ -353,16 +392,55 @@ def _controls_section(cells: dict, per_run: dict, by_cell: list[dict]) -> str:
     return "".join(out)
 
 
+def _cells_index(cells: dict, pages: dict, colours: dict, folder: str) -> str:
+    """Section 5 of the main page: a row per cell with its runs' statuses, states and flags, linking to the
+    cell's page (its run table and a section per run; ``folder``: the pages' folder's name)."""
+    out = ['<h2 id="runs">5. Runs</h2>']
+    if not cells:
+        return out[0] + missing(["runs", "run_summary"], "run table")
+    out.append(f'<p class="meta">Each cell\'s page (in <code>{text(folder)}/</code>, beside this page) holds the '
+               "table of its runs (click a column head to sort) and a section per run: its identity, settings, "
+               "flags, training curves and metrics; every run is in runs.csv too (tables below).</p>"
+               '<div class="wide"><table><tr><th>cell</th><th>runs</th><th>status</th><th>states</th>'
+               "<th>non-stationary runs</th><th>H_eff saturated runs</th></tr>")
+    for cell, runs in cells.items():
+        status = Counter(str(r.get("status")) for r in runs)
+        states = Counter(r.get("state") for r in runs)
+        state_txt = "<br>".join(f"{state(s, colours) if s else MISSING} {n}" for s, n in states.most_common())
+        flags = []
+        for key in ("nonstationary", "h_eff_saturated"):
+            known = [bool(r[key]) for r in runs if r.get(key) is not None]
+            flags.append(f"{sum(known)} of {len(known)}" if known else MISSING)
+        out.append(f'<tr><td><a href="{text(pages[cell])}">{text(rd.cell_label(cell))}</a></td>'
+                   f"<td class=num data-v=\"{len(runs)}\">{len(runs)}</td>"
+                   f"<td>{text(', '.join(f'{k}: {v}' for k, v in sorted(status.items())))}</td>"
+                   f"<td>{state_txt}</td>" + "".join(f"<td>{f}</td>" for f in flags) + "</tr>")
+    out.append("</table></div>" + legend_html())
+    return "".join(out)
+
+
+def _details_links(cells: dict, pages: dict) -> str:
+    """Section 6 of the main page: where each cell's run sections are."""
+    out = ['<h2 id="rundetails">6. Run details</h2>']
+    if not cells:
+        return out[0] + '<p class="muted">No runs in this store.</p>'
+    return out[0] + ('<p class="meta">A section per run, on its cell\'s page: ' + " · ".join(
+        f'<a href="{text(pages[c])}#rundetails">{text(rd.cell_label(c))}</a> ({len(r)} runs)'
+        for c, r in cells.items()) + "</p>")
+
+
 def write_report(con: duckdb.DuckDBPyConnection, out_path, *, title: str = "dynstudy report",
                  csv_dir=None) -> Path:
-    """Write the study report as one self-contained HTML file and its tables as CSV.
+    """Write the study report: a main page, a folder with a page per cell, and its tables as CSV.
 
     Parameters
     ----------
     con : DuckDB connection in which each existing table of the store is
         queryable by its name (views or tables); absent or empty tables are
         reported as missing.
-    out_path : path of the HTML file (parent folders are created).
+    out_path : path of the HTML file (parent folders are created). Beside it,
+        ``<stem>_runs/`` (:mod:`dynstudy.analysis.report.cell_pages`) holds a page
+        per cell, linked from it by relative links.
     title : heading and <title> of the page.
     csv_dir : folder for the CSV tables; default ``<out stem>_tables/``
         beside the HTML. Written: cell_variability.csv, runs.csv,
@@ -375,13 +453,14 @@ def write_report(con: duckdb.DuckDBPyConnection, out_path, *, title: str = "dyns
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     csv_dir = Path(csv_dir) if csv_dir is not None else out_path.parent / f"{out_path.stem}_tables"
-    counts = rd.table_counts(con)
-    runs, summary = rd.read_rows(con, "runs", counts), rd.read_rows(con, "run_summary", counts)
-    train = rd.read_rows(con, "train_metrics", counts)
-    capture_rows = rd.read_rows(con, "capture_metrics", counts)
-    variability = rd.read_rows(con, "cell_variability", counts)
-    claims = rd.read_rows(con, "claims", counts)
-    sens = rd.read_rows(con, "sensitivity", counts)
+    read = rd.read_tables(con)
+    counts = {t: a.num_rows for t, a in read.items()}
+    runs, summary = rd.rows_of(read, "runs"), rd.rows_of(read, "run_summary")
+    train = rd.rows_of(read, "train_metrics")
+    capture_rows = rd.rows_of(read, "capture_metrics")
+    variability = rd.rows_of(read, "cell_variability")
+    claims = rd.rows_of(read, "claims")
+    sens = rd.rows_of(read, "sensitivity")
     index = rd.run_index(runs, summary)
     cells = rd.runs_by_cell(index)
     scale = rd.accuracy_scale(train)
@@ -390,7 +469,9 @@ def write_report(con: duckdb.DuckDBPyConnection, out_path, *, title: str = "dyns
     points, recorded = rd.plateau_points(claims)
     plateaus = rd.plateau_epochs(stored_acc, scale, points)
     captures = rd.capture_series(capture_rows)
-    control_rows = rd.read_rows(con, "controls", counts)
+    series = rd.run_series(index, captures, accuracy)
+    panels = (list(rd.TRAJECTORY_METRICS) if captures else []) + (["val_acc"] if accuracy else [])
+    control_rows = rd.rows_of(read, "controls")
     per_run = rd.control_values(index, capture_rows, control_rows)
     by_cell = rd.controls_by_cell(cells, per_run)
     runs_rows = run_table(cells, accuracy, scale, plateaus)
@@ -418,21 +499,31 @@ def write_report(con: duckdb.DuckDBPyConnection, out_path, *, title: str = "dyns
             href = Path(os.path.relpath(csv_dir / name, out_path.parent)).as_posix()
             links.append(f'<a href="{text(href)}">{text(name)}</a> ({len(rows)} rows)')
 
+    bands = {c: plots.band_figure([_band_cell(c, r, series, panels)], {k: plots.TRAJECTORY_PANELS[k] for k in panels})
+             for c, r in cells.items()} if panels else {}
+    folder = out_path.parent / f"{out_path.stem}_runs"
+    temporal_rows, temporal_controls = rd.rows_of(read, "temporal_metrics"), rd.rows_of(read, "temporal_controls")
+    temporal_bands = band_figures(cells, temporal_rows, temporal_controls)
+    pages = write_cell_pages(folder, title, cells, {
+        "main": out_path.name, "rows": runs_rows, "curves": curves,
+        "series": {"trajectory": series, "temporal": temporal_series(temporal_rows)},
+        "bands": {"trajectory": bands, "temporal": temporal_bands},
+        "plateaus": plateaus, "colours": colours, "drift": nonstationary_epochs(capture_rows),
+        "analysed": bool(summary), "plateau_html": plateau_note(points, recorded)})
     body = [
         _header(title, counts, index, cells, tests_note(contrasts, claims)),
         _integrity_notes(index, rd.unreadable(con)),
         contrasts_section(contrasts),
         claims_section(claims, plateau_note(points, recorded)),
         _cell_section(variability, scale, colours),
-        _trajectory_section(cells, captures, accuracy, plateaus, plateau_note(points, recorded)),
-        temporal_section(cells, rd.read_rows(con, "temporal_metrics", counts),
-                         rd.read_rows(con, "temporal_controls", counts)),
+        _trajectory_section(cells, series, panels, plateaus, plateau_note(points, recorded), bands),
+        temporal_section(cells, temporal_rows, temporal_controls, temporal_bands),
         _hm_section(index),
         _controls_section(cells, per_run, by_cell),
-        run_section(runs_rows, bool(summary), colours, plateau_note(points, recorded)),
+        _cells_index(cells, pages, colours, folder.name),
         sensitivity_section(sens),
         f'<h2 id="tables">Tables</h2><p class="meta">CSV: {" · ".join(links) or "none"}</p>',
-        run_details_section(cells, curves, colours, nonstationary_epochs(capture_rows)),
+        _details_links(cells, pages),
     ]
     out_path.write_text(page_html(text(title), "".join(body)), encoding="utf-8")
     return out_path

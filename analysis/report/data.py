@@ -11,6 +11,7 @@ from collections import defaultdict
 
 import duckdb
 import numpy as np
+import pyarrow as pa
 
 from dynstudy.analysis.kernels.params import DEFAULTS, PLATEAU_POINTS, AnalysisParams
 from dynstudy.analysis.stats.claims import plateau_epoch
@@ -21,34 +22,31 @@ from dynstudy.store_contract.schemas import TABLES
 TRAJECTORY_METRICS = ("h_eff", "metastability", "psi", "volatility")
 
 
-def table_counts(con: duckdb.DuckDBPyConnection) -> dict:
-    """Row counts of the contract's tables that ``con`` can query (activations excepted).
+def read_tables(con: duckdb.DuckDBPyConnection) -> dict[str, pa.Table]:
+    """Every table of the contract that ``con`` can query (activations excepted), each read once, as Arrow.
 
     Returns
     -------
-    dict table name -> row count; a table that is absent, or whose view fails
+    dict table name -> its rows; a table that is absent, or whose view fails
     to read, is left out.
     """
     rows = con.execute("SELECT DISTINCT table_name FROM information_schema.tables").fetchall()
     names = {r[0] for r in rows}
-    counts = {}
+    con.execute("SET enable_progress_bar = false")
+    out = {}
     for table in TABLES:
         if table == "activations" or table not in names:
             continue
         try:
-            counts[table] = int(con.execute(f'SELECT count(*) FROM "{table}"').fetchone()[0])
+            out[table] = con.sql(f'SELECT * FROM "{table}"').to_arrow_table()
         except duckdb.Error:
             continue
-    return counts
+    return out
 
 
-def read_rows(con: duckdb.DuckDBPyConnection, table: str, counts: dict) -> list[dict]:
-    """All rows of ``table`` as dicts, or [] when it is absent or empty."""
-    if not counts.get(table):
-        return []
-    cur = con.execute(f'SELECT * FROM "{table}"')
-    cols = [d[0] for d in cur.description]
-    return [dict(zip(cols, r)) for r in cur.fetchall()]
+def rows_of(tables: dict, table: str) -> list[dict]:
+    """The rows of ``table`` of :func:`read_tables` as dicts, or [] when it is absent or empty."""
+    return tables[table].to_pylist() if table in tables else []
 
 
 def cell_of(row: dict) -> tuple:
@@ -216,6 +214,19 @@ def capture_series(capture_rows: list[dict]) -> dict:
                              for _, r in items], dtype=float)
             out[rid][m] = (epochs, vals)
     return dict(out)
+
+
+def run_series(index: dict, captures: dict, accuracy: dict) -> dict:
+    """run_id -> {panel: (epochs, values)}: its :func:`capture_series` and its val accuracy in % as ``val_acc``;
+    a run with neither is left out."""
+    out = {}
+    for rid in index:
+        series = dict(captures.get(rid, {}))
+        if rid in accuracy:
+            series["val_acc"] = accuracy[rid]
+        if series:
+            out[rid] = series
+    return out
 
 
 def _mean(values) -> float | None:

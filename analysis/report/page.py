@@ -1,7 +1,7 @@
-"""The page around the report's sections: its CSS, the inlined plotly.js and the table-sorting script.
+"""The page around the report's sections: its CSS, plotly.js and the table-sorting script.
 
-Everything the page needs is inside it, so it opens offline and can be
-mailed or archived as one file.
+The main page inlines plotly.js, so it opens offline and can be mailed or
+archived as one file; the cell pages of its folder share one copy of it.
 """
 from __future__ import annotations
 
@@ -61,13 +61,15 @@ document.querySelectorAll("table:not(.nosort)").forEach(function (table) {
 """
 
 
-def page_html(title_html: str, body_html: str) -> str:
+def page_html(title_html: str, body_html: str, plotly_src: str | None = None, script: str = "") -> str:
     """The whole HTML document: ``title_html`` (already escaped) as <title>, ``body_html`` as the body.
 
     plotly.js is inlined once in the head (the figures' scripts in the body
-    call it); the sorting script runs at the end of the body, once every
-    table exists.
+    call it), or, with ``plotly_src``, loaded from that relative URL (a file
+    shared by the pages of a folder); the sorting script and ``script``
+    (JavaScript) run at the end of the body, once every table exists.
     """
+    library = f'<script src="{plotly_src}"></script>' if plotly_src else f"<script>{plotly_js()}</script>"
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{title_html}</title>'
-            f"<style>{CSS}</style><script>{plotly_js()}</script></head><body>{body_html}"
-            f"<script>{SORT_JS}</script></body></html>")
+            f"<style>{CSS}</style>{library}</head><body>{body_html}"
+            f"<script>{SORT_JS}{script}</script></body></html>")

@@ -23,6 +23,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from dynstudy.analysis.report.bands import MAX_TRACED_RUNS, MEDIAN, QUANTILES, traced
 from dynstudy.analysis.report.html import UNCLASSIFIED_COLOUR, text
 
 #: Taxonomy states in rule order, each with a fixed colour.
@@ -140,9 +141,11 @@ def reference_lines(fig: go.Figure, values: dict, name: str, row=None, col=None,
     """
     for value, labels in values.items():
         note = f"{name} = {value:g}" + (f": {', '.join(labels)}" if len(values) > 1 else "")
+        # no annotation at all without a text: plotly.js would draw its placeholder, "new text"
+        label = ({"annotation_text": text(note), "annotation_position": "top left", "annotation_font_size": 9}
+                 if annotate_one or len(values) > 1 else {})
         fig.add_hline(y=value, line={"color": "black", "dash": "dash", "width": 1}, row=row, col=col,
-                      exclude_empty_subplots=False, annotation_position="top left", annotation_font_size=9,
-                      annotation_text=text(note) if annotate_one or len(values) > 1 else None)
+                      exclude_empty_subplots=False, **label)
 
 
 def trajectory_figure(cells: list[dict], panels: list[str]) -> go.Figure:
@@ -224,6 +227,78 @@ def trajectory_figure(cells: list[dict], panels: list[str]) -> go.Figure:
     return finish_layout(fig, ROW_HEIGHT * n_rows + 90)
 
 
+#: Fill of the 90% and the 50% band, and the median's colour.
+BAND_COLOURS = {"90% of runs": "rgba(31,119,180,0.15)", "50% of runs": "rgba(31,119,180,0.35)", "median": "#1f4e79"}
+BAND_HOVER = ("%{fullData.meta[2]}: %{x}<br>median %{y:.4g}<br>50% of runs: %{customdata[1]:.4g} to "
+              "%{customdata[2]:.4g}<br>90% of runs: %{customdata[3]:.4g} to %{customdata[4]:.4g}<br>"
+              "runs with a value: %{customdata[0]}<extra></extra>")
+
+
+def _band_traces(fig: go.Figure, key: str, band: tuple, x_title: str, row: int, col: int, legend: bool) -> None:
+    """The 90% band, the 50% band and the median of one panel (``band``: (x, q, n) of
+    :func:`dynstudy.analysis.report.bands.quantile_bands`)."""
+    x, q, n = band
+    for lo, hi, name in ((0, 4, "90% of runs"), (1, 3, "50% of runs")):
+        fig.add_trace(go.Scatter(x=x, y=q[lo], mode="lines", line={"width": 0}, legendgroup=name, showlegend=False,
+                                 hoverinfo="skip"), row=row, col=col)
+        fig.add_trace(go.Scatter(x=x, y=q[hi], mode="lines", line={"width": 0}, fill="tonexty", name=name,
+                                 fillcolor=BAND_COLOURS[name], legendgroup=name, showlegend=legend,
+                                 hoverinfo="skip"), row=row, col=col)
+    fig.add_trace(go.Scatter(x=x, y=q[MEDIAN], mode="lines+markers" if len(x) <= 30 else "lines", name="median",
+                             legendgroup="median", showlegend=legend, marker={"size": 4},
+                             line={"color": BAND_COLOURS["median"], "width": 2},
+                             customdata=np.column_stack([n, q[1], q[3], q[0], q[4]]) if len(x) else None,
+                             meta=[key, "median", x_title], hovertemplate=BAND_HOVER), row=row, col=col)
+
+
+def band_figure(cells: list[dict], panels: dict, x_title: str = "epoch") -> go.Figure:
+    """Small multiples of many runs' series as distributions: one row per cell, one column per panel.
+
+    Parameters
+    ----------
+    cells : one dict per cell, with ``title`` (str), ``bands`` ({panel key: (x, q, n)} of
+        :func:`dynstudy.analysis.report.bands.quantile_bands`), and optionally ``thresholds`` ({panel key:
+        {value: labels of the runs with it}}, dashed reference lines) and ``lines`` (list of dicts with
+        ``panel``, ``name``, ``x``, ``y``, ``dash``: a grey line each, e.g. a surrogate's level).
+    panels : {key: (panel title, y label)}, in column order.
+    x_title : the x axis' title.
+
+    Returns
+    -------
+    The figure: per panel the 90% band (5% to 95% of the runs), the 50% band (25% to 75%) and the median,
+    one legend entry each for the whole figure; hovering the median gives both bands and the runs counted.
+    Each median trace's ``meta`` is [panel key, "median", x title].
+    """
+    keys = list(panels)
+    titles = [(f"{text(c['title'])}<br>" if j == 0 else "") + panels[k][0] for c in cells for j, k in enumerate(keys)]
+    n_rows = len(cells)
+    fig = make_subplots(rows=n_rows, cols=len(keys), subplot_titles=titles, horizontal_spacing=0.06,
+                        vertical_spacing=min(0.3 / n_rows, 0.12) if n_rows > 1 else 0.1)
+    shown = set()
+    for i, cell in enumerate(cells, start=1):
+        for j, key in enumerate(keys, start=1):
+            band = cell["bands"].get(key)
+            if band is not None and len(band[0]):
+                _band_traces(fig, key, band, x_title, i, j, "bands" not in shown)
+                shown.add("bands")
+            else:
+                fig.add_annotation(text="no data", showarrow=False, font={"color": "grey"}, xref="x domain",
+                                   yref="y domain", x=0.5, y=0.5, row=i, col=j)
+            for line in (ln for ln in cell.get("lines", []) if ln["panel"] == key):
+                fig.add_trace(go.Scatter(x=line["x"], y=line["y"], mode="lines", name=text(line["name"]),
+                                         legendgroup=line["name"], showlegend=line["name"] not in shown,
+                                         line={"color": "#555", "dash": line["dash"], "width": 1.2},
+                                         hovertemplate=f"{text(line['name'])}<br>%{{x}}: %{{y:.4g}}<extra></extra>"),
+                              row=i, col=j)
+                shown.add(line["name"])
+            if cell.get("thresholds", {}).get(key):
+                reference_lines(fig, cell["thresholds"][key], "threshold", i, j)
+            fig.update_xaxes(title_text=x_title, row=i, col=j)
+            fig.update_yaxes(title_text=panels[key][1], row=i, col=j)
+    fig.update_annotations(font_size=11)
+    return finish_layout(fig, ROW_HEIGHT * n_rows + 90)
+
+
 def state_colours(states) -> dict:
     """State label -> colour, in taxonomy order; None becomes "unclassified" (grey).
 
@@ -294,7 +369,9 @@ def controls_figure(cells: list[dict], h_opts: dict) -> go.Figure:
     Returns
     -------
     The figure: per cell and control a diamond at the seed mean with a
-    whisker of one std, and a dot per seed. The y axis spans the values, not
+    whisker of one std, and a dot per seed (a cell of more than
+    :data:`MAX_TRACED_RUNS` seeds: their median with a thick whisker over 50%
+    and a thin one over 90% of them). The y axis spans the values, not
     zero, so gaps between signal and controls stay visible.
     """
     fig = go.Figure()
@@ -302,6 +379,7 @@ def controls_figure(cells: list[dict], h_opts: dict) -> go.Figure:
     spans = list(h_opts)
     for key, label, colour in CONTROL_BARS:
         means, stds, xs, dots, data = [], [], [], [], []
+        spread = []  # (cell label, quantiles) of the cells drawn as a distribution
         for cell, name in zip(cells, labels):
             vals = [(rid, seed, float(v)) for rid, seed, v in cell["values"].get(key, []) if np.isfinite(v)]
             arr = np.array([v for _, _, v in vals])
@@ -309,12 +387,26 @@ def controls_figure(cells: list[dict], h_opts: dict) -> go.Figure:
             stds.append(float(arr.std(ddof=1)) if len(arr) > 1 else 0.0)
             if len(arr):
                 spans += [float(arr.min()), float(arr.max()), means[-1] - stds[-1], means[-1] + stds[-1]]
+            if not traced(len(vals)):
+                spread.append((name, np.quantile(arr, QUANTILES)))
+                continue
             for rid, seed, v in vals:
                 xs.append(name)
                 dots.append(v)
                 data.append([text(rid), text(seed)])
-        if not xs:
+        if not xs and not spread:
             continue
+        for lo, hi, width, share in ((0, 4, 1.5, "90%"), (1, 3, 5, "50%")):
+            if spread:
+                q = np.array([qs for _, qs in spread])
+                fig.add_trace(go.Scatter(
+                    x=[n for n, _ in spread], y=q[:, MEDIAN], mode="markers", name=f"{label}: {share} of seeds",
+                    legendgroup=key, offsetgroup=key, showlegend=False, marker={"size": 6, "color": colour},
+                    error_y={"type": "data", "symmetric": False, "array": q[:, hi] - q[:, MEDIAN],
+                             "arrayminus": q[:, MEDIAN] - q[:, lo], "color": colour, "thickness": width, "width": 0},
+                    customdata=q[:, [lo, hi]],
+                    hovertemplate=(f"{label}<br>%{{x}}<br>median of the seeds %{{y:.4g}}<br>{share} of the seeds: "
+                                   "%{customdata[0]:.4g} to %{customdata[1]:.4g}<extra></extra>")))
         fig.add_trace(go.Scatter(x=labels, y=means, mode="markers", name=label, legendgroup=key, offsetgroup=key,
                                  marker={"symbol": "diamond-open", "size": 14, "color": colour,
                                          "line": {"width": 2}},
@@ -331,8 +423,11 @@ def controls_figure(cells: list[dict], h_opts: dict) -> go.Figure:
     pad = 0.08 * (max(spans) - min(spans)) or 0.05
     fig.update_yaxes(title_text="H_raw (mean DFA exponent)", range=[min(spans) - pad, max(spans) + pad])
     fig.update_layout(scattermode="group", scattergap=0.3)
+    spread_note = "" if all(traced(max((len(v) for v in c["values"].values()), default=0)) for c in cells) else (
+        f"; a cell of more than {MAX_TRACED_RUNS} seeds: their median, thick and thin whiskers holding 50% and 90% "
+        "of them")
     return finish_layout(fig, 460, "H_raw: trained signal vs noise / order / init / channel re-draw controls "
-                             "(diamond: seed mean ± std, dots: seeds)")
+                             f"(diamond: seed mean ± std, dots: seeds{spread_note})")
 
 
 #: Panels of a run's training curves: title, y label, ((column, legend label, dash), ...).
@@ -355,7 +450,8 @@ def training_figure(run_id: str, curves: dict) -> go.Figure:
 
     Returns
     -------
-    A one-row figure of :data:`TRAINING_PANELS`.
+    A one-row figure of :data:`TRAINING_PANELS`; each trace's ``meta`` is [run id (escaped), column], so a
+    figure built from empty ``curves`` is the template a page fills with any run's curves.
     """
     fig = make_subplots(rows=1, cols=len(TRAINING_PANELS), subplot_titles=[p[0] for p in TRAINING_PANELS],
                         horizontal_spacing=0.07)
@@ -364,7 +460,8 @@ def training_figure(run_id: str, curves: dict) -> go.Figure:
             x, y = _finite(*curves.get(column, ([], [])))
             fig.add_trace(go.Scatter(x=x, y=y, mode="lines+markers" if len(x) <= 30 else "lines", name=label,
                                      line={"color": colour, "dash": dash, "width": 1.5}, marker={"size": 4},
-                                     hovertemplate=f"run {text(run_id)}<br>epoch %{{x}}<br>{label}: %{{y:.4g}}"
+                                     meta=[text(run_id), column],
+                                     hovertemplate=f"run %{{meta[0]}}<br>epoch %{{x}}<br>{label}: %{{y:.4g}}"
                                                    "<extra></extra>"), row=1, col=col)
         fig.update_xaxes(title_text="epoch", row=1, col=col)
         fig.update_yaxes(title_text=ylabel, row=1, col=col)

@@ -1,10 +1,11 @@
-"""The report's run sections: the table of every run (section 5) and a section per run (section 6).
+"""The report's run sections, on each cell's page: the table of the cell's runs and a section per run.
 
 Each row of the run table links to its run's section, which holds what a
 reader needs to trust or question that one run: its identity and status,
 the stop reason, attempts and error, where and with which software it ran,
-its full configuration, and its training curves (loss, accuracy, learning
-rate, epoch and capture time per epoch). The table and the section both
+its full configuration, its training curves (loss, accuracy, learning
+rate, epoch and capture time per epoch) and its metrics over its cell's
+distribution. The table and the section both
 show the run's mean H_raw with its flags (:mod:`dynstudy.analysis.report.flags`):
 non-stationary (with its end-of-epoch captures whose alpha is above 1) and
 H_eff saturated; a flag an older analysis did not write shows as unknown.
@@ -199,9 +200,17 @@ def _flag_rows(info: dict, epochs: list[int] | None) -> list[str]:
     return [f"<tr><th>{text(label)}</th><td>{text(value)}</td></tr>" for label, value in rows]
 
 
-def run_details_section(cells: dict, curves: dict, colours: dict, drift_epochs: dict | None = None) -> str:
+def run_details_section(cells: dict, curves: dict, colours: dict, drift_epochs: dict | None = None,
+                        overlays: dict | None = None) -> str:
     """HTML of section 6: one section per run, in the run table's order; ``drift_epochs``: run_id -> its
-    non-stationary epochs (:func:`nonstationary_epochs`)."""
+    non-stationary epochs (:func:`nonstationary_epochs`).
+
+    A run's figures are empty ``<div class="plot">`` whose ``data-figure`` says which (``training``: its
+    training curves, for a run in ``curves``; then each kind ``overlays`` lists for it, run_id -> kinds:
+    ``trajectory``, its metrics per epoch, ``temporal``, per window, over its cell's distribution); the page
+    draws them from the data it carries when the section comes into view
+    (:mod:`dynstudy.analysis.report.cell_pages`). Each section's ``data-run`` is its run id.
+    """
     out = ['<h2 id="rundetails">6. Run details</h2>']
     runs = [info for group in cells.values() for info in group]
     if not runs:
@@ -216,14 +225,17 @@ def run_details_section(cells: dict, curves: dict, colours: dict, drift_epochs: 
             shown = state(value, colours) if key == "state" else text(value)
             fields.append(f"<tr><th>{text(label)}</th><td>{shown}</td></tr>")
         fields += _flag_rows(info, (drift_epochs or {}).get(rid))
-        out.append(f'<section class="run" id="{run_anchor(rid)}"><h3>Run {text(rid)}</h3>'
+        out.append(f'<section class="run" id="{run_anchor(rid)}" data-run="{text(rid)}"><h3>Run {text(rid)}</h3>'
                    f'<p class=meta><a href="#runs">back to the run table</a></p>'
                    f'<div class="runinfo"><table class="nosort">{"".join(fields)}</table><div>'
                    + _versions(info.get("versions")) + _timing(curves.get(rid))
                    + _json_block(info.get("config"), "configuration (JSON)") + "</div></div>")
         if rid in curves:
-            out.append(plots.figure_html(plots.training_figure(rid, curves[rid]), f"fig-run-{n}"))
+            out.append(f'<div class="plot" id="fig-run-{n}" data-figure="training" style="height:300px"></div>')
         else:
             out.append('<p class="muted">No training metrics recorded for this run.</p>')
+        for kind in (overlays or {}).get(rid, []):
+            out.append(f'<div class="plot" id="fig-run-{n}-{kind}" data-figure="{kind}" '
+                       f'style="height:{plots.ROW_HEIGHT + 90}px"></div>')
         out.append("</section>")
     return "".join(out)

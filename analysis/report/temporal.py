@@ -3,8 +3,10 @@ surrogates' levels, beside the pseudo-time values.
 
 Reads the rows of ``temporal_metrics`` and ``temporal_controls``
 (:mod:`dynstudy.analysis.kernels.temporal`); a store without every-N-step captures gets a
-one-line note instead. Non-stationary windows (H_raw above 1: a drift) are drawn with crossed markers,
-and the table counts the non-stationary and H_eff-saturated runs and windows
+one-line note instead. Non-stationary windows (H_raw above 1: a drift) are drawn with crossed markers; a cell
+of more than :data:`dynstudy.analysis.report.bands.MAX_TRACED_RUNS` runs is drawn as their distribution
+(median, 50% and 90% bands per window), its non-stationary windows counted in the table. The table counts the
+non-stationary and H_eff-saturated runs and windows
 (:mod:`dynstudy.analysis.report.flags`).
 """
 from __future__ import annotations
@@ -19,6 +21,7 @@ from dynstudy.analysis.kernels.dynamics import NONSTATIONARY_ALPHA
 from dynstudy.analysis.kernels.temporal import CONTROLS, WHOLE_RUN
 from dynstudy.analysis.report import data as rd
 from dynstudy.analysis.report import plots
+from dynstudy.analysis.report.bands import quantile_bands, traced
 from dynstudy.analysis.report.flags import NONSTATIONARY_TEXT, legend_html
 from dynstudy.analysis.report.html import MISSING, figure, mean_std, text
 
@@ -183,8 +186,31 @@ def _table(cells: dict, metrics: dict, controls: dict) -> str:
     return "".join(out)
 
 
-def temporal_section(cells: dict, metric_rows: list[dict], control_rows: list[dict]) -> str:
-    """HTML of the temporal section: the whole-run table, then a figure per cell with a temporal series."""
+def temporal_series(metric_rows: list[dict]) -> dict:
+    """run_id -> {metric of :data:`PANELS`: (window end steps, values)} of its windows (the whole run left out)."""
+    out = {}
+    for rid, rows in _by_run(metric_rows).items():
+        rows = [r for r in rows if r["window"] != WHOLE_RUN]
+        out[rid] = {m: ([r["end_step"] for r in rows],
+                        [np.nan if rd.finite_or_none(r.get(m)) is None else r[m] for r in rows]) for m, *_ in PANELS}
+    return out
+
+
+def band_figures(cells: dict, metric_rows: list[dict], control_rows: list[dict]) -> dict:
+    """cell -> the distribution figure of its runs' temporal series (:func:`band_cell`), for each cell with one."""
+    metrics, controls = _by_run(metric_rows), _by_run(control_rows)
+    out = {}
+    for cell, runs in cells.items():
+        runs = [r for r in runs if r["run_id"] in metrics]
+        if runs:
+            out[cell] = plots.band_figure([band_cell(rd.cell_label(cell), runs, metrics, controls)],
+                                          {p[0]: (p[1], p[2]) for p in PANELS}, "optimiser step")
+    return out
+
+
+def temporal_section(cells: dict, metric_rows: list[dict], control_rows: list[dict], bands: dict | None = None) -> str:
+    """HTML of the temporal section: the whole-run table, then a figure per cell with a temporal series (a cell of
+    many runs: its distribution, from ``bands`` of :func:`band_figures` where given)."""
     out = ['<h2 id="temporal">2b. The temporal protocol: dynamics over training steps</h2>']
     if not metric_rows:
         return out[0] + ('<p class="muted">No temporal series in this store: a study needs '
@@ -197,9 +223,40 @@ def temporal_section(cells: dict, metric_rows: list[dict], control_rows: list[di
                + legend_html())
     for n, (cell, runs) in enumerate(cells.items()):
         runs = [r for r in runs if r["run_id"] in metrics]
-        if runs:
+        if runs and traced(len(runs)):
             fig = temporal_figure(rd.cell_label(cell), runs, metrics, controls)
             caption = (f"Temporal metrics: {rd.cell_label(cell)} (runs {', '.join(r['run_id'] for r in runs)}). "
                        f"Temporal trigger: {trigger_rule(runs)}.")
-            out.append(figure(plots.figure_html(fig, f"fig-temporal-{n}"), caption))
+        elif runs:
+            fig = (bands or {}).get(cell) or band_figures({cell: runs}, metric_rows, control_rows)[cell]
+            fired = [r.get("temporal_trigger_step") for r in runs if r.get("temporal_trigger_step") is not None]
+            caption = (f"Temporal metrics: {rd.cell_label(cell)} ({len(runs)} runs, as their distribution: the "
+                       "median and the bands holding 50% and 90% of the runs at each window). Temporal trigger: "
+                       f"{trigger_rule(runs)}; it fired in {len(fired)} of {len(runs)} runs.")
+        else:
+            continue
+        out.append(figure(plots.figure_html(fig, f"fig-temporal-{n}"), caption))
     return "".join(out)
+
+
+def band_cell(title: str, runs: list[dict], metrics: dict, controls: dict) -> dict:
+    """A cell of :func:`dynstudy.analysis.report.plots.band_figure`: per panel the distribution of its runs'
+    windows (at their end steps), the surrogates' seed means as grey lines, the volatility threshold."""
+    ends = {}
+    for info in runs:
+        for r in metrics.get(info["run_id"], []):
+            if r["window"] != WHOLE_RUN:
+                ends.setdefault(r["window"], r["end_step"])
+    bands = {}
+    for metric, *_ in PANELS:
+        per_run = []
+        for info in runs:
+            rows = [r for r in metrics.get(info["run_id"], []) if r["window"] != WHOLE_RUN]
+            per_run.append(([r["end_step"] for r in rows],
+                            [np.nan if rd.finite_or_none(r.get(metric)) is None else r[metric] for r in rows]))
+        bands[metric] = quantile_bands(per_run)
+    lines = [{"panel": metric, "name": f"{SURROGATE_STYLE[name][0]}, seed mean", "x": x, "y": y,
+              "dash": SURROGATE_STYLE[name][1]}
+             for (name, metric), (x, y) in _surrogate_levels(runs, controls, ends).items()]
+    thresholds = {v: [f"{len(ids)} runs"] for v, ids in rd.by_setting(runs, "vol_threshold").items()}
+    return {"title": title, "bands": bands, "lines": lines, "thresholds": {"volatility": thresholds}}

@@ -87,9 +87,15 @@ def synthetic_tables(seed: int = 0) -> dict:
                                 "best_epoch": EPOCHS, "final_val_acc": float(acc[-1]),
                                 "noise_h_raw_mean": float(np.mean(noise)), "order_h_raw_mean": float(np.mean(order)),
                                 "init_h_raw": float(h_raw[0])})
+    from dynstudy.analysis.stats import stopping
     from dynstudy.analysis.stats.variability import cell_variability
+    curves = stopping.run_curves([(r["run_id"], r["epoch"], r["val_loss"], r["val_acc"]) for r in train],
+                                 [(c["run_id"], c["epoch"], c["h_eff"], c["metastability"]) for c in caps
+                                  if c["epoch"] >= 1], {})
+    stops = stopping.replay(summary, curves)
     return {"runs": runs, "train_metrics": train, "capture_metrics": caps, "run_summary": summary,
-            "cell_variability": cell_variability(summary), "controls": controls}
+            "cell_variability": cell_variability(summary), "controls": controls, "stopping": stops,
+            "stopping_summary": stopping.summary(stops)}
 
 
 def make_con(tables: dict) -> duckdb.DuckDBPyConnection:
@@ -133,7 +139,7 @@ def page_data(page: str) -> dict:
 def result_figures(page: str) -> list[dict]:
     """The figures of sections 2-4 (not the per-run training curves of section 6)."""
     return [f for f, i in zip(figures(page), re.findall(r'<div class="plot" id="([^"]+)"', page))
-            if not i.startswith("fig-run-")]
+            if not i.startswith("fig-run-") and i != "stopping-pareto"]
 
 
 @pytest.fixture(scope="module")
@@ -153,15 +159,18 @@ def test_full_report_figures(full):
     figs = result_figures(page)
     # 4 cells -> 4 trajectory figures, plus the H-M plane and the controls chart; the runs' figures are on the
     # cells' pages, a training figure and a trajectory figure per run, drawn from the data each page carries
-    assert len(figs) == len(MODELS) * len(DATASETS) + 2 and len(figures(page)) == len(figs)
+    assert len(figs) == len(MODELS) * len(DATASETS) + 2 and len(figures(page)) == len(figs) + 1  # + the Pareto
     pages = cell_pages(path)
     assert len(pages) == len(MODELS) * len(DATASETS)
     for kind in ("training", "trajectory"):
         assert sum(p.count(f'data-figure="{kind}"') for p in pages.values()) == len(tables["runs"])
     assert set().union(*(page_data(p)["runs"] for p in pages.values())) == {r["run_id"] for r in tables["runs"]}
-    for fig in figures(page):
+    for fig in figs:
         assert any(len(values(t.get("y", []))) and "run " in t.get("hovertemplate", "") for t in fig["data"])
         assert fig["layout"]["height"] >= 250
+    pareto = figures(page)[-1]  # every rule and setting the stopping table holds, one marker each
+    n_settings = len({(r["rule"], r["setting"]) for r in tables["stopping"]})
+    assert sum(len(values(t["y"])) for t in pareto["data"]) == n_settings
     traj = figs[0]
     # one legend entry per seed; every trace of a run (every panel, trigger lines) in that run's group
     legend = [t for t in traj["data"] if t.get("showlegend", True) and t.get("name")]
@@ -187,6 +196,7 @@ def test_full_report_content(full):
     assert EVIL not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert "Demo &lt;b&gt;study&lt;/b&gt;" in page
     assert "Not analysed yet" not in page
+    assert 'id="stopping-pareto"' in page and page.index('id="sensitivity"') < page.index('id="stopping"')
     assert "finished: 11" in page and "diverged: 1" in page
     assert "i.i.d. Gaussian features" in page
     heads = [page.index(h) for h in ("1. Cell metrics", "2. Trajectories", "3. The H-M plane", "4. Metrics beside",
@@ -205,7 +215,8 @@ def test_full_report_csv_tables(full):
     folder = path.parent / "study_tables"
     expected = {"cell_variability.csv": len(tables["cell_variability"]), "runs.csv": len(tables["runs"]),
                 "controls_by_run.csv": len(tables["runs"]),
-                "controls_by_cell.csv": len(MODELS) * len(DATASETS) * 4}
+                "controls_by_cell.csv": len(MODELS) * len(DATASETS) * 4,
+                "stopping_summary.csv": len(tables["stopping_summary"])}
     assert sorted(p.name for p in folder.iterdir()) == sorted(expected)
     for name, n in expected.items():
         with open(folder / name, newline="") as f:
@@ -247,7 +258,7 @@ def test_empty_and_missing_control_tables(tmp_path):
 
 def test_empty_store(tmp_path):
     page = report.write_report(duckdb.connect(), tmp_path / "r.html").read_text(encoding="utf-8")
-    assert not figures(page) and page.count("Not analysed yet") == 5
+    assert not figures(page) and page.count("Not analysed yet") == 6  # the stopping section among them
 
 
 def test_control_fallback_from_tables():

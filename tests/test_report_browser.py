@@ -113,8 +113,9 @@ def test_full_report_in_browser(browser, tmp_path):
     path = report.write_report(make_con(tables), tmp_path / "study.html", title="browser check")
     probe, stderr = open_in_browser(browser, path, tmp_path)
     assert probe["errors"] == [] and console_errors(stderr) == []
-    # 4 trajectory figures, the H-M plane and the controls chart; the runs' figures are on the cell pages
-    assert probe["plots"] == 4 + 2
+    # 4 trajectory figures, the H-M plane, the controls chart and the stopping rules' plane; the runs' figures are
+    # on the cell pages
+    assert probe["plots"] == 4 + 2 + 1
     assert probe["drawn"] == probe["plots"]
     assert probe["width"] <= WIDTH  # nothing overflows the window sideways
     assert probe["links"] == 0  # every in-page link has its target
@@ -161,17 +162,18 @@ def test_analysed_store_report_in_browser(browser, tmp_path):
         assert f'id="{anchor}"' in page
     probe, stderr = open_in_browser(browser, store / "report.html", tmp_path)
     assert probe["errors"] == [] and console_errors(stderr) == []
-    # 2 cells: 2 trajectory figures and 2 temporal ones; the H-M plane, the controls
-    assert probe["plots"] == 2 + 2 + 2 and probe["drawn"] == probe["plots"]
+    # 2 cells: 2 trajectory figures and 2 temporal ones; the H-M plane, the controls, the stopping rules' plane
+    assert probe["plots"] == 2 + 2 + 2 + 1 and probe["drawn"] == probe["plots"]
     assert probe["width"] <= WIDTH and probe["links"] == 0
     check_folder_links(store / "report.html")
-    # a run's section: its training curves, its metrics per epoch and per window over its cell's distribution
+    # a run's section: its training curves, its metrics per epoch and per window over its cell's distribution, and
+    # its captures' fluctuation functions
     page = first_cell_page(store / "report.html")
     text = page.read_text(encoding="utf-8")
     run = re.findall(r'<section class="run" id="([^"]+)"', text)[0]
     probe, stderr = open_in_browser(browser, page, tmp_path, run)
-    assert probe["errors"] == [] and console_errors(stderr) == [] and probe["target"] == 3
-    # the windows it draws are the store's
+    assert probe["errors"] == [] and console_errors(stderr) == [] and probe["target"] == 4
+    # the windows and the fluctuation functions it draws are the store's
     from dynstudy.analysis.kernels.temporal import WHOLE_RUN
     from dynstudy.analysis.pipeline.catalog import open_catalog
     from tests.test_report import page_data
@@ -183,3 +185,8 @@ def test_analysed_store_report_in_browser(browser, tmp_path):
                            "ORDER BY \"window\"", [rid, WHOLE_RUN]).fetchall()
         assert rows and data[rid]["series"]["temporal"]["metastability"] == [
             [r[0] for r in rows], pytest.approx([r[1] for r in rows], rel=1e-5)]
+        caps = con.execute("SELECT epoch, dfa_scales, log_f_mean FROM capture_metrics WHERE run_id = ? AND "
+                           "kind = 'epoch' ORDER BY epoch", [rid]).fetchall()
+        fluct = data[rid]["fluct"]
+        assert fluct["epochs"] == [c[0] for c in caps] and fluct["scales"] == [c[1] for c in caps]
+        assert fluct["mean"] == [pytest.approx(c[2], rel=1e-5) for c in caps]

@@ -37,6 +37,7 @@ from dynstudy.analysis.report.flags import legend_html
 from dynstudy.analysis.report.html import MISSING, figure, missing, num, state, text
 from dynstudy.analysis.report.page import page_html
 from dynstudy.analysis.report.runs import nonstationary_epochs, run_table, training_curves
+from dynstudy.analysis.report.stopping import section_html as stopping_section
 from dynstudy.analysis.report.temporal import band_figures, temporal_section, temporal_series
 from dynstudy.analysis.stats.contrasts import MEASURE, cell_contrasts
 from dynstudy.analysis.stats.variability import HIGH_CV, METRIC_DOMAINS, can_change_sign
@@ -91,7 +92,8 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
 #: (anchor, title) of every section, in page order.
 CONTENTS = (("glance", "at a glance: signal vs controls"), ("claims", "claims"), ("cells", "1. cell metrics"),
             ("trajectories", "2. trajectories"), ("temporal", "2b. temporal protocol"), ("hm", "3. H-M plane"),
-            ("controls", "4. controls"), ("runs", "5. runs"), ("sensitivity", "sensitivity"), ("tables", "tables"),
+            ("controls", "4. controls"), ("runs", "5. runs"), ("sensitivity", "sensitivity"),
+            ("stopping", "stopping rules"), ("tables", "tables"),
             ("rundetails", "6. run details"))
 
 
@@ -461,6 +463,7 @@ def write_report(con: duckdb.DuckDBPyConnection, out_path, *, title: str = "dyns
     variability = rd.rows_of(read, "cell_variability")
     claims = rd.rows_of(read, "claims")
     sens = rd.rows_of(read, "sensitivity")
+    stop_summary = rd.rows_of(read, "stopping_summary")
     index = rd.run_index(runs, summary)
     cells = rd.runs_by_cell(index)
     scale = rd.accuracy_scale(train)
@@ -489,6 +492,7 @@ def write_report(con: duckdb.DuckDBPyConnection, out_path, *, title: str = "dyns
         "claims.csv": claims,
         "control_contrasts.csv": contrasts,
         "sensitivity.csv": sens,
+        "stopping_summary.csv": stop_summary,
     }
     csv_dir.mkdir(parents=True, exist_ok=True)
     links = []
@@ -509,6 +513,7 @@ def write_report(con: duckdb.DuckDBPyConnection, out_path, *, title: str = "dyns
         "series": {"trajectory": series, "temporal": temporal_series(temporal_rows)},
         "bands": {"trajectory": bands, "temporal": temporal_bands},
         "plateaus": plateaus, "colours": colours, "drift": nonstationary_epochs(capture_rows),
+        "fluct": rd.fluctuation_data(capture_rows),
         "analysed": bool(summary), "plateau_html": plateau_note(points, recorded)})
     body = [
         _header(title, counts, index, cells, tests_note(contrasts, claims)),
@@ -522,6 +527,7 @@ def write_report(con: duckdb.DuckDBPyConnection, out_path, *, title: str = "dyns
         _controls_section(cells, per_run, by_cell),
         _cells_index(cells, pages, colours, folder.name),
         sensitivity_section(sens),
+        stopping_section(con, stop_summary),
         f'<h2 id="tables">Tables</h2><p class="meta">CSV: {" · ".join(links) or "none"}</p>',
         _details_links(cells, pages),
     ]

@@ -73,7 +73,34 @@ DRAW_JS = """
     f.data = f.data.concat(extra);
     return f;
   }
-  function figureOf(kind, run) { return kind === "training" ? training(run) : overlay(kind, run); }
+  function fluctuation(run) {  // log F(s) of each end-of-epoch capture and its line; a slider picks the capture
+    var F = run.fluct, data = [], steps = [], n = F.epochs.length;
+    F.epochs.forEach(function (epoch, i) {
+      var x = F.scales[i].map(Math.log), y = F.mean[i], sd = F.sd[i];
+      var mx = x.reduce(function (a, b) { return a + b; }, 0) / x.length;
+      var my = y.reduce(function (a, b) { return a + b; }, 0) / y.length, sxy = 0, sxx = 0;
+      x.forEach(function (v, j) { sxy += (v - mx) * (y[j] - my); sxx += (v - mx) * (v - mx); });
+      var slope = sxy / sxx, last = i === n - 1;
+      data.push({x: x, y: y, mode: "markers", visible: last, name: "log F(s), channel mean",
+        marker: {color: RUN, size: 7}, error_y: {type: "data", array: sd.map(function (v) { return v || 0; }),
+        thickness: 1, width: 3}, hovertemplate: "s %%{customdata}<br>log F %%{y:.4g}<extra></extra>",
+        customdata: F.scales[i]});
+      data.push({x: [x[0], x[x.length - 1]], y: [my + slope * (x[0] - mx), my + slope * (x[x.length - 1] - mx)],
+        mode: "lines", visible: last, name: "line, slope " + slope.toFixed(3), line: {color: "#333", dash: "dash"},
+        hoverinfo: "skip"});
+      var vis = []; for (var k = 0; k < n; k++) vis.push(k === i, k === i);
+      steps.push({label: String(epoch), method: "update", args: [{visible: vis}, {title: {text: F.titles[i],
+        font: {size: 13}}}]});
+    });
+    return {data: data, layout: {template: "none", height: 360, margin: {l: 60, r: 20, t: 60, b: 90},
+      title: {text: F.titles[n - 1], font: {size: 13}}, xaxis: {title: {text: "log s (scale)"}},
+      yaxis: {title: {text: "log F(s)"}}, showlegend: true, legend: {font: {size: 11}},
+      sliders: [{active: n - 1, steps: steps, currentvalue: {prefix: "epoch "}, pad: {t: 40}}]}};
+  }
+  function figureOf(kind, run) {
+    if (kind === "training") return training(run);
+    return kind === "fluctuation" ? fluctuation(run) : overlay(kind, run);
+  }
   function draw(section) {
     if (section.dataset.drawn) return;
     section.dataset.drawn = "1";
@@ -117,11 +144,12 @@ OVERLAYS = {"trajectory": ("trigger_epoch", "volatility trigger at epoch"),
             "temporal": ("temporal_trigger_step", "temporal trigger at step")}
 
 
-def run_data(info: dict, curves: dict | None, series: dict, plateau) -> dict:
+def run_data(info: dict, curves: dict | None, series: dict, plateau, fluct: dict | None = None) -> dict:
     """What a cell page carries of one run: its id as the figures show it, its training ``curves``, its
-    ``series`` per kind of :data:`OVERLAYS` ({kind: {name: (x, y)}}, each :func:`compact`), its triggers and its
-    accuracy plateau epoch."""
-    return {"label": text(info["run_id"]),
+    ``series`` per kind of :data:`OVERLAYS` ({kind: {name: (x, y)}}, each :func:`compact`), its triggers, its
+    accuracy plateau epoch and its captures' fluctuation functions (``fluct``:
+    :func:`dynstudy.analysis.report.data.fluctuation_data`, or None)."""
+    return {"label": text(info["run_id"]), "fluct": fluct,
             "train": {k: compact(*xy) for k, xy in (curves or {}).items()},
             "series": {kind: {k: compact(*xy) for k, xy in got.items()} for kind, got in series.items()},
             "triggers": {kind: rd.finite_or_none(info.get(col)) for kind, (col, _) in OVERLAYS.items()},
@@ -145,8 +173,10 @@ def cell_page(title: str, cell: tuple, runs: list[dict], context: dict) -> str:
     bands = {kind: context["bands"][kind][cell] for kind in OVERLAYS if cell in context["bands"][kind]}
     series = {i["run_id"]: {kind: context["series"][kind][i["run_id"]] for kind in bands
                             if i["run_id"] in context["series"][kind]} for i in runs}
+    fluct = context.get("fluct", {})
     data = {i["run_id"]: run_data(i, context["curves"].get(i["run_id"]), series[i["run_id"]],
-                                  context["plateaus"].get(i["run_id"])) for i in runs}
+                                  context["plateaus"].get(i["run_id"]), fluct.get(i["run_id"])) for i in runs}
+    figures = {rid: list(got) + (["fluctuation"] if rid in fluct else []) for rid, got in series.items()}
     body = (f"<h1>{text(title)}: {text(rd.cell_label(cell))}</h1>"
             f'<p class="meta"><a href="../{text(quote(context["main"]))}#runs">back to the report</a> · '
             f"{len(runs)} runs. "
@@ -155,7 +185,7 @@ def cell_page(title: str, cell: tuple, runs: list[dict], context: dict) -> str:
             "accuracy plateau) over its cell's median and 50% and 90% bands.</p>"
             + run_section(rows, context["analysed"], context["colours"], context["plateau_html"])
             + run_details_section({cell: runs}, context["curves"], context["colours"], context["drift"],
-                                  {rid: list(got) for rid, got in series.items()})
+                                  figures)
             + data_block(data, bands, context["training"]))
     return page_html(text(f"{title}: {rd.cell_label(cell)}"), body, plotly_src=PLOTLY_FILE, script=DRAW_JS)
 

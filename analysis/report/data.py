@@ -291,3 +291,46 @@ def controls_by_cell(cells: dict, per_run: dict) -> list[dict]:
             out.append({**dict(zip(CELL_KEYS, cell)), "control": key, "n_seeds": len(vals),
                         "mean": float(vals.mean()), "std": float(vals.std(ddof=1)) if len(vals) > 1 else None})
     return out
+
+
+def _g(value, digits: int = 6):
+    """A value for a page's JSON: None where not finite, else ``digits`` significant digits."""
+    v = finite_or_none(value)
+    return None if v is None else float(f"{v:.{digits}g}")
+
+
+def fit_title(row: dict) -> str:
+    """One end-of-epoch capture's DFA fit in words: its H_raw against its null, R^2, span, crossover, flags."""
+    parts = [f"epoch {row.get('epoch')}: H_raw {_g(row.get('h_raw'), 3)}"]
+    if finite_or_none(row.get("h_raw_z")) is not None:
+        parts.append(f"(z {row['h_raw_z']:+.2f}, p {row['h_raw_p']:.2g} against {row.get('null_k')} noise captures "
+                     "of its shape)")
+    if finite_or_none(row.get("dfa_r2")) is not None:
+        parts.append(f"· R² {row['dfa_r2']:.3f} over {row.get('dfa_n_scales')} scales ({row.get('dfa_span'):.3g}x)")
+    if finite_or_none(row.get("crossover_scale")) is not None:
+        parts.append(f"· two slopes {row['alpha_small']:.2f} / {row['alpha_large']:.2f} at s = "
+                     f"{row['crossover_scale']:.0f}")
+    if row.get("fit_flags"):
+        parts.append(f"· flags: {row['fit_flags'].replace(';', ', ')}")
+    return " ".join(parts)
+
+
+def fluctuation_data(capture_rows: list[dict]) -> dict:
+    """run_id -> its end-of-epoch captures' fluctuation functions, for the cell pages' figure: ``epochs``, and per
+    capture its ``scales``, the channel-mean log F(s) (``mean``), its SD over channels (``sd``) and a ``titles``
+    line (:func:`fit_title`). Captures of an analysis without these columns are left out (a run with none is
+    absent)."""
+    out = {}
+    for r in sorted((r for r in capture_rows if r.get("kind") == "epoch" and r.get("dfa_scales")
+                     and r.get("log_f_mean") and r.get("epoch") is not None), key=lambda r: (r["run_id"], r["epoch"])):
+        d = out.setdefault(r["run_id"], {"epochs": [], "scales": [], "mean": [], "sd": [], "titles": []})
+        keep = [i for i, v in enumerate(r["log_f_mean"]) if finite_or_none(v) is not None]
+        if len(keep) < 2:
+            continue
+        sd = r.get("log_f_sd") or [None] * len(r["log_f_mean"])
+        d["epochs"].append(int(r["epoch"]))
+        d["scales"].append([int(r["dfa_scales"][i]) for i in keep])
+        d["mean"].append([_g(r["log_f_mean"][i]) for i in keep])
+        d["sd"].append([_g(sd[i]) for i in keep])
+        d["titles"].append(fit_title(r))
+    return {k: v for k, v in out.items() if v["epochs"]}

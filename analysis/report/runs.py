@@ -18,6 +18,7 @@ from collections import defaultdict
 
 import numpy as np
 
+from dynstudy.analysis.kernels.dfa_fit import BEYOND_NULL_P, MIN_R2, MIN_SPAN
 from dynstudy.analysis.report import data as rd
 from dynstudy.analysis.report import plots
 from dynstudy.analysis.report.flags import (
@@ -29,21 +30,23 @@ from dynstudy.analysis.report.flags import (
     legend_html,
     saturation_band,
 )
-from dynstudy.analysis.report.html import missing, num, num_cell, state, text, text_cell
+from dynstudy.analysis.report.html import MISSING, missing, num, num_cell, state, text, text_cell
 
 RUN_COLUMNS = ("run_id", "study", "model", "dataset", "optimizer", "seed", "status", "stop_reason", "attempts",
                "n_epochs", "state", "trigger_epoch", "plateau_epoch", "best_val_acc_pct", "best_epoch", "h_raw_mean",
                "nonstationary", "n_nonstationary", "h_eff_mean", "h_eff_saturated", "metastability_mean", "psi_std",
-               "r_hz_mz")
+               "r_hz_mz", "within_null", "n_h_raw_beyond_null", "n_m_beyond_null", "n_fit_flagged")
 RUN_HEADS = dict(zip(RUN_COLUMNS, (
     "run", "study", "model", "dataset", "optimizer", "seed", "status", "stop reason", "attempts", "epochs", "state",
     "trigger epoch", "plateau epoch", "best val acc (%)", "best epoch", "H_raw mean", "non-stationary",
-    "epochs with alpha > 1", "H_eff mean", "H_eff saturated", "M mean", "Psi std", "r(Hz, Mz)")))
+    "epochs with alpha > 1", "H_eff mean", "H_eff saturated", "M mean", "Psi std", "r(Hz, Mz)",
+    "within its null (noise-like)", "H_raw beyond null", "M beyond null", "epochs with a DFA fit flag")))
 TEXT_COLUMNS = {"study", "model", "dataset", "optimizer", "status", "stop_reason"}
 #: Boolean columns, shown as yes / no / unknown (:mod:`dynstudy.analysis.report.flags`).
-FLAG_COLUMNS = {"nonstationary", "h_eff_saturated"}
-#: Shown inside another column's cell (the count of non-stationary epochs in the non-stationary flag's), not alone.
-INNER_COLUMNS = {"n_nonstationary"}
+FLAG_COLUMNS = {"nonstationary", "h_eff_saturated", "within_null"}
+#: Shown inside another column's cell (the count of non-stationary epochs in the non-stationary flag's, the counts
+#: beyond the null in the within-null flag's), not alone.
+INNER_COLUMNS = {"n_nonstationary", "n_h_raw_beyond_null", "n_m_beyond_null"}
 #: Fields of a run's identity block, in order: key of the run info, label.
 RUN_FIELDS = (("study", "study"), ("model", "model"), ("dataset", "dataset"), ("optimizer", "optimizer"),
               ("seed", "seed"), ("status", "status"), ("stop_reason", "stop reason"), ("attempts", "attempts"),
@@ -98,6 +101,8 @@ def run_section(rows: list[dict], analysed: bool, colours: dict, plateau_html: s
                 tds.append(f"<td>{state(r[k], colours)}</td>")
             elif k == "nonstationary":
                 tds.append(flag_cell(r[k], count_text(r["n_nonstationary"], r["n_epochs"], "epochs")))
+            elif k == "within_null":
+                tds.append(flag_cell(r[k], beyond_text(r["n_h_raw_beyond_null"], r["n_m_beyond_null"], r["n_epochs"])))
             elif k in FLAG_COLUMNS:
                 tds.append(flag_cell(r[k]))
             elif k == "run_id":
@@ -194,10 +199,41 @@ def _flag_rows(info: dict, epochs: list[int] | None) -> list[str]:
         drift.append("epochs " + ", ".join(map(str, epochs)))
     tail = saturation_band(p.h_opt, p.sigma_h)
     rows = (("H_raw mean", num(info.get("h_raw_mean"))),
+            ("against its null", null_text(info)),
+            ("DFA fit", fit_text(info)),
             ("non-stationary", f"{flag_text(info.get('nonstationary'))} ({'; '.join(d for d in drift if d)}"
                                f"{'; ' if any(drift) else ''}{NONSTATIONARY_TEXT})"),
             ("H_eff saturated", f"{flag_text(info.get('h_eff_saturated'))} ({tail}; {SATURATED_TEXT})"))
     return [f"<tr><th>{text(label)}</th><td>{text(value)}</td></tr>" for label, value in rows]
+
+
+def beyond_text(n_h, n_m, n_epochs) -> str:
+    """"H_raw 3, M 1 of 12 beyond" for a run's captures beyond their nulls; "" when unknown."""
+    if n_h is None or n_m is None or n_epochs is None:
+        return ""
+    return f"H_raw {n_h}, M {n_m} of {n_epochs} beyond"
+
+
+def null_text(info: dict) -> str:
+    """A run's end-of-epoch captures against the null of their shape, in words (:data:`MISSING` without nulls)."""
+    if info.get("within_null") is None:
+        return MISSING + " (no null: analysis.null_k = 0, or an analysis before nulls existed)"
+    verdict = ("within its null: its captures differ from i.i.d. noise of their shape no more often than chance"
+               if info["within_null"] else "beyond its null: its captures differ from i.i.d. noise of their shape "
+               "more often than chance")
+    counts = beyond_text(info.get("n_h_raw_beyond_null"), info.get("n_m_beyond_null"), info.get("n_epochs"))
+    z = f"H_raw {num(info.get('h_raw_z_mean'))}, M {num(info.get('m_z_mean'))}"
+    return f"{verdict} ({counts} at p <= {BEYOND_NULL_P:g}; mean z: {z})"
+
+
+def fit_text(info: dict) -> str:
+    """How many of a run's end-of-epoch captures carry a DFA fit flag, and what the flags mean."""
+    n = info.get("n_fit_flagged")
+    if n is None:
+        return MISSING
+    return (f"{n} of {info.get('n_epochs')} end-of-epoch captures flagged: narrow_span (scales spanning less than "
+            f"{MIN_SPAN:g}x) or poor_fit (R² of the log-log line below {MIN_R2:g}); the figure below shows each "
+            "capture's fluctuation function")
 
 
 def run_details_section(cells: dict, curves: dict, colours: dict, drift_epochs: dict | None = None,

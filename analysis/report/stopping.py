@@ -9,10 +9,11 @@ patience.
 """
 from __future__ import annotations
 
+import duckdb
 import plotly.graph_objects as go
 
 from dynstudy.analysis.report import plots
-from dynstudy.analysis.report.html import figure, num, text
+from dynstudy.analysis.report.html import figure, missing, num, text
 from dynstudy.analysis.stats.variability import t_quantile
 
 #: One marker colour per rule, in :data:`dynstudy.analysis.kernels.stopping_rules.RULES` order.
@@ -61,10 +62,20 @@ def pareto_figure(points: list[dict], chosen: set[tuple[str, str]]) -> go.Figure
 
 
 def section_html(con, summary: list[dict]) -> str:
-    """The section: the Pareto figure and the per-cell table (empty string without a ``stopping`` table)."""
-    points = pareto_points(con)
+    """The section (``<h2 id="stopping">``): the Pareto figure and the per-cell table, or a note that the store
+    has no comparison yet."""
+    head2 = ('<h2 id="stopping">Stopping rules</h2><p class="note">Does the Psi-volatility trigger stop training '
+             "earlier than patience at the same accuracy? Every rule replayed on every finished run's own curves, "
+             "each setting chosen on the other cells (held out) before it is judged on a cell, against patience on "
+             "validation loss chosen the same way: a sign-flip test that it saves more epochs and one that it gives "
+             "up no more than the margin of accuracy, Holm over rules and cells (docs/metrics.md). "
+             "<code>dynstudy stopping</code> recomputes it with another tolerance or margin.</p>")
+    try:
+        points = pareto_points(con)
+    except duckdb.Error:  # no stopping table in this store (not analysed, or analysed before it existed)
+        points = []
     if not points:
-        return ""
+        return head2 + missing(["stopping", "stopping_summary"], "stopping-rule comparison")
     chosen = {(r["rule"], r["setting"]) for r in summary if r["selection"] == "held_out" and r["setting"]}
     caption = ("Each marker is one rule with one setting, at its mean over every finished run (bars: 95% "
                "t-intervals over the runs); ringed: a setting chosen for some cell on the other cells. Up and left "
@@ -83,7 +94,7 @@ def section_html(con, summary: list[dict]) -> str:
     head = ("<tr><th>model</th><th>dataset</th><th>optimizer</th><th>rule</th><th>setting chosen on the other "
             "cells</th><th>epochs saved</th><th>points given up</th><th>chosen in sample (peeking)</th>"
             "<th>against patience</th><th>detail</th></tr>")
-    return (figure(plots.figure_html(pareto_figure(points, chosen), "stopping-pareto"), caption)
+    return (head2 + figure(plots.figure_html(pareto_figure(points, chosen), "stopping-pareto"), caption)
             + f'<table class="sortable">{head}{"".join(rows)}</table>')
 
 

@@ -98,8 +98,8 @@ def default_report(store: str) -> Path:
 
 
 def cmd_report(args) -> int:
+    from dynstudy.analysis.pipeline.report_catalog import report_catalog
     from dynstudy.analysis.report.build import write_report
-    from dynstudy.analysis.report.source import report_catalog
 
     out = write_report(report_catalog(args.store), args.out or default_report(args.store))
     print(f"report: {Path(out).resolve()}")
@@ -224,8 +224,8 @@ def cmd_run(args) -> int:
     if args.no_analyze:
         return 0 if summary["failed"] == 0 and not summary["unfinished"] else 1
     from dynstudy.analysis.pipeline.analyze import analyze
+    from dynstudy.analysis.pipeline.report_catalog import report_catalog
     from dynstudy.analysis.report.build import write_report
-    from dynstudy.analysis.report.source import report_catalog
 
     analyze(summary["store"], workers=None, address=cluster_address(args.address))  # on the cluster, if one trained
     out = Path(args.report) if args.report else default_report(summary["store"])

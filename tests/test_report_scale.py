@@ -12,9 +12,9 @@ import pytest
 
 from dynstudy.analysis.pipeline.analyze import analyze
 from dynstudy.analysis.pipeline.catalog import open_catalog
+from dynstudy.analysis.pipeline.report_catalog import report_catalog
 from dynstudy.analysis.report import build as report
 from dynstudy.analysis.report.bands import MAX_TRACED_RUNS, QUANTILES, quantile_bands
-from dynstudy.analysis.report.source import report_catalog
 from dynstudy.analysis.report.temporal import temporal_section
 from tests.store_factory import make_store
 from tests.test_report import EPOCHS, cell_pages, make_con, page_data, page_figures, synthetic_tables, values
@@ -123,7 +123,7 @@ def analysed_store(tmp_path_factory):
 
 
 def test_the_bulk_read_is_the_catalogs_rows_and_keeps_stray_files_out(analysed_store, tmp_path, monkeypatch):
-    from dynstudy.analysis.report import source
+    from dynstudy.analysis.pipeline import report_catalog as source
 
     monkeypatch.setattr(source, "FILES_PER_QUERY", 2)  # a table in several queries
     store, _ = analysed_store

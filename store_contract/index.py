@@ -63,7 +63,7 @@ _ENTRY_SCHEMA = pa.schema([
 ])
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Entry:
     """What checking one file found (``problem`` None: it belongs to its table)."""
 
@@ -150,13 +150,15 @@ def load_entries(store: str, table: str) -> dict[str, Entry]:
     content, trusted_before = _read_checked(store, table, rows=False)
     if content is None or not set(_ENTRY_SCHEMA.names) <= set(content.column_names):
         return {}
-    out = {}
-    for r in content.select(_ENTRY_SCHEMA.names).to_pylist():
-        if r["stamp_ns"] is None or r["stamp_ns"] < 0 or r["stamp_ns"] >= trusted_before:
+    out, column_lists = {}, {}  # files of one table share their column list: one tuple for all of them
+    for path, size, stamp, token, columns, metadata, problem in zip(
+            *(content.column(c).to_pylist() for c in _ENTRY_SCHEMA.names)):
+        if stamp is None or stamp < 0 or stamp >= trusted_before:
             continue
         try:
-            out[r[_PATH]] = Entry(r["size"], r["stamp_ns"], r["token"], tuple(json.loads(r["columns"] or "[]")),
-                                  json.loads(r["metadata"] or "{}"), r["problem"])
+            if columns not in column_lists:
+                column_lists[columns] = tuple(json.loads(columns or "[]"))
+            out[path] = Entry(size, stamp, token, column_lists[columns], json.loads(metadata or "{}"), problem)
         except (TypeError, ValueError):
             return {}  # an entry that does not parse: the whole index is not to be trusted
     return out

@@ -39,7 +39,7 @@ from dynstudy.store_contract.schemas import FILE_NAMES, TABLES, UNPARTITIONED, s
 _MAGIC = b"PAR1"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class StoreFile:
     """One file of a table that belongs there."""
 
@@ -61,10 +61,19 @@ class StoreScan:
     store: str
     files: dict[str, list[StoreFile]]
     foreign: list[tuple[str, str, str]]  # (table, path, reason)
+    _by_run: Optional[dict[str, dict[str, list[StoreFile]]]] = field(default=None, repr=False, compare=False)
 
     def run_files(self, run_id: str, tables: Iterable[str]) -> dict[str, list[StoreFile]]:
-        """``run_id``'s files of each of ``tables``."""
-        return {t: [f for f in self.files.get(t, []) if f.run_id == run_id] for t in tables}
+        """``run_id``'s files of each of ``tables`` (from a map of run -> table -> files built at the first call,
+        so asking for every run costs one pass over the scan, not one per run)."""
+        if self._by_run is None:
+            self._by_run = {}
+            for table, found in self.files.items():
+                for f in found:
+                    if f.run_id is not None:
+                        self._by_run.setdefault(f.run_id, {}).setdefault(table, []).append(f)
+        mine = self._by_run.get(run_id, {})
+        return {t: list(mine.get(t, ())) for t in tables}
 
     def tables(self) -> list[str]:
         """Tables that hold at least one file that belongs."""

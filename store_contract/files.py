@@ -86,6 +86,13 @@ def table_dir(store: str, table: str, run_id: Optional[str] = None) -> str:
     return f"{base}/run_id={run_id}" if run_id is not None else base
 
 
+def run_folder_problem(run_id: str) -> Optional[str]:
+    """Why ``run_id`` cannot name a run's folder inside a table (None: it can)."""
+    if not isinstance(run_id, str) or run_id in ("", ".", "..") or "/" in run_id or "\\" in run_id:
+        return f"run id {run_id!r} cannot name a run's folder (empty, '.', '..', or holding a slash)"
+    return None
+
+
 def write_table_atomic(table: pa.Table, path: str, metadata: Optional[dict] = None) -> None:
     """Write ``table`` to ``path`` so that readers see all of it or nothing.
 

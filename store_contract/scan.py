@@ -26,13 +26,13 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import Iterable, Optional
+from typing import Iterable, Optional, Sequence
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 from pyarrow import fs as pafs
 
-from dynstudy.store_contract.files import filesystem, table_dir
+from dynstudy.store_contract.files import filesystem, run_folder_problem, table_dir
 from dynstudy.store_contract.index import Entry, clock_ns, load_entries, save_entries, stamp_ns, still
 from dynstudy.store_contract.schemas import FILE_NAMES, TABLES, UNPARTITIONED, schema_problem
 
@@ -177,9 +177,22 @@ class _TableCheck:
             save_entries(self.store, self.table, self.entries, self.checked_ns)
 
 
+def _listing(store: str, table: str, run_ids: Optional[Sequence[str]]) -> list[pafs.FileInfo]:
+    """The files under ``table``'s folder (under its ``run_ids``' folders alone, when given), sorted by path."""
+    problems = [run_folder_problem(r) for r in run_ids or ()]
+    if any(problems):
+        raise ValueError(next(p for p in problems if p) + ": give run ids as the runs table lists them")
+    bases = [table_dir(store, table)] if run_ids is None else [table_dir(store, table, r) for r in sorted(set(run_ids))]
+    infos = []
+    for base in bases:
+        fs, inner = filesystem(base)
+        infos += fs.get_file_info(pafs.FileSelector(inner, recursive=True, allow_not_found=True))
+    return sorted(infos, key=lambda i: i.path)
+
+
 def scan_store(store: str, tables: Iterable[str] = tuple(TABLES), run_id: Optional[str] = None,
-               write_index: bool = True) -> StoreScan:
-    """Every file of ``tables`` in ``store`` (of one run's partitions, if ``run_id``), checked.
+               write_index: bool = True, run_ids: Optional[Sequence[str]] = None) -> StoreScan:
+    """Every file of ``tables`` in ``store`` (of some runs' partitions, with ``run_id`` or ``run_ids``), checked.
 
     Parameters
     ----------
@@ -187,20 +200,20 @@ def scan_store(store: str, tables: Iterable[str] = tuple(TABLES), run_id: Option
     tables : the tables to list (default: all of the contract).
     run_id : list only this run's partitions (and no cross-run table); the index is then neither read nor written.
     write_index : update the index with the footers this scan read (False: only read it).
+    run_ids : list only these runs' partitions (and no cross-run table), as ``run_id`` does for one.
     """
+    if run_id is not None:
+        run_ids = [run_id]
     files: dict[str, list[StoreFile]] = {}
     foreign: list[tuple[str, str, str]] = []
     for table in tables:
-        if run_id is not None and table in UNPARTITIONED:
+        if run_ids is not None and table in UNPARTITIONED:
             continue
-        base = table_dir(store, table, run_id)
         prefix = table_dir(store, table)
-        fs, inner = filesystem(base)
-        infos = fs.get_file_info(pafs.FileSelector(inner, recursive=True, allow_not_found=True))
-        _, inner_prefix = filesystem(prefix)
-        check = _TableCheck(store, table, fs, indexed=run_id is None)
+        fs, inner_prefix = filesystem(prefix)
+        check = _TableCheck(store, table, fs, indexed=run_ids is None)
         found = []
-        for info in sorted(infos, key=lambda i: i.path):
+        for info in _listing(store, table, run_ids):
             if info.type != pafs.FileType.File or info.base_name.startswith("."):
                 continue
             rel = info.path[len(inner_prefix.rstrip("/")) + 1:]

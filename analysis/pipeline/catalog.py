@@ -31,7 +31,8 @@ from dynstudy.store_contract.scan import StoreScan, scan_store
 from dynstudy.store_contract.schemas import PARTITIONED, TABLES
 from dynstudy.store_contract.small_tables import table_rows
 
-_NO_EXTENSIONS = {"autoinstall_known_extensions": False, "autoload_known_extensions": False}
+#: DuckDB settings of every connection here: no extension installed or loaded (nothing downloaded).
+NO_EXTENSIONS = {"autoinstall_known_extensions": False, "autoload_known_extensions": False}
 
 
 def _sql_str(s: str) -> str:
@@ -82,7 +83,7 @@ def query_tables(query: str) -> tuple[str, ...]:
     """The tables of the contract a catalog needs for ``query``: those it names, or every table when it names
     ``unreadable_files`` (which lists the foreign files of every table), none of them (``SHOW TABLES``), or
     cannot be parsed (DuckDB then reports the error)."""
-    con = duckdb.connect(config=_NO_EXTENSIONS)  # the default connection would make ~/.duckdb
+    con = duckdb.connect(config=NO_EXTENSIONS)  # the default connection would make ~/.duckdb
     try:
         names = set().union(*(con.get_table_names(st.query, qualified=False) for st in con.extract_statements(query)))
     except duckdb.Error:
@@ -143,7 +144,7 @@ def open_catalog(store: str, run_id: str | None = None, *, scan: StoreScan | Non
     if scan is None:
         scan = scan_store(store, tables, run_id=run_id, write_index=not sandbox) if run_id is not None \
             else scan_tables(store, tables, runs, write_index=not sandbox)
-    con = duckdb.connect(config=_NO_EXTENSIONS)
+    con = duckdb.connect(config=NO_EXTENSIONS)
     create_views(con, scan, whole_tables=run_id is None, write_index=not sandbox, tables=tables, some_runs=runs)
     if sandbox:
         lock_down(con, store)

@@ -20,10 +20,10 @@ from typing import Iterator, Optional
 
 import duckdb
 
+from dynstudy.analysis.pipeline.catalog import NO_EXTENSIONS
 from dynstudy.store_contract.files import run_folder_problem
 from dynstudy.store_contract.schemas import PARTITIONED
 
-_NO_EXTENSIONS = {"autoinstall_known_extensions": False, "autoload_known_extensions": False}
 #: Joins through which a WHERE conjunct on one side's run_id keeps other runs' rows out of the result.
 _FILTERING_JOINS = {("INNER", "REGULAR"), ("INNER", "CROSS")}
 
@@ -116,7 +116,7 @@ def _restricted(select: dict) -> dict[int, set[str]]:
 def query_runs(query: str) -> dict[str, tuple[str, ...]]:
     """Per-run table -> the runs (sorted) every reference of ``query`` to it is restricted to; a table not in the
     result (or a query the serializer does not take) is to be opened whole."""
-    con = duckdb.connect(config=_NO_EXTENSIONS)
+    con = duckdb.connect(config=NO_EXTENSIONS)
     try:
         parsed = json.loads(con.execute("SELECT json_serialize_sql(?)", [query]).fetchone()[0])
     except (duckdb.Error, TypeError, ValueError):

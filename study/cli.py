@@ -49,6 +49,7 @@ def cmd_sql(args) -> int:
     from dynstudy.analysis.pipeline.catalog import open_catalog, query_tables
     from dynstudy.analysis.pipeline.run_filter import query_runs
     from dynstudy.store_contract.files import run_folder_problem
+    from dynstudy.store_contract.schemas import TABLES
     from dynstudy.study.readonly_sql import RefusedStatement, read_only_statements, statement_text
 
     if args.format == "parquet" and not args.output:
@@ -59,7 +60,8 @@ def cmd_sql(args) -> int:
         raise ValueError(f"--run: {next(p for p in problems if p)}; give run ids as the runs table lists them")
     tables = query_tables(args.query)
     runs = {t: args.run for t in tables} if args.run else query_runs(args.query)
-    con = open_catalog(args.store, sandbox=True, tables=tables, runs=runs)
+    # a query that names its tables (not unreadable_files) may read run_summary from an object store's compaction
+    con = open_catalog(args.store, sandbox=True, tables=tables, runs=runs, compacted=tables != tuple(TABLES))
     try:
         statements = read_only_statements(con, args.query)
         if args.format != "table" and len(statements) > 1:

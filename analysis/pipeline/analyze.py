@@ -58,6 +58,7 @@ from dynstudy.analysis.stats.claims import all_claims
 from dynstudy.analysis.stats.claims_temporal import temporal_claims
 from dynstudy.analysis.stats.sensitivity import run_series, sensitivity
 from dynstudy.analysis.stats.variability import cell_variability
+from dynstudy.store_contract.compaction import begin_change, compact, end_change
 from dynstudy.store_contract.files import remove_run_files, resolve_store
 from dynstudy.store_contract.scan import StoreScan, files_digest, scan_store
 from dynstudy.store_contract.schemas import INPUT_DIGEST_KEY, RUN_INPUTS, RUN_OUTPUTS, UNPARTITIONED
@@ -220,6 +221,7 @@ def analyze(store: str, *, force: bool = False, workers: int | None = 1, plateau
     for table, path, error in scan.foreign:
         print(f"analyze: unreadable file {path}: {error}", file=out, flush=True)
     todo, current, failed = plan_runs(scan, runs, force)
+    change = begin_change(store, "run_summary") if todo or failed else None  # a compaction is stale from here
     for run_id, why in failed.items():
         remove_run_files(store, run_id, RUN_OUTPUTS)  # no stale outputs of a run that cannot be read
         print(f"analyze: skipped run {run_id}: {why}", file=out, flush=True)
@@ -235,6 +237,7 @@ def analyze(store: str, *, force: bool = False, workers: int | None = 1, plateau
             print(f"analyze: {run_id}: {n_captures} captures, INCOMPLETE: {summary['reason']}", file=out, flush=True)
         else:
             print(f"analyze: {run_id}: {n_captures} captures, state {summary.get('state')}", file=out, flush=True)
+    end_change(store, "run_summary", change)
     # nothing written or removed: the first scan is as recent a view of the sources as a second would be
     sources = scan if not todo and not failed else None
     del scan  # one scan's files in memory at a time
@@ -242,6 +245,7 @@ def analyze(store: str, *, force: bool = False, workers: int | None = 1, plateau
     whole, incomplete = current_summaries(store, runs, sources)
     if not whole and not incomplete:
         print(f"analyze: no run could be analysed ({len(failed)} skipped)", file=out, flush=True)
+        compact(store, "run_summary")
         return {"store": store, "analysed": done, "current": current, "failed": failed, "incomplete": {}}
     digest = cross_run_digest(sources, whole + incomplete, runs, plateau_points)
     if cross_run_tables_current(sources, digest):
@@ -253,5 +257,6 @@ def analyze(store: str, *, force: bool = False, workers: int | None = 1, plateau
     if gaps:
         print(f"analyze: {len(gaps)} run(s) incomplete, kept out of the cross-run tables: "
               + "; ".join(f"{k} ({v})" for k, v in gaps.items()), file=out, flush=True)
+    compact(store, "run_summary")
     print(f"analyze: {done} runs analysed, {current} already current, {len(failed)} skipped", file=out, flush=True)
     return {"store": store, "analysed": done, "current": current, "failed": failed, "incomplete": gaps}

@@ -25,6 +25,7 @@ from typing import Mapping, Sequence
 import duckdb
 import pyarrow.dataset as ds
 
+from dynstudy.store_contract.compaction import COMPACTED_TABLES, compacted_rows
 from dynstudy.store_contract.files import filesystem, inner_path, is_remote, resolve_store
 from dynstudy.store_contract.index import ROW_CACHED_TABLES
 from dynstudy.store_contract.scan import StoreScan, scan_store
@@ -119,8 +120,8 @@ def scan_tables(store: str, tables, runs: Mapping[str, Sequence[str]], write_ind
 
 
 def open_catalog(store: str, run_id: str | None = None, *, scan: StoreScan | None = None,
-                 sandbox: bool = False, tables=tuple(TABLES), runs: Mapping[str, Sequence[str]] | None = None
-                 ) -> duckdb.DuckDBPyConnection:
+                 sandbox: bool = False, tables=tuple(TABLES), runs: Mapping[str, Sequence[str]] | None = None,
+                 compacted: bool = False) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection with a view per table present in ``store``.
 
     Parameters
@@ -136,16 +137,25 @@ def open_catalog(store: str, run_id: str | None = None, *, scan: StoreScan | Non
     runs : per-run table -> the runs whose folders alone its view lists (:func:`query_runs
         <dynstudy.analysis.pipeline.run_filter.query_runs>` finds a query's; ``dynstudy sql --run``); the others
         are opened whole. Ignored with ``scan``.
+    compacted : read a compacted table of an object store (``run_summary``) from its compaction when it is
+        trusted (:mod:`dynstudy.store_contract.compaction`), without listing its folder: its foreign files are then
+        not in ``unreadable_files`` (so a query naming that table must not ask for this). Ignored with ``scan``.
     """
     store = resolve_store(store)
     if not is_remote(store) and not os.path.isdir(store):
         raise FileNotFoundError(f"store {store!r} does not exist; run a study first (dynstudy run) or pass --store")
     runs = {t: r for t, r in (runs or {}).items() if t in PARTITIONED} if scan is None and run_id is None else {}
+    compact = {}
+    if compacted and scan is None and run_id is None:
+        found = {t: compacted_rows(store, t) for t in tables if t in COMPACTED_TABLES and t not in runs}
+        compact = {t: rows for t, rows in found.items() if rows is not None}
     if scan is None:
         scan = scan_store(store, tables, run_id=run_id, write_index=not sandbox) if run_id is not None \
-            else scan_tables(store, tables, runs, write_index=not sandbox)
+            else scan_tables(store, [t for t in tables if t not in compact], runs, write_index=not sandbox)
     con = duckdb.connect(config=NO_EXTENSIONS)
     create_views(con, scan, whole_tables=run_id is None, write_index=not sandbox, tables=tables, some_runs=runs)
+    for table, rows in compact.items():
+        con.register(table, rows)
     if sandbox:
         lock_down(con, store)
     return con

@@ -30,6 +30,7 @@ import os
 import re
 import time
 from dataclasses import dataclass
+from sys import intern
 from typing import Optional
 
 import pyarrow as pa
@@ -158,7 +159,8 @@ def load_entries(store: str, table: str) -> dict[str, Entry]:
         try:
             if columns not in column_lists:
                 column_lists[columns] = tuple(json.loads(columns or "[]"))
-            out[path] = Entry(size, stamp, token, column_lists[columns], json.loads(metadata or "{}"), problem)
+            meta = {intern(k): v for k, v in json.loads(metadata or "{}").items()}  # one string per key
+            out[path] = Entry(size, stamp, token, column_lists[columns], meta, problem)
         except (TypeError, ValueError):
             return {}  # an entry that does not parse: the whole index is not to be trusted
     return out

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from sys import intern
 from typing import Iterable, Optional, Sequence
 
 import pyarrow as pa
@@ -142,7 +143,7 @@ def check_file(table: str, fs: pafs.FileSystem, inner: str, size: int, run_id: O
 
 
 def _kv(meta: pq.FileMetaData) -> dict:
-    return {k.decode(errors="replace"): v.decode(errors="replace") for k, v in (meta.metadata or {}).items()
+    return {intern(k.decode(errors="replace")): v.decode(errors="replace") for k, v in (meta.metadata or {}).items()
             if not k.startswith(b"ARROW")}
 
 
@@ -219,6 +220,7 @@ def scan_store(store: str, tables: Iterable[str] = tuple(TABLES), run_id: Option
             rel = info.path[len(inner_prefix.rstrip("/")) + 1:]
             path = f"{prefix}/{rel}"
             rid, name, problem = _place(table, rel)
+            rid, name = intern(rid) if rid else rid, intern(name) if name else name  # one string per run, per name
             if problem is None:
                 entry = check.entry(rel, info, rid)
                 problem = entry.problem

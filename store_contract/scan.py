@@ -148,10 +148,11 @@ def _kv(meta: pq.FileMetaData) -> dict:
 
 
 class _TableCheck:
-    """Checks the files of one table's listing, through its index when ``indexed``."""
+    """Checks the files of one table's listing, through its index when ``indexed`` (``saving``: then writing it)."""
 
-    def __init__(self, store: str, table: str, fs: pafs.FileSystem, indexed: bool):
+    def __init__(self, store: str, table: str, fs: pafs.FileSystem, indexed: bool, saving: bool):
         self.store, self.table, self.fs, self.indexed = store, table, fs, indexed
+        self.saving = indexed and saving
         self.known = load_entries(store, table) if indexed else {}
         self.entries: dict[str, Entry] = {}
         self.checked_ns: Optional[int] = None  # set before the first footer this scan reads
@@ -163,7 +164,7 @@ class _TableCheck:
         if cached is not None and cached.size == info.size and cached.stamp_ns == key:
             self.entries[rel] = cached
             return cached
-        if self.checked_ns is None and self.indexed:
+        if self.checked_ns is None and self.saving:  # the store's clock, asked only by a scan that saves
             self.checked_ns = clock_ns(self.store, self.fs)
         meta, token, problem = check_file(self.table, self.fs, info.path, info.size, run_id)
         found = Entry(info.size, key, token, tuple(meta.schema.to_arrow_schema().names) if meta is not None else (),
@@ -174,7 +175,7 @@ class _TableCheck:
 
     def save(self) -> None:
         """Write the table's index when this scan checked a footer (the store unwritable: it stays as it was)."""
-        if self.indexed and self.checked_ns is not None:
+        if self.saving and self.checked_ns is not None:
             save_entries(self.store, self.table, self.entries, self.checked_ns)
 
 
@@ -212,7 +213,7 @@ def scan_store(store: str, tables: Iterable[str] = tuple(TABLES), run_id: Option
             continue
         prefix = table_dir(store, table)
         fs, inner_prefix = filesystem(prefix)
-        check = _TableCheck(store, table, fs, indexed=run_ids is None)
+        check = _TableCheck(store, table, fs, indexed=run_ids is None, saving=write_index)
         found = []
         for info in _listing(store, table, run_ids):
             if info.type != pafs.FileType.File or info.base_name.startswith("."):

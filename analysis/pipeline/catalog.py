@@ -7,7 +7,10 @@ index) and returns an in-memory DuckDB connection with one view per table that h
 partition is its run, so a filter on ``run_id`` opens that run's files alone. Nothing is copied: queries read
 the Parquet files, except ``runs`` and ``run_summary``, read at once through the index's rows cache
 (:mod:`dynstudy.store_contract.small_tables`). ``tables`` limits the catalog to the tables a command needs
-(:func:`query_tables` finds a query's), so a query over ``run_summary`` never lists or opens the activations.
+(:func:`query_tables` finds a query's), so a query over ``run_summary`` never lists or opens the activations;
+``runs`` limits a per-run table's view to some runs' folders (:mod:`dynstudy.analysis.pipeline.run_filter` finds
+the runs a query is restricted to), and ``compacted`` reads ``run_summary`` of an object store from its
+compaction (:mod:`dynstudy.store_contract.compaction`).
 The views name their files one by one, never by a glob, so a store path with spaces, quotes, ``[``, ``]``,
 ``*`` or ``?`` works. Files that do not belong (a Parquet file at a table root, a non-Parquet or truncated
 file, a foreign schema) are left out of their view and listed in the table ``unreadable_files`` with the

@@ -25,9 +25,10 @@ the listing. A scan of one run's partitions checks its few files directly.
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass, field
 from sys import intern
-from typing import Iterable, Optional, Sequence
+from typing import Iterable, Iterator, NamedTuple, Optional, Sequence
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -157,19 +158,19 @@ class _TableCheck:
         self.entries: dict[str, Entry] = {}
         self.checked_ns: Optional[int] = None  # set before the first footer this scan reads
 
-    def entry(self, rel: str, info: pafs.FileInfo, run_id: Optional[str]) -> Entry:
-        """What checking the file at ``rel`` (listed as ``info``) finds, from the index when it holds it unchanged."""
-        key = stamp_ns(self.fs, info)
+    def entry(self, listed: Listed, run_id: Optional[str]) -> Entry:
+        """What checking the file ``listed`` finds, from the index when it holds it unchanged."""
+        key, rel = listed.stamp, listed.rel
         cached = self.known.get(rel)
-        if cached is not None and cached.size == info.size and cached.stamp_ns == key:
+        if cached is not None and cached.size == listed.size and cached.stamp_ns == key:
             self.entries[rel] = cached
             return cached
         if self.checked_ns is None and self.saving:  # the store's clock, asked only by a scan that saves
             self.checked_ns = clock_ns(self.store, self.fs)
-        meta, token, problem = check_file(self.table, self.fs, info.path, info.size, run_id)
-        found = Entry(info.size, key, token, tuple(meta.schema.to_arrow_schema().names) if meta is not None else (),
+        meta, token, problem = check_file(self.table, self.fs, listed.inner, listed.size, run_id)
+        found = Entry(listed.size, key, token, tuple(meta.schema.to_arrow_schema().names) if meta is not None else (),
                       _kv(meta) if meta is not None else {}, problem)
-        if key >= 0 and still(self.fs, info.path, info.size, key):
+        if key >= 0 and still(self.fs, listed.inner, listed.size, key):
             self.entries[rel] = found
         return found
 
@@ -179,17 +180,53 @@ class _TableCheck:
             save_entries(self.store, self.table, self.entries, self.checked_ns)
 
 
-def _listing(store: str, table: str, run_ids: Optional[Sequence[str]]) -> list[pafs.FileInfo]:
-    """The files under ``table``'s folder (under its ``run_ids``' folders alone, when given), sorted by path."""
+class Listed(NamedTuple):
+    """One file as a table's listing gives it."""
+
+    rel: str    # path inside the table's folder
+    size: int
+    stamp: int  # change stamp (:func:`dynstudy.store_contract.index.stamp_ns`)
+    inner: str  # path as its filesystem names it
+
+
+def _local_files(folder: str, rel: str) -> Iterator[Listed]:
+    """The files under a local ``folder`` (``rel``: its path inside the table's folder), one stat each."""
+    try:
+        entries = list(os.scandir(folder))
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    for e in entries:
+        inside = f"{rel}/{e.name}" if rel else e.name
+        try:
+            if e.is_dir():
+                yield from _local_files(e.path, inside)
+            elif e.is_file():
+                st = e.stat()
+                yield Listed(inside, st.st_size, st.st_ctime_ns, e.path)
+        except FileNotFoundError:
+            continue  # removed while listed
+
+
+def _listing(store: str, table: str, run_ids: Optional[Sequence[str]]) -> list[Listed]:
+    """The files under ``table``'s folder (under its ``run_ids``' folders alone, when given), sorted by path.
+    Hidden files (``.name``: the atomic writer's temporaries) are passed over."""
     problems = [run_folder_problem(r) for r in run_ids or ()]
     if any(problems):
         raise ValueError(next(p for p in problems if p) + ": give run ids as the runs table lists them")
-    bases = [table_dir(store, table)] if run_ids is None else [table_dir(store, table, r) for r in sorted(set(run_ids))]
-    infos = []
-    for base in bases:
-        fs, inner = filesystem(base)
-        infos += fs.get_file_info(pafs.FileSelector(inner, recursive=True, allow_not_found=True))
-    return sorted(infos, key=lambda i: i.path)
+    prefix = table_dir(store, table)
+    folders = [""] if run_ids is None else [f"run_id={r}" for r in sorted(set(run_ids))]
+    fs, inner_prefix = filesystem(prefix)
+    found = []
+    for folder in folders:
+        base = f"{inner_prefix}/{folder}" if folder else inner_prefix
+        if isinstance(fs, pafs.LocalFileSystem):
+            found += _local_files(base, folder)
+            continue
+        for info in fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True)):
+            if info.type == pafs.FileType.File:
+                found.append(Listed(info.path[len(inner_prefix.rstrip("/")) + 1:], info.size, stamp_ns(fs, info),
+                                    info.path))
+    return sorted((f for f in found if not f.rel.rsplit("/", 1)[-1].startswith(".")), key=lambda f: f.rel)
 
 
 def scan_store(store: str, tables: Iterable[str] = tuple(TABLES), run_id: Optional[str] = None,
@@ -212,25 +249,21 @@ def scan_store(store: str, tables: Iterable[str] = tuple(TABLES), run_id: Option
         if run_ids is not None and table in UNPARTITIONED:
             continue
         prefix = table_dir(store, table)
-        fs, inner_prefix = filesystem(prefix)
+        fs, _ = filesystem(prefix)
         check = _TableCheck(store, table, fs, indexed=run_ids is None, saving=write_index)
         found = []
-        for info in _listing(store, table, run_ids):
-            if info.type != pafs.FileType.File or info.base_name.startswith("."):
-                continue
-            rel = info.path[len(inner_prefix.rstrip("/")) + 1:]
-            path = f"{prefix}/{rel}"
-            rid, name, problem = _place(table, rel)
+        for listed in _listing(store, table, run_ids):
+            path = f"{prefix}/{listed.rel}"
+            rid, name, problem = _place(table, listed.rel)
             rid, name = intern(rid) if rid else rid, intern(name) if name else name  # one string per run, per name
             if problem is None:
-                entry = check.entry(rel, info, rid)
+                entry = check.entry(listed, rid)
                 problem = entry.problem
-                stamp = entry.stamp_ns
             if problem is not None:
                 foreign.append((table, path, problem))
                 continue
-            found.append(StoreFile(table, path, rid, name, info.size, entry.token, entry.metadata, entry.columns,
-                                   stamp))
+            found.append(StoreFile(table, path, rid, name, listed.size, entry.token, entry.metadata, entry.columns,
+                                   entry.stamp_ns))
         if write_index:
             check.save()
         files[table] = found

@@ -25,6 +25,7 @@ the listing. A scan of one run's partitions checks its few files directly.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from dataclasses import dataclass, field
 from sys import intern
@@ -43,17 +44,34 @@ _MAGIC = b"PAR1"
 
 @dataclass(frozen=True, slots=True)
 class StoreFile:
-    """One file of a table that belongs there."""
+    """One file of a table that belongs there.
+
+    A store holds hundreds of thousands of files, so a file keeps what its path is made of (its table's folder,
+    one string for all of them, its run and its name) and its key-value metadata as JSON text; :attr:`path` and
+    :attr:`metadata` build them when asked.
+    """
 
     table: str
-    path: str             # local path or URI, as DuckDB and pyarrow take it
+    folder: str            # the table's folder, as :func:`dynstudy.store_contract.files.table_dir` gives it
     run_id: Optional[str]  # None for the cross-run tables
-    name: str             # file name without ``.parquet``, e.g. ``capture=000003``
+    name: str              # file name without ``.parquet``, e.g. ``capture=000003``
     size: int
-    token: str            # digest of the Parquet footer
-    metadata: dict = field(default_factory=dict, compare=False, hash=False)  # key-value metadata
+    token: str             # digest of the Parquet footer
+    metadata_json: str = field(default="{}", compare=False, hash=False)  # key-value metadata, JSON, sorted keys
     columns: tuple = field(default=(), compare=False, hash=False)  # the file's column names
     stamp_ns: int = field(default=-1, compare=False, hash=False)  # change stamp as listed (index.stamp_ns)
+
+    @property
+    def path(self) -> str:
+        """Local path or URI, as DuckDB and pyarrow take it."""
+        if self.run_id is None:
+            return f"{self.folder}/{self.name}.parquet"
+        return f"{self.folder}/run_id={self.run_id}/{self.name}.parquet"
+
+    @property
+    def metadata(self) -> dict:
+        """The file's key-value metadata (without Arrow's schema)."""
+        return json.loads(self.metadata_json)
 
 
 @dataclass
@@ -143,9 +161,10 @@ def check_file(table: str, fs: pafs.FileSystem, inner: str, size: int, run_id: O
     return meta, token, problem
 
 
-def _kv(meta: pq.FileMetaData) -> dict:
-    return {intern(k.decode(errors="replace")): v.decode(errors="replace") for k, v in (meta.metadata or {}).items()
-            if not k.startswith(b"ARROW")}
+def _kv(meta: pq.FileMetaData) -> str:
+    """The key-value metadata of a file (without Arrow's schema) as JSON text with sorted keys."""
+    return json.dumps({k.decode(errors="replace"): v.decode(errors="replace") for k, v in (meta.metadata or {}).items()
+                       if not k.startswith(b"ARROW")}, sort_keys=True)
 
 
 class _TableCheck:
@@ -169,7 +188,7 @@ class _TableCheck:
             self.checked_ns = clock_ns(self.store, self.fs)
         meta, token, problem = check_file(self.table, self.fs, listed.inner, listed.size, run_id)
         found = Entry(listed.size, key, token, tuple(meta.schema.to_arrow_schema().names) if meta is not None else (),
-                      _kv(meta) if meta is not None else {}, problem)
+                      _kv(meta) if meta is not None else "{}", problem)
         if key >= 0 and still(self.fs, listed.inner, listed.size, key):
             self.entries[rel] = found
         return found
@@ -262,7 +281,7 @@ def scan_store(store: str, tables: Iterable[str] = tuple(TABLES), run_id: Option
             if problem is not None:
                 foreign.append((table, path, problem))
                 continue
-            found.append(StoreFile(table, path, rid, name, listed.size, entry.token, entry.metadata, entry.columns,
+            found.append(StoreFile(table, prefix, rid, name, listed.size, entry.token, entry.metadata, entry.columns,
                                    entry.stamp_ns))
         if write_index:
             check.save()

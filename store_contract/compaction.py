@@ -66,8 +66,9 @@ class IndexListing:
         return not self.marks and len(self.compactions) == 1
 
     def finished(self) -> list[str]:
-        """Ids of the changes that are done (a ``.done`` mark without its ``.open``)."""
-        return sorted(i for i, kinds in self.marks.items() if kinds == {"done"})
+        """Ids of the changes that are done (a ``.done`` mark: every file of the change was in place before it, so
+        an ``.open`` beside it is only a leftover of a writer that stopped before removing it)."""
+        return sorted(i for i, kinds in self.marks.items() if "done" in kinds)
 
 
 def _compaction_name(table: str) -> re.Pattern:
@@ -178,7 +179,8 @@ def compact(store: str, table: str) -> bool:
         if info.base_name != name:
             _delete(fs, info.path)
     for change in before.finished():
-        _delete(fs, filesystem(_mark_path(store, table, change, "done"))[1])
+        for kind in sorted(before.marks[change]):
+            _delete(fs, filesystem(_mark_path(store, table, change, kind))[1])
     return True
 
 

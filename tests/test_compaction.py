@@ -198,3 +198,19 @@ def test_a_stray_file_is_in_unreadable_files_whatever_the_compaction(s3, capsys)
     assert main(["sql", "--store", store, "--format", "csv", "SELECT path FROM unreadable_files"]) == 0
     assert "notes.parquet" in capsys.readouterr().out
     assert len(_rows(store)) == 2  # the compaction holds the rows of the files that belong
+
+
+def test_a_change_marked_done_is_cleared_even_with_its_open_mark_left_behind(s3):
+    """A writer that wrote .done but stopped before removing .open had every file in place: the next compaction
+    reads it and clears both marks; an .open alone (a writer at work) stays."""
+    bucket, _ = s3
+    store = f"{bucket}/leftover-open"
+    _summaries(store, 2)
+    fs, inner = filesystem(index_dir(store))
+    for name in (f"run_summary.{'b' * 32}.open", f"run_summary.{'b' * 32}.done", f"run_summary.{'c' * 32}.open"):
+        with fs.open_output_stream(f"{inner}/{compaction.CHANGES_DIR}/{name}") as sink:
+            sink.write(b"{}")
+    assert compaction.compact(store, "run_summary")
+    assert compaction.list_index(store, "run_summary").marks == {"c" * 32: {"open"}}
+    fs.delete_file(f"{inner}/{compaction.CHANGES_DIR}/run_summary.{'c' * 32}.open")  # that writer is gone
+    assert compaction.list_index(store, "run_summary").trusted() and len(_rows(store)) == 2

@@ -86,6 +86,13 @@ def table_dir(store: str, table: str, run_id: Optional[str] = None) -> str:
     return f"{base}/run_id={run_id}" if run_id is not None else base
 
 
+def run_folder_problem(run_id: str) -> Optional[str]:
+    """Why ``run_id`` cannot name a run's folder inside a table (None: it can)."""
+    if not isinstance(run_id, str) or run_id in ("", ".", "..") or "/" in run_id or "\\" in run_id:
+        return f"run id {run_id!r} cannot name a run's folder (empty, '.', '..', or holding a slash)"
+    return None
+
+
 def write_table_atomic(table: pa.Table, path: str, metadata: Optional[dict] = None) -> None:
     """Write ``table`` to ``path`` so that readers see all of it or nothing.
 
@@ -202,7 +209,10 @@ def read_run_row(store: str, run_id: str) -> Optional[dict]:
 
 
 def remove_run_files(store: str, run_id: str, tables=PARTITIONED) -> int:
-    """Delete ``run_id``'s partition of each of ``tables``; return how many files went."""
+    """Delete ``run_id``'s partition of each of ``tables``; return how many files went. The removal of a
+    compacted table's partition is marked as a change of it (:mod:`dynstudy.store_contract.compaction`)."""
+    from dynstudy.store_contract.compaction import begin_change, end_change  # it builds on this module
+
     removed = 0
     for table in tables:
         fs, inner = filesystem(table_dir(store, table, run_id))
@@ -211,5 +221,7 @@ def remove_run_files(store: str, run_id: str, tables=PARTITIONED) -> int:
             continue
         removed += sum(1 for f in fs.get_file_info(pafs.FileSelector(inner, recursive=True))
                        if f.type == pafs.FileType.File)
+        change = begin_change(store, table)
         fs.delete_dir(inner)
+        end_change(store, table, change)
     return removed

@@ -63,7 +63,7 @@ _ENTRY_SCHEMA = pa.schema([
 ])
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Entry:
     """What checking one file found (``problem`` None: it belongs to its table)."""
 
@@ -71,7 +71,7 @@ class Entry:
     stamp_ns: int
     token: Optional[str]
     columns: tuple
-    metadata: dict
+    metadata: str  # JSON text of its key-value metadata, sorted keys
     problem: Optional[str]
 
 
@@ -145,20 +145,32 @@ def _read_checked(store: str, table: str, rows: bool) -> tuple[Optional[pa.Table
     return None, 0
 
 
+def _entries(batches: list[pa.RecordBatch], trusted_before: int) -> dict[str, Entry]:
+    """The trusted entries of an index's rows (empty when one does not parse: the index is not to be trusted)."""
+    out, column_lists = {}, {}  # files of one table share their column list: one tuple for all of them
+    for batch in batches:  # a few thousand Python rows at a time
+        for path, size, stamp, token, columns, metadata, problem in zip(*(c.to_pylist() for c in batch.columns)):
+            if stamp is None or stamp < 0 or stamp >= trusted_before:
+                continue
+            try:
+                if columns not in column_lists:
+                    column_lists[columns] = tuple(json.loads(columns or "[]"))
+                if not isinstance(json.loads(metadata or "{}"), dict):
+                    return {}
+                out[path] = Entry(size, stamp, token, column_lists[columns], metadata or "{}", problem)
+            except (TypeError, ValueError):
+                return {}
+    return out
+
+
 def load_entries(store: str, table: str) -> dict[str, Entry]:
     """The trusted entries of ``table``'s index by path inside the table (empty when there is no usable index)."""
     content, trusted_before = _read_checked(store, table, rows=False)
     if content is None or not set(_ENTRY_SCHEMA.names) <= set(content.column_names):
         return {}
-    out = {}
-    for r in content.select(_ENTRY_SCHEMA.names).to_pylist():
-        if r["stamp_ns"] is None or r["stamp_ns"] < 0 or r["stamp_ns"] >= trusted_before:
-            continue
-        try:
-            out[r[_PATH]] = Entry(r["size"], r["stamp_ns"], r["token"], tuple(json.loads(r["columns"] or "[]")),
-                                  json.loads(r["metadata"] or "{}"), r["problem"])
-        except (TypeError, ValueError):
-            return {}  # an entry that does not parse: the whole index is not to be trusted
+    out = _entries(content.select(_ENTRY_SCHEMA.names).to_batches(max_chunksize=8192), trusted_before)
+    del content
+    pa.default_memory_pool().release_unused()  # the decoded index is gone: hand its pages back
     return out
 
 
@@ -188,7 +200,7 @@ def save_entries(store: str, table: str, entries: dict[str, Entry], checked_ns: 
     cols = {_PATH: paths, "size": [entries[p].size for p in paths], "stamp_ns": [entries[p].stamp_ns for p in paths],
             "token": [entries[p].token for p in paths],
             "columns": [json.dumps(list(entries[p].columns)) for p in paths],
-            "metadata": [json.dumps(entries[p].metadata, sort_keys=True) for p in paths],
+            "metadata": [entries[p].metadata for p in paths],
             "problem": [entries[p].problem for p in paths]}
     return _write(store, table, pa.table(cols, schema=_ENTRY_SCHEMA), checked_ns, rows=False)
 

@@ -25,33 +25,53 @@ the listing. A scan of one run's partitions checks its few files directly.
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 from dataclasses import dataclass, field
-from typing import Iterable, Optional
+from sys import intern
+from typing import Iterable, Iterator, NamedTuple, Optional, Sequence
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 from pyarrow import fs as pafs
 
-from dynstudy.store_contract.files import filesystem, table_dir
+from dynstudy.store_contract.files import filesystem, run_folder_problem, table_dir
 from dynstudy.store_contract.index import Entry, clock_ns, load_entries, save_entries, stamp_ns, still
 from dynstudy.store_contract.schemas import FILE_NAMES, TABLES, UNPARTITIONED, schema_problem
 
 _MAGIC = b"PAR1"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class StoreFile:
-    """One file of a table that belongs there."""
+    """One file of a table that belongs there.
+
+    A store holds hundreds of thousands of files, so a file keeps what its path is made of (its table's folder,
+    one string for all of them, its run and its name) and its key-value metadata as JSON text; :attr:`path` and
+    :attr:`metadata` build them when asked.
+    """
 
     table: str
-    path: str             # local path or URI, as DuckDB and pyarrow take it
+    folder: str            # the table's folder, as :func:`dynstudy.store_contract.files.table_dir` gives it
     run_id: Optional[str]  # None for the cross-run tables
-    name: str             # file name without ``.parquet``, e.g. ``capture=000003``
+    name: str              # file name without ``.parquet``, e.g. ``capture=000003``
     size: int
-    token: str            # digest of the Parquet footer
-    metadata: dict = field(default_factory=dict, compare=False, hash=False)  # key-value metadata
+    token: str             # digest of the Parquet footer
+    metadata_json: str = field(default="{}", compare=False, hash=False)  # key-value metadata, JSON, sorted keys
     columns: tuple = field(default=(), compare=False, hash=False)  # the file's column names
     stamp_ns: int = field(default=-1, compare=False, hash=False)  # change stamp as listed (index.stamp_ns)
+
+    @property
+    def path(self) -> str:
+        """Local path or URI, as DuckDB and pyarrow take it."""
+        if self.run_id is None:
+            return f"{self.folder}/{self.name}.parquet"
+        return f"{self.folder}/run_id={self.run_id}/{self.name}.parquet"
+
+    @property
+    def metadata(self) -> dict:
+        """The file's key-value metadata (without Arrow's schema)."""
+        return json.loads(self.metadata_json)
 
 
 @dataclass
@@ -61,10 +81,19 @@ class StoreScan:
     store: str
     files: dict[str, list[StoreFile]]
     foreign: list[tuple[str, str, str]]  # (table, path, reason)
+    _by_run: Optional[dict[str, dict[str, list[StoreFile]]]] = field(default=None, repr=False, compare=False)
 
     def run_files(self, run_id: str, tables: Iterable[str]) -> dict[str, list[StoreFile]]:
-        """``run_id``'s files of each of ``tables``."""
-        return {t: [f for f in self.files.get(t, []) if f.run_id == run_id] for t in tables}
+        """``run_id``'s files of each of ``tables`` (from a map of run -> table -> files built at the first call,
+        so asking for every run costs one pass over the scan, not one per run)."""
+        if self._by_run is None:
+            self._by_run = {}
+            for table, found in self.files.items():
+                for f in found:
+                    if f.run_id is not None:
+                        self._by_run.setdefault(f.run_id, {}).setdefault(table, []).append(f)
+        mine = self._by_run.get(run_id, {})
+        return {t: list(mine.get(t, ())) for t in tables}
 
     def tables(self) -> list[str]:
         """Tables that hold at least one file that belongs."""
@@ -132,45 +161,96 @@ def check_file(table: str, fs: pafs.FileSystem, inner: str, size: int, run_id: O
     return meta, token, problem
 
 
-def _kv(meta: pq.FileMetaData) -> dict:
-    return {k.decode(errors="replace"): v.decode(errors="replace") for k, v in (meta.metadata or {}).items()
-            if not k.startswith(b"ARROW")}
+def _kv(meta: pq.FileMetaData) -> str:
+    """The key-value metadata of a file (without Arrow's schema) as JSON text with sorted keys."""
+    return json.dumps({k.decode(errors="replace"): v.decode(errors="replace") for k, v in (meta.metadata or {}).items()
+                       if not k.startswith(b"ARROW")}, sort_keys=True)
 
 
 class _TableCheck:
-    """Checks the files of one table's listing, through its index when ``indexed``."""
+    """Checks the files of one table's listing, through its index when ``indexed`` (``saving``: then writing it)."""
 
-    def __init__(self, store: str, table: str, fs: pafs.FileSystem, indexed: bool):
+    def __init__(self, store: str, table: str, fs: pafs.FileSystem, indexed: bool, saving: bool):
         self.store, self.table, self.fs, self.indexed = store, table, fs, indexed
+        self.saving = indexed and saving
         self.known = load_entries(store, table) if indexed else {}
         self.entries: dict[str, Entry] = {}
         self.checked_ns: Optional[int] = None  # set before the first footer this scan reads
 
-    def entry(self, rel: str, info: pafs.FileInfo, run_id: Optional[str]) -> Entry:
-        """What checking the file at ``rel`` (listed as ``info``) finds, from the index when it holds it unchanged."""
-        key = stamp_ns(self.fs, info)
+    def entry(self, listed: Listed, run_id: Optional[str]) -> Entry:
+        """What checking the file ``listed`` finds, from the index when it holds it unchanged."""
+        key, rel = listed.stamp, listed.rel
         cached = self.known.get(rel)
-        if cached is not None and cached.size == info.size and cached.stamp_ns == key:
+        if cached is not None and cached.size == listed.size and cached.stamp_ns == key:
             self.entries[rel] = cached
             return cached
-        if self.checked_ns is None and self.indexed:
+        if self.checked_ns is None and self.saving:  # the store's clock, asked only by a scan that saves
             self.checked_ns = clock_ns(self.store, self.fs)
-        meta, token, problem = check_file(self.table, self.fs, info.path, info.size, run_id)
-        found = Entry(info.size, key, token, tuple(meta.schema.to_arrow_schema().names) if meta is not None else (),
-                      _kv(meta) if meta is not None else {}, problem)
-        if key >= 0 and still(self.fs, info.path, info.size, key):
+        meta, token, problem = check_file(self.table, self.fs, listed.inner, listed.size, run_id)
+        found = Entry(listed.size, key, token, tuple(meta.schema.to_arrow_schema().names) if meta is not None else (),
+                      _kv(meta) if meta is not None else "{}", problem)
+        if key >= 0 and still(self.fs, listed.inner, listed.size, key):
             self.entries[rel] = found
         return found
 
     def save(self) -> None:
         """Write the table's index when this scan checked a footer (the store unwritable: it stays as it was)."""
-        if self.indexed and self.checked_ns is not None:
+        if self.saving and self.checked_ns is not None:
             save_entries(self.store, self.table, self.entries, self.checked_ns)
 
 
+class Listed(NamedTuple):
+    """One file as a table's listing gives it."""
+
+    rel: str    # path inside the table's folder
+    size: int
+    stamp: int  # change stamp (:func:`dynstudy.store_contract.index.stamp_ns`)
+    inner: str  # path as its filesystem names it
+
+
+def _local_files(folder: str, rel: str) -> Iterator[Listed]:
+    """The files under a local ``folder`` (``rel``: its path inside the table's folder), one stat each."""
+    try:
+        entries = list(os.scandir(folder))
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    for e in entries:
+        inside = f"{rel}/{e.name}" if rel else e.name
+        try:
+            if e.is_dir():
+                yield from _local_files(e.path, inside)
+            elif e.is_file():
+                st = e.stat()
+                yield Listed(inside, st.st_size, st.st_ctime_ns, e.path)
+        except FileNotFoundError:
+            continue  # removed while listed
+
+
+def _listing(store: str, table: str, run_ids: Optional[Sequence[str]]) -> list[Listed]:
+    """The files under ``table``'s folder (under its ``run_ids``' folders alone, when given), sorted by path.
+    Hidden files (``.name``: the atomic writer's temporaries) are passed over."""
+    problems = [run_folder_problem(r) for r in run_ids or ()]
+    if any(problems):
+        raise ValueError(next(p for p in problems if p) + ": give run ids as the runs table lists them")
+    prefix = table_dir(store, table)
+    folders = [""] if run_ids is None else [f"run_id={r}" for r in sorted(set(run_ids))]
+    fs, inner_prefix = filesystem(prefix)
+    found = []
+    for folder in folders:
+        base = f"{inner_prefix}/{folder}" if folder else inner_prefix
+        if isinstance(fs, pafs.LocalFileSystem):
+            found += _local_files(base, folder)
+            continue
+        for info in fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True)):
+            if info.type == pafs.FileType.File:
+                found.append(Listed(info.path[len(inner_prefix.rstrip("/")) + 1:], info.size, stamp_ns(fs, info),
+                                    info.path))
+    return sorted((f for f in found if not f.rel.rsplit("/", 1)[-1].startswith(".")), key=lambda f: f.rel)
+
+
 def scan_store(store: str, tables: Iterable[str] = tuple(TABLES), run_id: Optional[str] = None,
-               write_index: bool = True) -> StoreScan:
-    """Every file of ``tables`` in ``store`` (of one run's partitions, if ``run_id``), checked.
+               write_index: bool = True, run_ids: Optional[Sequence[str]] = None) -> StoreScan:
+    """Every file of ``tables`` in ``store`` (of some runs' partitions, with ``run_id`` or ``run_ids``), checked.
 
     Parameters
     ----------
@@ -178,34 +258,31 @@ def scan_store(store: str, tables: Iterable[str] = tuple(TABLES), run_id: Option
     tables : the tables to list (default: all of the contract).
     run_id : list only this run's partitions (and no cross-run table); the index is then neither read nor written.
     write_index : update the index with the footers this scan read (False: only read it).
+    run_ids : list only these runs' partitions (and no cross-run table), as ``run_id`` does for one.
     """
+    if run_id is not None:
+        run_ids = [run_id]
     files: dict[str, list[StoreFile]] = {}
     foreign: list[tuple[str, str, str]] = []
     for table in tables:
-        if run_id is not None and table in UNPARTITIONED:
+        if run_ids is not None and table in UNPARTITIONED:
             continue
-        base = table_dir(store, table, run_id)
         prefix = table_dir(store, table)
-        fs, inner = filesystem(base)
-        infos = fs.get_file_info(pafs.FileSelector(inner, recursive=True, allow_not_found=True))
-        _, inner_prefix = filesystem(prefix)
-        check = _TableCheck(store, table, fs, indexed=run_id is None)
+        fs, _ = filesystem(prefix)
+        check = _TableCheck(store, table, fs, indexed=run_ids is None, saving=write_index)
         found = []
-        for info in sorted(infos, key=lambda i: i.path):
-            if info.type != pafs.FileType.File or info.base_name.startswith("."):
-                continue
-            rel = info.path[len(inner_prefix.rstrip("/")) + 1:]
-            path = f"{prefix}/{rel}"
-            rid, name, problem = _place(table, rel)
+        for listed in _listing(store, table, run_ids):
+            path = f"{prefix}/{listed.rel}"
+            rid, name, problem = _place(table, listed.rel)
+            rid, name = intern(rid) if rid else rid, intern(name) if name else name  # one string per run, per name
             if problem is None:
-                entry = check.entry(rel, info, rid)
+                entry = check.entry(listed, rid)
                 problem = entry.problem
-                stamp = entry.stamp_ns
             if problem is not None:
                 foreign.append((table, path, problem))
                 continue
-            found.append(StoreFile(table, path, rid, name, info.size, entry.token, entry.metadata, entry.columns,
-                                   stamp))
+            found.append(StoreFile(table, prefix, rid, name, listed.size, entry.token, entry.metadata, entry.columns,
+                                   entry.stamp_ns))
         if write_index:
             check.save()
         files[table] = found

@@ -46,7 +46,7 @@ def table_rows(store: str, table: str, files: Sequence[StoreFile], write_index: 
     if not missing:
         return cached.drop_columns([ROW_PATH_COLUMN])
     fs, _ = filesystem(store)
-    checked_ns = clock_ns(store, fs)
+    checked_ns = clock_ns(store, fs) if write_index else 0  # the store's clock, asked only to save the cache
     fresh, changed = [], set()
     for f in missing:
         rows = _read_file(f, schema)

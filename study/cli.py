@@ -2,7 +2,8 @@
 
     dynstudy run [SPEC]                 run a study (default: the built-in demo), analyse, report
     dynstudy analyze --store DIR        signal files -> metric tables
-    dynstudy sql --store DIR "SELECT"   read-only SQL over every table of the store (--format csv|json|parquet)
+    dynstudy sql --store DIR "SELECT"   read-only SQL over every table of the store (--format csv|json|parquet,
+                                        --run RUN_ID: only that run's files)
     dynstudy report --store DIR         write the HTML report (+ CSV tables) to DIR/report.html
     dynstudy status --store DIR         runs per cell by status, and the running runs
     dynstudy presets [--show NAME]      list the shipped specs, or print one's YAML
@@ -46,12 +47,21 @@ def cmd_sql(args) -> int:
     import duckdb
 
     from dynstudy.analysis.pipeline.catalog import open_catalog, query_tables
+    from dynstudy.analysis.pipeline.run_filter import query_runs
+    from dynstudy.store_contract.files import run_folder_problem
+    from dynstudy.store_contract.schemas import TABLES
     from dynstudy.study.readonly_sql import RefusedStatement, read_only_statements, statement_text
 
     if args.format == "parquet" and not args.output:
         raise ValueError("--format parquet writes a file: give --output FILE")
     _check_output_outside(args.store, args.output)
-    con = open_catalog(args.store, sandbox=True, tables=query_tables(args.query))
+    problems = [run_folder_problem(r) for r in args.run or ()]
+    if any(problems):
+        raise ValueError(f"--run: {next(p for p in problems if p)}; give run ids as the runs table lists them")
+    tables = query_tables(args.query)
+    runs = {t: args.run for t in tables} if args.run else query_runs(args.query)
+    # a query that names its tables (not unreadable_files) may read run_summary from an object store's compaction
+    con = open_catalog(args.store, sandbox=True, tables=tables, runs=runs, compacted=tables != tuple(TABLES))
     try:
         statements = read_only_statements(con, args.query)
         if args.format != "table" and len(statements) > 1:
@@ -289,6 +299,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "full precision; parquet needs --output)")
     s.add_argument("--output", metavar="FILE", default=None, help="write the result here instead of stdout")
     s.add_argument("--limit", type=int, default=50, help="rows printed at most by --format table (default 50)")
+    s.add_argument("--run", action="append", metavar="RUN_ID", default=None,
+                   help="open only this run's files of the per-run tables (repeatable); the cross-run tables whole")
     s.set_defaults(func=cmd_sql)
 
     rep = sub.add_parser("report", help="write the HTML report and CSV tables")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -18,11 +19,13 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def moto_server(env: dict | None = None):
-    """Yield the endpoint URL of a fresh moto server (``env``: extra variables for it, e.g. its auth settings)."""
+def moto_server(env: dict | None = None, log: Path | None = None):
+    """Yield the endpoint URL of a fresh moto server (``env``: extra variables for it, e.g. its auth settings;
+    ``log``: a file that gets its request log, one line per request: :func:`requests_logged` counts them)."""
     port = free_port()
+    sink = open(log, "ab") if log is not None else subprocess.DEVNULL
     proc = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, **(env or {})})
+                            stdout=subprocess.DEVNULL, stderr=sink, env={**os.environ, **(env or {})})
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -37,3 +40,15 @@ def moto_server(env: dict | None = None):
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
+        if log is not None:
+            sink.close()
+
+
+def requests_logged(log: Path) -> list[str]:
+    """The requests in a moto server's log so far, as ``METHOD /path?query`` (see :func:`moto_server`)."""
+    found = []
+    for line in Path(log).read_text(errors="replace").splitlines():
+        quoted = re.sub(r"\x1b\[[0-9;]*m", "", line).split('"')
+        if len(quoted) >= 3 and " HTTP/" in quoted[1]:
+            found.append(quoted[1].rsplit(" HTTP/", 1)[0])
+    return found

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import re
 import sys
 from collections import defaultdict
 from concurrent.futures import ProcessPoolExecutor
@@ -57,10 +58,13 @@ from dynstudy.analysis.stats.claims import all_claims
 from dynstudy.analysis.stats.claims_temporal import temporal_claims
 from dynstudy.analysis.stats.sensitivity import run_series, sensitivity
 from dynstudy.analysis.stats.variability import cell_variability
+from dynstudy.store_contract.compaction import begin_change, compact, end_change
 from dynstudy.store_contract.files import remove_run_files, resolve_store
 from dynstudy.store_contract.scan import StoreScan, files_digest, scan_store
 from dynstudy.store_contract.schemas import INPUT_DIGEST_KEY, RUN_INPUTS, RUN_OUTPUTS, UNPARTITIONED
 
+#: The run of a file's path (its ``run_id=<id>`` folder).
+_RUN_FOLDER = re.compile(r"/run_id=([^/]+)/")
 RUN_COLUMNS = ("run_id", "study", "model", "dataset", "optimizer", "seed", "status", "epochs_completed", "config")
 
 
@@ -71,8 +75,9 @@ def _views(con) -> set[str]:
 def plan_runs(scan: StoreScan, runs: list[dict], force: bool) -> tuple[list, int, dict]:
     """(runs to analyse with their inputs and gap, how many are current, failed run -> reason)."""
     todo, current, failed = [], 0, {}
+    suspects = {m.group(1) for _, path, _ in scan.foreign for m in [_RUN_FOLDER.search(path)] if m}
     for run in runs:
-        damaged = damaged_files(scan, run["run_id"])
+        damaged = damaged_files(scan, run["run_id"]) if run["run_id"] in suspects else []
         if damaged:
             failed[run["run_id"]] = "; ".join(f"unreadable file {path} ({why})" for path, why in damaged)
             continue
@@ -108,24 +113,22 @@ def _run_all(store: str, todo: list, workers: int | None, open_source=fast_sourc
 CROSS_RUN_SOURCES = (*RUN_INPUTS, "run_summary", "window_sensitivity", "capture_metrics", *UNPARTITIONED)
 
 
-def current_summaries(store: str, runs: list[dict], scan: StoreScan | None = None
-                      ) -> tuple[list[dict], list[dict], object]:
-    """(whole summaries, incomplete summaries, catalog): the run summaries that match their inputs now.
+def current_summaries(store: str, runs: list[dict], scan: StoreScan | None = None) -> tuple[list[dict], list[dict]]:
+    """(whole summaries, incomplete summaries): the run summaries that match their inputs now.
 
     A summary of a run that changed since (a study still running, a file
     restored) or that was removed from ``runs`` is left out of both lists.
     ``scan``: a scan of :data:`CROSS_RUN_SOURCES` made now (default: made here).
     """
     scan = scan if scan is not None else scan_store(store, CROSS_RUN_SOURCES)
-    con = open_catalog(store, scan=scan,
-                       tables=("run_summary", "train_metrics", "window_sensitivity", "capture_metrics"))
+    con = open_catalog(store, scan=scan, tables=("run_summary",))
     if "run_summary" not in _views(con):
-        return [], [], con
+        return [], []
     known = {r["run_id"] for r in runs}
     cols = [c[0] for c in con.execute("DESCRIBE run_summary").fetchall()]
     rows = [dict(zip(cols, r)) for r in con.execute("SELECT * FROM run_summary ORDER BY run_id").fetchall()]
     rows = [r for r in rows if r["run_id"] in known and r.get("input_digest") == run_inputs(scan, r["run_id"]).digest]
-    return [r for r in rows if r.get("reason") is None], [r for r in rows if r.get("reason") is not None], con
+    return [r for r in rows if r.get("reason") is None], [r for r in rows if r.get("reason") is not None]
 
 
 def claim_inputs(summaries: list[dict], incomplete: list[dict], runs: list[dict]) -> list[dict]:
@@ -155,14 +158,16 @@ def cross_run_tables_current(scan: StoreScan, digest: str) -> bool:
                for t in UNPARTITIONED)
 
 
-def write_cross_run_tables(store: str, con, summaries: list[dict], runs: list[dict], plateau_points: float,
-                           incomplete: list[dict] = (), digest: str | None = None) -> None:
+def write_cross_run_tables(store: str, scan: StoreScan, summaries: list[dict], runs: list[dict],
+                           plateau_points: float, incomplete: list[dict] = (), digest: str | None = None) -> None:
     """cell_variability, claims, sensitivity, stopping and stopping_summary from the whole, current ``summaries``
-    (the stopping rules replayed on their train_metrics and end-of-epoch capture_metrics); every claims row records
+    (the stopping rules replayed on their train_metrics and end-of-epoch capture_metrics, read with the windows
+    through ``scan``, a scan of :data:`CROSS_RUN_SOURCES`); every claims row records
     ``plateau_points``, the plateau rule's points, for the report's plateau markers. The claims count the
     ``incomplete`` summaries and the runs without a current summary as dropped runs. Each file records ``digest``
     (:func:`cross_run_digest`)."""
     write_table(store, "cell_variability", cell_variability(summaries), digest=digest)
+    con = open_catalog(store, scan=scan, tables=("train_metrics", "window_sensitivity", "capture_metrics"))
     ids = {s["run_id"] for s in summaries}
     curves, epoch_steps = defaultdict(lambda: ([], [], [])), defaultdict(dict)
     for run_id, epoch, acc, loss, step in con.execute(
@@ -216,6 +221,7 @@ def analyze(store: str, *, force: bool = False, workers: int | None = 1, plateau
     for table, path, error in scan.foreign:
         print(f"analyze: unreadable file {path}: {error}", file=out, flush=True)
     todo, current, failed = plan_runs(scan, runs, force)
+    change = begin_change(store, "run_summary") if todo or failed else None  # a compaction is stale from here
     for run_id, why in failed.items():
         remove_run_files(store, run_id, RUN_OUTPUTS)  # no stale outputs of a run that cannot be read
         print(f"analyze: skipped run {run_id}: {why}", file=out, flush=True)
@@ -231,20 +237,26 @@ def analyze(store: str, *, force: bool = False, workers: int | None = 1, plateau
             print(f"analyze: {run_id}: {n_captures} captures, INCOMPLETE: {summary['reason']}", file=out, flush=True)
         else:
             print(f"analyze: {run_id}: {n_captures} captures, state {summary.get('state')}", file=out, flush=True)
-    sources = scan_store(store, CROSS_RUN_SOURCES)
-    whole, incomplete, con = current_summaries(store, runs, sources)
+    end_change(store, "run_summary", change)
+    # nothing written or removed: the first scan is as recent a view of the sources as a second would be
+    sources = scan if not todo and not failed else None
+    del scan  # one scan's files in memory at a time
+    sources = sources or scan_store(store, CROSS_RUN_SOURCES)
+    whole, incomplete = current_summaries(store, runs, sources)
     if not whole and not incomplete:
         print(f"analyze: no run could be analysed ({len(failed)} skipped)", file=out, flush=True)
+        compact(store, "run_summary")
         return {"store": store, "analysed": done, "current": current, "failed": failed, "incomplete": {}}
     digest = cross_run_digest(sources, whole + incomplete, runs, plateau_points)
     if cross_run_tables_current(sources, digest):
         print("analyze: the cross-run tables (cell_variability, claims, sensitivity, stopping) are current", file=out,
               flush=True)
     else:
-        write_cross_run_tables(store, con, whole, runs, plateau_points, incomplete, digest)
+        write_cross_run_tables(store, sources, whole, runs, plateau_points, incomplete, digest)
     gaps = {r["run_id"]: r["reason"] for r in incomplete}
     if gaps:
         print(f"analyze: {len(gaps)} run(s) incomplete, kept out of the cross-run tables: "
               + "; ".join(f"{k} ({v})" for k, v in gaps.items()), file=out, flush=True)
+    compact(store, "run_summary")
     print(f"analyze: {done} runs analysed, {current} already current, {len(failed)} skipped", file=out, flush=True)
     return {"store": store, "analysed": done, "current": current, "failed": failed, "incomplete": gaps}

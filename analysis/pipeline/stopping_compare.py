@@ -52,8 +52,9 @@ def compare_store(store: str, tolerance: float = stopping.TOLERANCE,
     con = open_catalog(store, scan=scan, tables=("runs",))
     runs = [dict(zip(RUN_COLUMNS, r)) for r in con.execute(
         f"SELECT {', '.join(RUN_COLUMNS)} FROM runs ORDER BY run_id").fetchall()]
-    whole, _, con = current_summaries(store, runs, scan)
+    whole, _ = current_summaries(store, runs, scan)
     if not whole:
         raise ValueError(f"store {store!r} has no current analysis of a whole run: run `dynstudy analyze --store "
                          f"{store}` first")
-    return comparison(con, whole, runs, tolerance, margin)
+    return comparison(open_catalog(store, scan=scan, tables=("train_metrics", "capture_metrics")), whole, runs,
+                      tolerance, margin)

@@ -158,8 +158,9 @@ def test_analysed_store_report_in_browser(browser, tmp_path):
     assert main(["report", "--store", str(store)]) == 0
     page = (store / "report.html").read_text(encoding="utf-8")
     assert 'id="fig-temporal-0"' in page and 'id="fig-temporal-1"' in page
-    for anchor in ("glance", "claims", "sensitivity", "temporal"):
+    for anchor in ("glance", "claims", "sensitivity", "temporal", "stopping"):
         assert f'id="{anchor}"' in page
+    assert "DFA fit flags of the windows: narrow_span in" in page and "beyond the null of 19 surrogates" in page
     probe, stderr = open_in_browser(browser, store / "report.html", tmp_path)
     assert probe["errors"] == [] and console_errors(stderr) == []
     # 2 cells: 2 trajectory figures and 2 temporal ones; the H-M plane, the controls, the stopping rules' plane

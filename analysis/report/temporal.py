@@ -17,6 +17,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from dynstudy.analysis.kernels.dfa_fit import BEYOND_NULL_P, FIT_FLAGS, MIN_R2, MIN_SPAN
 from dynstudy.analysis.kernels.dynamics import NONSTATIONARY_ALPHA
 from dynstudy.analysis.kernels.temporal import CONTROLS, WHOLE_RUN
 from dynstudy.analysis.report import data as rd
@@ -208,6 +209,29 @@ def band_figures(cells: dict, metric_rows: list[dict], control_rows: list[dict])
     return out
 
 
+def fit_flag_note(metric_rows: list[dict], control_rows: list[dict]) -> str:
+    """A paragraph: how many windows carry each DFA fit flag, and how many windows' H_raw and M lie beyond their
+    phase-randomised and IAAFT nulls ("" for an analysis without these columns)."""
+    windows = [r for r in metric_rows if r.get("window") != WHOLE_RUN and "fit_flags" in r]
+    if not windows:
+        return ""
+    counts = {flag: sum(flag in (r.get("fit_flags") or "").split(";") for r in windows) for flag in FIT_FLAGS}
+    parts = [f"{flag} in {n} of {len(windows)} windows" for flag, n in counts.items()]
+    beyond = []
+    for control in ("phase_randomised", "iaaft"):
+        rows = [c for c in control_rows if c.get("control") == control and c.get("window") != WHOLE_RUN
+                and c.get("h_raw_p") is not None]
+        if rows:
+            n_h = sum(c["h_raw_p"] <= BEYOND_NULL_P for c in rows)
+            n_m = sum(c.get("m_p") is not None and c["m_p"] <= BEYOND_NULL_P for c in rows)
+            beyond.append(f"{control}: H_raw {n_h}, M {n_m} of {len(rows)} windows beyond the null of "
+                          f"{rows[0].get('null_k')} surrogates")
+    return (f'<p class="meta">DFA fit flags of the windows: {text("; ".join(parts))} (narrow_span: scales spanning '
+            f"less than {MIN_SPAN:g}x, so each window's exponent is wide: docs/metrics.md gives its spread; "
+            f"poor_fit: R² below {MIN_R2:g}). Against their own surrogates at p ≤ {BEYOND_NULL_P:g}: "
+            f"{text('; '.join(beyond)) or 'no nulls (analysis.null_k = 0)'}.</p>")
+
+
 def temporal_section(cells: dict, metric_rows: list[dict], control_rows: list[dict], bands: dict | None = None) -> str:
     """HTML of the temporal section: the whole-run table, then a figure per cell with a temporal series (a cell of
     many runs: its distribution, from ``bands`` of :func:`band_figures` where given)."""
@@ -220,7 +244,7 @@ def temporal_section(cells: dict, metric_rows: list[dict], control_rows: list[di
     out.append('<p class="meta">Whole run, seeds\' mean ± std: the temporal H_raw beside its surrogates and the '
                "pseudo-time H_raw of the same runs; the runs whose whole series is non-stationary or whose temporal "
                "H_eff is saturated, and the non-stationary windows.</p>" + _table(cells, metrics, controls)
-               + legend_html())
+               + legend_html() + fit_flag_note(metric_rows, control_rows))
     for n, (cell, runs) in enumerate(cells.items()):
         runs = [r for r in runs if r["run_id"] in metrics]
         if runs and traced(len(runs)):

@@ -200,4 +200,5 @@ def test_a_thousand_runs(tmp_path):
     first = sorted((moved / "study_runs").glob("cell-*.html"))[0]
     run = re.findall(r'<section class="run" id="([^"]+)"', first.read_text(encoding="utf-8"))[-1]
     probe, stderr = open_in_browser(browser, first, tmp_path, run)
-    assert probe["errors"] == [] and console_errors(stderr) == [] and probe["target"] == 2
+    # its training curves, its metrics over its cell's bands and its fluctuation functions
+    assert probe["errors"] == [] and console_errors(stderr) == [] and probe["target"] == 3

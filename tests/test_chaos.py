@@ -158,5 +158,6 @@ def test_chaos_drill_two_node_cluster(tmp_path, seed):
         job = submit(cluster, "--resume")
         second, _ = job.communicate(timeout=600)
         assert job.returncode == 0 and "succeeded" in second, second[-4000:]
-    assert "study drill: 2 finished" in second
+    # no assertion on the job's summary line: `ray job submit` can end its log stream before the job's last lines;
+    # the store says every run finished (check_against_clean)
     assert check_against_clean(store, clean, runs=2) > 2

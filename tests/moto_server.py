@@ -44,6 +44,28 @@ def moto_server(env: dict | None = None, log: Path | None = None):
             sink.close()
 
 
+@contextlib.contextmanager
+def s3_bucket(bucket: str, log: Path | None = None):
+    """A moto server (:func:`moto_server`, requests logged to ``log``) with ``bucket`` created and the AWS variables
+    pointing at it set for the duration; yields ``s3://<bucket>`` and restores the variables after."""
+    with moto_server(log=log) as endpoint:
+        env = {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+               "AWS_REGION": "us-east-1"}
+        saved = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)
+        try:
+            import boto3
+
+            boto3.client("s3").create_bucket(Bucket=bucket)
+            yield f"s3://{bucket}"
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+
+
 def requests_logged(log: Path) -> list[str]:
     """The requests in a moto server's log so far, as ``METHOD /path?query`` (see :func:`moto_server`)."""
     found = []

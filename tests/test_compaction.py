@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import io
-import os
 
 import pytest
 
@@ -12,7 +11,7 @@ from dynstudy.store_contract import compaction
 from dynstudy.store_contract.files import filesystem, remove_run_files, write_rows
 from dynstudy.store_contract.index import index_dir
 from dynstudy.study.cli import main
-from tests.moto_server import moto_server, requests_logged
+from tests.moto_server import requests_logged, s3_bucket
 from tests.store_factory import make_store
 
 QUERY = "SELECT run_id, seed FROM run_summary ORDER BY run_id"
@@ -22,22 +21,8 @@ QUERY = "SELECT run_id, seed FROM run_summary ORDER BY run_id"
 def s3(tmp_path_factory):
     """A moto S3 server logging its requests, and the AWS variables that point at it; stopped by pid."""
     log = tmp_path_factory.mktemp("moto") / "requests.log"
-    with moto_server(log=log) as endpoint:
-        env = {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-               "AWS_REGION": "us-east-1"}
-        saved = {k: os.environ.get(k) for k in env}
-        os.environ.update(env)
-        try:
-            import boto3
-
-            boto3.client("s3").create_bucket(Bucket="dynstudy-compaction")
-            yield "s3://dynstudy-compaction", log
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
+    with s3_bucket("dynstudy-compaction", log=log) as uri:
+        yield uri, log
 
 
 def _summaries(store: str, n: int, start: int = 0) -> list[str]:

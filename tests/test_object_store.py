@@ -29,7 +29,7 @@ from dynstudy.store_contract.scan import scan_store
 from dynstudy.study.cli import main
 from dynstudy.study.orchestrate import run_study
 from dynstudy.study.spec import load_spec
-from tests.moto_server import moto_server
+from tests.moto_server import s3_bucket
 from tests.store_factory import make_store
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,22 +39,8 @@ KEYS = "r.seed, a.capture, a.stage, a.rank, a.sample"
 @pytest.fixture(scope="module")
 def s3():
     """A moto S3 server on loopback and the AWS variables that point at it; stopped by pid."""
-    with moto_server() as endpoint:
-        env = {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-               "AWS_REGION": "us-east-1"}
-        saved = {k: os.environ.get(k) for k in env}
-        os.environ.update(env)
-        try:
-            import boto3
-
-            boto3.client("s3").create_bucket(Bucket="dynstudy-test")
-            yield "s3://dynstudy-test"
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
+    with s3_bucket("dynstudy-test") as uri:
+        yield uri
 
 
 def _keys(uri: str) -> list[str]:

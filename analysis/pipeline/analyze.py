@@ -170,8 +170,9 @@ def write_cross_run_tables(store: str, scan: StoreScan, summaries: list[dict], r
     con = open_catalog(store, scan=scan, tables=("train_metrics", "window_sensitivity", "capture_metrics"))
     ids = {s["run_id"] for s in summaries}
     curves, epoch_steps = defaultdict(lambda: ([], [], [])), defaultdict(dict)
-    for run_id, epoch, acc, loss, step in con.execute(
-            "SELECT run_id, epoch, val_acc, val_loss, step FROM train_metrics ORDER BY run_id, epoch").fetchall():
+    train = con.execute("SELECT run_id, epoch, val_acc, val_loss, step FROM train_metrics ORDER BY run_id, epoch"
+                        ).fetchall()
+    for run_id, epoch, acc, loss, step in train:
         if run_id in ids:
             for part, v in zip(curves[run_id], (epoch, acc, loss)):
                 part.append(v)
@@ -189,7 +190,7 @@ def write_cross_run_tables(store: str, scan: StoreScan, summaries: list[dict], r
         windows = [dict(zip(cols, r)) for r in found if r[0] in ids]
     write_table(store, "sensitivity", sensitivity(summaries, params, run_series(windows), curves, plateau_points),
                 digest=digest)
-    stops, stop_summary = comparison(con, summaries, runs)
+    stops, stop_summary = comparison(con, summaries, runs, train=[(r[0], r[1], r[3], r[2]) for r in train])
     write_table(store, "stopping", stops, digest=digest)
     write_table(store, "stopping_summary", stop_summary, digest=digest)
 

@@ -14,14 +14,17 @@ def _views(con) -> set[str]:
     return {r[0] for r in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
 
 
-def run_curves(con, summaries: list[dict], runs: list[dict]) -> dict[str, dict]:
+def run_curves(con, summaries: list[dict], runs: list[dict], train=None) -> dict[str, dict]:
     """run_id -> the curves the rules replay, for the runs of ``summaries``: train_metrics' val_loss and val_acc,
-    and the end-of-epoch captures' H_eff and M (``con``: a catalog with those views), with each run's settings."""
+    and the end-of-epoch captures' H_eff and M (``con``: a catalog with those views), with each run's settings.
+    ``train``: the (run_id, epoch, val_loss, val_acc) rows in epoch order, when the caller has read them."""
     ids = {s["run_id"] for s in summaries}
-    if "train_metrics" not in _views(con):
-        return {}
-    train = [r for r in con.execute("SELECT run_id, epoch, val_loss, val_acc FROM train_metrics "
-                                    "ORDER BY run_id, epoch").fetchall() if r[0] in ids]
+    if train is None:
+        if "train_metrics" not in _views(con):
+            return {}
+        train = con.execute("SELECT run_id, epoch, val_loss, val_acc FROM train_metrics ORDER BY run_id, epoch"
+                            ).fetchall()
+    train = [r for r in train if r[0] in ids]
     caps = []
     if "capture_metrics" in _views(con):
         caps = [r for r in con.execute("SELECT run_id, epoch, h_eff, metastability FROM capture_metrics "
@@ -31,9 +34,10 @@ def run_curves(con, summaries: list[dict], runs: list[dict]) -> dict[str, dict]:
 
 
 def comparison(con, summaries: list[dict], runs: list[dict], tolerance: float = stopping.TOLERANCE,
-               margin: float = stopping.MARGIN) -> tuple[list[dict], list[dict]]:
-    """(``stopping`` rows, ``stopping_summary`` rows) of the whole, current ``summaries``."""
-    rows = stopping.replay(summaries, run_curves(con, summaries, runs))
+               margin: float = stopping.MARGIN, train=None) -> tuple[list[dict], list[dict]]:
+    """(``stopping`` rows, ``stopping_summary`` rows) of the whole, current ``summaries`` (``train``: as
+    :func:`run_curves` takes it)."""
+    rows = stopping.replay(summaries, run_curves(con, summaries, runs, train))
     return rows, stopping.summary(rows, tolerance, margin)
 
 

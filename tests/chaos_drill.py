@@ -84,6 +84,12 @@ def epochs_in_store(store: Path) -> int:
     return len(list(store.glob("train_metrics/run_id=*/epoch=*.parquet")))
 
 
+def epochs_by_run(store: Path) -> dict[str, int]:
+    """How many ``train_metrics`` epoch files the store holds for each run it has started."""
+    return {run.name.removeprefix("run_id="): len(list(run.glob("epoch=*.parquet")))
+            for run in store.glob("train_metrics/run_id=*")}
+
+
 @dataclass
 class Driver:
     """One ``dynstudy run`` invocation of a drill."""

@@ -170,6 +170,15 @@ class LocalCluster:
         return [p for t in self.temp[1:] for p in pids_naming(f"--raylet_socket_name={t}", with_children=False)
                 if "raylet" in process_table()[p][1]]
 
+    def worker_node_processes(self) -> list[int]:
+        """Every process of the worker nodes: those naming a worker node's temp folder, and their descendants
+        (its raylet, the raylet's workers, its agents)."""
+        return sorted({p for t in self.temp[1:] for p in pids_naming(str(t))} - set(self.head_processes()))
+
+    def head_processes(self) -> list[int]:
+        """Every process of the head node (its temp folder named, and their descendants)."""
+        return pids_naming(str(self.temp[0]))
+
     def processes(self) -> list[int]:
         """Every live process of this cluster: marked in its environment, or naming its folders, and their
         descendants."""

@@ -4,7 +4,7 @@ Each drill drives ``dynstudy run`` as an operator would (tests/chaos_drill.py), 
 training drawn from a seeded generator (a driver SIGKILL followed by ``--resume``, a trial worker's SIGKILL, an
 injected hard exit inside every run), and compares the store with a clean run's: every run finished, every row
 exactly once, values bit-identical, the analysis's tables equal, no temporaries left, the retries counted in
-``runs.attempts``. The 2-node cluster variant (a worker node's raylet killed, the job's driver killed and the job
+``runs.attempts``. The 2-node cluster variant (a worker node lost, the job's driver killed and the job
 resubmitted with ``--resume``) runs the same comparison.
 """
 from __future__ import annotations
@@ -22,6 +22,7 @@ from dynstudy.analysis.pipeline.analyze import analyze
 from tests.chaos_drill import (
     BIN,
     drill_spec,
+    epochs_by_run,
     epochs_in_store,
     finish,
     kill_driver,
@@ -125,13 +126,13 @@ def job_drivers(store) -> list[int]:
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [0])
 def test_chaos_drill_two_node_cluster(tmp_path, seed):
-    """A study submitted as a job to a 2-node cluster: the worker node's raylet killed mid-trial and the job's
-    driver killed; the job, resubmitted with ``--resume``, ends with a clean run's store."""
+    """A study submitted as a job to a 2-node cluster: the worker node lost mid-run (all its processes killed)
+    and the job's driver killed; the job, resubmitted with ``--resume``, ends with a clean run's store."""
     rng = random.Random(seed)
     spec = drill_spec(tmp_path, seeds=2, epochs=5, every_n_steps=8, max_failures=3)
     clean = clean_store(tmp_path, spec)
     store = tmp_path / "drill" / "store"
-    raylet_at, driver_at = sorted(rng.sample(range(2, 2 * 5 - 1), 2))
+    node_at, driver_at = sorted(rng.sample(range(2, 2 * 5 - 1), 2))
 
     def submit(cluster, *extra):
         return subprocess.Popen(
@@ -146,11 +147,24 @@ def test_chaos_drill_two_node_cluster(tmp_path, seed):
                 raise AssertionError(f"no moment for {what}:\n{job.communicate()[0][-4000:]}")
             time.sleep(0.05)
 
+    def mid_run(epochs: dict[str, int]) -> bool:
+        """Both runs started, and every run not yet finished has at least one epoch in the store (so its row
+        counts a start that a lost trial's retry adds to)."""
+        unfinished = [n for n in epochs.values() if n < 5]
+        return len(epochs) == 2 and bool(unfinished) and min(unfinished) >= 1
+
+    def worker_node_trial(cluster) -> bool:
+        procs = process_table()
+        return any(procs.get(p, (0, ""))[1].startswith("ray::ImplicitFunc") for p in cluster.worker_node_processes())
+
     with LocalCluster(workers=1) as cluster:
         job = submit(cluster)
-        wait(job, lambda: epochs_in_store(store) >= raylet_at and len(cluster.worker_raylet_pids()) == 1, "the raylet")
-        kill(cluster.worker_raylet_pids())  # the worker node is lost with its trial
-        wait(job, lambda: epochs_in_store(store) >= driver_at and job_drivers(store), "the driver kill")
+        # the worker node runs one of the unfinished runs (one CPU per node, two runs): it is lost mid-run
+        wait(job, lambda: epochs_in_store(store) >= node_at and mid_run(epochs_by_run(store))
+             and worker_node_trial(cluster), "the worker node's loss")
+        kill(cluster.worker_node_processes())  # the worker node is lost with its trial
+        wait(job, lambda: epochs_in_store(store) >= driver_at and mid_run(epochs_by_run(store))
+             and job_drivers(store), "the driver kill")
         kill(job_drivers(store))
         first, _ = job.communicate(timeout=120)
         assert job.returncode != 0, first[-3000:]

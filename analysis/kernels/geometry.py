@@ -179,8 +179,11 @@ def _cross_sq_by_features(feats: Sequence[Features]) -> np.ndarray:
 def _cross_sq_by_grams(feats: Sequence[Features]) -> np.ndarray:
     """The same as tr(K_i K_j) from each capture's n x n Gram matrix, made once (n^2 sum d + M^2 n^2: wide
     captures, where the stacked features would be wider than the probe set is long)."""
-    # X @ copy(X).T: OpenBLAS's general product runs about 3x faster here than the symmetric one X @ X.T selects
-    F = np.stack([(f.X @ f.X.copy().T).ravel() for f in feats])
+    n = feats[0].n
+    F = np.empty((len(feats), n * n), dtype=np.result_type(*(f.X for f in feats)))
+    for i, f in enumerate(feats):
+        # X @ copy(X).T: OpenBLAS's general product runs about 3x faster here than the symmetric one X @ X.T selects
+        np.matmul(f.X, f.X.copy().T, out=F[i].reshape(n, n))
     return (F @ F.T).astype(np.float64)
 
 

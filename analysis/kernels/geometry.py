@@ -3,8 +3,8 @@
 A capture of a stage is a matrix X [n probe samples, d channels]; the probe set is the same images at every
 capture of every seed, so two captures' rows correspond. These kernels compare such matrices and describe each:
 
-- :func:`features` centres X's columns and keeps what every comparison needs (the centred matrix and the
-  squared norms of its rows, the diagonal of the linear Gram matrix K = X X^T);
+- :func:`features` centres X's columns and keeps what every comparison needs (the centred matrix, the
+  squared norms of its rows, which are the diagonal of the linear Gram matrix K = X X^T, and X^T X);
 - :func:`hsic_unbiased` is the unbiased HSIC estimator of Song et al. (2012) for linear kernels, computed in
   feature space (no n x n matrix): with K~ = K - diag(K) and centred X (so K 1 = 0)
 
@@ -48,10 +48,12 @@ MIN_SAMPLES = 4
 
 
 class Features(NamedTuple):
-    """A capture of a stage prepared for comparisons: centred columns and the diagonal of its Gram matrix."""
+    """A capture of a stage prepared for comparisons: centred columns, the diagonal of its Gram matrix, and its
+    channel cross-product (n times the covariance, which gives its spectrum and its own HSIC)."""
 
     X: np.ndarray     # [n, d], columns centred
-    diag: np.ndarray  # [n], squared norm of each row (K_ii)
+    diag: np.ndarray  # [n], squared norm of each row (K_ii), float64
+    XtX: np.ndarray   # [d, d], X' X
 
     @property
     def n(self) -> int:
@@ -59,18 +61,20 @@ class Features(NamedTuple):
 
 
 def features(X) -> Features:
-    """Centre the columns of ``X`` [n, d] and keep the diagonal of its linear Gram matrix.
+    """Centre the columns of ``X`` [n, d]; keep the diagonal of its linear Gram matrix and X' X.
 
     Parameters
     ----------
-    X : array [n samples, d channels], finite. float32 stays float32 (the products of the comparisons then run
-        in single precision, as the store keeps activations; sums are accumulated in float64), anything else is
-        float64.
+    X : array [n samples, d channels], finite, or :class:`Features` (returned as it is). float32 stays float32
+        (the products then run in single precision, as the store keeps activations; sums are accumulated in
+        float64), anything else is float64.
 
     Returns
     -------
     Features
     """
+    if isinstance(X, Features):
+        return X
     X = np.asarray(X)
     X = X if X.dtype in (np.float32, np.float64) else X.astype(np.float64)
     if X.ndim != 2:
@@ -81,17 +85,13 @@ def features(X) -> Features:
     if not np.all(np.isfinite(X)):
         raise ValueError("X holds NaN or infinite values; geometry is defined for finite activations only")
     Xc = X - X.mean(axis=0, dtype=np.float64).astype(X.dtype)
-    return Features(Xc, np.einsum("ij,ij->i", Xc, Xc, dtype=np.float64))
+    return Features(Xc, np.einsum("ij,ij->i", Xc, Xc, dtype=np.float64), Xc.T @ Xc.copy())
 
 
 def _hsic_from_terms(cross_sq, diag_dot, trace_k, trace_l, n: int):
     """HSIC_1 from ||X'Y||_F^2, sum_i K_ii L_ii and the traces (scalars or broadcastable arrays)."""
     tr_kl = cross_sq - diag_dot
     return (tr_kl + trace_k * trace_l / ((n - 1) * (n - 2)) - 2.0 / (n - 2) * diag_dot) / (n * (n - 3))
-
-
-def _as_features(x) -> Features:
-    return x if isinstance(x, Features) else features(x)
 
 
 def hsic_unbiased(a, b) -> float:
@@ -105,11 +105,16 @@ def hsic_unbiased(a, b) -> float:
     -------
     float (can be negative: the estimator is unbiased, so it scatters around 0 for independent data)
     """
-    fa, fb = _as_features(a), _as_features(b)
+    fa, fb = features(a), features(b)
     if fa.n != fb.n:
         raise ValueError(f"the captures have {fa.n} and {fb.n} samples; compare captures of the same probe set")
-    cross = fa.X.T @ fb.X
-    return float(_hsic_from_terms(np.sum(cross * cross), fa.diag @ fb.diag, fa.diag.sum(), fb.diag.sum(), fa.n))
+    cross_sq = _sq(fa.XtX) if fa is fb else _sq(fa.X.T @ fb.X)
+    return float(_hsic_from_terms(cross_sq, fa.diag @ fb.diag, fa.diag.sum(), fb.diag.sum(), fa.n))
+
+
+def _sq(M: np.ndarray) -> float:
+    """Squared Frobenius norm, accumulated in float64."""
+    return float(np.sum(np.square(M, dtype=np.float64)))
 
 
 def linear_cka(a, b) -> float:
@@ -130,7 +135,11 @@ def linear_cka(a, b) -> float:
     >>> round(linear_cka(X, X), 12)
     1.0
     """
-    return float(cka_matrix([_as_features(a), _as_features(b)])[0, 1])
+    fa, fb = features(a), features(b)
+    own_a, own_b = hsic_unbiased(fa, fa), hsic_unbiased(fb, fb)
+    if own_a <= 0 or own_b <= 0:
+        return float("nan")
+    return hsic_unbiased(fa, fb) / float(np.sqrt(own_a * own_b))
 
 
 def cka_matrix(captures: Sequence) -> np.ndarray:
@@ -144,7 +153,7 @@ def cka_matrix(captures: Sequence) -> np.ndarray:
     -------
     array [M, M], symmetric, 1 on the diagonal of captures with variance (NaN rows for those without).
     """
-    feats = [_as_features(c) for c in captures]
+    feats = [features(c) for c in captures]
     if not feats:
         return np.zeros((0, 0))
     n = feats[0].n
@@ -190,12 +199,11 @@ def _cross_sq_by_grams(feats: Sequence[Features]) -> np.ndarray:
 def spectrum(X) -> np.ndarray:
     """Eigenvalues of the channel covariance of ``X`` [n, d] (columns centred, divided by n), largest first.
 
-    These are the squared singular values of the centred X over n; the d x d covariance is formed, so the
-    cost is n d^2 (the SVD of X is not needed).
+    These are the squared singular values of the centred X over n, from X' X (kept by :func:`features`), so
+    the cost is n d^2 once per capture (the SVD of X is not needed).
     """
-    Xc = _as_features(X).X
-    cov = Xc.T @ Xc / Xc.shape[0]
-    return np.clip(np.linalg.eigvalsh(cov)[::-1], 0.0, None)
+    f = features(X)
+    return np.clip(np.linalg.eigvalsh(f.XtX.astype(np.float64) / f.n)[::-1], 0.0, None)
 
 
 def effective_rank(eigenvalues, eps: float = 1e-12) -> float:
@@ -241,7 +249,7 @@ def stage_geometry(X) -> dict:
 
     Parameters
     ----------
-    X : array [n, d].
+    X : array [n, d], or :class:`Features`.
 
     Returns
     -------

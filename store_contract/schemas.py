@@ -175,6 +175,25 @@ CELL_VARIABILITY = pa.schema([
     ("n_runs", pa.int32()),           # finished runs of the cell; n_seeds counts those with a value (a trigger fired)
 ])
 
+GEOMETRY_METRICS = pa.schema([
+    ("run_id", pa.string()),
+    ("capture", pa.int32()),
+    ("kind", pa.string()),              # init (the untrained network) | epoch
+    ("epoch", pa.int32()),
+    ("stage", pa.string()),
+    ("width", pa.int32()),              # the stage's stored channels the geometry used (store_channels)
+    ("n_samples", pa.int32()),          # probe samples
+    ("effective_rank", pa.float64()),   # RankMe: exp of the entropy of the normalised singular values
+    ("participation_ratio", pa.float64()),  # (sum lambda)^2 / sum lambda^2 of the channel covariance
+    ("activation_variance", pa.float64()),  # mean channel variance over the probe samples
+    ("cka_prev", pa.float64()),         # debiased linear CKA with the run's previous capture of this stage
+    ("cka_init", pa.float64()),         # ... with the untrained network (capture 0)
+    ("cka_final", pa.float64()),        # ... with the run's last end-of-epoch capture
+    ("noise_effective_rank", pa.float64()),       # i.i.d. Gaussian features of the same shape
+    ("noise_participation_ratio", pa.float64()),
+    ("noise_cka", pa.float64()),        # CKA of the stage with such noise: the estimator's floor
+])
+
 CONTROLS = pa.schema([
     ("run_id", pa.string()),
     ("capture", pa.int32()),
@@ -352,6 +371,7 @@ ANALYSIS_TABLES = {
     "cell_variability": CELL_VARIABILITY,
     "controls": CONTROLS,
     "window_sensitivity": WINDOW_SENSITIVITY,
+    "geometry_metrics": GEOMETRY_METRICS,
     "temporal_metrics": TEMPORAL_METRICS,
     "temporal_controls": TEMPORAL_CONTROLS,
     "claims": CLAIMS,
@@ -388,6 +408,7 @@ KEY_COLUMNS = {
     "run_summary": ("run_id", "status", "n_epochs"),
     "controls": ("run_id", "capture", "control"),
     "window_sensitivity": ("run_id", "capture", "smooth_window"),
+    "geometry_metrics": ("run_id", "capture", "stage"),
     "temporal_metrics": ("run_id", "window", "h_raw"),
     "temporal_controls": ("run_id", "window", "control"),
     "cell_variability": ("model", "dataset", "optimizer", "metric"),

@@ -22,10 +22,13 @@ one capture, whatever the study's size):
 4. over the run's captures in training time, when it has every-N-step
    captures (:func:`dynstudy.analysis.run.temporal_run.run_temporal`): the temporal
    protocol's metrics per sliding window and for the whole run, beside its
-   time-shuffled, phase-randomised and IAAFT surrogates, each also as a null of K surrogates.
+   time-shuffled, phase-randomised and IAAFT surrogates, each also as a null of K surrogates;
+5. each stage's representation geometry at the init and end-of-epoch captures
+   (:func:`dynstudy.analysis.run.geometry_run.run_geometry`): effective rank, participation
+   ratio, activation variance, CKA drift, beside i.i.d. noise of the same shape.
 
 Each run's results are written to ``capture_metrics``, ``controls``,
-``window_sensitivity``, ``temporal_metrics``, ``temporal_controls`` and
+``window_sensitivity``, ``geometry_metrics``, ``temporal_metrics``, ``temporal_controls`` and
 ``run_summary`` (one file per run, atomically,
 each recording the input digest); then ``cell_variability``, ``claims``,
 ``sensitivity``, ``stopping`` and ``stopping_summary`` are rebuilt from the summaries that are current and

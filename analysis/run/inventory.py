@@ -22,8 +22,9 @@ from dynstudy.store_contract.scan import StoreFile, StoreScan, files_digest
 from dynstudy.store_contract.schemas import FILE_NAMES, INPUT_DIGEST_KEY, RUN_INPUTS, RUN_OUTPUTS, TABLES, file_numbers
 
 #: Bumped when the analysis's outputs change for the same inputs, so every run is redone once.
-ANALYSIS_VERSION = "analysis-6"  # 3: the authors' DFA scales, pandas' even windows, compat; 4: temporal protocol;
-#                                  5: non-stationarity and H_eff saturation flags; 6: DFA fit diagnostics, nulls
+ANALYSIS_VERSION = "analysis-7"  # 3: the authors' DFA scales, pandas' even windows, compat; 4: temporal protocol;
+#                                  5: non-stationarity and H_eff saturation flags; 6: DFA fit diagnostics, nulls;
+#                                  7: representation geometry
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,90 @@
+"""A run's geometry through ``dynstudy analyze``: one row per (capture, stage), drift against planted structure,
+the noise control at its floor, and the rows equal to the kernels applied by hand."""
+from __future__ import annotations
+
+import io
+
+import duckdb
+import numpy as np
+import pytest
+
+from dynstudy.analysis.kernels import geometry
+from dynstudy.analysis.pipeline.analyze import analyze
+from dynstudy.store_contract.files import write_rows
+from tests.store_factory import STAGES, write_epoch, write_run_row
+
+PROBE, WIDTH, EPOCHS = 48, 6, 4
+
+
+def planted_capture(run_id: str, capture: int, base: np.ndarray, rng) -> dict:
+    """Every stage: the representation ``base`` [PROBE, WIDTH] plus a little noise."""
+    cols = {k: [] for k in ("stage", "channel", "rank", "sample", "label", "value")}
+    for stage in STAGES:
+        X = base + 0.01 * rng.standard_normal(base.shape)
+        for ch in range(WIDTH):
+            cols["stage"] += [stage] * PROBE
+            cols["channel"] += [ch] * PROBE
+            cols["rank"] += [ch] * PROBE
+            cols["sample"] += list(range(PROBE))
+            cols["label"] += list(np.arange(PROBE) % 4)
+            cols["value"] += list(X[:, ch].astype(np.float32))
+    n = len(cols["value"])
+    kind = "init" if capture == 0 else "epoch"
+    return {"run_id": [run_id] * n, "capture": [capture] * n, "kind": [kind] * n, "epoch": [capture] * n,
+            "step": [10 * capture] * n, **cols}
+
+
+@pytest.fixture(scope="module")
+def geometry_store(tmp_path_factory):
+    """Two runs of one cell: ``still`` keeps its representation up to noise, ``fresh`` draws a new one
+    at every capture (no relation between captures)."""
+    store = str(tmp_path_factory.mktemp("geo") / "store")
+    rng = np.random.default_rng(0)
+    for seed, name in enumerate(("still", "fresh")):
+        run_id = f"tiny_cnn-digits-sgd-s{seed}-{name}"
+        base = rng.standard_normal((PROBE, WIDTH)) * np.arange(1, WIDTH + 1)
+        for capture in range(EPOCHS + 1):
+            if name == "fresh":
+                base = rng.standard_normal((PROBE, WIDTH)) * np.arange(1, WIDTH + 1)
+            write_rows(store, "activations", run_id, f"capture={capture:06d}",
+                       planted_capture(run_id, capture, base, rng))
+            if capture:
+                write_epoch(store, run_id, capture, rng)
+        write_run_row(store, run_id, seed, "digits", EPOCHS, probe=PROBE)
+    analyze(store, out=io.StringIO(), workers=1)
+    return store
+
+
+def rows(store, where=""):
+    return duckdb.sql(f"SELECT * FROM read_parquet('{store}/geometry_metrics/**/*.parquet') {where} "
+                      f"ORDER BY run_id, capture, stage").df()
+
+
+def test_one_row_per_capture_and_stage_with_drift_against_planted_structure(geometry_store):
+    df = rows(geometry_store)
+    assert len(df) == 2 * (EPOCHS + 1) * len(STAGES)
+    assert (df["width"] == WIDTH).all() and (df["n_samples"] == PROBE).all()
+    assert df[df.capture == 0]["cka_prev"].isna().all()
+    still, fresh = df[df.run_id.str.endswith("still")], df[df.run_id.str.endswith("fresh")]
+    assert (still[still.capture > 0]["cka_prev"] > 0.99).all() and (still["cka_init"] > 0.99).all()
+    assert (fresh[fresh.capture > 0]["cka_prev"].abs() < 0.4).all()
+    assert np.allclose(df[df.capture == EPOCHS]["cka_final"], 1.0)
+    assert (df["noise_cka"].abs() < 0.4).all()  # independent noise: near 0 at n = 48 (debiased)
+    assert ((df["effective_rank"] >= 1) & (df["effective_rank"] <= WIDTH)).all()
+
+
+def test_rows_are_the_kernels_applied_to_the_stored_channels(geometry_store):
+    df = rows(geometry_store, "WHERE run_id LIKE '%fresh' AND stage = 'stage2'")
+    acts = duckdb.sql(f"SELECT capture, rank, sample, value FROM read_parquet('{geometry_store}/activations/**/*"
+                      f".parquet') WHERE run_id LIKE '%fresh' AND stage = 'stage2' ORDER BY capture, rank, sample"
+                      ).fetchnumpy()
+    X = {c: acts["value"][acts["capture"] == c].reshape(WIDTH, PROBE).T for c in range(EPOCHS + 1)}
+    for c in range(1, EPOCHS + 1):
+        row = df[df.capture == c].iloc[0]
+        own = geometry.stage_geometry(X[c])
+        assert row["effective_rank"] == pytest.approx(own["effective_rank"], rel=1e-5)
+        assert row["participation_ratio"] == pytest.approx(own["participation_ratio"], rel=1e-5)
+        assert row["activation_variance"] == pytest.approx(X[c].var(axis=0).mean(), rel=1e-5)
+        assert row["cka_prev"] == pytest.approx(geometry.linear_cka(X[c - 1], X[c]), abs=1e-5)
+        assert row["cka_init"] == pytest.approx(geometry.linear_cka(X[0], X[c]), abs=1e-5)
+        assert row["cka_final"] == pytest.approx(geometry.linear_cka(X[EPOCHS], X[c]), abs=1e-5)

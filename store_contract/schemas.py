@@ -365,6 +365,23 @@ STOPPING_SUMMARY = pa.schema([
     ("detail", pa.string()),
 ])
 
+SEED_AGREEMENT = pa.schema([
+    ("model", pa.string()),
+    ("dataset", pa.string()),
+    ("optimizer", pa.string()),
+    ("stage", pa.string()),
+    ("epoch", pa.int32()),
+    ("run_a", pa.string()),
+    ("run_b", pa.string()),
+    ("seed_a", pa.int64()),
+    ("seed_b", pa.int64()),
+    ("n_samples", pa.int32()),
+    ("width_a", pa.int32()),            # stored channels of the stage in each run
+    ("width_b", pa.int32()),
+    ("cka", pa.float64()),              # debiased linear CKA of the two seeds' captures of the stage at this epoch
+    ("shuffled_cka", pa.float64()),     # the same with run_a's probe samples in a fixed random order (control)
+])
+
 ANALYSIS_TABLES = {
     "capture_metrics": CAPTURE_METRICS,
     "run_summary": RUN_SUMMARY,
@@ -378,11 +395,12 @@ ANALYSIS_TABLES = {
     "sensitivity": SENSITIVITY,
     "stopping": STOPPING,
     "stopping_summary": STOPPING_SUMMARY,
+    "seed_agreement": SEED_AGREEMENT,
 }
 TABLES = {**WORKER_TABLES, **ANALYSIS_TABLES}
 
 #: Analysis tables written whole (one file), not one partition per run.
-UNPARTITIONED = ("cell_variability", "claims", "sensitivity", "stopping", "stopping_summary")
+UNPARTITIONED = ("cell_variability", "claims", "sensitivity", "stopping", "stopping_summary", "seed_agreement")
 #: Tables with one folder ``run_id=<id>`` per run.
 PARTITIONED = tuple(t for t in TABLES if t not in UNPARTITIONED)
 #: Per-run tables ``dynstudy analyze`` writes; each file records the digest of its inputs.
@@ -416,6 +434,7 @@ KEY_COLUMNS = {
     "sensitivity": ("parameter", "value", "claim"),
     "stopping": ("run_id", "rule", "setting"),
     "stopping_summary": ("rule", "selection", "verdict"),
+    "seed_agreement": ("model", "dataset", "optimizer", "stage", "epoch", "run_a", "run_b", "cka"),
 }
 
 

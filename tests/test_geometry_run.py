@@ -36,13 +36,15 @@ def planted_capture(run_id: str, capture: int, base: np.ndarray, rng) -> dict:
 
 @pytest.fixture(scope="module")
 def geometry_store(tmp_path_factory):
-    """Two runs of one cell: ``still`` keeps its representation up to noise, ``fresh`` draws a new one
-    at every capture (no relation between captures)."""
+    """Four runs of one cell: ``still`` keeps its representation up to noise, ``fresh`` draws a new one
+    at every capture (no relation between captures), and two ``twin`` seeds keep the representation ``still``
+    has (seeds that agree)."""
     store = str(tmp_path_factory.mktemp("geo") / "store")
     rng = np.random.default_rng(0)
-    for seed, name in enumerate(("still", "fresh")):
+    shared = rng.standard_normal((PROBE, WIDTH)) * np.arange(1, WIDTH + 1)
+    for seed, name in enumerate(("still", "fresh", "twin", "twin")):
         run_id = f"tiny_cnn-digits-sgd-s{seed}-{name}"
-        base = rng.standard_normal((PROBE, WIDTH)) * np.arange(1, WIDTH + 1)
+        base = shared if name in ("still", "twin") else rng.standard_normal((PROBE, WIDTH)) * np.arange(1, WIDTH + 1)
         for capture in range(EPOCHS + 1):
             if name == "fresh":
                 base = rng.standard_normal((PROBE, WIDTH)) * np.arange(1, WIDTH + 1)
@@ -62,10 +64,10 @@ def rows(store, where=""):
 
 def test_one_row_per_capture_and_stage_with_drift_against_planted_structure(geometry_store):
     df = rows(geometry_store)
-    assert len(df) == 2 * (EPOCHS + 1) * len(STAGES)
+    assert len(df) == 4 * (EPOCHS + 1) * len(STAGES)
     assert (df["width"] == WIDTH).all() and (df["n_samples"] == PROBE).all()
     assert df[df.capture == 0]["cka_prev"].isna().all()
-    still, fresh = df[df.run_id.str.endswith("still")], df[df.run_id.str.endswith("fresh")]
+    still, fresh = df[df.run_id.str.contains("still|twin")], df[df.run_id.str.endswith("fresh")]
     assert (still[still.capture > 0]["cka_prev"] > 0.99).all() and (still["cka_init"] > 0.99).all()
     assert (fresh[fresh.capture > 0]["cka_prev"].abs() < 0.4).all()
     assert np.allclose(df[df.capture == EPOCHS]["cka_final"], 1.0)
@@ -88,3 +90,23 @@ def test_rows_are_the_kernels_applied_to_the_stored_channels(geometry_store):
         assert row["cka_prev"] == pytest.approx(geometry.linear_cka(X[c - 1], X[c]), abs=1e-5)
         assert row["cka_init"] == pytest.approx(geometry.linear_cka(X[0], X[c]), abs=1e-5)
         assert row["cka_final"] == pytest.approx(geometry.linear_cka(X[EPOCHS], X[c]), abs=1e-5)
+
+
+def test_seed_agreement_is_every_pair_at_every_epoch_with_its_control(geometry_store):
+    df = duckdb.sql(f"SELECT * FROM read_parquet('{geometry_store}/seed_agreement/*.parquet')").df()
+    assert len(df) == 6 * EPOCHS * len(STAGES)  # 4 seeds: 6 pairs
+    assert set(df.epoch) == set(range(1, EPOCHS + 1)) and (df.seed_a < df.seed_b).all()
+    fresh = df.run_a.str.endswith("fresh") | df.run_b.str.endswith("fresh")
+    assert (df[~fresh].cka > 0.99).all()
+    assert (df[fresh].cka.abs() < 0.4).all()
+    assert (df.shuffled_cka.abs() < 0.4).all()  # different images: the agreement is gone
+
+
+def test_seed_agreement_rows_are_the_kernel_on_the_stored_channels(geometry_store):
+    row = duckdb.sql(f"SELECT * FROM read_parquet('{geometry_store}/seed_agreement/*.parquet') WHERE epoch = 2 "
+                     f"AND stage = 'stage3' AND seed_a = 1 AND seed_b = 2").df().iloc[0]
+    acts = duckdb.sql(f"SELECT run_id, rank, sample, value FROM read_parquet('{geometry_store}/activations/**/*"
+                      f".parquet') WHERE epoch = 2 AND kind = 'epoch' AND stage = 'stage3' ORDER BY run_id, rank, "
+                      f"sample").fetchnumpy()
+    X = {r: acts["value"][acts["run_id"] == r].reshape(WIDTH, PROBE).T for r in (row.run_a, row.run_b)}
+    assert row.cka == pytest.approx(geometry.linear_cka(X[row.run_a], X[row.run_b]), abs=1e-5)

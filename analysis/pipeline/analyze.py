@@ -52,6 +52,7 @@ import numpy as np
 
 from dynstudy.analysis.kernels.params import PLATEAU_POINTS
 from dynstudy.analysis.pipeline.catalog import open_catalog
+from dynstudy.analysis.pipeline.seed_agreement import seed_agreement
 from dynstudy.analysis.pipeline.stopping_compare import comparison
 from dynstudy.analysis.pipeline.worker_env import single_threaded_children
 from dynstudy.analysis.run.capture_plan import run_params
@@ -163,9 +164,10 @@ def cross_run_tables_current(scan: StoreScan, digest: str) -> bool:
 
 def write_cross_run_tables(store: str, scan: StoreScan, summaries: list[dict], runs: list[dict],
                            plateau_points: float, incomplete: list[dict] = (), digest: str | None = None) -> None:
-    """cell_variability, claims, sensitivity, stopping and stopping_summary from the whole, current ``summaries``
-    (the stopping rules replayed on their train_metrics and end-of-epoch capture_metrics, read with the windows
-    through ``scan``, a scan of :data:`CROSS_RUN_SOURCES`); every claims row records
+    """cell_variability, claims, sensitivity, stopping, stopping_summary and seed_agreement from the whole,
+    current ``summaries`` (the stopping rules replayed on their train_metrics and end-of-epoch capture_metrics,
+    read with the windows through ``scan``, a scan of :data:`CROSS_RUN_SOURCES`; the seeds of each cell compared
+    on their end-of-epoch captures); every claims row records
     ``plateau_points``, the plateau rule's points, for the report's plateau markers. The claims count the
     ``incomplete`` summaries and the runs without a current summary as dropped runs. Each file records ``digest``
     (:func:`cross_run_digest`)."""
@@ -196,6 +198,7 @@ def write_cross_run_tables(store: str, scan: StoreScan, summaries: list[dict], r
     stops, stop_summary = comparison(con, summaries, runs, train=[(r[0], r[1], r[3], r[2]) for r in train])
     write_table(store, "stopping", stops, digest=digest)
     write_table(store, "stopping_summary", stop_summary, digest=digest)
+    write_table(store, "seed_agreement", seed_agreement(summaries, scan), digest=digest)
 
 
 def analyze(store: str, *, force: bool = False, workers: int | None = 1, plateau_points: float = PLATEAU_POINTS,
@@ -253,7 +256,8 @@ def analyze(store: str, *, force: bool = False, workers: int | None = 1, plateau
         return {"store": store, "analysed": done, "current": current, "failed": failed, "incomplete": {}}
     digest = cross_run_digest(sources, whole + incomplete, runs, plateau_points)
     if cross_run_tables_current(sources, digest):
-        print("analyze: the cross-run tables (cell_variability, claims, sensitivity, stopping) are current", file=out,
+        print("analyze: the cross-run tables (cell_variability, claims, sensitivity, stopping, seed_agreement) are "
+              "current", file=out,
               flush=True)
     else:
         write_cross_run_tables(store, sources, whole, runs, plateau_points, incomplete, digest)

@@ -110,3 +110,27 @@ def test_seed_agreement_rows_are_the_kernel_on_the_stored_channels(geometry_stor
                       f"sample").fetchnumpy()
     X = {r: acts["value"][acts["run_id"] == r].reshape(WIDTH, PROBE).T for r in (row.run_a, row.run_b)}
     assert row.cka == pytest.approx(geometry.linear_cka(X[row.run_a], X[row.run_b]), abs=1e-5)
+
+
+def test_the_report_draws_each_cells_geometry_and_agreement(geometry_store, tmp_path):
+    from dynstudy.analysis.pipeline.report_catalog import report_catalog
+    from dynstudy.analysis.report.build import write_report
+
+    out = write_report(report_catalog(geometry_store), tmp_path / "report.html")
+    html = out.read_text()
+    assert 'id="geometry"' in html and "fig-geometry-0" in html and "fig-agreement-0" in html
+    assert "drift settles" in html.lower()
+    summary = (tmp_path / "report_tables" / "seed_agreement_by_epoch.csv").read_text().splitlines()
+    assert len(summary) == 1 + EPOCHS * len(STAGES)  # one row per (stage, epoch) of the one cell
+
+
+def test_settle_lead_counts_only_runs_with_both_epochs():
+    from dynstudy.analysis.report.geometry import leads
+
+    rows = [{"kind": "epoch", "epoch": e, "cka_prev": v, "stage": "s", "capture": e}
+            for e, v in zip(range(1, 6), (0.5, 0.9, 0.99, 0.99, 0.99))]
+    runs = [{"run_id": "a", "trigger_epoch": 5}, {"run_id": "b", "trigger_epoch": None}]
+    got = leads(runs, {"a": rows, "b": rows}, {"a": 4, "b": 2})
+    assert got["settle"]["n"] == 2 and got["settle"]["mean"] == 3
+    assert got["trigger"]["n"] == 1 and got["trigger"]["mean"] == -2
+    assert got["plateau"]["n"] == 2 and got["plateau"]["mean"] == 0

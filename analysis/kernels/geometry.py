@@ -45,6 +45,8 @@ import numpy as np
 
 #: The fewest probe samples the unbiased HSIC estimator is defined for.
 MIN_SAMPLES = 4
+#: CKA between consecutive captures at or above which a representation has stopped moving (:func:`settle_epoch`).
+DRIFT_SETTLED = 0.98
 
 
 class Features(NamedTuple):
@@ -271,3 +273,28 @@ def random_projection(width: int, k: int, seed: int) -> np.ndarray:
     if width <= k:
         return np.eye(width)
     return np.random.default_rng(seed).normal(scale=1.0 / np.sqrt(k), size=(width, k))
+
+
+def settle_epoch(epochs, cka_prev, threshold: float = DRIFT_SETTLED):
+    """The first epoch from which CKA with the previous capture stays at or above ``threshold`` to the run's end.
+
+    Parameters
+    ----------
+    epochs : int array, increasing.
+    cka_prev : CKA of each epoch's capture with the one before (NaN or None: unknown, which breaks a stretch).
+
+    Returns
+    -------
+    int or None (the drift never settles, or the last epoch is below the threshold).
+
+    Examples
+    --------
+    >>> settle_epoch([1, 2, 3, 4, 5], [0.5, 0.99, 0.9, 0.985, 0.99])
+    4
+    """
+    values = np.array([np.nan if v is None else v for v in cka_prev], dtype=float)
+    below = ~(values >= threshold)
+    if len(values) == 0 or below[-1]:
+        return None
+    last_below = np.flatnonzero(below)
+    return int(np.asarray(epochs)[last_below[-1] + 1 if len(last_below) else 0])

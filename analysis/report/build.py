@@ -34,6 +34,7 @@ from dynstudy.analysis.report.bands import MAX_TRACED_RUNS, cell_bands, traced
 from dynstudy.analysis.report.cell_pages import write_cell_pages
 from dynstudy.analysis.report.conclusions import claims_section, contrasts_section, sensitivity_section
 from dynstudy.analysis.report.flags import legend_html
+from dynstudy.analysis.report.geometry import agreement_summary, geometry_section
 from dynstudy.analysis.report.html import MISSING, figure, missing, num, state, text
 from dynstudy.analysis.report.page import page_html
 from dynstudy.analysis.report.runs import nonstationary_epochs, run_table, training_curves
@@ -91,7 +92,8 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
 
 #: (anchor, title) of every section, in page order.
 CONTENTS = (("glance", "at a glance: signal vs controls"), ("claims", "claims"), ("cells", "1. cell metrics"),
-            ("trajectories", "2. trajectories"), ("temporal", "2b. temporal protocol"), ("hm", "3. H-M plane"),
+            ("trajectories", "2. trajectories"), ("temporal", "2b. temporal protocol"),
+            ("geometry", "2c. geometry"), ("hm", "3. H-M plane"),
             ("controls", "4. controls"), ("runs", "5. runs"), ("sensitivity", "sensitivity"),
             ("stopping", "stopping rules"), ("tables", "tables"),
             ("rundetails", "6. run details"))
@@ -493,6 +495,7 @@ def write_report(con: duckdb.DuckDBPyConnection, out_path, *, title: str = "dyns
         "control_contrasts.csv": contrasts,
         "sensitivity.csv": sens,
         "stopping_summary.csv": stop_summary,
+        "seed_agreement_by_epoch.csv": agreement_summary(rd.rows_of(read, "seed_agreement")),
     }
     csv_dir.mkdir(parents=True, exist_ok=True)
     links = []
@@ -523,6 +526,7 @@ def write_report(con: duckdb.DuckDBPyConnection, out_path, *, title: str = "dyns
         _cell_section(variability, scale, colours),
         _trajectory_section(cells, series, panels, plateaus, plateau_note(points, recorded), bands),
         temporal_section(cells, temporal_rows, temporal_controls, temporal_bands),
+        geometry_section(cells, rd.rows_of(read, "geometry_metrics"), rd.rows_of(read, "seed_agreement"), plateaus),
         _hm_section(index),
         _controls_section(cells, per_run, by_cell),
         _cells_index(cells, pages, colours, folder.name),

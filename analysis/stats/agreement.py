@@ -17,7 +17,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy.stats import t as student_t
+
+from dynstudy.analysis.stats.variability import t_quantile
 
 #: The fewest seeds with a seed-level interval.
 MIN_SEEDS = 3
@@ -47,6 +48,6 @@ def pair_mean_interval(pairs: dict, level: float = 0.95) -> dict:
         loo.append(np.mean(rest))
     m = len(seeds)
     se = math.sqrt((m - 1) / m * float(np.sum((np.array(loo) - np.mean(loo)) ** 2)))
-    half = float(student_t.ppf(0.5 + level / 2, m - 1)) * se
+    half = float(t_quantile(0.5 + level / 2, m - 1)) * se
     out.update(ci_low=out["mean"] - half, ci_high=out["mean"] + half)
     return out

@@ -146,6 +146,10 @@ RUN_SUMMARY = pa.schema([
     ("n_m_beyond_null", pa.int32()),
     ("within_null", pa.bool_()),          # both counts are what chance gives (dfa_fit.within_null): noise-like
     ("n_fit_flagged", pa.int32()),        # captures whose fit is flagged narrow_span or poor_fit
+    # representation geometry (geometry_metrics), stages' mean
+    ("effective_rank_final", pa.float64()),  # effective rank at the last end-of-epoch capture
+    ("cka_init_final", pa.float64()),        # CKA of the last end-of-epoch capture with the untrained network
+    ("drift_settle_epoch", pa.int32()),      # first epoch from which CKA with the previous capture stays >= 0.98
     # the temporal protocol (null without every-N-step captures): over the run's series in training time
     ("temporal_h_raw", pa.float64()),         # mean DFA exponent over channels, whole run
     ("temporal_h_eff", pa.float64()),

@@ -127,10 +127,22 @@ def test_the_report_draws_each_cells_geometry_and_agreement(geometry_store, tmp_
 def test_settle_lead_counts_only_runs_with_both_epochs():
     from dynstudy.analysis.report.geometry import leads
 
-    rows = [{"kind": "epoch", "epoch": e, "cka_prev": v, "stage": "s", "capture": e}
-            for e, v in zip(range(1, 6), (0.5, 0.9, 0.99, 0.99, 0.99))]
-    runs = [{"run_id": "a", "trigger_epoch": 5}, {"run_id": "b", "trigger_epoch": None}]
-    got = leads(runs, {"a": rows, "b": rows}, {"a": 4, "b": 2})
+    runs = [{"run_id": "a", "trigger_epoch": 5, "drift_settle_epoch": 3},
+            {"run_id": "b", "trigger_epoch": None, "drift_settle_epoch": 3},
+            {"run_id": "c", "trigger_epoch": 2, "drift_settle_epoch": None}]
+    got = leads(runs, {"a": 4, "b": 2, "c": 1})
     assert got["settle"]["n"] == 2 and got["settle"]["mean"] == 3
     assert got["trigger"]["n"] == 1 and got["trigger"]["mean"] == -2
     assert got["plateau"]["n"] == 2 and got["plateau"]["mean"] == 0
+
+
+def test_run_summary_carries_the_geometry(geometry_store):
+    got = {r[0].rsplit("-", 1)[1]: r[1:] for r in duckdb.sql(
+        f"SELECT run_id, effective_rank_final, cka_init_final, drift_settle_epoch FROM "
+        f"read_parquet('{geometry_store}/run_summary/**/*.parquet') ORDER BY run_id").fetchall()}
+    for name in ("still", "twin"):
+        assert got[name][2] == 1 and got[name][1] > 0.99
+    assert got["fresh"][2] is None and abs(got["fresh"][1]) < 0.4
+    cv = duckdb.sql(f"SELECT metric, n_seeds FROM read_parquet('{geometry_store}/cell_variability/*.parquet') "
+                    f"WHERE metric IN ('effective_rank_final', 'cka_init_final', 'drift_settle_epoch')").fetchall()
+    assert dict(cv) == {"effective_rank_final": 4, "cka_init_final": 4, "drift_settle_epoch": 3}

@@ -13,7 +13,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from dynstudy.analysis.kernels.geometry import DRIFT_SETTLED, settle_epoch
+from dynstudy.analysis.kernels.geometry import DRIFT_SETTLED
 from dynstudy.analysis.report import data as rd
 from dynstudy.analysis.report import plots
 from dynstudy.analysis.report.bands import traced
@@ -40,20 +40,11 @@ def _by_run(rows: list[dict]) -> dict:
     return {k: sorted(v, key=lambda r: (r["capture"], r["stage"])) for k, v in out.items()}
 
 
-def drift_settles(rows: list[dict]) -> int | None:
-    """A run's settle epoch (:func:`dynstudy.analysis.kernels.geometry.settle_epoch`) of its stages' mean drift."""
-    by_epoch = defaultdict(list)
-    for r in rows:
-        if r["kind"] == "epoch" and rd.finite_or_none(r.get("cka_prev")) is not None:
-            by_epoch[r["epoch"]].append(r["cka_prev"])
-    epochs = sorted(by_epoch)
-    return settle_epoch(epochs, [float(np.mean(by_epoch[e])) for e in epochs])
-
-
-def leads(runs: list[dict], geometry: dict, plateaus: dict) -> dict:
-    """Per run of a cell, the settle epoch and its lead over the Psi trigger and the accuracy plateau (settle
-    minus the other: negative = the drift settles first); with the seeds' mean and 95% t-interval of each lead."""
-    settle = {r["run_id"]: drift_settles(geometry.get(r["run_id"], [])) for r in runs}
+def leads(runs: list[dict], plateaus: dict) -> dict:
+    """The seeds' mean and 95% t-interval of a cell's drift settle epochs (``runs``: run_summary rows) and of
+    their lead over the Psi trigger and the accuracy plateau (settle minus the other: negative = the drift
+    settles first)."""
+    settle = {r["run_id"]: r.get("drift_settle_epoch") for r in runs}
     out = {"settle": seed_stats([v for v in settle.values() if v is not None])}
     for name, other in (("trigger", {r["run_id"]: r.get("trigger_epoch") for r in runs}), ("plateau", plateaus)):
         out[name] = seed_stats([settle[k] - other[k] for k in settle
@@ -89,7 +80,7 @@ def _table(cells: dict, geometry: dict, plateaus: dict) -> str:
                     finals[g["stage"]].append((g["effective_rank"], g["noise_effective_rank"]))
         ranks = "; ".join(f"{text(s)} {num(np.mean([a for a, _ in v]), 3)} ({num(np.mean([b for _, b in v]), 3)})"
                           for s, v in sorted(finals.items()))
-        lead = leads(runs, geometry, plateaus)
+        lead = leads(runs, plateaus)
         settle = lead["settle"]
         out.append(f"<tr><td>{text(rd.cell_label(cell))}</td><td>{len(runs)}</td><td>{ranks or MISSING}</td>"
                    f"<td>{num(settle['mean'], 2) if settle['n'] else MISSING} (n = {settle['n']})</td>"

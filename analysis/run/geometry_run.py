@@ -82,3 +82,28 @@ def run_geometry(activation_files, run_id: str) -> list[dict]:
                          "noise_cka": _cka(noise, fx)})
         prev = feats
     return rows
+
+
+def geometry_summary(rows: list[dict]) -> dict:
+    """The run_summary columns of a run's geometry rows: at its last end-of-epoch capture, the stages' mean
+    effective rank and CKA with the untrained network; and the epoch its stages' mean drift settles
+    (:func:`dynstudy.analysis.kernels.geometry.settle_epoch`)."""
+    epochs = [r for r in rows if r["kind"] == "epoch"]
+    out = {"effective_rank_final": None, "cka_init_final": None, "drift_settle_epoch": None}
+    if not epochs:
+        return out
+    last = max(r["capture"] for r in epochs)
+    final = [r for r in epochs if r["capture"] == last]
+    out["effective_rank_final"] = _mean(r["effective_rank"] for r in final)
+    out["cka_init_final"] = _mean(r["cka_init"] for r in final)
+    drift = {}
+    for r in epochs:
+        drift.setdefault(r["epoch"], []).append(r["cka_prev"])
+    order = sorted(drift)
+    out["drift_settle_epoch"] = geometry.settle_epoch(order, [_mean(drift[e]) for e in order])
+    return out
+
+
+def _mean(values) -> float | None:
+    x = [float(v) for v in values if v is not None and np.isfinite(v)]
+    return float(np.mean(x)) if x else None

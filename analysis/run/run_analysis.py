@@ -17,7 +17,7 @@ from dynstudy.analysis.kernels import dfa_fit, dynamics
 from dynstudy.analysis.run.allocator import keep_freed_memory
 from dynstudy.analysis.run.capture_family import FastSource
 from dynstudy.analysis.run.capture_plan import run_params
-from dynstudy.analysis.run.geometry_run import run_geometry
+from dynstudy.analysis.run.geometry_run import geometry_summary, run_geometry
 from dynstudy.analysis.run.inventory import RunInputs, capture_gaps
 from dynstudy.analysis.run.temporal_run import run_temporal
 from dynstudy.store_contract.files import write_rows
@@ -149,6 +149,7 @@ def analyze_run(source, run: dict, params: dict, k: int | None = None, reason: s
     summary.update(temporal_summary)
     clean = lambda rows: [{key: _clean(v) for key, v in r.items()} for r in rows]  # noqa: E731
     geometry_rows = run_geometry(activation_files, run["run_id"]) if activation_files else []
+    summary.update(geometry_summary(geometry_rows))
     return {"capture_metrics": clean(cap_rows), "controls": clean(control_rows),
             "window_sensitivity": clean(window_rows), "geometry_metrics": clean(geometry_rows),
             "temporal_metrics": clean(temporal_rows),

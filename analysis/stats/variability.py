@@ -23,6 +23,7 @@ SEED_METRICS = (
     "h_eff_mean", "h_raw_mean", "metastability_mean", "synchrony_mean", "psi_std",
     "r_hz_mz", "r_psi_acc", "trigger_epoch", "best_val_acc", "noise_h_raw_mean", "order_h_raw_mean", "init_h_raw",
     "temporal_h_raw", "temporal_h_eff", "temporal_metastability", "temporal_trigger_step",
+    "effective_rank_final", "cka_init_final", "drift_settle_epoch",
 )
 #: The temporal protocol's run metrics: left out when no run has a temporal series.
 TEMPORAL_METRICS = tuple(m for m in SEED_METRICS if m.startswith("temporal_"))
@@ -51,6 +52,9 @@ METRIC_DOMAINS = {
     "temporal_h_eff": (0.0, 1.0),
     "temporal_metastability": (0.0, 0.5),
     "temporal_trigger_step": (0.0, None),  # an optimiser step
+    "effective_rank_final": (1.0, None),   # exp of an entropy: 1 for rank one
+    "cka_init_final": (-1.0, 1.0),         # debiased CKA: near 0 can fall below it, no CV
+    "drift_settle_epoch": (1.0, None),
 }
 #: A coefficient of variation above this is flagged in the report (the seeds disagree more than they agree).
 HIGH_CV = 0.5

@@ -123,6 +123,33 @@ def test_a_null_report_shows_any_beyond_at_most_alpha(n):
     assert rate <= mc_bound(REPORT_REPS), rate
 
 
+def null_geometry(rng, summaries: list[dict], stages: int = 2) -> list[dict]:
+    """geometry_metrics rows of ``summaries``' runs in which nothing is real: every stage's effective rank and
+    participation ratio, their noise controls and the init capture's are independent draws of one normal."""
+    rows = []
+    for s in summaries:
+        for stage in range(stages):
+            rows.append({"run_id": s["run_id"], "kind": "init", "epoch": 0, "stage": str(stage),
+                         "effective_rank": rng.standard_normal(), "participation_ratio": rng.standard_normal()})
+            rows.append({"run_id": s["run_id"], "kind": "epoch", "epoch": 1, "stage": str(stage),
+                         **{k: rng.standard_normal() for k in ("effective_rank", "noise_effective_rank",
+                                                               "participation_ratio", "noise_participation_ratio")}})
+    return rows
+
+
+@pytest.mark.parametrize("n", (3, 10))
+def test_a_null_report_with_geometry_shows_any_beyond_at_most_alpha(n):
+    """The geometry contrasts (2 metrics x noise and init per cell) join the family: still at most ALPHA."""
+    rng = np.random.default_rng(400 + n)
+    hits, reps = 0, REPORT_REPS // 2
+    for _ in range(reps):
+        summaries, caps, ctrls = null_study(rng, n, cells=4, controls=("noise", "init"))
+        rows = cell_contrasts(summaries, caps, ctrls, null_geometry(rng, summaries))
+        assert sum(r["p_value"] is not None for r in rows) == 4 * (2 + 4)
+        hits += any(r["verdict"] == BEYOND for r in rows)
+    assert hits / reps <= mc_bound(reps), hits / reps
+
+
 def main(reps: int = 20000) -> None:
     """Print the coverages and false-positive rates with ``reps`` repetitions (docs/metrics.md's numbers)."""
     rng = np.random.default_rng(2024)

@@ -481,7 +481,7 @@ def write_report(con: duckdb.DuckDBPyConnection, out_path, *, title: str = "dyns
     by_cell = rd.controls_by_cell(cells, per_run)
     runs_rows = run_table(cells, accuracy, scale, plateaus)
     curves = training_curves(train, scale)
-    contrasts = cell_contrasts(list(index.values()), capture_rows, control_rows)
+    contrasts = cell_contrasts(list(index.values()), capture_rows, control_rows, rd.rows_of(read, "geometry_metrics"))
     colours = plots.state_colours([r.get("state") for r in index.values()]
                                   + [r.get("modal_state") for r in variability])
 

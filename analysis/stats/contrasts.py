@@ -92,6 +92,29 @@ def run_differences(capture_rows: list[dict], control_rows: list[dict], metric: 
     return out
 
 
+#: Geometry metrics contrasted (``geometry_metrics`` column -> its noise control's column), each stage's value
+#: averaged over stages: the signal over the end-of-epoch captures, ``init`` the untrained network.
+GEOMETRY_METRICS = {"effective_rank": "noise_effective_rank", "participation_ratio": "noise_participation_ratio"}
+
+
+def geometry_signals(geometry_rows: list[dict], metric: str) -> tuple[dict, dict]:
+    """(run_id -> signal, run_id -> {control: signal - control}) of a geometry ``metric``: its stages' mean over
+    the end-of-epoch captures, against its noise control's mean over the same rows and the init capture's."""
+    epoch, noise, init = defaultdict(list), defaultdict(list), defaultdict(list)
+    for r in geometry_rows:
+        if r.get("kind") == "epoch":
+            epoch[r["run_id"]].append(r.get(metric))
+            noise[r["run_id"]].append(r.get(GEOMETRY_METRICS[metric]))
+        elif r.get("kind") == "init":
+            init[r["run_id"]].append(r.get(metric))
+    signals = {rid: m for rid, v in epoch.items() if (m := _mean(v)) is not None}
+    diffs = {}
+    for rid, sig in signals.items():
+        refs = {"noise": _mean(noise[rid]), "init": _mean(init.get(rid, []))}
+        diffs[rid] = {c: sig - v for c, v in refs.items() if v is not None}
+    return signals, diffs
+
+
 def one_sample_t(mean, std, n):
     """(t, two-sided p) of the one-sample t-test of mean 0 from a sample's mean, std (ddof 1) and size (vectorised).
 
@@ -218,7 +241,8 @@ def apply_family(rows: list[dict], alpha: float = ALPHA) -> list[dict]:
     return out
 
 
-def cell_contrasts(summaries: list[dict], capture_rows: list[dict], control_rows: list[dict]) -> list[dict]:
+def cell_contrasts(summaries: list[dict], capture_rows: list[dict], control_rows: list[dict],
+                   geometry_rows: list[dict] = ()) -> list[dict]:
     """One row per (cell, metric, control), all tests of the call adjusted as one Benjamini-Hochberg family.
 
     Parameters
@@ -226,6 +250,8 @@ def cell_contrasts(summaries: list[dict], capture_rows: list[dict], control_rows
     summaries : one row per run: run_id, the cell keys, status (only "finished" runs are seeds) and reason
         (a gap in the run's files: the run is left out).
     capture_rows, control_rows : capture_metrics and controls rows (kind, run_id, control, the metrics).
+    geometry_rows : geometry_metrics rows; each of :data:`GEOMETRY_METRICS` is contrasted with its noise
+        control and the untrained network (:func:`geometry_signals`), in the same family.
 
     Returns
     -------
@@ -237,9 +263,10 @@ def cell_contrasts(summaries: list[dict], capture_rows: list[dict], control_rows
     for s in summaries:
         cells[tuple(s.get(k) for k in CELL_KEYS)].append(s)
     out = []
-    for metric in METRICS:
-        signal = run_signals(capture_rows, metric)
-        diffs = run_differences(capture_rows, control_rows, metric)
+    sources = [(m, run_signals(capture_rows, m), run_differences(capture_rows, control_rows, m)) for m in METRICS]
+    if geometry_rows:
+        sources += [(m, *geometry_signals(list(geometry_rows), m)) for m in GEOMETRY_METRICS]
+    for metric, signal, diffs in sources:
         by_control = {c: {r: v for r, d in diffs.items() if (v := finite_or_none(d.get(c))) is not None}
                       for c in CONTROLS}
         present = [c for c in CONTROLS if by_control[c]]

@@ -24,7 +24,8 @@ CONTRAST_CLASS = {BEYOND: "ok", WITHIN: "bad", UNTESTED: "muted", MEASUREMENT: "
 CONTROL_NAMES = {"noise": "noise (i.i.d. features)", "order": "order (random sample order)",
                  "init": "untrained network", "channel_draw": "channel re-draw"}
 METRIC_NAMES = {"h_raw": "H_raw (DFA exponent)", "metastability": "metastability M",
-                "effective_rank": "effective rank (stages' mean)", "participation_ratio": "participation ratio (stages' mean)"}
+                "effective_rank": "effective rank (stages' mean)",
+                "participation_ratio": "participation ratio (stages' mean)"}
 
 
 def contrasts_legend(rows: list[dict]) -> str:

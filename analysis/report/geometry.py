@@ -22,7 +22,7 @@ from dynstudy.analysis.stats.agreement import pair_mean_interval
 from dynstudy.analysis.stats.variability import seed_stats
 
 #: Rows of a cell's figure: geometry_metrics column, y label.
-PANELS = (("cka_prev", "CKA with the previous capture"), ("effective_rank", "effective rank"))
+PANELS = (("cka_prev", "CKA with previous capture"), ("effective_rank", "effective rank"))
 NOTE = ("Each stage's representation is the matrix of its stored channels' pooled activations over the probe "
         "images. Drift: debiased linear CKA of each end-of-epoch capture with the one before (1: the "
         "representation did not move; near 0: unrelated). Effective rank: exp of the entropy of the normalised "
@@ -93,7 +93,7 @@ def cell_figure(title: str, runs: list[dict], geometry: dict) -> go.Figure:
     the noise control's levels as grey dashed lines."""
     stages = sorted({g["stage"] for r in runs for g in geometry.get(r["run_id"], [])})
     fig = make_subplots(rows=len(PANELS), cols=max(1, len(stages)), shared_xaxes=True,
-                        subplot_titles=[f"{s}: {label}" for _, label in PANELS for s in stages])
+                        subplot_titles=list(stages) + [""] * len(stages) * (len(PANELS) - 1))
     colours = plots.seed_colours(len(runs))
     for i, run in enumerate(runs):
         rows = [g for g in geometry.get(run["run_id"], []) if g["kind"] in ("init", "epoch")]
@@ -117,7 +117,9 @@ def cell_figure(title: str, runs: list[dict], geometry: dict) -> go.Figure:
                                          showlegend=c == 0 and p == 0, line={"color": "#999", "dash": "dash"},
                                          hoverinfo="skip"), row=p + 1, col=c + 1)
     for c in range(len(stages)):
-        fig.update_xaxes(title_text="epoch", row=len(PANELS), col=c + 1)
+        fig.update_xaxes(title_text="epoch", dtick=1, row=len(PANELS), col=c + 1)
+    for p, (_, label) in enumerate(PANELS):
+        fig.update_yaxes(title_text=label, row=p + 1, col=1)
     return plots.finish_layout(fig, plots.ROW_HEIGHT * len(PANELS), title)
 
 
@@ -146,7 +148,7 @@ def agreement_figure(title: str, summary: list[dict]) -> go.Figure:
     fig = go.Figure(go.Heatmap(x=epochs, y=stages, z=z, zmin=0, zmax=1, colorscale="Viridis", text=hover,
                                hovertemplate="epoch %{x}<br>%{y}<br>%{text}<extra></extra>",
                                colorbar={"title": "CKA"}))
-    fig.update_xaxes(title_text="epoch")
+    fig.update_xaxes(title_text="epoch", dtick=1)
     return plots.finish_layout(fig, plots.ROW_HEIGHT, title)
 
 

@@ -4,7 +4,7 @@ Three measurements on synthetic captures of ResNet-18's stage widths (64, 128, 2
 ``--probe`` samples, in float32 as the store keeps activations:
 
 1. one capture's geometry (effective rank, participation ratio, activation variance of its 4 stages) on one
-   BLAS thread;
+   BLAS thread, at full width and at 32 channels per stage (the capture default);
 2. seed agreement: debiased linear CKA between every pair of ``--seeds`` seeds at each of ``--epochs`` epochs and
    4 stages (each capture's features or Gram matrix made once, every pair from one product), on the BLAS threads
    the machine has;
@@ -35,12 +35,13 @@ def synthetic_capture(rng, n: int, width: int, decay: float) -> np.ndarray:
     return (rng.normal(size=(n, width)) * scales) @ Q.T
 
 
-def one_capture(probe: int, repeats: int) -> list[float]:
-    """Seconds for one capture's geometry over the 4 stages, each repeat (run in a one-thread process)."""
+def one_capture(probe: int, repeats: int, widths=WIDTHS) -> list[float]:
+    """Seconds for one capture's geometry over its stages of ``widths``, each repeat (run in a one-thread
+    process)."""
     from dynstudy.analysis.kernels.geometry import stage_geometry
 
     rng = np.random.default_rng(0)
-    caps = [rng.normal(size=(probe, w)).astype(np.float32) for w in WIDTHS]
+    caps = [rng.normal(size=(probe, w)).astype(np.float32) for w in widths]
     times = []
     for _ in range(repeats + 1):
         t = time.perf_counter()
@@ -94,14 +95,16 @@ def main():
     args = ap.parse_args()
     if args.part == "one":
         print(" ".join(f"{t:.4f}" for t in one_capture(args.probe, args.repeats)))
+        print(" ".join(f"{t:.4f}" for t in one_capture(args.probe, args.repeats, (32,) * len(WIDTHS))))
         return
     print(f"load average {os.getloadavg()[0]:.1f}; {os.cpu_count()} cores", flush=True)
     one_thread = {**os.environ, **{v: "1" for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}}
     out = subprocess.run([sys.executable, __file__, "--part", "one", "--probe", str(args.probe), "--repeats",
                           str(args.repeats)], env=one_thread, capture_output=True, text=True, check=True).stdout
-    times = [float(t) for t in out.split()]
-    print(f"one capture's geometry, 4 stages {WIDTHS} x {args.probe} samples, 1 thread: "
-          f"median {1e3 * float(np.median(times)):.0f} ms (min {1e3 * min(times):.0f}, max {1e3 * max(times):.0f})")
+    for line, widths in zip(out.splitlines(), (WIDTHS, (32,) * len(WIDTHS))):
+        times = [float(t) for t in line.split()]
+        print(f"one capture's geometry, 4 stages {widths} x {args.probe} samples, 1 thread: median "
+              f"{1e3 * float(np.median(times)):.1f} ms (min {1e3 * min(times):.1f}, max {1e3 * max(times):.1f})")
     secs = seed_agreement(args.probe, args.seeds, args.epochs)
     pairs = args.seeds * (args.seeds - 1) // 2 * args.epochs * len(WIDTHS)
     print(f"seed agreement, {args.seeds} seeds x {args.epochs} epochs x {len(WIDTHS)} stages ({pairs} pairs): "

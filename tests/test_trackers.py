@@ -1,0 +1,150 @@
+"""Experiment trackers, live: a tiny study with ``tracking:`` logs to MLflow's local file store, W&B offline and
+TensorBoard, and what each holds, read back with its own client or file format, equals the store's train_metrics.
+A tracker that cannot be reached leaves the study finished and its store complete. One Ray instance serves both."""
+from __future__ import annotations
+
+import io
+import os
+import time
+
+import pytest
+
+from dynstudy.analysis.pipeline.catalog import open_catalog
+from dynstudy.study.spec import SpecError, parse_spec
+from dynstudy.study.tracker_clients import tensorboard_run_dir
+from dynstudy.study.tracker_names import EPOCH_METRICS, run_identity, wandb_run_id
+from dynstudy.study.tracking_spec import TrackingSpec, check_tracker_packages
+from tests.tracker_files import event_scalars, mlflow_runs, wandb_offline_runs
+
+EPOCHS, SEEDS = 3, [0, 1]
+
+
+def tiny_spec(name: str, tracking: dict, seeds=SEEDS, epochs=EPOCHS) -> dict:
+    return {"name": name, "models": ["tiny_cnn"], "datasets": [{"name": "digits", "n_train": 256, "n_val": 128}],
+            "optimizers": [{"name": "sgd", "lr": 0.05}], "seeds": seeds,
+            "train": {"epochs": epochs, "batch_size": 64, "early_stopping_patience": None},
+            "capture": {"probe_size": 64, "channels_per_stage": 8}, "analysis": {"min_scale": 4, "n_scales": 4},
+            "resources": {"cpus_per_trial": 1, "max_failures": 0}, "tracking": tracking}
+
+
+def train_metrics(store) -> dict[str, dict[int, dict]]:
+    """run_id -> epoch -> the store's train_metrics row."""
+    con = open_catalog(str(store), tables=("train_metrics",))
+    rel = con.sql("SELECT * FROM train_metrics")
+    out: dict[str, dict[int, dict]] = {}
+    for r in (dict(zip(rel.columns, row)) for row in rel.fetchall()):
+        out.setdefault(r["run_id"], {})[r["epoch"]] = r
+    return out
+
+
+@pytest.fixture(scope="module")
+def tracked(tmp_path_factory):
+    """One tiny study logged to the three trackers, and one whose MLflow server cannot be reached."""
+    import ray
+
+    from dynstudy.study.orchestrate import run_study
+
+    root = tmp_path_factory.mktemp("trackers")
+    env = {"MLFLOW_ALLOW_FILE_STORE": "true", "WANDB_DIR": str(root / "wandb"), "WANDB_SILENT": "true",
+           "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "3"}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    (root / "wandb").mkdir()
+    uri = f"file://{root / 'mlruns'}"
+    tracking = {"mlflow": {"tracking_uri": uri, "experiment": "trk"}, "wandb": {"project": "trk", "mode": "offline"},
+                "tensorboard": {"logdir": str(root / "tb")}}
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
+    try:
+        out = io.StringIO()
+        t0 = time.perf_counter()
+        summary = run_study(parse_spec(tiny_spec("trk", tracking)), store=str(root / "store"), out=out)
+        t1 = time.perf_counter()
+        broken_out = io.StringIO()
+        broken = run_study(parse_spec(tiny_spec("broken", {"mlflow": {"tracking_uri": "http://127.0.0.1:9"}},
+                                                seeds=[0], epochs=2)), store=str(root / "broken"), out=broken_out)
+        print(f"tracked study {t1 - t0:.1f} s, broken study {time.perf_counter() - t1:.1f} s")
+    finally:
+        ray.shutdown()
+        for k, v in saved.items():
+            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+    yield {"root": root, "uri": uri, "summary": summary, "out": out.getvalue(), "broken": broken,
+           "broken_out": broken_out.getvalue(), "store": root / "store"}
+
+
+@pytest.mark.slow
+def test_mlflow_holds_the_stores_epochs_grouped_by_cell_and_seed(tracked):
+    assert tracked["summary"]["finished"] == len(SEEDS), tracked["out"]
+    assert "tracking." not in tracked["out"]  # no tracker failed
+    os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+    runs = mlflow_runs(tracked["uri"], "trk")
+    store = train_metrics(tracked["store"])
+    assert set(runs) == set(store)
+    assert sorted(r["tags"]["dynstudy.seed"] for r in runs.values()) == [str(s) for s in SEEDS]
+    for run_id, epochs in store.items():
+        run = runs[run_id]
+        assert run["count"] == 1
+        assert run["tags"]["dynstudy.cell"] == "tiny_cnn/digits/sgd"
+        assert run["params"]["model"] == "tiny_cnn" and run["params"]["train.epochs"] == str(EPOCHS)
+        for name in EPOCH_METRICS:
+            assert run["history"][name] == {e: row[name] for e, row in epochs.items()}, name
+        assert set(run["history"]["h_eff"]) <= set(epochs) and set(run["history"]["metastability"])
+        assert all(0 <= v <= 1 for v in run["history"]["h_eff"].values())
+
+
+@pytest.mark.slow
+def test_wandb_offline_runs_hold_the_stores_epochs(tracked):
+    runs = wandb_offline_runs(tracked["root"] / "wandb")
+    store = train_metrics(tracked["store"])
+    assert set(runs) == {wandb_run_id(r) for r in store}
+    for run_id, epochs in store.items():
+        (run,) = runs[wandb_run_id(run_id)]
+        assert run["run"]["group"] == "tiny_cnn/digits/sgd" and run["run"]["name"] == run_id
+        assert f"seed={run['config']['dynstudy.seed']}" in run["run"]["tags"]
+        assert sorted(run["history"]) == sorted(epochs)
+        for epoch, row in epochs.items():
+            assert {k: run["history"][epoch][k] for k in EPOCH_METRICS} == {k: row[k] for k in EPOCH_METRICS}
+
+
+@pytest.mark.slow
+def test_tensorboard_event_files_hold_the_stores_epochs(tracked):
+    store = train_metrics(tracked["store"])
+    con = open_catalog(str(tracked["store"]), tables=("runs",))
+    for run_id, study, model, dataset, optimizer, seed in con.execute(
+            "SELECT run_id, study, model, dataset, optimizer, seed FROM runs").fetchall():
+        identity = run_identity({"run_id": run_id, "study": study, "model": model, "dataset": dataset,
+                                 "optimizer": optimizer, "seed": seed})
+        scalars = event_scalars(tensorboard_run_dir(str(tracked["root"] / "tb"), identity))
+        for name in EPOCH_METRICS:  # TensorBoard keeps float32
+            assert scalars[name] == pytest.approx({e: r[name] for e, r in store[run_id].items()}, rel=1e-6)
+
+
+@pytest.mark.slow
+def test_an_unreachable_tracker_leaves_the_study_finished_and_its_store_complete(tracked):
+    assert tracked["broken"]["finished"] == 1 and not tracked["broken"]["unfinished"], tracked["broken_out"]
+    said = [line for line in tracked["broken_out"].splitlines() if line.startswith("tracking.mlflow")]
+    assert len(said) == 1 and "goes on without mlflow" in said[0]
+    (epochs,) = train_metrics(tracked["root"] / "broken").values()
+    assert sorted(epochs) == [1, 2]
+
+
+def test_tracking_section_errors_name_the_field():
+    base = tiny_spec("x", {})
+    with pytest.raises(SpecError, match=r"tracking\.wandb\.project"):
+        parse_spec({**base, "tracking": {"wandb": {"mode": "offline"}}})
+    with pytest.raises(SpecError, match=r"tracking\.mlflw: unknown field"):
+        parse_spec({**base, "tracking": {"mlflw": {}}})
+    with pytest.raises(SpecError, match=r"tracking\.tensorboard"):
+        parse_spec({**base, "tracking": {"tensorboard": "yes"}})
+    assert parse_spec({**base, "tracking": {"tensorboard": True, "mlflow": {}}}).tracking.enabled == [
+        "mlflow", "tensorboard"]
+
+
+def test_a_missing_tracker_package_names_its_extra(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "aim" else real(name, *a))
+    with pytest.raises(ValueError, match=r"tracking\.aim needs the aim package.*pip install 'dynstudy\[aim\]'"):
+        check_tracker_packages(TrackingSpec(aim={}, mlflow={}), "store")
+    with pytest.raises(ValueError, match="tracking.tensorboard.logdir"):
+        check_tracker_packages(TrackingSpec(tensorboard=True), "s3://bucket/store")

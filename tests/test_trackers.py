@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import io
 import os
+import subprocess
+import sys
 import time
 
 import pytest
 
 from dynstudy.analysis.pipeline.catalog import open_catalog
+from dynstudy.study.cli import main
 from dynstudy.study.spec import SpecError, parse_spec
 from dynstudy.study.tracker_clients import tensorboard_run_dir
+from dynstudy.study.tracker_export import export_store
 from dynstudy.study.tracker_names import EPOCH_METRICS, run_identity, wandb_run_id
 from dynstudy.study.tracking_spec import TrackingSpec, check_tracker_packages
 from tests.tracker_files import event_scalars, mlflow_runs, wandb_offline_runs
@@ -148,3 +152,105 @@ def test_a_missing_tracker_package_names_its_extra(monkeypatch):
         check_tracker_packages(TrackingSpec(aim={}, mlflow={}), "store")
     with pytest.raises(ValueError, match="tracking.tensorboard.logdir"):
         check_tracker_packages(TrackingSpec(tensorboard=True), "s3://bucket/store")
+
+
+# ---------------------------------------------------------------------------------------------- dynstudy export
+
+
+@pytest.fixture(scope="module")
+def analysed(tracked):
+    """The tracked study's store, analysed (run_summary, capture_metrics, cell_variability)."""
+    from dynstudy.analysis.pipeline.analyze import analyze
+
+    result = analyze(str(tracked["store"]), out=io.StringIO())
+    assert result["analysed"] == len(SEEDS) and not result["failed"]
+    return tracked["store"]
+
+
+def table(store, sql: str, tables) -> list[dict]:
+    rel = open_catalog(str(store), tables=tables).sql(sql)
+    return [dict(zip(rel.columns, row)) for row in rel.fetchall()]
+
+
+@pytest.mark.slow
+def test_export_to_mlflow_sends_each_value_once(analysed, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    uri = f"file://{tmp_path / 'mlruns'}"
+    assert main(["export", "--store", str(analysed), "--to", "mlflow", "--uri", uri]) == 0
+    first = capsys.readouterr().out
+    assert main(["export", "--store", str(analysed), "--to", "mlflow", "--uri", uri]) == 0
+    assert "created 0, sent 0" in capsys.readouterr().out, first
+    runs, store = mlflow_runs(uri, "trk"), train_metrics(analysed)
+    summaries = {r["run_id"]: r for r in table(analysed, "SELECT * FROM run_summary", ("run_summary",))}
+    epochs = table(analysed, "SELECT run_id, epoch, psi FROM capture_metrics WHERE kind = 'epoch'",
+                   ("capture_metrics",))
+    for run_id, rows in store.items():
+        run = runs[run_id]
+        assert run["count"] == 1 and run["tags"]["dynstudy.summary.state"] == summaries[run_id]["state"]
+        for name in EPOCH_METRICS:
+            assert run["history"][name] == {e: row[name] for e, row in rows.items()}
+        assert run["metrics"]["summary/h_raw_mean"] == summaries[run_id]["h_raw_mean"]
+        assert run["history"].get("analysis/psi", {}) == {r["epoch"]: r["psi"] for r in epochs
+                                                          if r["run_id"] == run_id and r["psi"] is not None}
+    cv = table(analysed, "SELECT metric, mean FROM cell_variability WHERE isfinite(mean)", ("cell_variability",))
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    (cell,) = client.search_runs([client.get_experiment_by_name("trk").experiment_id], "tags.`dynstudy.kind` = 'cell'")
+    assert cv and all(cell.data.metrics[f"cell/{r['metric']}/mean"] == r["mean"] for r in cv)
+
+
+@pytest.mark.slow
+def test_export_into_the_live_mlflow_runs_adds_only_the_analysis(analysed, tracked, monkeypatch, capsys):
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    assert main(["export", "--store", str(analysed), "--to", "mlflow", "--uri", tracked["uri"]]) == 0
+    assert "created 1," in capsys.readouterr().out  # the cell's run; each run is the one live logging made
+    runs, store = mlflow_runs(tracked["uri"], "trk"), train_metrics(analysed)
+    for run_id, rows in store.items():
+        assert runs[run_id]["count"] == 1 and "summary/state_agreement" not in runs[run_id]["metrics"]
+        for name in EPOCH_METRICS:  # one value per epoch: nothing sent twice
+            assert runs[run_id]["history"][name] == {e: row[name] for e, row in rows.items()}
+        assert "summary/h_raw_mean" in runs[run_id]["metrics"]
+
+
+@pytest.mark.slow
+def test_export_to_wandb_offline_and_tensorboard_twice(analysed, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    for _ in range(2):
+        assert main(["export", "--store", str(analysed), "--to", "wandb", "--uri", str(tmp_path)]) == 0
+        assert main(["export", "--store", str(analysed), "--to", "tensorboard", "--uri", str(tmp_path / "tb")]) == 0
+    out = capsys.readouterr().out
+    assert f"created 0, kept {len(SEEDS) + 1}" in out and "replaced 3" in out, out
+    runs, store = wandb_offline_runs(tmp_path), train_metrics(analysed)
+    summaries = {r["run_id"]: r for r in table(analysed, "SELECT * FROM run_summary", ("run_summary",))}
+    for run_id, rows in store.items():
+        (run,) = runs[wandb_run_id(run_id)]
+        assert run["run"]["group"] == "tiny_cnn/digits/sgd"
+        assert {e: {k: h[k] for k in EPOCH_METRICS} for e, h in run["history"].items()} == {
+            e: {k: r[k] for k in EPOCH_METRICS} for e, r in rows.items()}
+        assert run["summary"]["summary/h_raw_mean"] == summaries[run_id]["h_raw_mean"]
+        assert run["summary"]["state"] == summaries[run_id]["state"]
+        ident = run_identity({**summaries[run_id], "run_id": run_id})
+        scalars = event_scalars(tensorboard_run_dir(str(tmp_path / "tb"), ident))
+        assert scalars["val_acc"] == pytest.approx({e: r["val_acc"] for e, r in rows.items()}, rel=1e-6)
+    (cell,) = [r for rs in runs.values() for r in rs if r["run"]["job_type"] == "cell"]
+    assert cell["run"]["group"] == "tiny_cnn/digits/sgd"
+
+
+@pytest.mark.slow
+def test_export_imports_neither_torch_nor_ray(analysed, tmp_path):
+    code = ("import sys; from dynstudy.study.cli import main; "
+            f"rc = main(['export', '--store', {str(analysed)!r}, '--to', 'mlflow', '--uri', "
+            f"{'file://' + str(tmp_path / 'm')!r}]); "
+            "print(rc, sorted(m for m in ('torch', 'ray') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**os.environ, "MLFLOW_ALLOW_FILE_STORE": "true"})
+    assert done.stdout.strip().splitlines()[-1] == "0 []", done.stderr[-2000:]
+
+
+def test_export_refuses_an_unknown_target_and_an_empty_store(tmp_path):
+    with pytest.raises(ValueError, match="--to 'comet'"):
+        export_store(str(tmp_path), "comet")
+    with pytest.raises(FileNotFoundError, match="has no runs"):
+        export_store(str(tmp_path), "mlflow")

@@ -4,7 +4,9 @@ Each tracker class here is Ray's callback (``MLflowLoggerCallback``, ``WandbLogg
 ``TBXLoggerCallback``) sending what :mod:`dynstudy.study.tracker_names` names: per epoch (the step) the run's
 losses, accuracies, lr and online dynamics, the run named by its run id and tagged with its cell and seed, its
 trial config as parameters. An epoch is sent once: a repeat (the final report of a diverged run, an epoch an
-earlier invocation sent) is left out. :func:`tracker_callbacks` wraps each in :class:`Guarded`: the first error a
+earlier invocation sent before ``--resume``) is left out; a run that trains again from scratch (``--replace``, or
+an unfinished run without ``--resume``) replaces its MLflow run and TensorBoard files (W&B resumes the run of its
+id, and keeps the steps it holds). :func:`tracker_callbacks` wraps each in :class:`Guarded`: the first error a
 tracker raises is printed once and the tracker is left out from then on, so a tracker that is down never stops
 training nor touches the store. Imports ray (only where a study is trained).
 """
@@ -23,6 +25,8 @@ from dynstudy.study.tracker_clients import (
     mlflow_experiment,
     mlflow_logged_steps,
     open_mlflow_run,
+    remove_event_files,
+    retire_mlflow_run,
     tensorboard_run_dir,
     wandb_init_kwargs,
 )
@@ -37,6 +41,12 @@ def trial_identity(trial) -> tuple[dict, dict]:
     """(identity, trial config) of a Tune trial of a study (its config's ``trial``)."""
     config = trial.config["trial"]
     return run_identity(config), config
+
+
+def continues(trial) -> bool:
+    """Whether the trial continues its run from a checkpoint an earlier invocation kept (``--resume``); else the
+    run trains from scratch and replaces what the trackers hold of it."""
+    return trial.config["trial"]["run_id"] in (trial.config.get("resume_from") or {})
 
 
 class EpochOnce:
@@ -71,6 +81,8 @@ class MLflowTracker(MLflowLoggerCallback):
         if trial in self._trial_runs:
             return
         identity, config = trial_identity(trial)
+        if not continues(trial):
+            retire_mlflow_run(self.client, self.experiment_id, identity["run_id"])
         run, created = open_mlflow_run(self.client, self.experiment_id, identity, config)
         self._trial_runs[trial] = run
         if not created:
@@ -110,7 +122,7 @@ class WandbTracker(WandbLoggerCallback):
         identity, config = trial_identity(trial)
         kwargs = {**wandb_init_kwargs(identity, config, self.project), "allow_val_change": True, **self.kwargs}
         if self.mode not in ("offline", "disabled"):
-            kwargs["resume"] = "allow"  # --resume continues the W&B run of the same id
+            kwargs["resume"] = "allow"  # --resume continues the W&B run of the same id (docs/trackers.md)
         self._start_logging_actor(trial, [], **kwargs)
 
     def log_trial_result(self, iteration, trial, result):
@@ -171,8 +183,10 @@ class TensorBoardTracker(TBXLoggerCallback):
     def log_trial_start(self, trial):
         if trial not in self._trial_writer:
             identity, _ = trial_identity(trial)
-            self._trial_writer[trial] = self._summary_writer_cls(tensorboard_run_dir(self.logdir, identity),
-                                                                 flush_secs=30)
+            folder = tensorboard_run_dir(self.logdir, identity)
+            if not continues(trial):
+                remove_event_files(folder)
+            self._trial_writer[trial] = self._summary_writer_cls(folder, flush_secs=30)
 
     def log_trial_result(self, iteration, trial, result):
         if trial not in self._trial_writer:

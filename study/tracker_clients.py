@@ -42,6 +42,14 @@ def find_mlflow_run(client, experiment_id: str, run_id: str, kind: str = "run"):
     return found[0] if found else None
 
 
+def retire_mlflow_run(client, experiment_id: str, run_id: str) -> None:
+    """Tag the MLflow run of ``run_id`` (if any) ``dynstudy.kind = replaced``: the run trains again from scratch,
+    and its new MLflow run takes the old one's place (kept for reference, never found as the run's again)."""
+    found = find_mlflow_run(client, experiment_id, run_id)
+    if found is not None:
+        client.set_tag(found.info.run_id, f"{TAG_PREFIX}kind", "replaced")
+
+
 def open_mlflow_run(client, experiment_id: str, identity: dict, config: dict) -> tuple[str, bool]:
     """(MLflow run id, created) of a dynstudy run: the run carrying its ``dynstudy.run_id`` tag, else a new one
     named by the run id with :func:`~dynstudy.study.tracker_names.run_tags` and the config as parameters."""
@@ -82,6 +90,16 @@ def wandb_init_kwargs(identity: dict, config: dict, project: str, job_type: str 
     return {"id": wandb_run_id(identity["run_id"]), "name": identity["run_id"], "group": identity["cell"],
             "job_type": job_type, "project": project, "tags": [f"seed={identity['seed']}", identity["study"]],
             "config": {**flat_params(config), **{f"{TAG_PREFIX}{k}": v for k, v in identity.items()}}}
+
+
+def remove_event_files(folder: str) -> int:
+    """Remove the TensorBoard event files directly in ``folder``; return how many there were."""
+    from pathlib import Path
+
+    found = list(Path(folder).glob("events.out.tfevents.*"))
+    for path in found:
+        path.unlink()
+    return len(found)
 
 
 def tensorboard_run_dir(logdir: str, identity: dict) -> str:

@@ -254,3 +254,55 @@ def test_export_refuses_an_unknown_target_and_an_empty_store(tmp_path):
         export_store(str(tmp_path), "comet")
     with pytest.raises(FileNotFoundError, match="has no runs"):
         export_store(str(tmp_path), "mlflow")
+
+
+# ------------------------------------------------------------------------------- the callbacks without a study
+
+
+class FakeTrial:
+    """What the tracker callbacks read of a Tune trial: its config."""
+
+    def __init__(self, run_id: str, resume: bool):
+        self.config = {"trial": {"run_id": run_id, "study": "unit", "model": "tiny_cnn",
+                                 "dataset": {"name": "digits"}, "optimizer": {"name": "sgd", "label": "sgd"},
+                                 "seed": 3, "train": {"epochs": 3}},
+                       "resume_from": {run_id: "ckpt"} if resume else {}}
+
+
+def test_mlflow_callback_resumes_continues_and_replaces_a_run(tmp_path, monkeypatch):
+    from dynstudy.study.tracker_callbacks import MLflowTracker
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    uri = f"file://{tmp_path / 'mlruns'}"
+
+    def train(trial, epochs, offset=0.0):
+        cb = MLflowTracker(uri, "unit")
+        cb.setup()
+        cb.log_trial_start(trial)
+        for e in epochs:
+            cb.log_trial_result(e, trial, {"epoch": e, "val_loss": e + offset, "h_eff": None})
+        cb.log_trial_result(9, trial, {"epoch": epochs[-1], "val_loss": -1.0, "last": True})  # a repeat
+        cb.log_trial_end(trial)
+
+    train(FakeTrial("r1", resume=False), [1, 2])
+    train(FakeTrial("r1", resume=True), [2, 3], offset=0.5)  # --resume from epoch 1's checkpoint
+    (run,) = mlflow_runs(uri, "unit").values()
+    assert run["history"] == {"val_loss": {1: 1.0, 2: 2.0, 3: 3.5}} and run["tags"]["dynstudy.seed"] == "3"
+    train(FakeTrial("r1", resume=False), [1], offset=0.25)  # trained again from scratch
+    (run,) = mlflow_runs(uri, "unit").values()
+    assert run["history"] == {"val_loss": {1: 1.25}}
+
+
+def test_a_failing_tracker_is_said_once_and_left_out(capsys):
+    from dynstudy.study.tracker_callbacks import MLflowTracker, guarded
+
+    def down(*args):
+        raise RuntimeError("down")
+
+    cb = guarded(MLflowTracker, sys.stdout, "http://127.0.0.1:9", "unit")
+    cb.log_trial_result = down
+    for epoch in (1, 2):
+        assert cb.on_trial_result(iteration=epoch, trials=[], trial=FakeTrial("r", False),
+                                  result={"epoch": epoch}) is None
+    said = capsys.readouterr().out.splitlines()
+    assert len(said) == 1 and said[0].startswith("tracking.mlflow: RuntimeError: down; the study goes on")

@@ -231,7 +231,6 @@ def run_study(spec: StudySpec, *, store: Optional[str] = None, resume: bool = Fa
 
     from dynstudy.jobs.trial.session import tune_trainable
     from dynstudy.study.stoppers import VolatilityStopper
-    from dynstudy.study.tracker_callbacks import tracker_callbacks
 
     started = _connect(address, num_cpus)
     try:
@@ -253,6 +252,11 @@ def run_study(spec: StudySpec, *, store: Optional[str] = None, resume: bool = Fa
         forget_kept(exp_path, todo_ids - set(resume_from))
         start_epochs = {r: int(plan.rows[r].get("epochs_completed") or 0) for r in resume_from}
         progress = ProgressLog({t["run_id"]: t["train"]["epochs"] for t in todo}, verbosity, out, start=start_epochs)
+        trackers = []
+        if spec.tracking.enabled:  # the trackers' clients are imported only when a study logs to them
+            from dynstudy.study.tracker_callbacks import tracker_callbacks
+
+            trackers = tracker_callbacks(spec.tracking, spec.name, store, out)
         tuner = tune.Tuner(
             trainable,
             param_space={"trial": tune.grid_search(todo), "resume_from": resume_from},
@@ -265,7 +269,7 @@ def run_study(spec: StudySpec, *, store: Optional[str] = None, resume: bool = Fa
                 name=spec.name, storage_path=storage, verbose=0,
                 failure_config=tune.FailureConfig(max_failures=spec.resources.max_failures),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-                callbacks=[tune_callback(progress), *tracker_callbacks(spec.tracking, spec.name, store, out)],
+                callbacks=[tune_callback(progress), *trackers],
                 stop=VolatilityStopper() if spec.train.volatility_stopping else None,
             ),
         )

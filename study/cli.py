@@ -25,6 +25,7 @@ from pathlib import Path
 from dynstudy.analysis.kernels.params import PLATEAU_POINTS, STOP_MARGIN, STOP_TOLERANCE
 from dynstudy.study.spec import DEFAULT_STORE, SpecError, load_spec, preset_names, preset_text
 from dynstudy.study.sql_output import FORMATS, format_table, write_result
+from dynstudy.study.tracker_names import EXPORT_TARGETS
 
 
 def _one_line(err) -> str:
@@ -341,7 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
     ex = sub.add_parser("export", help="send a study's per-epoch metrics, run summaries and cell variability to "
                                        "MLflow, W&B or TensorBoard (again: nothing is sent twice)")
     ex.add_argument("--store", default=default_store, help=store_help)
-    ex.add_argument("--to", required=True, choices=("mlflow", "wandb", "tensorboard"), help="the tracker")
+    ex.add_argument("--to", required=True, choices=EXPORT_TARGETS, help="the tracker")
     ex.add_argument("--uri", default=None,
                     help="mlflow: tracking URI (default $MLFLOW_TRACKING_URI); wandb: the folder it writes into "
                          "(default $WANDB_DIR; the mode is $WANDB_MODE); tensorboard: the log folder (default "

@@ -30,7 +30,7 @@ from dynstudy.study.tracker_clients import (
     tensorboard_run_dir,
     wandb_init_kwargs,
 )
-from dynstudy.study.tracker_names import epoch_values, flat_params, run_identity
+from dynstudy.study.tracker_names import EXPORT_TARGETS, epoch_values, flat_params, run_identity
 from dynstudy.study.tracking_spec import TrackingSpec
 
 #: The metric whose logged steps tell the epochs an MLflow run already holds.
@@ -213,9 +213,10 @@ class Guarded:
             return getattr(super(), hook)(*args, **kwargs)
         except Exception as err:  # a tracker's failure of any kind must not reach Tune's loop
             self.broken = True
+            later = (f"; `dynstudy export --to {self.tracker}` sends the finished study later"
+                     if self.tracker in EXPORT_TARGETS else "")
             print(f"tracking.{self.tracker}: {type(err).__name__}: {' '.join(str(err).split())[:500]}; the study "
-                  f"goes on without {self.tracker} (the store is unaffected; `dynstudy export --to {self.tracker}` "
-                  "sends the finished study later)", file=self.out, flush=True)
+                  f"goes on without {self.tracker} (the store is unaffected{later})", file=self.out, flush=True)
             return None
 
     def setup(self, *args, **kwargs):

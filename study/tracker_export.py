@@ -29,9 +29,15 @@ from dynstudy.study.tracker_clients import (
     tensorboard_run_dir,
     wandb_init_kwargs,
 )
-from dynstudy.study.tracker_names import EPOCH_METRICS, TAG_PREFIX, cell_name, epoch_values, run_identity
+from dynstudy.study.tracker_names import (
+    EPOCH_METRICS,
+    EXPORT_TARGETS,
+    TAG_PREFIX,
+    cell_name,
+    epoch_values,
+    run_identity,
+)
 
-TARGETS = ("mlflow", "wandb", "tensorboard")
 #: capture_metrics columns sent per epoch as ``analysis/<name>``.
 ANALYSIS_METRICS = ("h_eff", "metastability", "psi", "volatility")
 #: cell_variability columns sent per cell and metric as ``cell/<metric>/<column>``.
@@ -229,19 +235,19 @@ def export_tensorboard(runs: list[ExportRun], cells: list[ExportCell], logdir: s
 
 
 def export_store(store: str, to: str, uri: str | None = None, project: str | None = None) -> dict:
-    """Export ``store`` to tracker ``to`` (one of :data:`TARGETS`); return what was done, by count.
+    """Export ``store`` to tracker ``to``; return what was done, by count.
 
     Parameters
     ----------
     store : the store (a directory, or s3:// / gs://).
-    to : mlflow | wandb | tensorboard.
+    to : one of :data:`~dynstudy.study.tracker_names.EXPORT_TARGETS`.
     uri : MLflow: the tracking URI (default ``$MLFLOW_TRACKING_URI``); W&B: the folder it writes into (default
         ``$WANDB_DIR``, else the working directory; the mode is ``$WANDB_MODE``); TensorBoard: the log folder
         (default ``<store>/_tensorboard/<study>``).
     project : MLflow experiment or W&B project (default: each run's study).
     """
-    if to not in TARGETS:
-        raise ValueError(f"--to {to!r}: use one of {', '.join(TARGETS)}")
+    if to not in EXPORT_TARGETS:
+        raise ValueError(f"--to {to!r}: use one of {', '.join(EXPORT_TARGETS)}")
     runs, cells = read_study(store)
     if to == "mlflow":
         counts = export_mlflow(runs, cells, uri, project)

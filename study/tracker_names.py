@@ -24,6 +24,8 @@ ONLINE_METRICS = ("h_eff", "metastability", "psi", "psi_volatility", "volatility
 TAG_PREFIX = "dynstudy."
 #: The identity fields of a run, in tag order.
 IDENTITY = ("run_id", "study", "cell", "model", "dataset", "optimizer", "seed")
+#: The trackers ``dynstudy export`` writes to.
+EXPORT_TARGETS = ("mlflow", "wandb", "tensorboard")
 #: Longest W&B run id.
 WANDB_ID_LIMIT = 64
 _WANDB_ID_RE = re.compile(r"[A-Za-z0-9_.-]+")

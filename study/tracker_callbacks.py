@@ -99,10 +99,21 @@ class MLflowTracker(MLflowLoggerCallback):
             self.client.set_terminated(self._trial_runs.pop(trial), "FAILED" if failed else "FINISHED")
 
 
+class FlushingWandbActor(WandbLoggerCallback._logger_actor_cls):
+    """Ray's W&B logging actor, which also waits for W&B's service to write everything (``wandb.teardown``)
+    before it returns: Ray kills the actor as soon as it returns, and W&B's service process with it, which can
+    lose a run's records otherwise."""
+
+    def run(self):
+        super().run()
+        self._wandb.teardown()
+
+
 class WandbTracker(WandbLoggerCallback):
     """Each run one W&B run: id from its run id, grouped by cell, tagged with its seed (Ray's logging actor)."""
 
     tracker = "wandb"
+    _logger_actor_cls = FlushingWandbActor  # Ray's extension point for the logging actor
 
     def __init__(self, project: str, entity: str | None, mode: str | None):
         mode = mode or os.environ.get("WANDB_MODE")

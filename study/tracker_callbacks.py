@@ -281,9 +281,10 @@ def tracker_callbacks(tracking: TrackingSpec, study: str, store: str, out) -> li
     if tracking.mlflow is not None:
         made.append(guarded(MLflowTracker, out, tracking.mlflow.tracking_uri, tracking.mlflow.experiment or study))
     if tracking.wandb is not None:
-        made.append(guarded(WandbTracker, out, tracking.wandb.project, tracking.wandb.entity, tracking.wandb.mode))
+        made.append(guarded(WandbTracker, out, tracking.wandb.project or study, tracking.wandb.entity,
+                            tracking.wandb.mode))
     if tracking.aim is not None:
         made.append(guarded(AimTracker, out, tracking.aim.repo, tracking.aim.experiment or study))
-    if tracking.tensorboard:
+    if tracking.tensorboard is not None:
         made.append(guarded(TensorBoardTracker, out, tracking.tensorboard_logdir(store, study)))
     return [c for c in made if c is not None]

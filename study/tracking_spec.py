@@ -15,9 +15,9 @@ which names: :mod:`dynstudy.study.tracker_names` and ``docs/trackers.md``.
 from __future__ import annotations
 
 import importlib.util
-from typing import Literal, Optional, Union
+from typing import Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 #: Tracker -> (the module it needs, the dynstudy extra that installs it).
 TRACKER_PACKAGES = {"mlflow": ("mlflow", "mlflow"), "wandb": ("wandb", "wandb"), "aim": ("aim", "aim"),
@@ -37,13 +37,13 @@ class MLflowTracking(_Strict):
     @classmethod
     def _uri_form(cls, v: Optional[str]) -> Optional[str]:
         if v is not None and not v.strip():
-            raise ValueError("tracking.mlflow.tracking_uri is empty: give a URI (http://host:5000, file:///abs/path, "
-                             "sqlite:///mlflow.db) or leave it out to use $MLFLOW_TRACKING_URI")
+            raise ValueError("empty: give a URI (http://host:5000, file:///abs/path, sqlite:///mlflow.db) or leave it "
+                             "out to use $MLFLOW_TRACKING_URI")
         return v
 
 
 class WandbTracking(_Strict):
-    project: str = Field(min_length=1, description="W&B project")
+    project: Optional[str] = Field(None, min_length=1, description="W&B project (default: the study's name)")
     entity: Optional[str] = Field(None, description="W&B entity (team or user; default: the API key's)")
     mode: Optional[Literal["online", "offline", "disabled"]] = Field(
         None, description="W&B mode (default: $WANDB_MODE, else online)")
@@ -66,27 +66,38 @@ class TrackingSpec(_Strict):
     mlflow: Optional[MLflowTracking] = None
     wandb: Optional[WandbTracking] = None
     aim: Optional[AimTracking] = None
-    tensorboard: Union[bool, TensorBoardTracking] = False
+    tensorboard: Optional[TensorBoardTracking] = Field(None, description="true, or {logdir: PATH}")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _mapping(cls, v):
+        if v is None:  # `tracking:` with nothing under it
+            return {}
+        if not isinstance(v, (dict, TrackingSpec)):
+            raise ValueError("tracking maps trackers to their settings, e.g. {mlflow: {experiment: my-study}, "
+                             "wandb: {project: my-study}, aim: {repo: /data/aim}, tensorboard: true}")
+        return v
 
     @field_validator("tensorboard", mode="before")
     @classmethod
     def _tensorboard_form(cls, v):
-        if v is None:
-            return False
-        if not isinstance(v, (bool, dict)):
-            raise ValueError("tracking.tensorboard takes true, false or {logdir: PATH}")
+        if v is True:
+            return {}
+        if v is None or v is False:
+            return None
+        if not isinstance(v, dict):
+            raise ValueError("use true, false or {logdir: PATH}")
         return v
 
     @property
     def enabled(self) -> list[str]:
         """The trackers this section turns on, in a fixed order."""
-        return [name for name in TRACKER_PACKAGES if getattr(self, name) not in (None, False)]
+        return [name for name in TRACKER_PACKAGES if getattr(self, name) is not None]
 
     def tensorboard_logdir(self, store: str, study: str) -> str:
         """Where the TensorBoard event files go: ``logdir``, else ``<store>/_tensorboard/<study>``."""
-        tb = self.tensorboard
-        if isinstance(tb, TensorBoardTracking) and tb.logdir:
-            return tb.logdir
+        if self.tensorboard is not None and self.tensorboard.logdir:
+            return self.tensorboard.logdir
         return f"{store.rstrip('/')}/_tensorboard/{study}"
 
 
@@ -100,6 +111,6 @@ def check_tracker_packages(tracking: TrackingSpec, store: str) -> None:
         extras = ",".join(extra for _, _, extra in missing)
         raise ValueError(f"{'; '.join(parts)}, which this install lacks: pip install 'dynstudy[{extras}]', or "
                          f"remove tracking.{missing[0][0]} from the spec")
-    if tracking.tensorboard and "://" in tracking.tensorboard_logdir(store, "x"):
+    if tracking.tensorboard is not None and "://" in tracking.tensorboard_logdir(store, "x"):
         raise ValueError(f"tracking.tensorboard writes event files locally, but the store {store} is an object "
                          "store: give tracking.tensorboard.logdir, a local folder")

@@ -133,11 +133,15 @@ def test_an_unreachable_tracker_leaves_the_study_finished_and_its_store_complete
 
 def test_tracking_section_errors_name_the_field():
     base = tiny_spec("x", {})
-    with pytest.raises(SpecError, match=r"tracking\.wandb\.project"):
-        parse_spec({**base, "tracking": {"wandb": {"mode": "offline"}}})
+    with pytest.raises(SpecError, match=r"tracking\.wandb\.mode: Input should be 'online', 'offline'"):
+        parse_spec({**base, "tracking": {"wandb": {"mode": "off"}}})
+    with pytest.raises(SpecError, match=r"tracking\.tensorboard\.dir: unknown field"):
+        parse_spec({**base, "tracking": {"tensorboard": {"dir": "tb"}}})
+    with pytest.raises(SpecError, match=r"tracking: tracking maps trackers to their settings"):
+        parse_spec({**base, "tracking": "mlflow"})
     with pytest.raises(SpecError, match=r"tracking\.mlflw: unknown field"):
         parse_spec({**base, "tracking": {"mlflw": {}}})
-    with pytest.raises(SpecError, match=r"tracking\.tensorboard"):
+    with pytest.raises(SpecError, match=r"tracking\.tensorboard: use true, false or \{logdir: PATH\}"):
         parse_spec({**base, "tracking": {"tensorboard": "yes"}})
     assert parse_spec({**base, "tracking": {"tensorboard": True, "mlflow": {}}}).tracking.enabled == [
         "mlflow", "tensorboard"]

@@ -7,7 +7,6 @@ import io
 import os
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -57,20 +56,23 @@ def tracked(tmp_path_factory):
     uri = f"file://{root / 'mlruns'}"
     tracking = {"mlflow": {"tracking_uri": uri, "experiment": "trk"}, "wandb": {"project": "trk", "mode": "offline"},
                 "tensorboard": {"logdir": str(root / "tb")}}
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
     try:
         out = io.StringIO()
-        t0 = time.perf_counter()
         summary = run_study(parse_spec(tiny_spec("trk", tracking)), store=str(root / "store"), out=out)
-        t1 = time.perf_counter()
         broken_out = io.StringIO()
         broken = run_study(parse_spec(tiny_spec("broken", {"mlflow": {"tracking_uri": "http://127.0.0.1:9"}},
                                                 seeds=[0], epochs=2)), store=str(root / "broken"), out=broken_out)
-        print(f"tracked study {t1 - t0:.1f} s, broken study {time.perf_counter() - t1:.1f} s")
     finally:
-        ray.shutdown()
+        if started:
+            ray.shutdown()
         for k, v in saved.items():
-            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
     yield {"root": root, "uri": uri, "summary": summary, "out": out.getvalue(), "broken": broken,
            "broken_out": broken_out.getvalue(), "store": root / "store"}
 

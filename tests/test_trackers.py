@@ -160,6 +160,21 @@ def test_a_missing_tracker_package_names_its_extra(monkeypatch):
         check_tracker_packages(TrackingSpec(tensorboard=True), "s3://bucket/store")
 
 
+def test_dynstudy_run_names_a_missing_tracker_package_before_training(tmp_path, monkeypatch):
+    import importlib.util
+
+    import ray
+
+    from dynstudy.study.orchestrate import run_study
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real(name, *a))
+    with pytest.raises(ValueError, match=r"tracking\.wandb needs the wandb package.*dynstudy\[wandb\]"):
+        run_study(parse_spec(tiny_spec("x", {"wandb": {"mode": "offline"}})), store=str(tmp_path / "s"),
+                  out=io.StringIO())
+    assert not ray.is_initialized() and not (tmp_path / "s").exists()
+
+
 # ---------------------------------------------------------------------------------------------- dynstudy export
 
 
@@ -255,11 +270,13 @@ def test_export_imports_neither_torch_nor_ray(analysed, tmp_path):
     assert done.stdout.strip().splitlines()[-1] == "0 []", done.stderr[-2000:]
 
 
-def test_export_refuses_an_unknown_target_and_an_empty_store(tmp_path):
+def test_export_refuses_an_unknown_target_and_an_empty_store(tmp_path, capsys):
     with pytest.raises(ValueError, match="--to 'comet'"):
         export_store(str(tmp_path), "comet")
-    with pytest.raises(FileNotFoundError, match="has no runs"):
-        export_store(str(tmp_path), "mlflow")
+    assert main(["export", "--store", str(tmp_path), "--to", "mlflow"]) == 2
+    assert "dynstudy export: store" in capsys.readouterr().err
+    assert main(["export", "--store", str(tmp_path / "none"), "--to", "wandb"]) == 2
+    assert "does not exist" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------------------- the callbacks without a study

@@ -17,7 +17,7 @@ from dynstudy.study.tracker_clients import tensorboard_run_dir
 from dynstudy.study.tracker_export import export_store
 from dynstudy.study.tracker_names import EPOCH_METRICS, run_identity, wandb_run_id
 from dynstudy.study.tracking_spec import TrackingSpec, check_tracker_packages
-from tests.tracker_files import event_scalars, mlflow_runs, wandb_offline_runs
+from tests.tracker_files import event_scalars, mlflow_runs, scalar_events, wandb_offline_runs
 
 EPOCHS, SEEDS = 3, [0, 1]
 
@@ -257,6 +257,19 @@ def test_export_to_wandb_offline_and_tensorboard_twice(analysed, tmp_path, monke
         assert scalars["val_acc"] == pytest.approx({e: r["val_acc"] for e, r in rows.items()}, rel=1e-6)
     (cell,) = [r for rs in runs.values() for r in rs if r["run"]["job_type"] == "cell"]
     assert cell["run"]["group"] == "tiny_cnn/digits/sgd"
+
+
+@pytest.mark.slow
+def test_export_into_live_tensorboard_files_adds_only_the_analysis(analysed, tracked, capsys):
+    logdir = str(tracked["root"] / "tb")
+    for _ in range(2):
+        assert main(["export", "--store", str(analysed), "--to", "tensorboard", "--uri", logdir]) == 0
+    store = train_metrics(analysed)
+    for run_id, summary in {r["run_id"]: r for r in table(analysed, "SELECT * FROM run_summary",
+                                                          ("run_summary",))}.items():
+        events = scalar_events(tensorboard_run_dir(logdir, run_identity({**summary, "run_id": run_id})))
+        assert sorted(s for t, s, _ in events if t == "val_acc") == sorted(store[run_id])  # live, once each
+        assert [v for t, _, v in events if t == "summary/h_raw_mean"] == [pytest.approx(summary["h_raw_mean"])]
 
 
 @pytest.mark.slow

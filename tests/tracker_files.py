@@ -37,11 +37,12 @@ def wandb_offline_runs(wandb_dir: Path) -> dict[str, list[dict]]:
     return out
 
 
-def event_scalars(folder: Path) -> dict[str, dict[int, float]]:
-    """tag -> {step: value} of the scalars in every TensorBoard event file directly in ``folder``."""
+def scalar_events(folder: Path) -> list[tuple[str, int, float]]:
+    """(tag, step, value) of every scalar in the TensorBoard event files directly in ``folder``: each file is
+    TFRecords (length, its CRC, an ``Event`` message, its CRC)."""
     from tensorboardX.proto.event_pb2 import Event
 
-    out: dict[str, dict[int, float]] = {}
+    out = []
     for path in sorted(Path(folder).glob("events.out.tfevents.*")):
         data, pos = path.read_bytes(), 0
         while pos < len(data):
@@ -49,6 +50,13 @@ def event_scalars(folder: Path) -> dict[str, dict[int, float]]:
             event = Event()
             event.ParseFromString(data[pos + 12:pos + 12 + length])
             pos += 12 + length + 4
-            for v in event.summary.value:
-                out.setdefault(v.tag, {})[event.step] = v.simple_value
+            out += [(v.tag, event.step, v.simple_value) for v in event.summary.value if v.HasField("simple_value")]
+    return out
+
+
+def event_scalars(folder: Path) -> dict[str, dict[int, float]]:
+    """tag -> {step: value} of :func:`scalar_events`."""
+    out: dict[str, dict[int, float]] = {}
+    for tag, step, value in scalar_events(folder):
+        out.setdefault(tag, {})[step] = value
     return out

@@ -249,12 +249,22 @@ def export_store(store: str, to: str, uri: str | None = None, project: str | Non
     if to not in EXPORT_TARGETS:
         raise ValueError(f"--to {to!r}: use one of {', '.join(EXPORT_TARGETS)}")
     runs, cells = read_study(store)
-    if to == "mlflow":
-        counts = export_mlflow(runs, cells, uri, project)
-    elif to == "wandb":
-        counts = export_wandb(runs, cells, project, uri)
-    else:
-        if "://" in (uri or store):
-            raise ValueError("TensorBoard event files are written locally: give --uri, a local folder")
-        counts = export_tensorboard(runs, cells, uri, store)
+    if to == "tensorboard" and "://" in (uri or store):
+        raise ValueError("TensorBoard event files are written locally: give --uri, a local folder")
+    try:
+        if to == "mlflow":
+            counts = export_mlflow(runs, cells, uri, project)
+        elif to == "wandb":
+            counts = export_wandb(runs, cells, project, uri)
+        else:
+            counts = export_tensorboard(runs, cells, uri, store)
+    except OSError:
+        raise
+    except Exception as err:  # the tracker's own errors (MlflowException, wandb's CommError, ...)
+        hint = {"mlflow": "check --uri or $MLFLOW_TRACKING_URI; the next export sends only what MLflow lacks",
+                "wandb": "check $WANDB_MODE, $WANDB_API_KEY and --uri or $WANDB_DIR; the next export leaves a run "
+                         "W&B already has alone (delete a half-sent one there first)",
+                "tensorboard": "check --uri; the next export replaces its files"}[to]
+        raise ConnectionError(f"{to} refused the export ({type(err).__name__}: {' '.join(str(err).split())[:500]}); "
+                              f"{hint}") from err
     return {"runs": len(runs), "cells": len(cells), **counts}

@@ -273,6 +273,15 @@ def test_export_into_live_tensorboard_files_adds_only_the_analysis(analysed, tra
 
 
 @pytest.mark.slow
+def test_export_to_an_unreachable_tracker_is_one_line(analysed, monkeypatch, capsys):
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    assert main(["export", "--store", str(analysed), "--to", "mlflow", "--uri", "http://127.0.0.1:9"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("dynstudy export: ConnectionError: mlflow refused the export (") and err.count("\n") == 1
+    assert "check --uri or $MLFLOW_TRACKING_URI" in err
+
+
+@pytest.mark.slow
 def test_export_imports_neither_torch_nor_ray(analysed, tmp_path):
     code = ("import sys; from dynstudy.study.cli import main; "
             f"rc = main(['export', '--store', {str(analysed)!r}, '--to', 'mlflow', '--uri', "

@@ -6,6 +6,7 @@
                                         --run RUN_ID: only that run's files)
     dynstudy report --store DIR         write the HTML report (+ CSV tables) to DIR/report.html
     dynstudy status --store DIR         runs per cell by status, and the running runs
+    dynstudy export --store DIR --to T  send a study's metrics to mlflow, wandb or tensorboard
     dynstudy presets [--show NAME]      list the shipped specs, or print one's YAML
 
 The store defaults to $DYNSTUDY_STORE, else ./dynstudy-store. An error is one
@@ -24,6 +25,7 @@ from pathlib import Path
 from dynstudy.analysis.kernels.params import PLATEAU_POINTS, STOP_MARGIN, STOP_TOLERANCE
 from dynstudy.study.spec import DEFAULT_STORE, SpecError, load_spec, preset_names, preset_text
 from dynstudy.study.sql_output import FORMATS, format_table, write_result
+from dynstudy.study.tracker_names import EXPORT_TARGETS
 
 
 def _one_line(err) -> str:
@@ -161,6 +163,16 @@ def cmd_status(args) -> int:
     if rows:
         print(f"\nrunning ({len(rows)}):")
         print(format_table(running.columns, rows, max_width=60))
+    return 0
+
+
+def cmd_export(args) -> int:
+    """A finished study's metrics sent to a tracker (:mod:`dynstudy.study.tracker_export`)."""
+    from dynstudy.study.tracker_export import export_store
+
+    done = export_store(args.store, args.to, uri=args.uri, project=args.project)
+    counts = ", ".join(f"{k} {v}" for k, v in done.items())
+    print(f"export to {args.to}: {counts}")
     return 0
 
 
@@ -326,6 +338,17 @@ def build_parser() -> argparse.ArgumentParser:
     so.add_argument("--output", metavar="FILE", default=None, help="write the result here instead of stdout")
     so.add_argument("--limit", type=int, default=100, help="rows printed at most by --format table (default 100)")
     so.set_defaults(func=cmd_stopping)
+
+    ex = sub.add_parser("export", help="send a study's per-epoch metrics, run summaries and cell variability to "
+                                       "MLflow, W&B or TensorBoard (again: nothing is sent twice)")
+    ex.add_argument("--store", default=default_store, help=store_help)
+    ex.add_argument("--to", required=True, choices=EXPORT_TARGETS, help="the tracker")
+    ex.add_argument("--uri", default=None,
+                    help="mlflow: tracking URI (default $MLFLOW_TRACKING_URI); wandb: the folder it writes into "
+                         "(default $WANDB_DIR; the mode is $WANDB_MODE); tensorboard: the log folder (default "
+                         "<store>/_tensorboard/<study>)")
+    ex.add_argument("--project", default=None, help="MLflow experiment or W&B project (default: the study's name)")
+    ex.set_defaults(func=cmd_export)
 
     pr = sub.add_parser("presets", help="list the shipped study specs")
     pr.add_argument("--show", metavar="NAME", help="print only this preset's YAML (e.g. > my_study.yaml)")

@@ -8,7 +8,8 @@ connects to Ray (an existing cluster when ``address`` or ``RAY_ADDRESS`` is
 set, as under ``ray job submit``; otherwise a fresh local instance it stops
 afterwards) and runs one Tune trial per run still to train, with per-trial
 resources, retries from the last checkpoint (``FailureConfig``) and
-checkpoints kept in ``<store>/_tune/<study>``.
+checkpoints kept in ``<store>/_tune/<study>``; the trackers of the spec's ``tracking`` section
+receive every epoch through Ray Tune's logger callbacks (:mod:`dynstudy.study.tracker_callbacks`).
 """
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ from dynstudy.study.identity import DONE_STATUSES, StudyPlan, plan_study
 from dynstudy.study.preflight import PreflightError, check_ray_address, check_store_writable
 from dynstudy.study.progress import ProgressLog, tune_callback
 from dynstudy.study.spec import SpecError, StudySpec
+from dynstudy.study.tracking_spec import check_tracker_packages
 
 
 class StudyError(RuntimeError):
@@ -194,6 +196,7 @@ def run_study(spec: StudySpec, *, store: Optional[str] = None, resume: bool = Fa
     print(f"study {spec.name}: {len(trials)} runs ({len(spec.models)} models x {len(spec.datasets)} datasets x "
           f"{len(spec.optimizers)} optimizers x {len(spec.seeds)} seeds) -> store {store}", file=out, flush=True)
     faults.check_fault_env()
+    check_tracker_packages(spec.tracking, store)
     from dynstudy.jobs.models.registry import check_model_names  # torch and timm: only where training is installed
 
     check_model_names(trials)
@@ -249,6 +252,11 @@ def run_study(spec: StudySpec, *, store: Optional[str] = None, resume: bool = Fa
         forget_kept(exp_path, todo_ids - set(resume_from))
         start_epochs = {r: int(plan.rows[r].get("epochs_completed") or 0) for r in resume_from}
         progress = ProgressLog({t["run_id"]: t["train"]["epochs"] for t in todo}, verbosity, out, start=start_epochs)
+        trackers = []
+        if spec.tracking.enabled:  # the trackers' clients are imported only when a study logs to them
+            from dynstudy.study.tracker_callbacks import tracker_callbacks
+
+            trackers = tracker_callbacks(spec.tracking, spec.name, store, out)
         tuner = tune.Tuner(
             trainable,
             param_space={"trial": tune.grid_search(todo), "resume_from": resume_from},
@@ -261,7 +269,7 @@ def run_study(spec: StudySpec, *, store: Optional[str] = None, resume: bool = Fa
                 name=spec.name, storage_path=storage, verbose=0,
                 failure_config=tune.FailureConfig(max_failures=spec.resources.max_failures),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-                callbacks=[tune_callback(progress)],
+                callbacks=[tune_callback(progress), *trackers],
                 stop=VolatilityStopper() if spec.train.volatility_stopping else None,
             ),
         )

@@ -21,6 +21,7 @@ from dynstudy.jobs.models.names import MODEL_NAMES
 from dynstudy.store_contract.files import check_store_uri
 from dynstudy.study.spec_models import ModelEntry, ModelSpec, check_stage_names
 from dynstudy.study.spec_yaml import SpecYAMLError, load_yaml, read_spec_file
+from dynstudy.study.tracking_spec import TrackingSpec
 
 __all__ = ["MODEL_NAMES", "ModelSpec", "SpecError", "StudySpec", "load_spec", "parse_spec", "preset_names"]
 DATASET_NAMES = ("digits", "synthetic", "cifar10", "cifar100", "imagefolder")
@@ -246,6 +247,8 @@ class StudySpec(_Strict):
     analysis: AnalysisSpec = AnalysisSpec()
     resources: ResourceSpec = ResourceSpec()
     overrides: list[Override] = Field(default_factory=list)
+    tracking: TrackingSpec = Field(TrackingSpec(), description="experiment trackers each run logs to "
+                                                               "(docs/trackers.md)")
     store: str = DEFAULT_STORE
 
     @field_validator("name")

@@ -3,7 +3,7 @@
 Each end-of-epoch capture's first ``channels_per_stage`` ranked channels go
 through the same kernels the analysis uses (:mod:`dynstudy.analysis.kernels.dynamics`, numpy
 and scipy only), with the run's own settings (:class:`dynstudy.analysis.kernels.params.AnalysisParams`),
-so a trial can report H_eff, M, Psi volatility and the volatility trigger as it
+so a trial can report H_eff, M, Psi, its volatility and the volatility trigger as it
 trains: Ray Tune's stoppers and the opt-in ``train.volatility_stopping`` rule act on them.
 """
 from __future__ import annotations
@@ -47,11 +47,11 @@ class OnlineDynamics:
         self.history["val_acc"].append(val_acc)
         h = self.history
         if not h["h_eff"]:
-            return {"h_eff": math.nan, "metastability": math.nan, "psi_volatility": math.nan,
+            return {"h_eff": math.nan, "metastability": math.nan, "psi": math.nan, "psi_volatility": math.nan,
                     "volatility_trigger": None}
         rm = dynamics.run_metrics(np.array(h["h_eff"]), np.array(h["metastability"]),
                                   np.array(h["val_acc"][-len(h["h_eff"]):]), **self.run_kw)
-        return {"h_eff": h["h_eff"][-1], "metastability": h["metastability"][-1],
+        return {"h_eff": h["h_eff"][-1], "metastability": h["metastability"][-1], "psi": float(rm["psi"][-1]),
                 "psi_volatility": float(rm["volatility"][-1]), "volatility_trigger": rm["trigger_epoch"]}
 
     def state_dict(self) -> dict[str, list[float]]:

@@ -1,0 +1,66 @@
+"""Bring your own training loop: a PyTorch Lightning fit recorded by dynstudy's ``RecorderCallback``.
+
+The digits CNN of ``plain_loop.py`` as a LightningModule, 2 epochs on the CPU (``pip install
+'dynstudy[lightning]'``)::
+
+    python examples/lightning_digits.py --store demo-store
+    dynstudy analyze --store demo-store && dynstudy report --store demo-store
+"""
+from __future__ import annotations
+
+import argparse
+
+from dynstudy.jobs.capture.lightning import RecorderCallback  # before Lightning: it readies torchvision
+
+import pytorch_lightning as pl  # noqa: E402, I001
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from plain_loop import BATCH, LR, PROBE, digits, make_model  # noqa: E402
+from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
+
+
+class DigitsModule(pl.LightningModule):
+    def __init__(self):
+        super().__init__()
+        self.net = make_model()
+
+    def forward(self, x):
+        return self.net(x)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        return F.cross_entropy(self.net(x), y)
+
+    def validation_step(self, batch, batch_idx):
+        x, y = batch
+        logits = self.net(x)
+        self.log("val_loss", F.cross_entropy(logits, y))
+        self.log("val_acc", (logits.argmax(1) == y).float().mean())
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=LR, momentum=0.9)
+
+
+def main(store: str, run_id: str = "lightning-s0", epochs: int = 2, seed: int = 0) -> None:
+    pl.seed_everything(seed, verbose=False)
+    torch.set_num_threads(1)
+    (xt, yt), (xv, yv) = digits()
+    callback = RecorderCallback(store, run_id=run_id, probe=(xv[:PROBE], yv[:PROBE]),
+                                stages=["net.block1", "net.block2", "net.block3"], seed=seed,
+                                config={"lr": LR, "batch_size": BATCH, "epochs": epochs}, every_n_steps=4,
+                                model_name="digits_cnn", dataset="digits", optimizer="sgd",
+                                capture={"channels_per_stage": 8, "step_probe_size": 32}, analysis={"min_scale": 8})
+    trainer = pl.Trainer(max_epochs=epochs, accelerator="cpu", devices=1, callbacks=[callback], logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                         num_sanity_val_steps=0)
+    trainer.fit(DigitsModule(), DataLoader(TensorDataset(xt, yt), batch_size=BATCH, shuffle=True),
+                DataLoader(TensorDataset(xv, yv), batch_size=BATCH))
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--store", default="demo-store")
+    parser.add_argument("--run-id", default="lightning-s0")
+    parser.add_argument("--epochs", type=int, default=2)
+    args = parser.parse_args()
+    main(args.store, args.run_id, args.epochs)

@@ -6,18 +6,19 @@ returning the loss and logits), 2 epochs on the CPU (``pip install 'dynstudy[hf]
     python examples/hf_digits.py --store demo-store --output hf-out
     dynstudy analyze --store demo-store && dynstudy report --store demo-store
 """
+# ruff: noqa: E402, I001  (dynstudy's callback module is imported first: it readies torchvision for CPU torch)
 from __future__ import annotations
 
 import argparse
 
 from dynstudy.jobs.capture.hf import RecorderTrainerCallback  # before transformers: it readies torchvision
 
-import numpy as np  # noqa: E402, I001
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from plain_loop import BATCH, LR, PROBE, digits, make_model  # noqa: E402
-from torch import nn  # noqa: E402
-from transformers import Trainer, TrainingArguments  # noqa: E402
+import numpy as np
+import torch
+import torch.nn.functional as F
+from plain_loop import BATCH, LR, PROBE, digits, make_model
+from torch import nn
+from transformers import Trainer, TrainingArguments
 
 
 class DigitsClassifier(nn.Module):

@@ -6,17 +6,18 @@ The digits CNN of ``plain_loop.py`` as a LightningModule, 2 epochs on the CPU (`
     python examples/lightning_digits.py --store demo-store
     dynstudy analyze --store demo-store && dynstudy report --store demo-store
 """
+# ruff: noqa: E402, I001  (dynstudy's callback module is imported first: it readies torchvision for CPU torch)
 from __future__ import annotations
 
 import argparse
 
 from dynstudy.jobs.capture.lightning import RecorderCallback  # before Lightning: it readies torchvision
 
-import pytorch_lightning as pl  # noqa: E402, I001
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from plain_loop import BATCH, LR, PROBE, digits, make_model  # noqa: E402
-from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from plain_loop import BATCH, LR, PROBE, digits, make_model
+from torch.utils.data import DataLoader, TensorDataset
 
 
 class DigitsModule(pl.LightningModule):

@@ -20,8 +20,9 @@ sys.path.insert(0, str(EXAMPLES))  # the examples import the digits CNN from pla
 
 def captures(store, run_id):
     return duckdb.connect().sql(
-        f"SELECT capture, kind, epoch, step, count(*) FROM read_parquet('{store}/activations/run_id={run_id}/*.parquet',"
-        " hive_partitioning=false) GROUP BY ALL ORDER BY capture").fetchall()
+        f"SELECT capture, kind, epoch, step, count(*) FROM read_parquet("
+        f"'{store}/activations/run_id={run_id}/*.parquet', hive_partitioning=false) GROUP BY ALL ORDER BY capture"
+    ).fetchall()
 
 
 #: init, the step captures at steps 4, 8, 12 (12 steps an epoch), epoch 1, then the same for epoch 2

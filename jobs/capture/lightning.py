@@ -1,4 +1,5 @@
-"""A PyTorch Lightning ``Callback`` that records a ``Trainer.fit`` through a :class:`~dynstudy.jobs.capture.recorder.Recorder`.
+"""A PyTorch Lightning ``Callback`` that records a ``Trainer.fit`` through a
+:class:`~dynstudy.jobs.capture.recorder.Recorder`.
 
 Needs the ``lightning`` extra (``pip install 'dynstudy[lightning]'``)::
 

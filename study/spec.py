@@ -130,6 +130,16 @@ class TrainSpec(_Strict):
     compile: bool = Field(False, description="torch.compile the network, once per worker process and model shape "
                                             "(reused by the trials that process runs); the first epoch pays the "
                                             "compile time")
+    function: Optional[str] = Field(None, description="train each run with this function of yours, "
+                                    "'package.module:function', called with a dynstudy.jobs.trial.user_function."
+                                    "TrialContext (null: the built-in trainer)")
+
+    @field_validator("function")
+    @classmethod
+    def _function_ref(cls, v: Optional[str]) -> Optional[str]:
+        if v is not None and not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", v):
+            raise ValueError(f"{v!r}: name the function as package.module:function (e.g. mylab.train:main)")
+        return v
 
     @field_validator("pretrained")
     @classmethod

@@ -342,6 +342,8 @@ class Recorder:
         self.status: str | None = None
         self.stop_reason: str | None = None
         self.step_captures: list[StepCapture] = []
+        self.logged: dict = {}  # the last epoch's logged values
+        self.closed = False  # finished, failed, closed or released: nothing more is written
 
     # ------------------------------------------------------------------ checks
 
@@ -403,6 +405,7 @@ class Recorder:
         if self.record.recorded != self.status:
             self.write_run(self.status, self.stop_reason)
         self._finalizer.detach()
+        self.closed = True
         self.writer.close()
         return {"run_id": self.run_id, "status": self.status, "stop_reason": self.stop_reason,
                 "epochs_completed": self.epoch, "captures": self.next_capture}
@@ -412,6 +415,7 @@ class Recorder:
         if self.writer is None:
             return
         self._finalizer.detach()
+        self.closed = True
         self.writer.close(raise_errors=False)  # a writer's own error is already the failure
         write_rows(self.store, "runs", self.run_id, "run", self.record.columns("failed", "error", error[:2000]))
         self.record.recorded = "failed"
@@ -419,6 +423,7 @@ class Recorder:
     def close(self) -> None:
         """End without :meth:`finish`: what was queued lands, and a started run is marked failed, saying so."""
         if self._finalizer is not None:
+            self.closed = True
             self._finalizer()
 
     def release(self) -> None:
@@ -426,6 +431,7 @@ class Recorder:
         down while its run resumes elsewhere from the last checkpoint."""
         if self.writer is not None:
             self._finalizer.detach()
+            self.closed = True
             self.writer.close(raise_errors=False)
 
     def write_run(self, status: str, stop_reason: str | None = None, error: str | None = None) -> None:
@@ -550,6 +556,7 @@ class Recorder:
         self.writer.submit("train_metrics", self.run_id, f"epoch={self.epoch:06d}",
                            {"run_id": [self.run_id], "epoch": [self.epoch], "step": [self.step],
                             **{k: [v] for k, v in values.items()}})
+        self.logged = dict(values)
         val_acc = values.get("val_acc")
         return self.online.summary(math.nan if val_acc is None else val_acc)
 

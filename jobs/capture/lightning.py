@@ -59,8 +59,9 @@ class RecorderCallback(pl.Callback):
             self.recorder = Recorder(model=pl_module, **self.args)
 
     def load_state_dict(self, state_dict: dict) -> None:
-        self.restored = state_dict["recorder"]
-        self.recorder.load_state_dict(self.restored)
+        if "recorder" in state_dict:  # a checkpoint saved before the recorder existed holds none
+            self.restored = state_dict["recorder"]
+            self.recorder.load_state_dict(self.restored)
 
     def state_dict(self) -> dict:
         return {"recorder": self.recorder.state_dict()} if self.recorder is not None else {}

@@ -323,8 +323,8 @@ class Recorder:
     def _build(self, config: dict, model, images, labels, stages, mean, std, input_size) -> None:
         cap = config["capture"]
         self.config, self.store, self.run_id, self.model = config, config["store"], config["run_id"], model
-        probe_in = ActivationProbe(model, (), images, labels, mean, std, None, 0, input_size=input_size)
-        example = probe_in.model_input(images[:1].to(model_device(model)))
+        inputs = ActivationProbe(model, (), images, labels, mean, std, None, 0, input_size=input_size)  # no stages
+        example = inputs.model_input(images[:1].to(model_device(model)))  # one probe image as the model takes it
         self.stages = resolve_stages(model, stages, example)
         stored = cap["store_channels"]
         keep = None if stored == "all" else (stored or cap["channels_per_stage"])  # None: the metric channels
@@ -366,6 +366,9 @@ class Recorder:
     def start(self) -> None:
         """Begin writing (the first capture, log or state_dict does it): clear an earlier attempt's files, or
         after :meth:`load_state_dict` what was written beyond the checkpoint; mark the run running."""
+        if self.closed:
+            raise RecorderError(f"the recorder of run {self.run_id!r} is closed (finished, failed or closed); it "
+                                "records nothing more")
         if self.writer is not None:
             return
         self.record.attempts = count_attempt(self.store, self.run_id, self.config)
@@ -411,8 +414,9 @@ class Recorder:
                 "epochs_completed": self.epoch, "captures": self.next_capture}
 
     def fail(self, error: str) -> None:
-        """End the run as failed with ``error`` (the exception, as text): what was queued lands first."""
-        if self.writer is None:
+        """End the run as failed with ``error`` (the exception, as text): what was queued lands first. A recorder
+        that has not begun writing, or is closed already, writes nothing."""
+        if self.writer is None or self.closed:
             return
         self._finalizer.detach()
         self.closed = True

@@ -366,7 +366,15 @@ class Trial:
         self.best_epoch, self.bad_epochs = state["best_epoch"], state["bad_epochs"]
         if self.stop_check is not None:
             self.stop_check.load_state_dict(state["stop"])
-        self.recorder.load_state_dict(state["recorder"])
+        self.recorder.load_state_dict(state["recorder"] if "recorder" in state else recorder_state(state, self.run_id))
+
+
+def recorder_state(state: dict, run_id: str) -> dict:
+    """The recorder's state in a trial checkpoint that holds its fields at the top level (one a dynstudy without
+    :class:`Recorder` made), as :meth:`Recorder.state_dict` makes it."""
+    return {"run_id": run_id, "next_capture": state["next_capture"], "epoch": state["epoch"], "step": state["step"],
+            "last_captured_epoch": state["epoch"], "last_step_captured": state["step"], "online": state["online"],
+            "status": state["status"], "stop_reason": state["stop_reason"]}
 
 
 def run_trial(config: dict, session) -> dict:

@@ -3,7 +3,8 @@
 The digits CNN of ``plain_loop.py`` as a LightningModule, 2 epochs on the CPU (``pip install
 'dynstudy[lightning]'``)::
 
-    python examples/lightning_digits.py --store demo-store
+    python examples/lightning_digits.py --store demo-store --checkpoints lightning-ckpt
+    python examples/lightning_digits.py --store demo-store --checkpoints lightning-ckpt --resume   # after a crash
     dynstudy analyze --store demo-store && dynstudy report --store demo-store
 """
 # ruff: noqa: E402, I001  (dynstudy's callback module is imported first: it readies torchvision for CPU torch)
@@ -17,6 +18,7 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from plain_loop import BATCH, LR, PROBE, digits, make_model
+from pytorch_lightning.callbacks import ModelCheckpoint
 from torch.utils.data import DataLoader, TensorDataset
 
 
@@ -42,7 +44,9 @@ class DigitsModule(pl.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=LR, momentum=0.9)
 
 
-def main(store: str, run_id: str = "lightning-s0", epochs: int = 2, seed: int = 0) -> None:
+def main(store: str, checkpoints: str, run_id: str = "lightning-s0", epochs: int = 2, seed: int = 0,
+         resume: bool = False) -> None:
+    """Fit (or with ``resume`` go on from ``checkpoints/last.ckpt``), checkpointing every epoch into ``checkpoints``."""
     pl.seed_everything(seed, verbose=False)
     torch.set_num_threads(1)
     (xt, yt), (xv, yv) = digits()
@@ -51,17 +55,19 @@ def main(store: str, run_id: str = "lightning-s0", epochs: int = 2, seed: int = 
                                 config={"lr": LR, "batch_size": BATCH, "epochs": epochs}, every_n_steps=4,
                                 model_name="digits_cnn", dataset="digits", optimizer="sgd",
                                 capture={"channels_per_stage": 8, "step_probe_size": 32}, analysis={"min_scale": 8})
-    trainer = pl.Trainer(max_epochs=epochs, accelerator="cpu", devices=1, callbacks=[callback], logger=False,
-                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                         num_sanity_val_steps=0)
+    every_epoch = ModelCheckpoint(dirpath=checkpoints, save_last=True, save_top_k=-1)
+    trainer = pl.Trainer(max_epochs=epochs, accelerator="cpu", devices=1, callbacks=[callback, every_epoch],
+                         logger=False, enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
     trainer.fit(DigitsModule(), DataLoader(TensorDataset(xt, yt), batch_size=BATCH, shuffle=True),
-                DataLoader(TensorDataset(xv, yv), batch_size=BATCH))
+                DataLoader(TensorDataset(xv, yv), batch_size=BATCH), ckpt_path="last" if resume else None)
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--store", default="demo-store")
+    parser.add_argument("--checkpoints", default="lightning-ckpt")
     parser.add_argument("--run-id", default="lightning-s0")
     parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--resume", action="store_true", help="go on from the last checkpoint in --checkpoints")
     args = parser.parse_args()
-    main(args.store, args.run_id, args.epochs)
+    main(args.store, args.checkpoints, args.run_id, args.epochs, resume=args.resume)

@@ -1,6 +1,6 @@
 """The Lightning and Hugging Face callbacks train the examples' digits CNN for 2 epochs on the CPU with the real
-frameworks, into one store that analyze and the report read; the HF run resumed from its first checkpoint
-records the same files."""
+frameworks, into one store that analyze and the report read; the Lightning fit crashes in epoch 2 and resumes
+from its epoch-1 checkpoint, the HF run is resumed from its first checkpoint: every capture is there once."""
 from __future__ import annotations
 
 import os
@@ -29,14 +29,32 @@ def captures(store, run_id):
 KINDS = ["init", "step", "step", "step", "epoch", "step", "step", "step", "epoch"]
 
 
-def test_lightning_and_hf_runs_are_analysed_and_reported(tmp_path):
+def crash_in_epoch_2(monkeypatch, module_class) -> None:
+    """Make the module's training step raise at global step 17, once."""
+    real = module_class.training_step
+
+    def step(self, batch, batch_idx):
+        if self.trainer.global_step == 17:
+            raise RuntimeError("crash at step 17")
+        return real(self, batch, batch_idx)
+
+    monkeypatch.setattr(module_class, "training_step", step)
+
+
+def test_lightning_and_hf_runs_are_analysed_and_reported(tmp_path, monkeypatch):
     pytest.importorskip("dynstudy.jobs.capture.lightning")  # the lightning and hf extras (CI installs them)
     pytest.importorskip("dynstudy.jobs.capture.hf")
     import hf_digits
     import lightning_digits
 
     store = str(tmp_path / "store")
-    lightning_digits.main(store, run_id="lightning-s0")
+    crash_in_epoch_2(monkeypatch, lightning_digits.DigitsModule)
+    with pytest.raises(RuntimeError, match="crash at step 17"):  # two step captures of epoch 2 pending
+        lightning_digits.main(store, str(tmp_path / "pl"), run_id="lightning-s0")
+    assert read_run_row(store, "lightning-s0")["status"] == "failed"
+    monkeypatch.undo()
+    lightning_digits.main(store, str(tmp_path / "pl"), run_id="lightning-s0", resume=True)
+    assert read_run_row(store, "lightning-s0")["attempts"] == 2
     hf_digits.main(store, str(tmp_path / "hf"), run_id="hf-s0")
     for run_id in ("lightning-s0", "hf-s0"):
         row = read_run_row(store, run_id)

@@ -13,7 +13,8 @@ captures and per-epoch metrics, read with pyarrow). Metric kernels (pure numpy, 
 :mod:`dynstudy.analysis.kernels.dynamics`): :func:`pseudo_time`, :func:`dfa_scales`, :func:`dfa_exponents`,
 :func:`kuramoto`, :func:`integration`, :func:`capture_metrics`, :func:`series_metrics`, :func:`psi_volatility`,
 :func:`convergence_trigger`, :func:`taxonomy_state`, :func:`run_metrics`. Studies: :func:`load_spec`,
-:func:`run_study` (needs the ``train`` extra), :func:`analyze`, :func:`write_report`.
+:func:`run_study` (needs the ``train`` extra), :func:`analyze`, :func:`write_report`. Any training loop:
+:class:`Recorder` (needs torch) captures the network it trains into a store, as the built-in trainer does.
 
 The sub-packages are folders of the repository, installed under this one name: :mod:`dynstudy.study`
 (``study/``), :mod:`dynstudy.jobs` (``jobs/``), :mod:`dynstudy.analysis` (``analysis/``) and
@@ -52,6 +53,7 @@ _HOMES = {
     "run_study": "dynstudy.study.orchestrate",
     "analyze": "dynstudy.analysis.pipeline.analyze",
     "write_report": "dynstudy.analysis.report.build",
+    "Recorder": "dynstudy.jobs.capture.recorder",
 }
 __all__ = sorted(_HOMES) + ["__version__"]
 

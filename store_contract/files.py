@@ -27,7 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pyarrow import fs as pafs
 
-from dynstudy.store_contract.schemas import PARTITIONED, TABLES, WRITE_ID_KEY
+from dynstudy.store_contract.schemas import FILE_NAMES, PARTITIONED, TABLES, WRITE_ID_KEY, file_numbers
 
 #: URI schemes of stores in an object store; a local store is a path or a ``file://`` URI.
 REMOTE_SCHEMES = ("s3", "gs")
@@ -163,6 +163,27 @@ def remove_write_leftovers(store: str, run_id: str, tables=PARTITIONED) -> int:
                 fs.delete_file(info.path)
                 removed += 1
     return removed
+
+
+def remove_files_from(store: str, run_id: str, table: str, first: int) -> list[str]:
+    """Delete ``run_id``'s files of ``table`` that hold a number ``first`` or higher; return their names.
+
+    The numbers are capture numbers (activations) or epochs (train_metrics), as
+    :func:`dynstudy.store_contract.schemas.file_numbers` reads them from the
+    file's name. A run restored from a checkpoint drops what was written after
+    it, so that what it writes again is there exactly once. Files whose name
+    is not one of the table's are left alone.
+    """
+    fs, inner = filesystem(table_dir(store, table, run_id))
+    removed = []
+    for info in fs.get_file_info(pafs.FileSelector(inner, allow_not_found=True)):
+        stem = info.base_name[:-len(".parquet")] if info.base_name.endswith(".parquet") else None
+        if info.type != pafs.FileType.File or stem is None or not FILE_NAMES[table].fullmatch(stem):
+            continue
+        if max(file_numbers(table, stem)) >= first:
+            fs.delete_file(info.path)
+            removed.append(info.base_name)
+    return sorted(removed)
 
 
 def check_writable(store: str) -> None:

@@ -218,7 +218,10 @@ def run_study(spec: StudySpec, *, store: Optional[str] = None, resume: bool = Fa
     skipped = [t for t in trials if t["run_id"] not in todo_ids]
     if not todo:
         return study_summary(store, trials, skipped)
-    check_trials_fit(todo)
+    check_trials_fit([t for t in todo if not t["train"]["function"]])  # a training function's recorder checks its own
+    from dynstudy.jobs.trial.user_function import check_train_functions  # torch: only where training is installed
+
+    check_train_functions(todo)
     check_ray_address(address)
     for trial in replaced:  # only once every check has passed: a refused study loses nothing
         remove_run_files(store, trial["run_id"])

@@ -17,6 +17,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from dynstudy.analysis.kernels.params import DEFAULTS as D
+from dynstudy.jobs.capture.settings import CAPTURE_DEFAULTS as C
+from dynstudy.jobs.capture.settings import probe_length_problem, settings_problem
 from dynstudy.jobs.models.names import MODEL_NAMES
 from dynstudy.store_contract.files import check_store_uri
 from dynstudy.study.spec_models import ModelEntry, ModelSpec, check_stage_names
@@ -129,6 +131,16 @@ class TrainSpec(_Strict):
     compile: bool = Field(False, description="torch.compile the network, once per worker process and model shape "
                                             "(reused by the trials that process runs); the first epoch pays the "
                                             "compile time")
+    function: Optional[str] = Field(None, description="train each run with this function of yours, "
+                                    "'package.module:function', called with a dynstudy.jobs.trial.user_function."
+                                    "TrialContext (null: the built-in trainer)")
+
+    @field_validator("function")
+    @classmethod
+    def _function_ref(cls, v: Optional[str]) -> Optional[str]:
+        if v is not None and not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", v):
+            raise ValueError(f"{v!r}: name the function as package.module:function (e.g. mylab.train:main)")
+        return v
 
     @field_validator("pretrained")
     @classmethod
@@ -139,29 +151,25 @@ class TrainSpec(_Strict):
 
 
 class CaptureSpec(_Strict):
-    probe_size: int = Field(2048, ge=2, description="first P validation images, fixed order")
-    channels_per_stage: int = Field(32, ge=1)
-    redraw_channels: bool = Field(False, description="re-draw the channel subset at every capture (the authors' code)")
+    probe_size: int = Field(C["probe_size"], ge=2, description="first P validation images, fixed order")
+    channels_per_stage: int = Field(C["channels_per_stage"], ge=1)
+    redraw_channels: bool = Field(C["redraw_channels"],
+                                  description="re-draw the channel subset at every capture (the authors' code)")
     store_channels: Union[int, Literal["all"], None] = Field(
-        None, description="channels stored per stage (>= channels_per_stage, or 'all'); null = channels_per_stage")
-    every_n_steps: Optional[int] = Field(None, ge=1, description="also capture every N optimiser steps (the "
-                                         "temporal protocol's series over training time)")
-    step_probe_size: int = Field(64, ge=2, description="every-N-step captures keep the first P_t probe images "
-                                                       "and the metric channels only")
-    enabled: bool = Field(True, description="false only to measure capture overhead: nothing can be analysed")
-    batch_size: int = Field(256, ge=1)
+        C["store_channels"],
+        description="channels stored per stage (>= channels_per_stage, or 'all'); null = channels_per_stage")
+    every_n_steps: Optional[int] = Field(C["every_n_steps"], ge=1, description="also capture every N optimiser "
+                                         "steps (the temporal protocol's series over training time)")
+    step_probe_size: int = Field(C["step_probe_size"], ge=2, description="every-N-step captures keep the first P_t "
+                                                                         "probe images and the metric channels only")
+    enabled: bool = Field(C["enabled"], description="false only to measure capture overhead: nothing can be analysed")
+    batch_size: int = Field(C["batch_size"], ge=1)
 
     @model_validator(mode="after")
-    def _stored_covers_used(self) -> "CaptureSpec":
-        if isinstance(self.store_channels, int) and self.store_channels < self.channels_per_stage:
-            raise ValueError(f"capture.store_channels={self.store_channels} must be >= channels_per_stage="
-                             f"{self.channels_per_stage} (or 'all')")
-        if self.every_n_steps is not None and self.step_probe_size > self.probe_size:
-            raise ValueError(f"capture.step_probe_size={self.step_probe_size} is larger than capture.probe_size="
-                             f"{self.probe_size}: step captures take the first P_t probe images; lower it")
-        if self.every_n_steps is not None and self.redraw_channels:
-            raise ValueError("capture.every_n_steps with capture.redraw_channels=true: re-drawn channels have no "
-                             "series over training time; set redraw_channels: false for the temporal protocol")
+    def _settings_agree(self) -> "CaptureSpec":
+        problem = settings_problem(self.model_dump())
+        if problem:
+            raise ValueError(problem)
         return self
 
 
@@ -336,11 +344,9 @@ class StudySpec(_Strict):
     def _cells_unique(self) -> "StudySpec":
         _unique([o.cell_label for o in self.optimizers], "optimizers (labels)")
         _unique([d.name for d in self.datasets], "datasets")
-        if self.capture.probe_size < 2 * self.analysis.min_scale:
-            raise ValueError(
-                f"capture.probe_size={self.capture.probe_size} is too short for DFA with analysis.min_scale="
-                f"{self.analysis.min_scale}: need at least {2 * self.analysis.min_scale} points"
-            )
+        problem = probe_length_problem(self.capture.probe_size, self.analysis.min_scale)
+        if problem:
+            raise ValueError(problem)
         return self
 
     @property

@@ -179,3 +179,20 @@ def test_a_trial_restored_from_its_last_checkpoint_records_its_end_and_trains_no
     assert len(run) == len(clean_run)
     for table, order in (("train_metrics", "epoch"), ("activations", ACT_ORDER)):
         assert rows(tmp_path / "store", table, order) == rows(tmp_path / "clean", table, order)
+
+
+def test_a_checkpoint_without_the_recorders_section_resumes_exactly(tmp_path):
+    """A checkpoint whose recorder fields sit at its top level (as before the Recorder) continues the run."""
+    import torch
+
+    run_trial(trial(tmp_path / "clean"), LocalSession(tmp_path / "ck_clean"))
+    cfg = trial(tmp_path / "old", train={"epochs": 2})
+    run_trial(cfg, LocalSession(tmp_path / "ck"))
+    state = torch.load(tmp_path / "ck" / "state.pt", weights_only=False)
+    rec = state.pop("recorder")
+    state.update({k: rec[k] for k in ("next_capture", "online")}, status=None, stop_reason=None)
+    torch.save(state, tmp_path / "ck" / "state.pt")
+    final = run_trial(trial(tmp_path / "old"), LocalSession(tmp_path / "ck"))  # epoch 3 on top of the old state
+    assert final["status"] == "finished"
+    for table, order in (("activations", ACT_ORDER), ("train_metrics", "epoch")):
+        assert rows(tmp_path / "old", table, order) == rows(tmp_path / "clean", table, order), table

@@ -61,9 +61,10 @@ class ActivationProbe:
     ----------
     model : the network.
     stages : a zoo model's name (its four stages), or the :class:`dynstudy.jobs.models.stages.Stage` list to capture.
-    probe_x : uint8 tensor [P, C, H, W], the probe images in fixed order.
-    probe_y : int tensor [P], their labels.
-    mean, std : per-channel normalisation, as in training.
+    probe_x : tensor [P, ...], the probe images in fixed order: uint8 images normalised with ``mean`` and ``std``,
+        or (``mean`` None) the model's input as it is.
+    probe_y : int tensor or array [P], their labels.
+    mean, std : per-channel normalisation of uint8 images, as in training (None: ``probe_x`` is the model's input).
     channels_per_stage : channels kept per stage (None: all), in draw order.
     seed : the run's seed (fixes the channel subset).
     redraw : re-draw the subset at every capture instead.
@@ -78,7 +79,7 @@ class ActivationProbe:
         self.stages = [(stage.name, module) for stage, module in found]
         self.layouts = {stage.name: stage.layout for stage, _ in found}
         self.probe_x = probe_x
-        self.labels = probe_y.cpu().numpy().astype(np.int32)
+        self.labels = torch.as_tensor(probe_y).cpu().numpy().astype(np.int32)
         self.mean, self.std = mean, std
         self.k = channels_per_stage
         self.seed = seed
@@ -87,6 +88,14 @@ class ActivationProbe:
         self.input_size = input_size
         self._norm: dict = {}   # device -> (mean, std) tensors
         self._index: dict = {}  # (stage, width, k, capture, device) -> channel index tensor
+
+    def model_input(self, xb: torch.Tensor) -> torch.Tensor:
+        """Probe images as the model takes them (on their device): normalised, then resized to ``input_size``."""
+        if self.mean is not None:
+            if xb.device not in self._norm:
+                self._norm[xb.device] = norm_tensors(self.mean, self.std, xb.device)
+            xb = normalize_with(xb, *self._norm[xb.device])
+        return resize_batch(xb, self.input_size)
 
     @torch.no_grad()
     def capture(self, capture_index: int, n_samples: int | None = None, n_channels: int | None = None
@@ -106,8 +115,6 @@ class ActivationProbe:
         """:meth:`capture`, left on the model's device: pooling and channel selection happen there."""
         probe_x = self.probe_x if n_samples is None else self.probe_x[:n_samples]
         device = next(self.model.parameters()).device
-        if device not in self._norm:
-            self._norm[device] = norm_tensors(self.mean, self.std, device)
         pooled: dict[str, list[torch.Tensor]] = {name: [] for name, _ in self.stages}
         hooks = [
             module.register_forward_hook(lambda _m, _i, out, name=name: pooled[name].append(
@@ -119,7 +126,7 @@ class ActivationProbe:
         try:
             for start in range(0, len(probe_x), self.batch_size):
                 xb = probe_x[start:start + self.batch_size].to(device, non_blocking=True)
-                self.model(resize_batch(normalize_with(xb, *self._norm[device]), self.input_size))
+                self.model(self.model_input(xb))
         finally:
             for h in hooks:
                 h.remove()

@@ -22,10 +22,7 @@ fixed input side:
 """
 from __future__ import annotations
 
-import importlib
 import inspect
-import os
-import sys
 from dataclasses import dataclass
 
 import torch
@@ -34,6 +31,7 @@ from torch import nn
 from dynstudy.jobs.models.names import ModelRef, close_matches
 from dynstudy.jobs.models.stages import Stage, StageError, resolution_levels, spread
 from dynstudy.jobs.models.tv_compat import ensure_torchvision
+from dynstudy.jobs.user_code import import_function
 
 ensure_torchvision()
 import torchvision  # noqa: E402
@@ -104,27 +102,8 @@ def check_model_ref(ref: ModelRef, label: str) -> None:
 
 
 def _user_function(ref: ModelRef, label: str):
-    """The builder ``module.path:function`` names; ModelNameError says why it cannot be had.
-
-    The working directory is on the import path, as it is for Ray's workers
-    (a local Ray job adds the driver's working directory to theirs), so a
-    builder next to the spec imports the same way on the driver and in the trials.
-    """
-    cwd = os.getcwd()
-    if cwd not in sys.path:
-        sys.path.append(cwd)
-    try:
-        module = importlib.import_module(ref.module)
-    except Exception as err:  # ModuleNotFoundError, or the user's module failing at import
-        raise ModelNameError(f"model {label!r}: cannot import {ref.module!r} ({type(err).__name__}: {err}); make it "
-                             "importable (PYTHONPATH, pip install, or ray job submit --working-dir) wherever the "
-                             "study runs") from None
-    fn = getattr(module, ref.function, None)
-    if not callable(fn):
-        near = close_matches(ref.function, [n for n in dir(module) if not n.startswith("_")], n=3)
-        hint = f"; close names: {', '.join(near)}" if near else ""
-        raise ModelNameError(f"model {label!r}: module {ref.module!r} has no function {ref.function!r}{hint}")
-    return fn
+    """The builder ``module.path:function`` names; ModelNameError says why it cannot be had."""
+    return import_function(ref.module, ref.function, f"model {label!r}", ModelNameError)
 
 
 def _layout(model: nn.Module) -> str | None:

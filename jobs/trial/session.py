@@ -84,9 +84,16 @@ class LocalSession:
 
 
 def tune_trainable(config: dict) -> None:
-    """The function Ray Tune runs for each trial: ``config["trial"]`` is the run, ``config["resume_from"]`` maps
-    run ids to the checkpoint files they continue from."""
+    """The function Ray Tune runs for each trial: ``config["trial"]`` is the run (trained by the built-in trainer,
+    or by the user's ``train.function``), ``config["resume_from"]`` maps run ids to the checkpoint files they
+    continue from."""
+    trial = config["trial"]
+    session = TuneSession((config.get("resume_from") or {}).get(trial["run_id"]))
+    if trial["train"].get("function"):  # the user's own training function
+        from dynstudy.jobs.trial.user_function import run_function_trial
+
+        run_function_trial(trial, session)
+        return
     from dynstudy.jobs.trial.trainer import run_trial
 
-    trial = config["trial"]
-    run_trial(trial, TuneSession((config.get("resume_from") or {}).get(trial["run_id"])))
+    run_trial(trial, session)

@@ -1,9 +1,10 @@
 """One trial: train one model on one dataset with one seed, capturing signals.
 
 :class:`Trial` is one run. What it trains with (data, network, optimiser,
-schedule, probe, writer) is built from its trial config when it is made;
-where its loop stands (epoch, step, capture number, best validation loss and
-accuracy, early-stopping count, online-dynamics history) is its state, and
+schedule) and what records it (a :class:`dynstudy.jobs.capture.recorder.Recorder`:
+the probe, the writer, the run's row) are built from its trial config when it is made;
+where its loop stands (epoch, step, best validation loss and accuracy,
+early-stopping count; the recorder's capture number and online-dynamics history) is its state, and
 :meth:`Trial.state_dict` (that state with the network's, optimiser's,
 schedule's and random generators' states) is its checkpoint.
 :meth:`Trial.run` reads top to bottom::
@@ -26,7 +27,7 @@ epoch's end (:mod:`dynstudy.jobs.trial.loop`), bf16 autocast and channels_last o
 ``train.compile`` compiles once per process and model shape
 (:mod:`dynstudy.jobs.trial.compile_cache`). A capture's probe forward runs in the trial and
 its pooled channels come to the host in one transfer (step captures: one per
-epoch); the Parquet writes go to a background thread
+epoch); the Parquet writes go to the recorder's background thread
 (:mod:`dynstudy.jobs.capture.async_writer`).
 
 Every write is idempotent per (run, epoch/capture), and the writer is
@@ -45,37 +46,22 @@ Tune, :class:`dynstudy.jobs.trial.session.LocalSession` without Ray.
 """
 from __future__ import annotations
 
-import json
 import math
-import platform
 import random
-import socket
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
-from functools import partial
 from typing import NamedTuple
 
 import numpy as np
 import torch
 
-from dynstudy.jobs.capture.async_writer import AsyncWriter
-from dynstudy.jobs.capture.fit_check import capture_problem
-from dynstudy.jobs.capture.online import OnlineDynamics, OnlineStop
-from dynstudy.jobs.capture.probe import (
-    ActivationProbe,
-    DeviceCapture,
-    capture_columns,
-    captures_to_host,
-    signals_finite,
-)
+from dynstudy.jobs.capture.online import OnlineStop
+from dynstudy.jobs.capture.recorder import Recorder
 from dynstudy.jobs.data.device_data import dataset, device_dataset
-from dynstudy.jobs.models.registry import ModelDef, build, stage_widths
+from dynstudy.jobs.models.registry import ModelDef, build
 from dynstudy.jobs.trial import compile_cache, faults
 from dynstudy.jobs.trial.config import check_config
 from dynstudy.jobs.trial.loop import EpochStats, evaluate, train_epoch
-from dynstudy.store_contract.files import read_run_row, remove_run_files, remove_write_leftovers, write_rows
-from dynstudy.store_contract.schemas import TRAIN_METRICS, config_identity
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -103,50 +89,6 @@ def make_scheduler(optimizer, train: dict):
     if train["scheduler"] == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=train["epochs"])
     return None
-
-
-def software_versions() -> dict:
-    import torchvision
-
-    return {"python": platform.python_version(), "torch": torch.__version__,
-            "torchvision": torchvision.__version__, "numpy": np.__version__}
-
-
-def _now():
-    return datetime.now(timezone.utc)
-
-
-def count_attempt(store: str, run_id: str, config: dict) -> int:
-    """This start's number: one more than the run's row says, if that row has the same settings."""
-    old = read_run_row(store, run_id)
-    if old is None or config_identity(old["config"] or "{}") != config_identity(config):
-        return 1
-    return (old.get("attempts") or 1) + 1
-
-
-def check_fits(config: dict, data, image_size: int) -> None:
-    """Refuse a probe or a channel count larger than the dataset or a stage offers (never shrink silently)."""
-    widths = stage_widths(ModelDef.of(config), data.in_chans, image_size, config["train"]["stem"])
-    problem = capture_problem(config["capture"], data.name, len(data.val.y), widths)
-    if problem:
-        raise ValueError(problem)
-
-
-class StepCapture(NamedTuple):
-    """An every-N-step capture, on the device until its epoch's end."""
-
-    capture: DeviceCapture
-    index: int  # the capture's number
-    epoch: int
-    step: int
-
-
-def steps_columns(captures: list[StepCapture], labels: np.ndarray, run_id: str) -> dict:
-    """The columns of an epoch's step captures, one transfer for all."""
-    signals = captures_to_host([c.capture for c in captures])
-    parts = [capture_columns(sig, labels, run_id, c.index, c.epoch, c.step, "step")
-             for sig, c in zip(signals, captures)]
-    return {k: np.concatenate([c[k] for c in parts]) for k in parts[0]}
 
 
 class Network(NamedTuple):
@@ -178,28 +120,17 @@ def build_network(config: dict, data, device: torch.device) -> Network:
     return Network(model, forward, built.stages, size, amp)
 
 
-def make_probe(config: dict, net: Network, data, ddata) -> ActivationProbe:
-    """The probe set of the trial: the first ``capture.probe_size`` validation images, on the device."""
-    cap = config["capture"]
-    stored = cap["store_channels"]
-    keep = None if stored == "all" else (stored or cap["channels_per_stage"])  # null: the metric channels
-    n = cap["probe_size"]
-    return ActivationProbe(net.model, net.stages, ddata.val.x[:n], data.val.y[:n], data.mean, data.std, keep,
-                           config["seed"], redraw=cap["redraw_channels"], batch_size=cap["batch_size"],
-                           input_size=net.input_size)
-
-
-def run_row(config: dict, device: torch.device) -> dict:
-    """The runs-table columns a start fixes (:meth:`Trial.run_columns` adds status, counts and times)."""
-    return {"run_id": [config["run_id"]], "study": [config["study"]], "model": [config["model"]],
-            "dataset": [config["dataset"]["name"]], "optimizer": [config["optimizer"]["label"]],
-            "seed": [config["seed"]], "config": [json.dumps(config, sort_keys=True)],
-            "versions": [json.dumps(software_versions())], "device": [str(device)],
-            "hostname": [socket.gethostname()], "started_at": [_now()]}
+def make_recorder(config: dict, net: Network, data, ddata) -> Recorder:
+    """The trial's recorder: its probe set is the first ``capture.probe_size`` validation images, on the device."""
+    n = config["capture"]["probe_size"]
+    return Recorder.for_run(config, net.model, ddata.val.x[:n], data.val.y[:n], net.stages, mean=data.mean,
+                            std=data.std, input_size=net.input_size)
 
 
 class Trial:
     """One run: built from its trial config, trained by :meth:`run`, checkpointed by :meth:`state_dict`.
+
+    What the run records (captures, metrics, its row) goes through its :class:`Recorder`.
 
     Parameters
     ----------
@@ -212,35 +143,25 @@ class Trial:
         The epoch the loop is in; between epochs, the epochs completed.
     step : int
         Optimiser steps taken.
-    next_capture : int
-        The number the next capture gets.
     best_val_loss, best_val_acc : float
         The lowest validation loss and the highest validation accuracy so far.
     best_epoch : int
         The epoch of ``best_val_acc``.
     bad_epochs : int
         Epochs since the validation loss last fell (early stopping's count).
-    online : OnlineDynamics
-        H_eff, M and accuracy of every epoch so far.
-    attempts : int
-        This start's number (from the run's row, not the checkpoint).
-    status, stop_reason : str or None
-        How the run ended (None while it goes on); a checkpoint of the run's last epoch holds them, so a trial
-        restored from it ends at once instead of training on.
-    recorded : str or None
-        The status the run's row holds from this start (None: none written yet).
+    recorder : Recorder
+        Captures the probe set and writes the run's files and row; its state holds how the run ended (a
+        checkpoint of the run's last epoch holds it, so a trial restored from it ends at once).
     metrics : dict
         The last completed epoch's metrics.
     epoch_capture_s : float
         Seconds this epoch has spent capturing.
-    step_captures : list of StepCapture
-        This epoch's step captures, written as one file at the epoch's end.
     """
 
     def __init__(self, config: dict, session):
         check_config(config)
         self.config, self.session = config, session
-        self.run_id, self.store = config["run_id"], config["store"]
+        self.run_id = config["run_id"]
         torch.set_num_threads(config["train"]["threads"])
         self.device = torch.device("cuda" if torch.cuda.is_available() and config["use_gpu"] else "cpu")
         ds = config["dataset"]
@@ -251,23 +172,18 @@ class Trial:
         self.net = build_network(config, self.data, self.device)
         self.optimizer = make_optimizer(self.net.model.parameters(), config["optimizer"])
         self.scheduler = make_scheduler(self.optimizer, config["train"])
-        self.probe = make_probe(config, self.net, self.data, self.ddata)
-        self.online = OnlineDynamics.from_config(config)
+        self.recorder = make_recorder(config, self.net, self.data, self.ddata)
         self.stop_check = OnlineStop.from_config(config)  # train.stop: the user's stopping rule, or None
-        self.run_row = run_row(config, self.device)
-        self.writer = AsyncWriter(self.store)
-        # where the loop stands: with the tensors' and generators' states, the checkpoint
-        self.epoch, self.step, self.next_capture = 0, 0, 0
+        # where the loop stands: with the tensors', generators' and recorder's states, the checkpoint
+        self.epoch, self.step = 0, 0
         self.best_val_loss, self.best_val_acc, self.best_epoch, self.bad_epochs = math.inf, -1.0, 0, 0
-        # this start
-        self.attempts = 1
-        self.status: str | None = None
-        self.stop_reason: str | None = None
-        self.recorded: str | None = None
         self.metrics: dict = {}
-        # this epoch
         self.epoch_capture_s = 0.0
-        self.step_captures: list[StepCapture] = []
+
+    @property
+    def status(self) -> str | None:
+        """How the run ended (None while it goes on)."""
+        return self.recorder.status
 
     # ------------------------------------------------------------------ the loop
 
@@ -280,7 +196,7 @@ class Trial:
         try:
             self.start()
         except BaseException:
-            self.writer.close(raise_errors=False)
+            self.recorder.release()
             raise
         self.net.model.train()
         try:
@@ -288,37 +204,25 @@ class Trial:
                 self.run_epoch()
             return self.finish()
         except Exception as err:
-            self.writer.close(raise_errors=False)  # what was queued lands; a writer's own error is already ``err``
-            write_rows(self.store, "runs", self.run_id, "run",
-                       self.run_columns("failed", "error", f"{type(err).__name__}: {err}"[:2000]))
+            self.recorder.fail(f"{type(err).__name__}: {err}")
             raise
         except BaseException:
-            self.writer.close(raise_errors=False)
+            self.recorder.release()
             raise
 
     def start(self) -> None:
-        """Resume from the session's checkpoint, or start afresh."""
+        """Resume from the session's checkpoint, or start afresh: check that the capture fits, capture the
+        untrained network."""
         state = self.session.restore()
-        self.attempts = count_attempt(self.store, self.run_id, self.config)
-        if state is None:
-            self.start_afresh()
-        else:
-            remove_write_leftovers(self.store, self.run_id)  # what the earlier attempt was writing when it died
+        if state is not None:
             self.load_state_dict(state)
-            if self.status is None:  # else the checkpoint is of the run's last epoch: finish() records its end
-                self.write_run("running")
-
-    def start_afresh(self) -> None:
-        """Clear what an earlier attempt wrote, check that the capture fits, capture the untrained network."""
-        remove_run_files(self.store, self.run_id)
-        self.write_run("running")
-        try:
-            check_fits(self.config, self.data, self.net.input_size or self.data.image_size)
-        except ValueError as err:
-            self.write_run("failed", "error", error=f"{type(err).__name__}: {err}")
-            self.writer.flush()
-            raise
-        self.capture("init")
+        self.recorder.start()
+        if state is None:
+            problem = self.recorder.fit_problem()
+            if problem:
+                self.recorder.fail(f"ValueError: {problem}")
+                raise ValueError(problem)
+            self.recorder.capture(epoch=0)
 
     def run_epoch(self) -> None:
         """Train, validate and capture one epoch, write it and report it with the checkpoint (or stop the run)."""
@@ -329,35 +233,32 @@ class Trial:
         train_s = time.perf_counter() - t0 - self.epoch_capture_s
         if stats.diverged_at is not None:  # a non-finite loss inside the epoch: the epoch was not completed
             self.epoch -= 1
-            self.stop("diverged", "diverged")
+            self.recorder.mark_end("diverged", "diverged")
             return
         lr = self.optimizer.param_groups[0]["lr"]
         val_loss, val_acc = self.validate()
-        seconds, finite = self.capture("epoch")
-        self.epoch_capture_s += seconds
-        self.metrics = {"epoch": self.epoch, "step": self.step, "train_loss": stats.loss_sum / max(stats.seen, 1),
-                        "train_acc": stats.correct / max(stats.seen, 1), "val_loss": val_loss, "val_acc": val_acc,
-                        "lr": lr, "epoch_time_s": train_s, "capture_time_s": self.epoch_capture_s,
-                        **self.online.summary(val_acc)}
-        self.writer.submit("train_metrics", self.run_id, f"epoch={self.epoch:06d}",
-                           {"run_id": [self.run_id],
-                            **{k: [v] for k, v in self.metrics.items() if k in TRAIN_METRICS.names}})
+        captured = self.recorder.capture(epoch=self.epoch, step=self.step)
+        self.epoch_capture_s += captured.seconds
+        logged = {"train_loss": stats.loss_sum / max(stats.seen, 1), "train_acc": stats.correct / max(stats.seen, 1),
+                  "val_loss": val_loss, "val_acc": val_acc, "lr": lr, "epoch_time_s": train_s,
+                  "capture_time_s": self.epoch_capture_s}
+        online = self.recorder.log(epoch=self.epoch, step=self.step, **logged)
+        self.metrics = {"epoch": self.epoch, "step": self.step, **logged, **online}
         self.update_best(val_loss, val_acc)
-        if not (math.isfinite(val_loss) and finite):
-            self.stop("diverged", "diverged")
+        if not (math.isfinite(val_loss) and captured.finite):
+            self.recorder.mark_end("diverged", "diverged")
             return
         self.report_epoch(self.stop_rule())
 
     def train_one_pass(self) -> EpochStats:
-        """One pass over the training batches; queue its step captures; a divergence ends it at its step."""
+        """One pass over the training batches, with its step captures; a divergence ends it at its step."""
         batch_size, first_step = self.config["train"]["batch_size"], self.step
         batches = self.ddata.train_batches(batch_size, self.generator, self.net.input_size, self.net.amp)
         stats = train_epoch(self.net.forward, self.optimizer, batches, -(-len(self.ddata.train) // batch_size),
                             self.device, self.net.amp, self.after_step)
         if stats.diverged_at is not None:  # training stopped at that step: what came after it is dropped
             self.step = first_step + stats.diverged_at
-            self.step_captures = [c for c in self.step_captures if c.step <= self.step]
-        self.epoch_capture_s += self.flush_step_captures()
+            self.recorder.discard_steps_after(self.step)
         return stats
 
     def after_step(self) -> None:
@@ -366,7 +267,7 @@ class Trial:
         faults.maybe_inject(epoch=self.epoch, step=self.step, run_id=self.run_id)
         every = self.config["capture"]["every_n_steps"]
         if every and self.step % every == 0:
-            self.epoch_capture_s += self.capture_step()
+            self.epoch_capture_s += self.recorder.capture(epoch=self.epoch, step=self.step, kind="step").seconds
 
     def validate(self) -> tuple[float, float]:
         """Validation loss and accuracy; the LR schedule steps on them."""
@@ -405,105 +306,34 @@ class Trial:
         return None
 
     def report_epoch(self, stop_reason: str | None) -> None:
-        """Write the run's row, wait for the epoch's files, report the epoch with the checkpoint.
+        """Write the epoch's files and the run's row, then report the epoch with the checkpoint.
 
         The last epoch's checkpoint records that the run finished, and its row says so before the report: Tune
         may end the trial as soon as it has the report, or restore it from that checkpoint later.
         """
         if stop_reason is not None:
-            self.stop("finished", stop_reason)
-        self.write_run(self.status or "running", self.stop_reason)
-        self.writer.flush()  # the epoch's files are on the store before its checkpoint is
+            self.recorder.mark_end("finished", stop_reason)
+        state = self.state_dict()  # the recorder's state: once the epoch's files and the row are on the store
         self.session.report({**self.metrics, "run_id": self.run_id, "best_val_acc": self.best_val_acc,
-                             "last": self.status is not None}, self.state_dict())
-
-    def stop(self, status: str, stop_reason: str) -> None:
-        """End the loop: the run's final status and why."""
-        self.status, self.stop_reason = status, stop_reason
+                             "last": self.status is not None}, state)
 
     def finish(self) -> dict:
         """Record how the run ended where its row does not say it yet, close the writer; return the final
         metrics."""
         if self.status is None:  # the loop ran out of epochs without a stop rule (train.epochs lowered)
-            self.stop("finished", "max_epochs")
-        final = {**self.metrics, "run_id": self.run_id, "status": self.status, "stop_reason": self.stop_reason,
-                 "best_val_acc": self.best_val_acc}
-        if self.recorded != self.status:  # a divergence, or a start restored from the run's last checkpoint
-            self.write_run(self.status, self.stop_reason)
-            self.writer.flush()
+            self.recorder.mark_end("finished", "max_epochs")
+        final = {**self.metrics, "run_id": self.run_id, "status": self.status,
+                 "stop_reason": self.recorder.stop_reason, "best_val_acc": self.best_val_acc}
+        self.recorder.finish()
         if self.status != "finished":
             self.session.report({**final, "last": True}, None)
-        self.writer.close()
         return final
-
-    # ------------------------------------------------------------------ captures
-
-    def capture(self, kind: str) -> tuple[float, bool]:
-        """Capture the probe set as capture ``next_capture`` (kind "init" or "epoch"); return (seconds, finite).
-
-        The signals come to the host in one transfer; the writer builds their
-        columns and writes them. An epoch's capture feeds the online metrics.
-        """
-        if not self.config["capture"]["enabled"]:
-            return 0.0, True
-        t0 = time.perf_counter()
-        index = self.next_capture
-        signals = self.probe.capture(index)
-        self.writer.submit("activations", self.run_id, f"capture={index:06d}",
-                           partial(capture_columns, signals, self.probe.labels, self.run_id, index, self.epoch,
-                                   self.step, kind))
-        finite = signals_finite(signals)
-        if kind == "epoch":
-            self.online.add(signals, self.probe.labels)
-        self.next_capture += 1
-        return time.perf_counter() - t0, finite
-
-    def capture_step(self) -> float:
-        """The temporal protocol's capture (the step probe, the metric channels only), kept on the device; seconds."""
-        cap = self.config["capture"]
-        if not cap["enabled"]:
-            return 0.0
-        t0 = time.perf_counter()
-        index = self.next_capture
-        signals = self.probe.capture_device(index, n_samples=cap["step_probe_size"],
-                                            n_channels=cap["channels_per_stage"])
-        self.step_captures.append(StepCapture(signals, index, self.epoch, self.step))
-        self.next_capture += 1
-        return time.perf_counter() - t0
-
-    def flush_step_captures(self) -> float:
-        """Queue the epoch's step captures as one file ``steps=FIRST-LAST`` (capture numbers); return seconds.
-
-        A trial that dies before its next checkpoint loses them with the
-        epoch, which its resume from the last checkpoint trains again under
-        the same numbers.
-        """
-        if not self.step_captures:
-            return 0.0
-        t0 = time.perf_counter()
-        first, last = self.step_captures[0].index, self.step_captures[-1].index
-        n = self.config["capture"]["step_probe_size"]
-        self.writer.submit("activations", self.run_id, f"steps={first:06d}-{last:06d}",
-                           partial(steps_columns, self.step_captures, self.probe.labels[:n], self.run_id))
-        self.step_captures = []
-        return time.perf_counter() - t0
-
-    # ------------------------------------------------------------------ the run's row
-
-    def run_columns(self, status: str, stop_reason: str | None = None, error: str | None = None) -> dict:
-        """The run's row as it stands: ``status``, epochs completed, this start's number."""
-        return {**self.run_row, "status": [status], "stop_reason": [stop_reason], "epochs_completed": [self.epoch],
-                "updated_at": [_now()], "error": [error], "attempts": [self.attempts]}
-
-    def write_run(self, status: str, stop_reason: str | None = None, error: str | None = None) -> None:
-        """Queue the run's row with ``status``; :attr:`recorded` remembers it."""
-        self.writer.submit("runs", self.run_id, "run", self.run_columns(status, stop_reason, error))
-        self.recorded = status
 
     # ------------------------------------------------------------------ the checkpoint
 
     def state_dict(self) -> dict:
-        """The checkpoint: all a resumed trial needs to go on exactly as this one would."""
+        """The checkpoint: all a resumed trial needs to go on exactly as this one would (the recorder's part
+        made once its files are on the store)."""
         return {
             "model": self.net.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -512,15 +342,12 @@ class Trial:
                     "numpy": np.random.get_state(), "python": random.getstate()},
             "epoch": self.epoch,
             "step": self.step,
-            "next_capture": self.next_capture,
             "best_val_loss": self.best_val_loss,
             "best_val_acc": self.best_val_acc,
             "best_epoch": self.best_epoch,
             "bad_epochs": self.bad_epochs,
-            "online": self.online.state_dict(),
             "stop": self.stop_check.state_dict() if self.stop_check is not None else None,
-            "status": self.status,
-            "stop_reason": self.stop_reason,
+            "recorder": self.recorder.state_dict(),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -534,13 +361,20 @@ class Trial:
         torch.set_rng_state(rng["torch"])
         np.random.set_state(rng["numpy"])
         random.setstate(rng["python"])
-        self.epoch, self.step, self.next_capture = state["epoch"], state["step"], state["next_capture"]
+        self.epoch, self.step = state["epoch"], state["step"]
         self.best_val_loss, self.best_val_acc = state["best_val_loss"], state["best_val_acc"]
         self.best_epoch, self.bad_epochs = state["best_epoch"], state["bad_epochs"]
-        self.online.load_state_dict(state["online"])
         if self.stop_check is not None:
             self.stop_check.load_state_dict(state["stop"])
-        self.status, self.stop_reason = state["status"], state["stop_reason"]
+        self.recorder.load_state_dict(state["recorder"] if "recorder" in state else recorder_state(state, self.run_id))
+
+
+def recorder_state(state: dict, run_id: str) -> dict:
+    """The recorder's state in a trial checkpoint that holds its fields at the top level (one a dynstudy without
+    :class:`Recorder` made), as :meth:`Recorder.state_dict` makes it."""
+    return {"run_id": run_id, "next_capture": state["next_capture"], "epoch": state["epoch"], "step": state["step"],
+            "last_captured_epoch": state["epoch"], "last_step_captured": state["step"], "online": state["online"],
+            "status": state["status"], "stop_reason": state["stop_reason"]}
 
 
 def run_trial(config: dict, session) -> dict:

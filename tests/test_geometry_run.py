@@ -146,3 +146,15 @@ def test_run_summary_carries_the_geometry(geometry_store):
     cv = duckdb.sql(f"SELECT metric, n_seeds FROM read_parquet('{geometry_store}/cell_variability/*.parquet') "
                     f"WHERE metric IN ('effective_rank_final', 'cka_init_final', 'drift_settle_epoch')").fetchall()
     assert dict(cv) == {"effective_rank_final": 4, "cka_init_final": 4, "drift_settle_epoch": 3}
+
+
+def test_a_cell_compares_its_first_seeds_only(geometry_store, monkeypatch):
+    from dynstudy.analysis.pipeline import seed_agreement as sa
+    from dynstudy.store_contract.scan import scan_store
+
+    summaries = [{"run_id": r, "seed": s, "model": "tiny_cnn", "dataset": "digits", "optimizer": "sgd"}
+                 for r, s in duckdb.sql(f"SELECT run_id, seed FROM read_parquet('{geometry_store}/runs/**/*.parquet')"
+                                        ).fetchall()]
+    monkeypatch.setattr(sa, "MAX_SEEDS", 3)
+    rows = sa.seed_agreement(summaries, scan_store(geometry_store, ("activations",)))
+    assert {(r["seed_a"], r["seed_b"]) for r in rows} == {(0, 1), (0, 2), (1, 2)}

@@ -112,7 +112,7 @@ def test_a_paper_shaped_study_through_capture_analysis_and_report(tmp_path):
     spec = parse_spec({
         "name": "paper-shaped", "models": ["resnet18"], "seeds": [0],
         "datasets": [{"name": "cifar10", "root": str(tmp_path / "data"), "n_train": 256}],
-        "train": {"epochs": 2, "batch_size": 128, "stem": "cifar", "early_stopping_patience": None, "threads": 2},
+        "train": {"epochs": 2, "batch_size": 128, "stem": "stock", "early_stopping_patience": None, "threads": 2},
         "capture": {"probe_size": 2048, "channels_per_stage": 32},
         "resources": {"cpus_per_trial": 2, "max_failures": 0},
     })

@@ -90,14 +90,21 @@ def _finite(x) -> float | None:
     return float(x) if np.isfinite(x) else None
 
 
+#: Seeds of a cell compared: its first this many by seed number. The pairs grow as seeds^2 (1,000 seeds would be
+#: half a million pairs per epoch and stage), while a mean over pairs is already precise with a few dozen.
+MAX_SEEDS = 20
+
+
 def seed_agreement(summaries: list[dict], scan: StoreScan) -> list[dict]:
-    """The ``seed_agreement`` rows of every cell of the whole, current ``summaries`` with two runs or more,
-    their captures read through ``scan`` (a scan that lists the runs' activations)."""
+    """The ``seed_agreement`` rows of every cell of the whole, current ``summaries`` with two runs or more (its
+    first :data:`MAX_SEEDS` by seed), their captures read through ``scan`` (a scan that lists the runs'
+    activations)."""
     cells = defaultdict(list)
     for s in summaries:
         cells[tuple(s[k] for k in CELL_KEYS)].append(s)
     rows = []
     for cell, runs in sorted(cells.items()):
+        runs = sorted(runs, key=lambda r: (r["seed"], r["run_id"]))[:MAX_SEEDS]
         if len(runs) >= 2:
             rows += cell_rows(cell, runs, scan)
     return rows

@@ -2,6 +2,7 @@
 the noise control at its floor, and the rows equal to the kernels applied by hand."""
 from __future__ import annotations
 
+import csv
 import io
 
 import duckdb
@@ -122,6 +123,10 @@ def test_the_report_draws_each_cells_geometry_and_agreement(geometry_store, tmp_
     assert "drift settles" in html.lower()
     summary = (tmp_path / "report_tables" / "seed_agreement_by_epoch.csv").read_text().splitlines()
     assert len(summary) == 1 + EPOCHS * len(STAGES)  # one row per (stage, epoch) of the one cell
+    tests = list(csv.DictReader((tmp_path / "report_tables" / "seed_agreement_tests.csv").open()))
+    assert [t["stage"] for t in tests] == list(STAGES) and {t["epoch"] for t in tests} == {str(EPOCHS)}
+    assert all(t["n_seeds"] == "4" and t["verdict"] in ("beyond", "within") for t in tests)
+    assert "beyond the shuffled-probe control" in html
 
 
 def test_settle_lead_counts_only_runs_with_both_epochs():

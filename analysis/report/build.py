@@ -34,7 +34,7 @@ from dynstudy.analysis.report.bands import MAX_TRACED_RUNS, cell_bands, traced
 from dynstudy.analysis.report.cell_pages import write_cell_pages
 from dynstudy.analysis.report.conclusions import claims_section, contrasts_section, sensitivity_section
 from dynstudy.analysis.report.flags import legend_html
-from dynstudy.analysis.report.geometry import agreement_summary, geometry_section
+from dynstudy.analysis.report.geometry import agreement_summary, agreement_tests, geometry_section
 from dynstudy.analysis.report.html import MISSING, figure, missing, num, state, text
 from dynstudy.analysis.report.page import page_html
 from dynstudy.analysis.report.runs import nonstationary_epochs, run_table, training_curves
@@ -496,6 +496,7 @@ def write_report(con: duckdb.DuckDBPyConnection, out_path, *, title: str = "dyns
         "sensitivity.csv": sens,
         "stopping_summary.csv": stop_summary,
         "seed_agreement_by_epoch.csv": agreement_summary(rd.rows_of(read, "seed_agreement")),
+        "seed_agreement_tests.csv": agreement_tests(rd.rows_of(read, "seed_agreement")),
     }
     csv_dir.mkdir(parents=True, exist_ok=True)
     links = []

@@ -18,7 +18,7 @@ from dynstudy.analysis.report import data as rd
 from dynstudy.analysis.report import plots
 from dynstudy.analysis.report.bands import traced
 from dynstudy.analysis.report.html import MISSING, figure, num, text
-from dynstudy.analysis.stats.agreement import pair_mean_interval
+from dynstudy.analysis.stats.agreement import agreement_test, agreement_verdicts, pair_mean_interval
 from dynstudy.analysis.stats.variability import seed_stats
 
 #: Rows of a cell's figure: geometry_metrics column, y label.
@@ -138,6 +138,43 @@ def agreement_summary(rows: list[dict]) -> list[dict]:
     return out
 
 
+def agreement_tests(rows: list[dict]) -> list[dict]:
+    """Per (cell, stage) at the cell's last epoch with pairs: do its seeds agree beyond the shuffled-probe control?
+    (:func:`dynstudy.analysis.stats.agreement.agreement_test`, the report's tests as one BH family)."""
+    last = {}
+    for r in rows:
+        cell = (r["model"], r["dataset"], r["optimizer"])
+        last[cell] = max(last.get(cell, r["epoch"]), r["epoch"])
+    groups = defaultdict(list)
+    for r in rows:
+        cell = (r["model"], r["dataset"], r["optimizer"])
+        if r["epoch"] == last[cell]:
+            groups[(*cell, r["stage"])].append(r)
+    out = []
+    for (model, dataset, optimizer, stage), pairs in sorted(groups.items()):
+        cka = {(p["seed_a"], p["seed_b"]): p["cka"] for p in pairs}
+        control = {(p["seed_a"], p["seed_b"]): p["shuffled_cka"] for p in pairs}
+        out.append({"model": model, "dataset": dataset, "optimizer": optimizer, "stage": stage,
+                    "epoch": last[(model, dataset, optimizer)], "cka_mean": pair_mean_interval(cka)["mean"],
+                    **agreement_test(cka, control)})
+    return agreement_verdicts(out)
+
+
+def _tests_table(tests: list[dict]) -> str:
+    out = ['<div class="scroll"><table><tr><th>cell</th><th>stage</th><th>epoch</th><th>seeds (pairs)</th>'
+           "<th>CKA, pairs' mean</th><th>CKA − shuffled probe [95%]</th><th>p · p<sub>BH</sub></th>"
+           "<th>verdict</th></tr>"]
+    for r in tests:
+        interval = (f" [{num(r['ci_low'], 3)}, {num(r['ci_high'], 3)}]" if r["ci_low"] is not None else "")
+        p = (f"{num(r['p_value'], 3)} · {num(r['p_adjusted'], 3)}" if r["p_value"] is not None else MISSING)
+        detail = f" <small>({text(r['detail'])})</small>" if r.get("detail") else ""
+        out.append(f"<tr><td>{text(rd.cell_label((r['model'], r['dataset'], r['optimizer'])))}</td>"
+                   f"<td>{text(r['stage'])}</td><td>{r['epoch']}</td><td>{r['n_seeds']} ({r['n_pairs']})</td>"
+                   f"<td>{num(r['cka_mean'], 3)}</td><td>{num(r['mean_diff'], 3)}{interval}</td><td>{p}</td>"
+                   f"<td><b>{text(r['verdict'])}</b>{detail}</td></tr>")
+    return "".join(out) + "</table></div>"
+
+
 def agreement_figure(title: str, summary: list[dict]) -> go.Figure:
     """Heat map of a cell's seed agreement: epoch by stage, the mean CKA over pairs (hover: interval, control)."""
     stages = sorted({r["stage"] for r in summary})
@@ -178,6 +215,14 @@ def geometry_section(cells: dict, geometry_rows: list[dict], agreement_rows: lis
                "trigger and the accuracy plateau is settle minus the other, in epochs (negative: the drift settles "
                "first), with the seeds' 95% t-interval. A settle epoch says when the representation stops "
                "moving, not that it is good.</p>" + _table(cells, geometry, plateaus))
+    tests = agreement_tests(agreement_rows)
+    if tests:
+        out.append('<p class="meta">Do the seeds agree beyond the shuffled-probe control? At each cell\'s last '
+                   "epoch, per stage: the pairs' CKA minus the same pairs' CKA on different images, its "
+                   "jackknife-over-seeds 95% interval and t-test (3 seeds or more), the tests of this report "
+                   f"adjusted as one Benjamini-Hochberg family ({sum(t['p_value'] is not None for t in tests)} "
+                   "tests). \"within\": the seeds cannot tell their agreement from the control's, not evidence "
+                   "that they disagree.</p>" + _tests_table(tests))
     for n, (cell, runs) in enumerate(cells.items()):
         runs = [r for r in runs if r["run_id"] in geometry]
         if not runs:

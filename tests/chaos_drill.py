@@ -51,6 +51,8 @@ train:
 capture:
   probe_size: 128
   channels_per_stage: 32{step}
+analysis:
+  null_k: 3                 # the drill compares stores, not nulls: a small K keeps its four analyses short
 resources:
   cpus_per_trial: 1
   max_failures: {max_failures}{limit}

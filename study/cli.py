@@ -7,6 +7,8 @@
     dynstudy report --store DIR         write the HTML report (+ CSV tables) to DIR/report.html
     dynstudy status --store DIR         runs per cell by status, and the running runs
     dynstudy export --store DIR --to T  send a study's metrics to mlflow, wandb or tensorboard
+    dynstudy capture --checkpoints DIR --model M --dataset D
+                                        a run's trajectory from its saved checkpoints, as a run of the store
     dynstudy presets [--show NAME]      list the shipped specs, or print one's YAML
 
 The store defaults to $DYNSTUDY_STORE, else ./dynstudy-store. An error is one
@@ -173,6 +175,23 @@ def cmd_export(args) -> int:
     done = export_store(args.store, args.to, uri=args.uri, project=args.project)
     counts = ", ".join(f"{k} {v}" for k, v in done.items())
     print(f"export to {args.to}: {counts}")
+    return 0
+
+
+def cmd_capture(args) -> int:
+    """One run captured from saved checkpoints (:mod:`dynstudy.jobs.capture.checkpoint_capture`)."""
+    check_training_stack()
+    from dynstudy.jobs.capture.checkpoint_capture import CaptureRequest, capture_checkpoints
+
+    order = tuple(n.strip() for n in args.order.split(",") if n.strip()) if args.order else None
+    req = CaptureRequest(args.checkpoints, args.model, args.dataset, args.store, args.run_id, args.seed,
+                         args.probe_size, args.channels_per_stage, order, args.optimizer, args.data_root, args.stem)
+    done = capture_checkpoints(req)
+    epochs = done["epochs"]
+    print(f"capture: run {done['run_id']} {done['status']}: {len(epochs)} checkpoints as epochs "
+          f"{epochs[0]}..{epochs[-1]} "
+          f"(numbered {'as the checkpoints state' if done['numbering'] == 'checkpoints' else 'in order'}); "
+          f"train_metrics from the checkpoints: {', '.join(done['records']) or 'none'}; store {args.store}")
     return 0
 
 
@@ -349,6 +368,29 @@ def build_parser() -> argparse.ArgumentParser:
                          "<store>/_tensorboard/<study>)")
     ex.add_argument("--project", default=None, help="MLflow experiment or W&B project (default: the study's name)")
     ex.set_defaults(func=cmd_export)
+
+    c = sub.add_parser("capture", help="capture a run's trajectory from its saved checkpoints (torch.save, Lightning, "
+                                       "Hugging Face) as a run of the store")
+    c.add_argument("--checkpoints", required=True, metavar="DIR", help="the folder the checkpoints are in")
+    c.add_argument("--model", required=True,
+                   help="the dynstudy model they are of: a zoo name, timm/<name>, torchvision/<name> or "
+                        "module:function")
+    c.add_argument("--dataset", required=True, help="the dataset they were trained on (its classes, channels, probe)")
+    c.add_argument("--store", default=default_store, help=store_help)
+    c.add_argument("--run-id", default=None, help="the run's id (default: ckpt-<folder name>-s<seed>)")
+    c.add_argument("--seed", type=int, default=0, help="the run's seed: fixes the channel draw (default 0)")
+    c.add_argument("--probe-size", type=int, default=None,
+                   help="probe images: the dataset's first P validation images (default: the model's paper P, else "
+                        "2048)")
+    c.add_argument("--channels-per-stage", type=int, default=32, help="metric channels per stage, K (default 32)")
+    c.add_argument("--order", default=None, metavar="FILE1,FILE2,...",
+                   help="the checkpoints in training order, names inside DIR (default: by the epoch or step in their "
+                        "names)")
+    c.add_argument("--optimizer", default="unknown", help="the cell's optimizer label (default: unknown)")
+    c.add_argument("--data-root", default=None, help="the dataset's files (cifar10, cifar100, imagefolder)")
+    c.add_argument("--stem", choices=("stock", "cifar"), default="stock",
+                   help="the zoo model's stem it was trained with (default: stock)")
+    c.set_defaults(func=cmd_capture)
 
     pr = sub.add_parser("presets", help="list the shipped study specs")
     pr.add_argument("--show", metavar="NAME", help="print only this preset's YAML (e.g. > my_study.yaml)")

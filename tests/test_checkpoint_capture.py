@@ -1,0 +1,193 @@
+"""``dynstudy capture --checkpoints``: checkpoints made by the real libraries (plain ``torch.save`` of a tiny_cnn,
+a Lightning fit with ``ModelCheckpoint(save_top_k=-1)``, a Hugging Face Trainer saving every epoch) become runs
+that ``analyze`` and ``report`` treat like any other, with the checkpoints' own records as train_metrics; names
+that cannot be ordered and a checkpoint of another model are refused before anything is written."""
+from __future__ import annotations
+
+import os
+
+import duckdb
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dynstudy.jobs.data.in_memory import load_dataset, normalize
+from dynstudy.jobs.models.zoo import build_model
+from dynstudy.store_contract.files import read_run_row
+from dynstudy.study.cli import main
+
+EPOCHS, BATCH, PROBE = 3, 128, 64
+
+
+def digits():
+    """The digits splits as tiny_cnn takes them (normalised as the probe is)."""
+    data = load_dataset("digits")
+    return ((normalize(data.train.x, data.mean, data.std), data.train.y),
+            (normalize(data.val.x, data.mean, data.std), data.val.y))
+
+
+def tiny_cnn() -> nn.Module:
+    torch.manual_seed(0)
+    return build_model("tiny_cnn", 10, in_chans=1, image_size=8)
+
+
+def rows(store, sql):
+    return duckdb.connect().sql(sql.replace("STORE", str(store))).fetchall()
+
+
+def capture(store, folder, run_id, *extra):
+    return main(["capture", "--checkpoints", str(folder), "--model", "tiny_cnn", "--dataset", "digits",
+                 "--store", str(store), "--run-id", run_id, "--probe-size", str(PROBE),
+                 "--channels-per-stage", "8", *extra])
+
+
+def save_torch_checkpoints(folder) -> list[float]:
+    """A plain loop saving the untrained net (a bare state dict) and each epoch ({"model", "optimizer",
+    "val_acc", "val_loss"}); returns the saved val_acc."""
+    folder.mkdir()
+    (xt, yt), (xv, yv) = digits()
+    model = tiny_cnn()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    torch.save(model.state_dict(), folder / "ckpt_epoch_000.pt")
+    accs = []
+    for epoch in range(1, EPOCHS + 1):
+        model.train()
+        for i in range(0, len(yt), BATCH):
+            opt.zero_grad()
+            F.cross_entropy(model(xt[i:i + BATCH]), yt[i:i + BATCH]).backward()
+            opt.step()
+        model.eval()
+        with torch.no_grad():
+            logits = model(xv)
+        accs.append((logits.argmax(1) == yv).float().mean().item())
+        torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "val_acc": accs[-1],
+                    "val_loss": F.cross_entropy(logits, yv).item()}, folder / f"ckpt_epoch_{epoch:03d}.pt")
+    return accs
+
+
+def lightning_checkpoints(folder) -> None:
+    """A real Lightning fit of tiny_cnn, every epoch checkpointed (``epoch=N-step=M.ckpt``)."""
+    from dynstudy.jobs.models.tv_compat import ensure_torchvision
+
+    ensure_torchvision()
+    pl = pytest.importorskip("pytorch_lightning")
+    from pytorch_lightning.callbacks import ModelCheckpoint
+    from torch.utils.data import DataLoader, TensorDataset
+
+    class Module(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.model = tiny_cnn()
+
+        def training_step(self, batch, batch_idx):
+            return F.cross_entropy(self.model(batch[0]), batch[1])
+
+        def validation_step(self, batch, batch_idx):
+            self.log("val_loss", F.cross_entropy(self.model(batch[0]), batch[1]))
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.05, momentum=0.9)
+
+    (xt, yt), (xv, yv) = digits()
+    ckpt = ModelCheckpoint(dirpath=folder, save_top_k=-1, monitor="val_loss")
+    trainer = pl.Trainer(max_epochs=EPOCHS, accelerator="cpu", devices=1, callbacks=[ckpt], logger=False,
+                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
+    trainer.fit(Module(), DataLoader(TensorDataset(xt, yt), batch_size=BATCH, shuffle=True),
+                DataLoader(TensorDataset(xv, yv), batch_size=BATCH))
+
+
+def hf_checkpoints(folder) -> None:
+    """A real Hugging Face Trainer run of tiny_cnn saving a checkpoint-<step> folder each epoch."""
+    import numpy as np
+
+    from dynstudy.jobs.models.tv_compat import ensure_torchvision
+
+    ensure_torchvision()
+    transformers = pytest.importorskip("transformers")
+
+    class Classifier(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = tiny_cnn()
+
+        def forward(self, pixel_values, labels=None):
+            logits = self.net(pixel_values)
+            return {"loss": F.cross_entropy(logits, labels), "logits": logits}
+
+    class Pairs(torch.utils.data.Dataset):
+        def __init__(self, x, y):
+            self.x, self.y = x, y
+
+        def __len__(self):
+            return len(self.y)
+
+        def __getitem__(self, i):
+            return {"pixel_values": self.x[i], "labels": self.y[i]}
+
+    def accuracy(pred):
+        return {"accuracy": float((np.argmax(pred.predictions, axis=1) == pred.label_ids).mean())}
+
+    (xt, yt), (xv, yv) = digits()
+    args = transformers.TrainingArguments(str(folder), num_train_epochs=EPOCHS, per_device_train_batch_size=BATCH,
+                                          per_device_eval_batch_size=BATCH, learning_rate=1e-2, eval_strategy="epoch",
+                                          save_strategy="epoch", logging_strategy="epoch", report_to="none",
+                                          use_cpu=True, seed=0, disable_tqdm=True, dataloader_num_workers=0)
+    transformers.Trainer(Classifier(), args, train_dataset=Pairs(xt, yt), eval_dataset=Pairs(xv, yv),
+                         compute_metrics=accuracy).train()
+
+
+def test_checkpoints_of_three_libraries_are_runs_that_analyze_and_report_read(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    torch.set_num_threads(1)
+    store = tmp_path / "store"
+    accs = save_torch_checkpoints(tmp_path / "plain")
+    lightning_checkpoints(tmp_path / "pl")
+    hf_checkpoints(tmp_path / "hf")
+    assert capture(store, tmp_path / "plain", "plain") == 0
+    assert capture(store, tmp_path / "pl", "lightning") == 0
+    assert capture(store, tmp_path / "hf", "hf") == 0
+    assert "train_metrics from the checkpoints: lr, val_acc, val_loss" in capsys.readouterr().out
+
+    kinds = rows(store, "SELECT run_id, capture, kind, epoch FROM read_parquet('STORE/activations/*/*.parquet', "
+                        "hive_partitioning=false) GROUP BY ALL ORDER BY ALL")
+    epochs = {run: [(c, k, e) for r, c, k, e in kinds if r == run] for run in ("plain", "lightning", "hf")}
+    assert epochs["plain"] == [(0, "init", 0), (1, "epoch", 1), (2, "epoch", 2), (3, "epoch", 3)]
+    assert epochs["lightning"] == epochs["hf"] == [(0, "epoch", 1), (1, "epoch", 2), (2, "epoch", 3)]
+
+    metrics = rows(store, "SELECT run_id, epoch, val_acc, val_loss IS NOT NULL, lr IS NOT NULL FROM "
+                          "read_parquet('STORE/train_metrics/*/*.parquet', hive_partitioning=false) ORDER BY ALL")
+    by_run = {run: [m[1:] for m in metrics if m[0] == run] for run in ("plain", "lightning", "hf")}
+    assert [m[1] for m in by_run["plain"]] == pytest.approx(accs)  # the checkpoints' own records
+    assert [m[0] for m in by_run["lightning"]] == [1, 2, 3]
+    assert all(m[1] is None and m[2] and m[3] for m in by_run["lightning"])  # no val_acc saved: left empty
+    assert all(m[1] is not None and m[2] and m[3] for m in by_run["hf"])
+    row = read_run_row(str(store), "hf")
+    assert (row["status"], row["study"], row["model"], row["dataset"]) == ("finished", "checkpoints", "tiny_cnn",
+                                                                           "digits")
+
+    assert main(["analyze", "--store", str(store), "--workers", "1"]) == 0
+    analysed = rows(store, "SELECT run_id FROM read_parquet('STORE/run_summary/*/*.parquet', "
+                           "hive_partitioning=false) ORDER BY 1")
+    assert analysed == [("hf",), ("lightning",), ("plain",)]
+    assert main(["report", "--store", str(store)]) == 0
+    assert os.path.getsize(store / "report.html") > 0
+
+
+def test_unorderable_names_and_a_checkpoint_of_another_model_are_refused_before_any_write(tmp_path, capsys):
+    folder, store = tmp_path / "ckpts", tmp_path / "store"
+    folder.mkdir()
+    torch.save(tiny_cnn().state_dict(), folder / "ckpt_epoch_001.pt")
+    torch.save(tiny_cnn().state_dict(), folder / "final.pt")
+    assert capture(store, folder, "r") == 2
+    err = capsys.readouterr().err
+    assert "final.pt" in err and "--order" in err
+
+    torch.manual_seed(0)
+    other = build_model("tiny_resnet", 10, in_chans=1, image_size=8).state_dict()
+    torch.save({"state_dict": {f"model.{k}": v for k, v in other.items()}}, folder / "final.pt")
+    assert capture(store, folder, "r", "--order", "ckpt_epoch_001.pt,final.pt") == 2
+    err = capsys.readouterr().err
+    first_bad = next(k for k, v in tiny_cnn().state_dict().items() if k not in other or other[k].shape != v.shape)
+    assert "final.pt does not fit the model" in err and repr(first_bad) in err
+    assert not store.exists()

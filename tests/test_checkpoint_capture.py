@@ -50,10 +50,11 @@ def save_torch_checkpoints(folder) -> list[float]:
     model = tiny_cnn()
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     torch.save(model.state_dict(), folder / "ckpt_epoch_000.pt")
-    accs = []
+    accs, step = [], 0
     for epoch in range(1, EPOCHS + 1):
         model.train()
         for i in range(0, len(yt), BATCH):
+            step += 1
             opt.zero_grad()
             F.cross_entropy(model(xt[i:i + BATCH]), yt[i:i + BATCH]).backward()
             opt.step()
@@ -61,7 +62,7 @@ def save_torch_checkpoints(folder) -> list[float]:
         with torch.no_grad():
             logits = model(xv)
         accs.append((logits.argmax(1) == yv).float().mean().item())
-        torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "val_acc": accs[-1],
+        torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "val_acc": accs[-1], "step": step,
                     "val_loss": F.cross_entropy(logits, yv).item()}, folder / f"ckpt_epoch_{epoch:03d}.pt")
     return accs
 
@@ -155,6 +156,8 @@ def test_checkpoints_of_three_libraries_are_runs_that_analyze_and_report_read(tm
     assert epochs["plain"] == [(0, "init", 0), (1, "epoch", 1), (2, "epoch", 2), (3, "epoch", 3)]
     assert epochs["lightning"] == epochs["hf"] == [(0, "epoch", 1), (1, "epoch", 2), (2, "epoch", 3)]
 
+    assert rows(store, "SELECT step FROM read_parquet('STORE/train_metrics/run_id=plain/*.parquet') ORDER BY 1"
+                ) == [(12,), (24,), (36,)]
     metrics = rows(store, "SELECT run_id, epoch, val_acc, val_loss IS NOT NULL, lr IS NOT NULL FROM "
                           "read_parquet('STORE/train_metrics/*/*.parquet', hive_partitioning=false) ORDER BY ALL")
     by_run = {run: [m[1:] for m in metrics if m[0] == run] for run in ("plain", "lightning", "hf")}
@@ -170,6 +173,9 @@ def test_checkpoints_of_three_libraries_are_runs_that_analyze_and_report_read(tm
     analysed = rows(store, "SELECT run_id FROM read_parquet('STORE/run_summary/*/*.parquet', "
                            "hive_partitioning=false) ORDER BY 1")
     assert analysed == [("hf",), ("lightning",), ("plain",)]
+    best = dict(rows(store, "SELECT run_id, best_epoch FROM read_parquet('STORE/run_summary/*/*.parquet', "
+                            "hive_partitioning=false)"))
+    assert best["lightning"] is None and best["plain"] == 1 + accs.index(max(accs))  # none without val_acc
     assert main(["report", "--store", str(store)]) == 0
     assert os.path.getsize(store / "report.html") > 0
 

@@ -3,8 +3,8 @@
 Three kinds are read (:func:`read_checkpoint`):
 
 - a file saved by plain ``torch.save`` (``.pt``, ``.pth``, ``.bin``): a bare state dict, or a dict holding it
-  under ``model`` or ``state_dict``; numbers saved beside it under train_metrics names (``val_acc``, ...) and
-  the optimiser's lr (``optimizer``) are its records;
+  under ``model`` or ``state_dict``; numbers saved beside it under train_metrics names (``val_acc``, ...),
+  the optimiser's lr (``optimizer``) and ``global_step`` (or ``step``) are its records;
 - a PyTorch Lightning ``.ckpt``: ``state_dict`` (keys with the LightningModule's prefix, e.g. ``model.``),
   ``epoch`` (0-based: the epoch in progress), ``global_step``, the first optimiser's lr and the score of a
   ``ModelCheckpoint`` that monitors ``val_loss`` or ``val_acc``;
@@ -179,12 +179,13 @@ def read_torch_file(path: Path) -> Checkpoint:
                               f"{str(err)[:200]}); save tensors and numbers only (model.state_dict())") from None
     if isinstance(saved, dict) and "pytorch-lightning_version" in saved:
         return read_lightning(saved, path)
-    records = {}
+    records, step = {}, None
     if isinstance(saved, dict) and not all(isinstance(v, torch.Tensor) for v in saved.values()):
         records = {k: v for k in RECORD_NAMES if (v := _number(saved.get(k))) is not None}
         if "lr" not in records and optimizer_lr(saved.get("optimizer")) is not None:
             records["lr"] = optimizer_lr(saved.get("optimizer"))
-    return Checkpoint(path, _weights(saved, path), records=records)
+        step = _number(saved.get("global_step", saved.get("step")))
+    return Checkpoint(path, _weights(saved, path), step=None if step is None else int(step), records=records)
 
 
 def hf_weights(folder: Path) -> dict:

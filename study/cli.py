@@ -185,7 +185,8 @@ def cmd_capture(args) -> int:
 
     order = tuple(n.strip() for n in args.order.split(",") if n.strip()) if args.order else None
     req = CaptureRequest(args.checkpoints, args.model, args.dataset, args.store, args.run_id, args.seed,
-                         args.probe_size, args.channels_per_stage, order, args.optimizer, args.data_root, args.stem)
+                         args.probe_size, args.channels_per_stage, order, args.optimizer, args.data_root, args.stem,
+                         tuple(args.stages.split(",")) if args.stages else None)
     done = capture_checkpoints(req)
     epochs = done["epochs"]
     print(f"capture: run {done['run_id']} {done['status']}: {len(epochs)} checkpoints as epochs "
@@ -374,7 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--checkpoints", required=True, metavar="DIR", help="the folder the checkpoints are in")
     c.add_argument("--model", required=True,
                    help="the dynstudy model they are of: a zoo name, timm/<name>, torchvision/<name> or "
-                        "module:function")
+                        "module:function; hf: the Hugging Face architecture in the checkpoint folders' config.json")
     c.add_argument("--dataset", required=True, help="the dataset they were trained on (its classes, channels, probe)")
     c.add_argument("--store", default=default_store, help=store_help)
     c.add_argument("--run-id", default=None, help="the run's id (default: ckpt-<folder name>-s<seed>)")
@@ -388,6 +389,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "names)")
     c.add_argument("--optimizer", default="unknown", help="the cell's optimizer label (default: unknown)")
     c.add_argument("--data-root", default=None, help="the dataset's files (cifar10, cifar100, imagefolder)")
+    c.add_argument("--stages", default=None, metavar="M1,M2,...",
+                   help="module names to capture (default: the model's stages; hf: four feature levels)")
     c.add_argument("--stem", choices=("stock", "cifar"), default="stock",
                    help="the zoo model's stem it was trained with (default: stock)")
     c.set_defaults(func=cmd_capture)

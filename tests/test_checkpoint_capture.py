@@ -138,6 +138,21 @@ def hf_checkpoints(folder) -> None:
                          compute_metrics=accuracy).train()
 
 
+def assert_capture_is_the_checkpoints_forward(store, path, run_id, capture_no) -> None:
+    """The capture's last-stage values are the checkpoint's own forward pass of the first P validation images."""
+    model = tiny_cnn()
+    model.load_state_dict(torch.load(path)["model"])
+    model.eval()
+    pooled = {}
+    model.stage4.register_forward_hook(lambda module, args, out: pooled.update(v=out.mean(dim=(2, 3))))
+    with torch.no_grad():
+        model(digits()[1][0][:PROBE])
+    stored = rows(store, f"SELECT sample, channel, value FROM read_parquet('STORE/activations/run_id={run_id}/"
+                         f"*.parquet', hive_partitioning=false) WHERE capture = {capture_no} AND stage = 'stage4'")
+    assert len(stored) == PROBE * 8
+    assert [v for _, _, v in stored] == pytest.approx([pooled["v"][s, c].item() for s, c, _ in stored], abs=1e-4)
+
+
 def test_checkpoints_of_three_libraries_are_runs_that_analyze_and_report_read(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     torch.set_num_threads(1)
@@ -158,6 +173,7 @@ def test_checkpoints_of_three_libraries_are_runs_that_analyze_and_report_read(tm
 
     assert rows(store, "SELECT step FROM read_parquet('STORE/train_metrics/run_id=plain/*.parquet') ORDER BY 1"
                 ) == [(12,), (24,), (36,)]
+    assert_capture_is_the_checkpoints_forward(store, tmp_path / "plain" / "ckpt_epoch_003.pt", "plain", 3)
     metrics = rows(store, "SELECT run_id, epoch, val_acc, val_loss IS NOT NULL, lr IS NOT NULL FROM "
                           "read_parquet('STORE/train_metrics/*/*.parquet', hive_partitioning=false) ORDER BY ALL")
     by_run = {run: [m[1:] for m in metrics if m[0] == run] for run in ("plain", "lightning", "hf")}
@@ -197,3 +213,30 @@ def test_unorderable_names_and_a_checkpoint_of_another_model_are_refused_before_
     first_bad = next(k for k, v in tiny_cnn().state_dict().items() if k not in other or other[k].shape != v.shape)
     assert "final.pt does not fit the model" in err and repr(first_bad) in err
     assert not store.exists()
+
+
+def test_save_pretrained_folders_load_into_their_transformers_architecture(tmp_path):
+    from dynstudy.jobs.models.tv_compat import ensure_torchvision
+
+    ensure_torchvision()
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    config = transformers.ResNetConfig(num_channels=1, embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1],
+                                       num_labels=10, downsample_in_first_stage=False)
+    model = transformers.ResNetForImageClassification(config)
+    (xt, yt), _ = digits()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    folder, store = tmp_path / "pretrained", tmp_path / "store"
+    model.save_pretrained(folder / "epoch_000")
+    for epoch in (1, 2):
+        for i in range(0, len(yt), BATCH):
+            opt.zero_grad()
+            model(pixel_values=xt[i:i + BATCH], labels=yt[i:i + BATCH]).loss.backward()
+            opt.step()
+        model.save_pretrained(folder / f"epoch_{epoch:03d}")
+    assert main(["capture", "--checkpoints", str(folder), "--model", "hf", "--dataset", "digits", "--store",
+                 str(store), "--run-id", "hf-resnet", "--probe-size", str(PROBE), "--channels-per-stage", "4"]) == 0
+    assert rows(store, "SELECT DISTINCT capture, kind, epoch FROM read_parquet('STORE/activations/*/*.parquet', "
+                       "hive_partitioning=false) ORDER BY 1") == [(0, "init", 0), (1, "epoch", 1), (2, "epoch", 2)]
+    row = read_run_row(str(store), "hf-resnet")
+    assert (row["status"], row["model"]) == ("finished", "ResNetForImageClassification")

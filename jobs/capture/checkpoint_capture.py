@@ -2,7 +2,8 @@
 :class:`~dynstudy.jobs.capture.recorder.Recorder` (``dynstudy capture --checkpoints DIR``).
 
 The network is the named dynstudy model (:func:`dynstudy.jobs.models.registry.build`: zoo, ``timm/``,
-``torchvision/`` or ``module:function``) for the named dataset's classes and channels; the probe is the
+``torchvision/`` or ``module:function``) for the named dataset's classes and channels, or (``--model hf``) the
+Hugging Face image classifier the first checkpoint folder's ``config.json`` describes; the probe is the
 dataset's first P validation images in their fixed order, as the trainer takes them. Every checkpoint is read
 and matched to the model before anything is written (:func:`plan_checkpoints`), then each is loaded and
 captured in order, and logged with the records it holds (:mod:`dynstudy.jobs.capture.checkpoint_files`).
@@ -22,6 +23,7 @@ import torch
 
 from dynstudy.jobs.capture.checkpoint_files import (
     Checkpoint,
+    CheckpointError,
     fit_state,
     name_number,
     ordered_checkpoints,
@@ -30,8 +32,12 @@ from dynstudy.jobs.capture.checkpoint_files import (
 from dynstudy.jobs.capture.recorder import Recorder
 from dynstudy.jobs.data.in_memory import load_dataset
 from dynstudy.jobs.models import zoo
-from dynstudy.jobs.models.registry import ModelDef, build
+from dynstudy.jobs.models.registry import BuiltModel, ModelDef, build
+from dynstudy.jobs.models.stages import Stage
 from dynstudy.store_contract.files import run_folder_problem
+
+#: ``--model`` for a Hugging Face checkpoint's own architecture (its ``config.json``), built with transformers.
+HF_MODEL = "hf"
 
 
 @dataclass(frozen=True)
@@ -50,6 +56,7 @@ class CaptureRequest:
     optimizer: str = "unknown"
     data_root: str | None = None
     stem: str = "stock"
+    stages: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -102,8 +109,8 @@ def probe_size_for(req: CaptureRequest) -> int:
     return CAPTURE_DEFAULTS["probe_size"]
 
 
-def make_recorder(req: CaptureRequest, run_id: str, planned: list[Planned], numbering: str, built, data
-                  ) -> Recorder:
+def make_recorder(req: CaptureRequest, run_id: str, planned: list[Planned], numbering: str, built: BuiltModel,
+                  data, label: str) -> Recorder:
     """The run's recorder: the dataset's first P validation images, the model's stages, the run's settings."""
     n = probe_size_for(req)
     if n > len(data.val):
@@ -113,9 +120,35 @@ def make_recorder(req: CaptureRequest, run_id: str, planned: list[Planned], numb
     config = {"checkpoints": str(Path(req.checkpoints).expanduser().resolve()), "epoch_numbering": numbering,
               "files": [{"name": p.path.name, "epoch": p.epoch, "step": p.step} for p in planned]}
     return Recorder(req.store, run_id, built.module, (data.val.x[:n], data.val.y[:n]), built.stages, req.seed,
-                    config, study="checkpoints", model_name=req.model, dataset=req.dataset, optimizer=req.optimizer,
+                    config, study="checkpoints", model_name=label, dataset=req.dataset, optimizer=req.optimizer,
                     capture={"channels_per_stage": req.channels_per_stage}, mean=data.mean, std=data.std,
                     input_size=size)
+
+
+def hf_model(first: Path) -> tuple[torch.nn.Module, str]:
+    """The Hugging Face image classifier a checkpoint folder's ``config.json`` describes (built with
+    ``AutoModelForImageClassification.from_config``, nothing downloaded) and its architecture's name."""
+    if not (first / "config.json").is_file():
+        raise CheckpointError(f"--model {HF_MODEL} builds the architecture a Hugging Face checkpoint folder's "
+                              f"config.json names, and {first} has none; give the dynstudy model the weights are of")
+    from dynstudy.jobs.models.tv_compat import ensure_torchvision
+
+    ensure_torchvision()  # transformers may import torchvision
+    from transformers import AutoConfig, AutoModelForImageClassification
+
+    config = AutoConfig.from_pretrained(first)
+    return AutoModelForImageClassification.from_config(config), (config.architectures or [config.model_type])[0]
+
+
+def network(req: CaptureRequest, first: Path, data) -> tuple[BuiltModel, str]:
+    """The network the checkpoints load into, with its stages (``--stages``, else the model's), and its label."""
+    stages = tuple(Stage(s, s) for s in req.stages) if req.stages else None
+    if req.model == HF_MODEL:
+        module, label = hf_model(first)
+        return BuiltModel(module, stages, None), label  # no stages: the recorder's default feature levels
+    built = build(ModelDef(req.model, req.model, stages=req.stages), data.num_classes, in_chans=data.in_chans,
+                  image_size=data.image_size, stem=req.stem)
+    return built, req.model
 
 
 def capture_checkpoints(req: CaptureRequest) -> dict:
@@ -135,10 +168,9 @@ def capture_checkpoints(req: CaptureRequest) -> dict:
     paths = ordered_checkpoints(req.checkpoints, list(req.order) if req.order else None)
     data = load_dataset(req.dataset, req.data_root)
     torch.manual_seed(req.seed)
-    built = build(ModelDef(req.model, req.model), data.num_classes, in_chans=data.in_chans,
-                  image_size=data.image_size, stem=req.stem)
+    built, label = network(req, paths[0], data)
     planned, numbering = plan_checkpoints(built.module, paths)
-    rec = make_recorder(req, run_id, planned, numbering, built, data)
+    rec = make_recorder(req, run_id, planned, numbering, built, data, label)
     try:
         for item in planned:
             built.module.load_state_dict(fit_state(built.module, read_checkpoint(item.path).state, item.path))

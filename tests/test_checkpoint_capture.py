@@ -196,6 +196,20 @@ def test_checkpoints_of_three_libraries_are_runs_that_analyze_and_report_read(tm
     assert os.path.getsize(store / "report.html") > 0
 
 
+def empty_checkpoints(folder, names):
+    """Empty checkpoint files, and Hugging Face folders for names without a suffix (the order is refused
+    before anything is read)."""
+    for name in names:
+        path = folder / name
+        if path.suffix:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.touch()
+        else:
+            path.mkdir(parents=True)
+            (path / "model.safetensors").touch()
+    return folder
+
+
 def test_unorderable_names_and_a_checkpoint_of_another_model_are_refused_before_any_write(tmp_path, capsys):
     folder, store = tmp_path / "ckpts", tmp_path / "store"
     folder.mkdir()
@@ -204,6 +218,14 @@ def test_unorderable_names_and_a_checkpoint_of_another_model_are_refused_before_
     assert capture(store, folder, "r") == 2
     err = capsys.readouterr().err
     assert "final.pt" in err and "--order" in err
+
+    for names, said in ((["epoch=1.ckpt", "checkpoint-5"], "mix epochs and steps"),
+                        (["epoch=1.ckpt", "ckpt_epoch_001.pt"], "carry the same epoch number")):
+        assert capture(store, empty_checkpoints(tmp_path / names[1], names), "r") == 2
+        err = capsys.readouterr().err
+        assert said in err and names[0] in err and names[1] in err and "--order" in err
+    assert capture(store, folder, "r", "--order", "ckpt_epoch_001.pt,epoch=9.pt") == 2
+    assert "--order names epoch=9.pt" in capsys.readouterr().err
 
     torch.manual_seed(0)
     other = build_model("tiny_resnet", 10, in_chans=1, image_size=8).state_dict()

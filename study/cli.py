@@ -178,24 +178,6 @@ def cmd_export(args) -> int:
     return 0
 
 
-def cmd_capture(args) -> int:
-    """One run captured from saved checkpoints (:mod:`dynstudy.jobs.capture.checkpoint_capture`)."""
-    check_training_stack()
-    from dynstudy.jobs.capture.checkpoint_capture import CaptureRequest, capture_checkpoints
-
-    order = tuple(n.strip() for n in args.order.split(",") if n.strip()) if args.order else None
-    req = CaptureRequest(args.checkpoints, args.model, args.dataset, args.store, args.run_id, args.seed,
-                         args.probe_size, args.channels_per_stage, order, args.optimizer, args.data_root, args.stem,
-                         tuple(args.stages.split(",")) if args.stages else None)
-    done = capture_checkpoints(req)
-    epochs = done["epochs"]
-    print(f"capture: run {done['run_id']} {done['status']}: {len(epochs)} checkpoints as epochs "
-          f"{epochs[0]}..{epochs[-1]} "
-          f"(numbered {'as the checkpoints state' if done['numbering'] == 'checkpoints' else 'in order'}); "
-          f"train_metrics from the checkpoints: {', '.join(done['records']) or 'none'}; store {args.store}")
-    return 0
-
-
 def cmd_presets(args) -> int:
     """List the presets, or print only one preset's YAML (``--show NAME``), ready to redirect into a file."""
     if args.show:
@@ -244,13 +226,17 @@ def _leave_job_working_dir(store: str, report: str | None) -> None:
 TRAINING_STACK = ("torch", "torchvision", "timm", "ray", "sklearn")
 
 
-def check_training_stack() -> None:
-    """Name the missing training packages and the extra that brings them."""
+#: What ``dynstudy capture`` needs of it (no Ray: it runs in this process).
+CAPTURE_STACK = ("torch", "torchvision", "sklearn")
+
+
+def check_training_stack(modules: tuple[str, ...] = TRAINING_STACK, what: str = "training") -> None:
+    """Name the missing packages of ``modules`` (what ``what`` needs) and the extra that brings them."""
     import importlib.util
 
-    missing = [m for m in TRAINING_STACK if importlib.util.find_spec(m) is None]
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
     if missing:
-        raise ValueError(f"training needs {', '.join(missing)}, which this install lacks: pip install "
+        raise ValueError(f"{what} needs {', '.join(missing)}, which this install lacks: pip install "
                          "'dynstudy[train]' (analyze, sql, report and status work without them)")
 
 
@@ -274,6 +260,24 @@ def cmd_run(args) -> int:
     write_report(report_catalog(summary["store"]), out, title=f"dynstudy: {spec.name}")
     print(f"\nreport: {out.resolve()}\nquery:  dynstudy sql --store {summary['store']} \"SELECT * FROM run_summary\"")
     return 0 if summary["failed"] == 0 and not summary["unfinished"] else 1
+
+
+def cmd_capture(args) -> int:
+    """One run captured from saved checkpoints (:mod:`dynstudy.jobs.capture.checkpoint_capture`)."""
+    check_training_stack(CAPTURE_STACK, "dynstudy capture")
+    from dynstudy.jobs.capture.checkpoint_capture import CaptureRequest, capture_checkpoints
+
+    order = tuple(n.strip() for n in args.order.split(",") if n.strip()) if args.order else None
+    req = CaptureRequest(args.checkpoints, args.model, args.dataset, args.store, args.run_id, args.seed,
+                         args.probe_size, args.channels_per_stage, order, args.optimizer, args.data_root, args.stem,
+                         tuple(args.stages.split(",")) if args.stages else None)
+    done = capture_checkpoints(req)
+    epochs = done["epochs"]
+    print(f"capture: run {done['run_id']} {done['status']}: {len(epochs)} checkpoints as epochs "
+          f"{epochs[0]}..{epochs[-1]} "
+          f"(numbered {'as the checkpoints state' if done['numbering'] == 'checkpoints' else 'in order'}); "
+          f"train_metrics from the checkpoints: {', '.join(done['records']) or 'none'}; store {args.store}")
+    return 0
 
 
 def _version() -> str:

@@ -134,7 +134,11 @@ def hf_model(first: Path) -> tuple[torch.nn.Module, str]:
     from dynstudy.jobs.models.tv_compat import ensure_torchvision
 
     ensure_torchvision()  # transformers may import torchvision
-    from transformers import AutoConfig, AutoModelForImageClassification
+    try:
+        from transformers import AutoConfig, AutoModelForImageClassification
+    except ImportError:
+        raise CheckpointError(f"--model {HF_MODEL} needs transformers, which this install lacks: pip install "
+                              "'dynstudy[hf]'") from None
 
     config = AutoConfig.from_pretrained(first)
     return AutoModelForImageClassification.from_config(config), (config.architectures or [config.model_type])[0]

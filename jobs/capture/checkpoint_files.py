@@ -175,8 +175,10 @@ def read_torch_file(path: Path) -> Checkpoint:
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # a pickle of other objects, or not a torch file at all
-        raise CheckpointError(f"{path} cannot be read as a torch checkpoint ({type(err).__name__}: "
-                              f"{str(err)[:200]}); save tensors and numbers only (model.state_dict())") from None
+        raise CheckpointError(f"{path} cannot be read as a torch checkpoint of tensors and numbers (torch.load with "
+                              f"weights_only=True: {type(err).__name__}: {str(err)[:200]}); if it pickles other "
+                              "objects and you trust it, re-save only its state dict (torch.save(state_dict, ...))"
+                              ) from None
     if isinstance(saved, dict) and "pytorch-lightning_version" in saved:
         return read_lightning(saved, path)
     records, step = {}, None
@@ -188,10 +190,22 @@ def read_torch_file(path: Path) -> Checkpoint:
     return Checkpoint(path, _weights(saved, path), step=None if step is None else int(step), records=records)
 
 
+def load_file(path: Path) -> dict:
+    """The tensors of a ``.safetensors`` file."""
+    try:
+        from safetensors.torch import load_file as load_safetensors
+    except ImportError:
+        raise CheckpointError(f"{path} is a safetensors file and this install lacks safetensors: pip install "
+                              "'dynstudy[hf]' (or pip install safetensors)") from None
+    try:
+        return load_safetensors(path)
+    except Exception as err:  # a file cut short, or not safetensors at all
+        raise CheckpointError(f"{path} cannot be read as safetensors ({type(err).__name__}: {str(err)[:200]}); "
+                              "give whole checkpoint files") from None
+
+
 def hf_weights(folder: Path) -> dict:
     """The tensors of a Hugging Face checkpoint folder (safetensors, its shards, or pytorch_model.bin)."""
-    from safetensors.torch import load_file
-
     if (folder / "model.safetensors").exists():
         return load_file(folder / "model.safetensors")
     if (folder / "model.safetensors.index.json").exists():
@@ -200,7 +214,7 @@ def hf_weights(folder: Path) -> dict:
         for shard in sorted(set(index["weight_map"].values())):
             state.update(load_file(folder / shard))
         return state
-    return _weights(torch.load(folder / "pytorch_model.bin", map_location="cpu", weights_only=True), folder)
+    return read_torch_file(folder / "pytorch_model.bin").state
 
 
 def hf_records(log_history: list[dict], step: int, after: int) -> dict:
@@ -234,8 +248,6 @@ def read_checkpoint(path: Path, previous_step: int = -1) -> Checkpoint:
             ckpt.records = hf_records(history, ckpt.step, previous_step)
         return ckpt
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
         return Checkpoint(path, load_file(path))
     return read_torch_file(path)
 
@@ -250,6 +262,8 @@ def fit_state(model: torch.nn.Module, state: dict, path: Path) -> dict:
     """``state`` with the prefix that makes its keys the model's removed (a Lightning module's ``model.``, a
     wrapper's ``net.``); CheckpointError naming the file and the first mismatched key when none does."""
     own = model.state_dict()
+    if not state:
+        raise CheckpointError(f"{path} holds no weights; point --checkpoints at a folder of saved model states")
     best = max(_key_prefixes(state), key=lambda p: sum(k[len(p):] in own for k in state if k.startswith(p)))
     stripped = {(k[len(best):] if k.startswith(best) else k): v for k, v in state.items()}
     for key in own:

@@ -4,6 +4,7 @@ that ``analyze`` and ``report`` treat like any other, with the checkpoints' own 
 that cannot be ordered and a checkpoint of another model are refused before anything is written."""
 from __future__ import annotations
 
+import json
 import os
 
 import duckdb
@@ -262,3 +263,20 @@ def test_save_pretrained_folders_load_into_their_transformers_architecture(tmp_p
                        "hive_partitioning=false) ORDER BY 1") == [(0, "init", 0), (1, "epoch", 1), (2, "epoch", 2)]
     row = read_run_row(str(store), "hf-resnet")
     assert (row["status"], row["model"]) == ("finished", "ResNetForImageClassification")
+
+
+def test_checkpoints_named_by_step_are_epochs_in_training_order(tmp_path, capsys):
+    folder, store = tmp_path / "steps", tmp_path / "store"
+    folder.mkdir()
+    model = tiny_cnn()
+    for step in (100, 20, 5):  # saved out of order on purpose: the names order them
+        with torch.no_grad():
+            model.head.bias += 1.0
+        torch.save({"state_dict": model.state_dict(), "global_step": step}, folder / f"model_step{step}.pt")
+    assert capture(store, folder, "by-step") == 0
+    assert "3 checkpoints as epochs 1..3 (numbered in order)" in capsys.readouterr().out
+    assert rows(store, "SELECT DISTINCT epoch, step FROM read_parquet('STORE/activations/*/*.parquet', "
+                       "hive_partitioning=false) ORDER BY 1") == [(1, 5), (2, 20), (3, 100)]
+    config = json.loads(read_run_row(str(store), "by-step")["config"])["user_config"]
+    assert config["epoch_numbering"] == "in order"
+    assert [f["name"] for f in config["files"]] == ["model_step5.pt", "model_step20.pt", "model_step100.pt"]

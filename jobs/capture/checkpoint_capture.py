@@ -30,6 +30,7 @@ from dynstudy.jobs.capture.checkpoint_files import (
     read_checkpoint,
 )
 from dynstudy.jobs.capture.recorder import Recorder
+from dynstudy.jobs.capture.settings import CAPTURE_DEFAULTS
 from dynstudy.jobs.data.in_memory import load_dataset
 from dynstudy.jobs.models import zoo
 from dynstudy.jobs.models.registry import BuiltModel, ModelDef, build
@@ -104,8 +105,6 @@ def probe_size_for(req: CaptureRequest) -> int:
         return req.probe_size
     if req.model in zoo.MODEL_NAMES:
         return zoo.model_info(req.model).paper_probe_size
-    from dynstudy.jobs.capture.settings import CAPTURE_DEFAULTS
-
     return CAPTURE_DEFAULTS["probe_size"]
 
 

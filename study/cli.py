@@ -7,6 +7,8 @@
     dynstudy report --store DIR         write the HTML report (+ CSV tables) to DIR/report.html
     dynstudy status --store DIR         runs per cell by status, and the running runs
     dynstudy export --store DIR --to T  send a study's metrics to mlflow, wandb or tensorboard
+    dynstudy capture --checkpoints DIR --model M --dataset D
+                                        a run's trajectory from its saved checkpoints, as a run of the store
     dynstudy presets [--show NAME]      list the shipped specs, or print one's YAML
 
 The store defaults to $DYNSTUDY_STORE, else ./dynstudy-store. An error is one
@@ -224,13 +226,17 @@ def _leave_job_working_dir(store: str, report: str | None) -> None:
 TRAINING_STACK = ("torch", "torchvision", "timm", "ray", "sklearn")
 
 
-def check_training_stack() -> None:
-    """Name the missing training packages and the extra that brings them."""
+#: What ``dynstudy capture`` needs of it (no Ray: it runs in this process).
+CAPTURE_STACK = ("torch", "torchvision", "sklearn")
+
+
+def check_training_stack(modules: tuple[str, ...] = TRAINING_STACK, what: str = "training") -> None:
+    """Name the missing packages of ``modules`` (what ``what`` needs) and the extra that brings them."""
     import importlib.util
 
-    missing = [m for m in TRAINING_STACK if importlib.util.find_spec(m) is None]
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
     if missing:
-        raise ValueError(f"training needs {', '.join(missing)}, which this install lacks: pip install "
+        raise ValueError(f"{what} needs {', '.join(missing)}, which this install lacks: pip install "
                          "'dynstudy[train]' (analyze, sql, report and status work without them)")
 
 
@@ -254,6 +260,24 @@ def cmd_run(args) -> int:
     write_report(report_catalog(summary["store"]), out, title=f"dynstudy: {spec.name}")
     print(f"\nreport: {out.resolve()}\nquery:  dynstudy sql --store {summary['store']} \"SELECT * FROM run_summary\"")
     return 0 if summary["failed"] == 0 and not summary["unfinished"] else 1
+
+
+def cmd_capture(args) -> int:
+    """One run captured from saved checkpoints (:mod:`dynstudy.jobs.capture.checkpoint_capture`)."""
+    check_training_stack(CAPTURE_STACK, "dynstudy capture")
+    from dynstudy.jobs.capture.checkpoint_capture import CaptureRequest, capture_checkpoints
+
+    order = tuple(n.strip() for n in args.order.split(",") if n.strip()) if args.order else None
+    req = CaptureRequest(args.checkpoints, args.model, args.dataset, args.store, args.run_id, args.seed,
+                         args.probe_size, args.channels_per_stage, order, args.optimizer, args.data_root, args.stem,
+                         tuple(args.stages.split(",")) if args.stages else None)
+    done = capture_checkpoints(req)
+    epochs = done["epochs"]
+    print(f"capture: run {done['run_id']} {done['status']}: {len(epochs)} checkpoints as epochs "
+          f"{epochs[0]}..{epochs[-1]} "
+          f"(numbered {'as the checkpoints state' if done['numbering'] == 'checkpoints' else 'in order'}); "
+          f"train_metrics from the checkpoints: {', '.join(done['records']) or 'none'}; store {args.store}")
+    return 0
 
 
 def _version() -> str:
@@ -349,6 +373,31 @@ def build_parser() -> argparse.ArgumentParser:
                          "<store>/_tensorboard/<study>)")
     ex.add_argument("--project", default=None, help="MLflow experiment or W&B project (default: the study's name)")
     ex.set_defaults(func=cmd_export)
+
+    c = sub.add_parser("capture", help="capture a run's trajectory from its saved checkpoints (torch.save, Lightning, "
+                                       "Hugging Face) as a run of the store")
+    c.add_argument("--checkpoints", required=True, metavar="DIR", help="the folder the checkpoints are in")
+    c.add_argument("--model", required=True,
+                   help="the dynstudy model they are of: a zoo name, timm/<name>, torchvision/<name> or "
+                        "module:function; hf: the Hugging Face architecture in the checkpoint folders' config.json")
+    c.add_argument("--dataset", required=True, help="the dataset they were trained on (its classes, channels, probe)")
+    c.add_argument("--store", default=default_store, help=store_help)
+    c.add_argument("--run-id", default=None, help="the run's id (default: ckpt-<folder name>-s<seed>)")
+    c.add_argument("--seed", type=int, default=0, help="the run's seed: fixes the channel draw (default 0)")
+    c.add_argument("--probe-size", type=int, default=None,
+                   help="probe images: the dataset's first P validation images (default: the model's paper P, else "
+                        "2048)")
+    c.add_argument("--channels-per-stage", type=int, default=32, help="metric channels per stage, K (default 32)")
+    c.add_argument("--order", default=None, metavar="FILE1,FILE2,...",
+                   help="the checkpoints in training order, names inside DIR (default: by the epoch or step in their "
+                        "names)")
+    c.add_argument("--optimizer", default="unknown", help="the cell's optimizer label (default: unknown)")
+    c.add_argument("--data-root", default=None, help="the dataset's files (cifar10, cifar100, imagefolder)")
+    c.add_argument("--stages", default=None, metavar="M1,M2,...",
+                   help="module names to capture (default: the model's stages; hf: four feature levels)")
+    c.add_argument("--stem", choices=("stock", "cifar"), default="stock",
+                   help="the zoo model's stem it was trained with (default: stock)")
+    c.set_defaults(func=cmd_capture)
 
     pr = sub.add_parser("presets", help="list the shipped study specs")
     pr.add_argument("--show", metavar="NAME", help="print only this preset's YAML (e.g. > my_study.yaml)")

@@ -105,9 +105,10 @@ def summarise_run(run: dict, cap_rows: list[dict], control_rows: list[dict], acc
         summary["nonstationary"], summary["h_eff_saturated"] = dynamics.h_raw_flags(
             summary["h_raw_mean"], params["h_opt"], params["sigma_h"])
         summary["synchrony_mean"] = _nanmean([r["synchrony"] for r in trained])
-    if acc:
-        best_epoch = max(acc, key=lambda e: (acc[e], -e))
-        summary.update(best_val_acc=acc[best_epoch], best_epoch=best_epoch, final_val_acc=acc[max(acc)])
+    known = {e: a for e, a in acc.items() if a is not None and not math.isnan(a)}  # a run may log no val_acc
+    if known:
+        best_epoch = max(known, key=lambda e: (known[e], -e))
+        summary.update(best_val_acc=known[best_epoch], best_epoch=best_epoch, final_val_acc=acc[max(acc)])
     return summary
 
 

@@ -271,6 +271,7 @@ class Recorder:
         (channels_per_stage, store_channels, redraw_channels, step_probe_size, batch_size, enabled).
     analysis : the run's analysis settings (:class:`dynstudy.analysis.kernels.params.AnalysisParams`).
     mean, std : per-channel normalisation when the probe images are uint8 (None: they are the model's input).
+    input_size : the side probe images are resized to, for a model with a fixed input size (None: their own).
 
     Raises
     ------
@@ -283,7 +284,7 @@ class Recorder:
     def __init__(self, store: str, run_id: str, model: torch.nn.Module, probe, stages=None, seed: int = 0,
                  config: dict | None = None, *, study: str = "recorder", model_name: str | None = None,
                  dataset: str = "custom", optimizer: str = "custom", capture: dict | None = None,
-                 analysis: dict | None = None, mean=None, std=None):
+                 analysis: dict | None = None, mean=None, std=None, input_size: int | None = None):
         problem = run_folder_problem(run_id)
         if problem:
             raise ValueError(f"run_id: {problem}")
@@ -297,7 +298,7 @@ class Recorder:
         except TypeError as err:
             raise ValueError(f"config must hold JSON values only (numbers, strings, lists, dicts): {err}") from None
         AnalysisParams.from_config(run_config)  # names a key that is not a setting
-        self._build(run_config, model, images, labels, stages, mean, std, None)
+        self._build(run_config, model, images, labels, stages, mean, std, input_size)
         problem = self.fit_problem() or finished_problem(self.store, run_config)
         if problem:
             raise ValueError(problem)

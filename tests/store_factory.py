@@ -16,6 +16,9 @@ import numpy as np
 from dynstudy.store_contract.files import write_rows
 
 STAGES = ("stage1", "stage2", "stage3", "stage4")
+#: Channels the smoke preset stores per capture: every channel of tiny_cnn's four stages on digits (32 + 48 + 64 +
+#: 96; tests/test_models.py checks it against the zoo).
+SMOKE_CHANNELS = 240
 K, PROBE, CLASSES = 4, 64, 4
 
 

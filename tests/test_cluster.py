@@ -17,6 +17,7 @@ from dynstudy.analysis.pipeline.catalog import open_catalog
 from dynstudy.study.orchestrate import run_study
 from dynstudy.study.spec import load_spec
 from tests.ray_cluster import LocalCluster, kill
+from tests.store_factory import SMOKE_CHANNELS
 
 ROOT = Path(__file__).resolve().parent.parent
 KEYS = "r.seed, a.capture, a.stage, a.rank, a.sample"
@@ -43,7 +44,7 @@ def test_first_job_on_a_fresh_two_node_cluster_trains_analyses_and_reports(tmp_p
     assert "analyze: 2 runs analysed" in text and f"report: {store}/report.html" in text
     assert (store / "report.html").stat().st_size > 10_000
     rows, unique = _rows(store)
-    assert unique and len(rows) == 2 * 4 * 4 * 32 * 128
+    assert unique and len(rows) == 2 * 4 * SMOKE_CHANNELS * 128
 
 
 NODE_LOSS_SPEC = """\

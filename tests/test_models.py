@@ -153,3 +153,13 @@ def test_bad_arguments_are_named(tmp_path):
         build_model("resnet18", 10, pretrained=str(missing))
     with pytest.raises(ValueError, match="neither"):
         pool_stage_output(torch.zeros(2, 3))
+
+
+def test_the_smoke_presets_stored_channels_are_tiny_cnns_stages():
+    from dynstudy.jobs.models.zoo import stage_widths
+    from dynstudy.study.spec import load_spec
+    from tests.store_factory import SMOKE_CHANNELS
+
+    spec = load_spec("smoke")
+    assert spec.capture.store_channels == "all" and [m.name for m in spec.models] == ["tiny_cnn"]
+    assert sum(w for _, w in stage_widths("tiny_cnn", 1, 8)) == SMOKE_CHANNELS

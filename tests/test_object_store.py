@@ -30,7 +30,7 @@ from dynstudy.study.cli import main
 from dynstudy.study.orchestrate import run_study
 from dynstudy.study.spec import load_spec
 from tests.moto_server import s3_bucket
-from tests.store_factory import make_store
+from tests.store_factory import SMOKE_CHANNELS, make_store
 
 ROOT = Path(__file__).resolve().parent.parent
 KEYS = "r.seed, a.capture, a.stage, a.rank, a.sample"
@@ -187,7 +187,7 @@ def test_a_study_on_s3_fails_resumes_and_analyses(s3, tmp_path, monkeypatch, cap
     assert not [k for k in keys if k.rsplit("/", 1)[-1].startswith(".") and not k.startswith("_tune")]
     query = (f"SELECT {KEYS}, a.value FROM activations a JOIN runs r USING (run_id) ORDER BY {KEYS}")
     got, want = open_catalog(store).execute(query).fetchall(), open_catalog(str(clean)).execute(query).fetchall()
-    assert got == want and len(got) == 2 * 4 * 4 * 32 * 128  # exactly once, bit-identical to a clean run
+    assert got == want and len(got) == 2 * 4 * SMOKE_CHANNELS * 128  # exactly once, bit-identical to a clean run
     assert main(["analyze", "--store", store]) == 0
     assert "analyze: 0 runs analysed, 2 already current" in capsys.readouterr().out
     assert main(["sql", "--store", store, "SELECT run_id, state FROM run_summary WHERE state IS NOT NULL"]) == 0

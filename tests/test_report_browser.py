@@ -34,7 +34,7 @@ window.addEventListener("unhandledrejection", function (e) { window.__errors.pus
 window.addEventListener("load", function () { setTimeout(function () {
   var plots = document.querySelectorAll("div.plot");
   var drawn = Array.prototype.filter.call(plots, function (p) {
-    return p.querySelector("svg.main-svg") && p.querySelectorAll("g.trace").length > 0; }).length;
+    return p.querySelector("svg.main-svg") && p.querySelectorAll("g.trace, g.hm").length > 0; }).length;
   var seeds = null, table = document.querySelector("table.runs");
   if (table) {
     var col = Array.prototype.findIndex.call(table.rows[0].cells, function (c) { return c.textContent === "seed"; });
@@ -44,7 +44,7 @@ window.addEventListener("load", function () { setTimeout(function () {
   }
   var target = location.hash ? document.getElementById(decodeURIComponent(location.hash.slice(1))) : null;
   var targetDrawn = target ? Array.prototype.filter.call(target.querySelectorAll("div.plot"), function (p) {
-    return p.querySelector("svg.main-svg") && p.querySelectorAll("g.trace").length > 0; }).length : null;
+    return p.querySelector("svg.main-svg") && p.querySelectorAll("g.trace, g.hm").length > 0; }).length : null;
   var out = {plots: plots.length, drawn: drawn, errors: window.__errors, seeds: seeds, target: targetDrawn,
              width: document.documentElement.scrollWidth, links: Array.prototype.filter.call(
                document.querySelectorAll('a[href^="#"]'), function (a) {
@@ -163,8 +163,9 @@ def test_analysed_store_report_in_browser(browser, tmp_path):
     assert "DFA fit flags of the windows: narrow_span in" in page and "beyond the null of 19 surrogates" in page
     probe, stderr = open_in_browser(browser, store / "report.html", tmp_path)
     assert probe["errors"] == [] and console_errors(stderr) == []
-    # 2 cells: 2 trajectory figures and 2 temporal ones; the H-M plane, the controls, the stopping rules' plane
-    assert probe["plots"] == 2 + 2 + 2 + 1 and probe["drawn"] == probe["plots"]
+    # 2 cells: 2 trajectory figures, 2 temporal ones, 2 geometry ones and 2 seed-agreement heat maps (plotly's
+    # g.hm); the H-M plane, the controls, the stopping rules' plane
+    assert probe["plots"] == 2 + 2 + 2 + 2 + 2 + 1 and probe["drawn"] == probe["plots"]
     assert probe["width"] <= WIDTH and probe["links"] == 0
     check_folder_links(store / "report.html")
     # a run's section: its training curves, its metrics per epoch and per window over its cell's distribution, and

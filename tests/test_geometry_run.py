@@ -163,3 +163,17 @@ def test_a_cell_compares_its_first_seeds_only(geometry_store, monkeypatch):
     monkeypatch.setattr(sa, "MAX_SEEDS", 3)
     rows = sa.seed_agreement(summaries, scan_store(geometry_store, ("activations",)))
     assert {(r["seed_a"], r["seed_b"]) for r in rows} == {(0, 1), (0, 2), (1, 2)}
+
+
+def test_a_cell_of_many_runs_is_drawn_as_its_distribution(geometry_store):
+    from dynstudy.analysis.report import geometry as report_geometry
+
+    rows = duckdb.sql(f"SELECT * FROM read_parquet('{geometry_store}/geometry_metrics/**/*.parquet')").df()
+    geometry = report_geometry.rows_by_run(rows.to_dict("records"))
+    runs = [{"run_id": r, "seed": i} for i, r in enumerate(sorted(geometry))]
+    fig = report_geometry.band_geometry_figure("cell", runs, geometry)
+    medians = [t for t in fig.data if t.name == "median"]
+    assert len(medians) == 2 * len(STAGES)  # drift and rank per stage
+    still = [g["cka_prev"] for r in runs for g in geometry[r["run_id"]]
+             if g["stage"] == "stage1" and g["epoch"] == 2]
+    assert medians[0].y[list(medians[0].x).index(2)] == pytest.approx(np.median(still))

@@ -16,7 +16,7 @@ from plotly.subplots import make_subplots
 from dynstudy.analysis.kernels.geometry import DRIFT_SETTLED
 from dynstudy.analysis.report import data as rd
 from dynstudy.analysis.report import plots
-from dynstudy.analysis.report.bands import traced
+from dynstudy.analysis.report.bands import quantile_bands, traced
 from dynstudy.analysis.report.html import MISSING, figure, num, text
 from dynstudy.analysis.stats.agreement import agreement_test, agreement_verdicts, pair_mean_interval
 from dynstudy.analysis.stats.variability import seed_stats
@@ -33,7 +33,8 @@ NOTE = ("Each stage's representation is the matrix of its stored channels' poole
         "the shuffled-probe control compares the seeds on different images.")
 
 
-def _by_run(rows: list[dict]) -> dict:
+def rows_by_run(rows: list[dict]) -> dict:
+    """run_id -> its geometry_metrics rows in (capture, stage) order."""
     out = defaultdict(list)
     for r in rows:
         out[str(r["run_id"])].append(r)
@@ -123,6 +124,31 @@ def cell_figure(title: str, runs: list[dict], geometry: dict) -> go.Figure:
     return plots.finish_layout(fig, plots.ROW_HEIGHT * len(PANELS), title)
 
 
+def band_geometry_figure(title: str, runs: list[dict], geometry: dict) -> go.Figure:
+    """:func:`cell_figure` for a cell of many runs: per stage and measure, the runs' median over epochs with the
+    bands holding 50% and 90% of them (:func:`dynstudy.analysis.report.plots.band_figure`), the noise level grey."""
+    stages = sorted({g["stage"] for r in runs for g in geometry.get(r["run_id"], [])})
+    rows = []
+    for column, label in PANELS:
+        noise = "noise_cka" if column == "cka_prev" else "noise_effective_rank"
+        bands, lines = {}, []
+        for stage in stages:
+            per_run, level, epochs = [], [], []
+            for r in runs:
+                mine = [g for g in geometry.get(r["run_id"], [])
+                        if g["stage"] == stage and g["kind"] in ("init", "epoch")]
+                per_run.append(([g["epoch"] for g in mine],
+                                [np.nan if rd.finite_or_none(g.get(column)) is None else g[column] for g in mine]))
+                level += [v for v in (rd.finite_or_none(g.get(noise)) for g in mine) if v is not None]
+                epochs += [g["epoch"] for g in mine]
+            bands[stage] = quantile_bands(per_run)
+            if level:
+                lines.append({"panel": stage, "name": "noise of the same shape", "x": [min(epochs), max(epochs)],
+                              "y": [float(np.mean(level))] * 2, "dash": "dash"})
+        rows.append({"title": f"{title}: {label}", "bands": bands, "lines": lines})
+    return plots.band_figure(rows, {s: (s, "") for s in stages})
+
+
 def agreement_summary(rows: list[dict]) -> list[dict]:
     """Per (cell, stage, epoch): the mean CKA over seed pairs with its seed-level interval, and the shuffled-probe
     control's mean."""
@@ -205,7 +231,7 @@ def geometry_section(cells: dict, geometry_rows: list[dict], agreement_rows: lis
     if not geometry_rows:
         return out[0] + ('<p class="muted">No geometry in this store: run <code>dynstudy analyze</code> (it '
                          "computes the geometry of every stored stage).</p>")
-    geometry = _by_run(geometry_rows)
+    geometry = rows_by_run(geometry_rows)
     summary = defaultdict(list)
     for r in agreement_summary(agreement_rows):
         summary[(r["model"], r["dataset"], r["optimizer"])].append(r)
@@ -228,10 +254,14 @@ def geometry_section(cells: dict, geometry_rows: list[dict], agreement_rows: lis
         if not runs:
             continue
         label = rd.cell_label(cell)
-        shown = runs if traced(len(runs)) else runs[:1]
-        more = "" if shown is runs else f" (the first of {len(runs)} runs; every run is in geometry_metrics)"
-        out.append(figure(plots.figure_html(cell_figure(f"Geometry: {label}", shown, geometry), f"fig-geometry-{n}"),
-                          f"Drift and effective rank per stage: {label}{more}."))
+        if traced(len(runs)):
+            fig, how = cell_figure(f"Geometry: {label}", runs, geometry), ""
+        else:
+            fig = band_geometry_figure(label, runs, geometry)
+            how = (f" ({len(runs)} runs, as their distribution: the median and the bands holding 50% and 90% of "
+                   "the runs at each epoch)")
+        out.append(figure(plots.figure_html(fig, f"fig-geometry-{n}"),
+                          f"Drift and effective rank per stage: {label}{how}."))
         if summary.get(cell):
             out.append(figure(plots.figure_html(agreement_figure(f"Seed agreement: {label}", summary[cell]),
                                                 f"fig-agreement-{n}"),

@@ -21,7 +21,7 @@ import numpy as np
 from dynstudy.analysis.kernels import geometry
 from dynstudy.analysis.run.capture_read import capture_files, read_capture
 from dynstudy.analysis.run.geometry_run import stage_features
-from dynstudy.analysis.stats.variability import CELL_KEYS
+from dynstudy.analysis.stats.variability import CELL_KEYS, finite_or_none
 from dynstudy.store_contract.scan import StoreScan
 
 
@@ -81,13 +81,9 @@ def cell_rows(cell: tuple, runs: list[dict], scan: StoreScan) -> list[dict]:
                     rows.append({**dict(zip(CELL_KEYS, cell)), "stage": stage, "epoch": epoch,
                                  "run_a": ra["run_id"], "run_b": rb["run_id"], "seed_a": ra["seed"],
                                  "seed_b": rb["seed"], "n_samples": n, "width_a": feats[a].X.shape[1],
-                                 "width_b": feats[b].X.shape[1], "cka": _finite(M[a, b]),
-                                 "shuffled_cka": _finite(M[m + a, b])})
+                                 "width_b": feats[b].X.shape[1], "cka": finite_or_none(M[a, b]),
+                                 "shuffled_cka": finite_or_none(M[m + a, b])})
     return rows
-
-
-def _finite(x) -> float | None:
-    return float(x) if np.isfinite(x) else None
 
 
 #: Seeds of a cell compared: its first this many by seed number. The pairs grow as seeds^2 (1,000 seeds would be

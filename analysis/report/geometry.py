@@ -21,8 +21,9 @@ from dynstudy.analysis.report.html import MISSING, figure, num, text
 from dynstudy.analysis.stats.agreement import agreement_test, agreement_verdicts, pair_mean_interval
 from dynstudy.analysis.stats.variability import seed_stats
 
-#: Rows of a cell's figure: geometry_metrics column, y label.
-PANELS = (("cka_prev", "CKA with previous capture"), ("effective_rank", "effective rank"))
+#: Rows of a cell's figure: geometry_metrics column, y label, the column of its noise control's level.
+PANELS = (("cka_prev", "CKA with previous capture", "noise_cka"),
+          ("effective_rank", "effective rank", "noise_effective_rank"))
 NOTE = ("Each stage's representation is the matrix of its stored channels' pooled activations over the probe "
         "images. Drift: debiased linear CKA of each end-of-epoch capture with the one before (1: the "
         "representation did not move; near 0: unrelated). Effective rank: exp of the entropy of the normalised "
@@ -98,7 +99,7 @@ def cell_figure(title: str, runs: list[dict], geometry: dict) -> go.Figure:
     colours = plots.seed_colours(len(runs))
     for i, run in enumerate(runs):
         rows = [g for g in geometry.get(run["run_id"], []) if g["kind"] in ("init", "epoch")]
-        for p, (column, _) in enumerate(PANELS):
+        for p, (column, _, _) in enumerate(PANELS):
             for c, stage in enumerate(stages):
                 mine = [g for g in rows if g["stage"] == stage]
                 fig.add_trace(go.Scatter(
@@ -109,7 +110,7 @@ def cell_figure(title: str, runs: list[dict], geometry: dict) -> go.Figure:
                     row=p + 1, col=c + 1)
     for c, stage in enumerate(stages):
         mine = [g for r in runs for g in geometry.get(r["run_id"], []) if g["stage"] == stage]
-        for p, (column, noise) in enumerate((("cka_prev", "noise_cka"), ("effective_rank", "noise_effective_rank"))):
+        for p, (_, _, noise) in enumerate(PANELS):
             level = [v for v in (rd.finite_or_none(g.get(noise)) for g in mine) if v is not None]
             epochs = [g["epoch"] for g in mine]
             if level and epochs:
@@ -119,7 +120,7 @@ def cell_figure(title: str, runs: list[dict], geometry: dict) -> go.Figure:
                                          hoverinfo="skip"), row=p + 1, col=c + 1)
     for c in range(len(stages)):
         fig.update_xaxes(title_text="epoch", dtick=1, row=len(PANELS), col=c + 1)
-    for p, (_, label) in enumerate(PANELS):
+    for p, (_, label, _) in enumerate(PANELS):
         fig.update_yaxes(title_text=label, row=p + 1, col=1)
     return plots.finish_layout(fig, plots.ROW_HEIGHT * len(PANELS), title)
 
@@ -129,8 +130,7 @@ def band_geometry_figure(title: str, runs: list[dict], geometry: dict) -> go.Fig
     bands holding 50% and 90% of them (:func:`dynstudy.analysis.report.plots.band_figure`), the noise level grey."""
     stages = sorted({g["stage"] for r in runs for g in geometry.get(r["run_id"], [])})
     rows = []
-    for column, label in PANELS:
-        noise = "noise_cka" if column == "cka_prev" else "noise_effective_rank"
+    for column, label, noise in PANELS:
         bands, lines = {}, []
         for stage in stages:
             per_run, level, epochs = [], [], []

@@ -12,7 +12,7 @@ For the init capture (the untrained network) and every end-of-epoch capture, eac
 The geometry uses every channel the run stored for the stage (``capture.store_channels``; ``all`` keeps the
 whole stage, which is what the geometry of a stage means; fewer gives the geometry of that channel sample, and
 ``width`` says how many). Step captures have no geometry rows. The run's last end-of-epoch capture is read first
-(for ``cka_final``), then the captures in order, each held with the previous one and the init and final ones.
+(for ``cka_final``), then the others in order, each held with the previous one and the init and final ones.
 """
 from __future__ import annotations
 
@@ -57,11 +57,11 @@ def run_geometry(activation_files, run_id: str) -> list[dict]:
     list of dict, one per (capture, stage) of the init and end-of-epoch captures, in capture order.
     """
     files = capture_files(list(activation_files))
-    caps = [read_capture(f) for f in files[-1:]]
-    final = stage_features(caps[0]) if caps and caps[0].kind == "epoch" else {}
+    last = read_capture(files[-1]) if files else None
+    final = stage_features(last) if last is not None and last.kind == "epoch" else {}
     rows, init, prev = [], {}, {}
     for f in files:
-        cap = read_capture(f)
+        cap = last if f is files[-1] else read_capture(f)  # the last capture is read once
         if cap.kind not in GEOMETRY_KINDS:
             continue
         feats = stage_features(cap)

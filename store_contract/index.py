@@ -4,9 +4,10 @@ A scan of a whole table (:func:`dynstudy.store_contract.scan.scan_store`) lists 
 cheap, and checks each file's Parquet footer, which is not (one read per file, one GET per object). The index
 keeps each check's result, keyed by the file's path in its table, size and change stamp (:func:`stamp_ns`), in
 ``<store>/_index/<table>.<sha256>.parquet`` (the file's own digest in its name); the next scan reads the
-footers only of the files whose key it does not hold. For the small per-run tables (:data:`ROW_CACHED_TABLES`:
-one short file per run) it also keeps the files' rows, in ``<store>/_index/<table>.rows.<sha256>.parquet``, so
-a query over them reads one object instead of one per run.
+footers only of the files whose key it does not hold. For the per-run tables of short files
+(:data:`ROW_CACHED_TABLES`: one per run, or per run and epoch) it also keeps the files' rows, in
+``<store>/_index/<table>.rows.<sha256>.parquet``, so a query over the whole table reads one object instead of
+one per file.
 
 What the index may and may not do:
 
@@ -29,10 +30,10 @@ import json
 import os
 import re
 import time
-from dataclasses import dataclass
 from typing import Optional
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pyarrow import fs as pafs
 
@@ -40,8 +41,8 @@ from dynstudy.store_contract.files import filesystem, write_bytes_atomic
 
 #: Folder of the index inside a store; no table's scan lists it.
 INDEX_DIR = "_index"
-#: Tables whose rows the index keeps beside the checks (one short file per run).
-ROW_CACHED_TABLES = ("runs", "run_summary")
+#: Tables whose rows the index keeps beside the checks (one short file per run, or per run and epoch).
+ROW_CACHED_TABLES = ("runs", "run_summary", "train_metrics")
 #: An entry is trusted only for a file at least this much older than the check that wrote it.
 RACY_MARGIN_NS = 2_000_000_000
 #: Bumped when the index's columns change: an index of another version is ignored.
@@ -52,7 +53,7 @@ _CHECKED_KEY = b"dynstudy.index.checked_ns"  # the listing's time, by the clock 
 #: The column of the cached rows that names each row's file (its path inside the table's folder).
 ROW_PATH_COLUMN = "_index_path"
 _PATH = ROW_PATH_COLUMN
-_ENTRY_SCHEMA = pa.schema([
+ENTRY_SCHEMA = pa.schema([
     (_PATH, pa.string()),        # the file's path inside its table's folder
     ("size", pa.int64()),
     ("stamp_ns", pa.int64()),
@@ -61,18 +62,6 @@ _ENTRY_SCHEMA = pa.schema([
     ("metadata", pa.string()),   # JSON object of its key-value metadata
     ("problem", pa.string()),    # why it does not belong (null: it does)
 ])
-
-
-@dataclass(frozen=True, slots=True)
-class Entry:
-    """What checking one file found (``problem`` None: it belongs to its table)."""
-
-    size: int
-    stamp_ns: int
-    token: Optional[str]
-    columns: tuple
-    metadata: str  # JSON text of its key-value metadata, sorted keys
-    problem: Optional[str]
 
 
 def index_dir(store: str) -> str:
@@ -145,33 +134,32 @@ def _read_checked(store: str, table: str, rows: bool) -> tuple[Optional[pa.Table
     return None, 0
 
 
-def _entries(batches: list[pa.RecordBatch], trusted_before: int) -> dict[str, Entry]:
-    """The trusted entries of an index's rows (empty when one does not parse: the index is not to be trusted)."""
-    out, column_lists = {}, {}  # files of one table share their column list: one tuple for all of them
-    for batch in batches:  # a few thousand Python rows at a time
-        for path, size, stamp, token, columns, metadata, problem in zip(*(c.to_pylist() for c in batch.columns)):
-            if stamp is None or stamp < 0 or stamp >= trusted_before:
-                continue
-            try:
-                if columns not in column_lists:
-                    column_lists[columns] = tuple(json.loads(columns or "[]"))
-                if not isinstance(json.loads(metadata or "{}"), dict):
-                    return {}
-                out[path] = Entry(size, stamp, token, column_lists[columns], metadata or "{}", problem)
-            except (TypeError, ValueError):
-                return {}
-    return out
+def _well_formed(entries: pa.Table) -> bool:
+    """True when ``entries`` name each file once and their column lists and metadata parse as JSON (an index
+    that does not is not trusted at all)."""
+    paths = entries.column(_PATH)
+    if paths.null_count or pc.count_distinct(paths).as_py() != entries.num_rows:
+        return False
+    try:
+        if not all(isinstance(json.loads(c or "[]"), list) for c in pc.unique(entries.column("columns")).to_pylist()):
+            return False
+    except (TypeError, ValueError):
+        return False
+    metadata = pc.fill_null(entries.column("metadata"), "{}")
+    return bool(pc.all(pc.match_substring_regex(metadata, r"^\{.*\}$")).as_py())
 
 
-def load_entries(store: str, table: str) -> dict[str, Entry]:
-    """The trusted entries of ``table``'s index by path inside the table (empty when there is no usable index)."""
+def load_index(store: str, table: str) -> tuple[Optional[pa.Table], int]:
+    """(``table``'s index entries as columns of :data:`ENTRY_SCHEMA`, the time before which an entry may be
+    trusted), or (None, 0) when there is no usable index."""
     content, trusted_before = _read_checked(store, table, rows=False)
-    if content is None or not set(_ENTRY_SCHEMA.names) <= set(content.column_names):
-        return {}
-    out = _entries(content.select(_ENTRY_SCHEMA.names).to_batches(max_chunksize=8192), trusted_before)
-    del content
-    pa.default_memory_pool().release_unused()  # the decoded index is gone: hand its pages back
-    return out
+    if content is None or not set(ENTRY_SCHEMA.names) <= set(content.column_names):
+        return None, 0
+    try:
+        entries = content.select(ENTRY_SCHEMA.names).cast(ENTRY_SCHEMA)
+    except (pa.ArrowException, ValueError):
+        return None, 0
+    return (entries, trusted_before) if _well_formed(entries) else (None, 0)
 
 
 def _write(store: str, table: str, content: pa.Table, checked_ns: int, rows: bool) -> bool:
@@ -193,41 +181,39 @@ def _write(store: str, table: str, content: pa.Table, checked_ns: int, rows: boo
     return True
 
 
-def save_entries(store: str, table: str, entries: dict[str, Entry], checked_ns: int) -> bool:
-    """Write ``table``'s index (path inside the table -> entry), its entries checked after ``checked_ns``
-    (the listing's time by the store's clock); False when the store cannot be written."""
-    paths = sorted(entries)
-    cols = {_PATH: paths, "size": [entries[p].size for p in paths], "stamp_ns": [entries[p].stamp_ns for p in paths],
-            "token": [entries[p].token for p in paths],
-            "columns": [json.dumps(list(entries[p].columns)) for p in paths],
-            "metadata": [entries[p].metadata for p in paths],
-            "problem": [entries[p].problem for p in paths]}
-    return _write(store, table, pa.table(cols, schema=_ENTRY_SCHEMA), checked_ns, rows=False)
+def save_index(store: str, table: str, entries: pa.Table, checked_ns: int) -> bool:
+    """Write ``table``'s index (``entries``: columns of :data:`ENTRY_SCHEMA`, one row per file), its entries
+    checked after ``checked_ns`` (the listing's time by the store's clock); False when the store cannot be written."""
+    return _write(store, table, entries.sort_by(_PATH).cast(ENTRY_SCHEMA), checked_ns, rows=False)
 
 
-def load_rows(store: str, table: str, keys: dict[str, tuple[int, int]], schema: pa.Schema) -> pa.Table:
-    """The cached rows of the files of ``table`` whose (size, stamp_ns) in ``keys`` (path inside the table ->
-    key) match their entry and are trusted, with a column naming each row's file; no row for any other file."""
+def load_rows(store: str, table: str, keys: pa.Table, schema: pa.Schema) -> pa.Table:
+    """The cached rows of the files of ``table`` whose size and change stamp in ``keys`` (columns ``rel``, the
+    path inside the table, ``size`` and ``stamp_ns``: one row per file) match their entry and are trusted, with
+    :data:`ROW_PATH_COLUMN` naming each row's file; no row for any other file."""
     content, trusted_before = _read_checked(store, table, rows=True)
     empty = schema.empty_table().append_column(_PATH, pa.array([], pa.string()))
     need = [_PATH, "size", "stamp_ns", *schema.names]
     if content is None or not set(need) <= set(content.column_names):
         return empty
-    keep = [keys.get(p) == (s, m) and 0 <= m < trusted_before
-            for p, s, m in zip(*(content.column(c).to_pylist() for c in (_PATH, "size", "stamp_ns")))]
     try:
-        rows = content.filter(pa.array(keep, pa.bool_())).select([*schema.names, _PATH])
+        listed = keys.select(["rel", "size", "stamp_ns"]).rename_columns([_PATH, "k_size", "k_stamp_ns"])
+        joined = content.join(listed, keys=_PATH, join_type="inner")
+        stamp = joined.column("stamp_ns")
+        keep = pc.and_(pc.and_(pc.equal(joined.column("size"), joined.column("k_size")),
+                               pc.equal(stamp, joined.column("k_stamp_ns"))),
+                       pc.and_(pc.greater_equal(stamp, 0), pc.less(stamp, trusted_before)))
+        rows = joined.filter(pc.fill_null(keep, False)).select([*schema.names, _PATH])
         return rows.cast(schema.append(pa.field(_PATH, pa.string())))
     except (pa.ArrowException, ValueError):
         return empty
 
 
-def save_rows(store: str, table: str, rows: pa.Table, keys: dict[str, tuple[int, int]], checked_ns: int) -> bool:
-    """Write the cached rows of ``table`` (with the column naming each row's file), each file's (size, stamp_ns)
-    from ``keys``; False when the store cannot be written."""
-    paths = rows.column(_PATH).to_pylist()
-    content = rows.append_column("size", pa.array([keys[p][0] for p in paths], pa.int64())) \
-        .append_column("stamp_ns", pa.array([keys[p][1] for p in paths], pa.int64()))
+def save_rows(store: str, table: str, rows: pa.Table, keys: pa.Table, checked_ns: int) -> bool:
+    """Write the cached rows of ``table`` (with :data:`ROW_PATH_COLUMN` naming each row's file), each file's size
+    and change stamp from ``keys`` (as :func:`load_rows` takes them); False when the store cannot be written."""
+    listed = keys.select(["rel", "size", "stamp_ns"]).rename_columns([_PATH, "size", "stamp_ns"])
+    content = rows.join(listed, keys=_PATH, join_type="inner").sort_by(_PATH)
     return _write(store, table, content.replace_schema_metadata(None), checked_ns, rows=True)
 
 

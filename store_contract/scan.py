@@ -28,15 +28,17 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass, field
+from functools import lru_cache
 from sys import intern
-from typing import Iterable, Iterator, NamedTuple, Optional, Sequence
+from typing import Iterable, Iterator, Optional, Sequence
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pyarrow import fs as pafs
 
 from dynstudy.store_contract.files import filesystem, run_folder_problem, table_dir
-from dynstudy.store_contract.index import Entry, clock_ns, load_entries, save_entries, stamp_ns, still
+from dynstudy.store_contract.index import ENTRY_SCHEMA, clock_ns, load_index, save_index, stamp_ns, still
 from dynstudy.store_contract.schemas import FILE_NAMES, TABLES, UNPARTITIONED, schema_problem
 
 _MAGIC = b"PAR1"
@@ -46,9 +48,9 @@ _MAGIC = b"PAR1"
 class StoreFile:
     """One file of a table that belongs there.
 
-    A store holds hundreds of thousands of files, so a file keeps what its path is made of (its table's folder,
-    one string for all of them, its run and its name) and its key-value metadata as JSON text; :attr:`path` and
-    :attr:`metadata` build them when asked.
+    A file keeps what its path is made of (its table's folder, one string for all of them, its run and its
+    name) and its key-value metadata as JSON text; :attr:`path` and :attr:`metadata` build them when asked.
+    A scan holds a table's files as columns (:class:`TableFiles`) and builds these only for the files asked for.
     """
 
     table: str
@@ -62,11 +64,14 @@ class StoreFile:
     stamp_ns: int = field(default=-1, compare=False, hash=False)  # change stamp as listed (index.stamp_ns)
 
     @property
+    def rel(self) -> str:
+        """The file's path inside its table's folder."""
+        return f"{self.name}.parquet" if self.run_id is None else f"run_id={self.run_id}/{self.name}.parquet"
+
+    @property
     def path(self) -> str:
         """Local path or URI, as DuckDB and pyarrow take it."""
-        if self.run_id is None:
-            return f"{self.folder}/{self.name}.parquet"
-        return f"{self.folder}/run_id={self.run_id}/{self.name}.parquet"
+        return f"{self.folder}/{self.rel}"
 
     @property
     def metadata(self) -> dict:
@@ -74,26 +79,88 @@ class StoreFile:
         return json.loads(self.metadata_json)
 
 
+#: The columns of :attr:`TableFiles.rows`: a file's path inside its table's folder, where that places it, and
+#: what checking it found (``columns``: JSON list of its column names; ``metadata``: JSON of its key-value metadata).
+FILE_COLUMNS = pa.schema([("rel", pa.string()), ("run_id", pa.string()), ("name", pa.string()),
+                          ("size", pa.int64()), ("stamp_ns", pa.int64()), ("token", pa.string()),
+                          ("columns", pa.string()), ("metadata", pa.string())])
+
+
+@lru_cache(maxsize=1024)
+def _column_names(text: str) -> tuple:
+    """The column names a JSON list holds (the files of one table share a few lists)."""
+    return tuple(json.loads(text or "[]"))
+
+
+class TableFiles:
+    """The files of one table that belong, sorted by path, as one Arrow table (:data:`FILE_COLUMNS`).
+
+    A store holds hundreds of thousands of files, so a scan keeps them as columns, not as an object per
+    file: iterating, indexing or :meth:`of_run` builds :class:`StoreFile` objects for the files asked for
+    alone. A run's files are adjacent (sorted by path, they share the prefix ``run_id=<id>/``), and
+    :meth:`of_run` finds them through a map of run -> rows built at its first call.
+    """
+
+    def __init__(self, table: str, folder: str, rows: pa.Table):
+        self.table, self.folder, self.rows = table, folder, rows
+        self._runs: Optional[dict[str, tuple[int, int]]] = None
+
+    def __len__(self) -> int:
+        return self.rows.num_rows
+
+    def __iter__(self) -> Iterator[StoreFile]:
+        for batch in self.rows.to_batches(max_chunksize=8192):
+            yield from self._files(batch)
+
+    def __getitem__(self, i: int) -> StoreFile:
+        n = len(self)
+        if not -n <= i < n:
+            raise IndexError(f"file {i} of {n}")
+        return next(self._files(self.rows.slice(i % n, 1)))
+
+    def of_run(self, run_id: str) -> list[StoreFile]:
+        """``run_id``'s files, in path order."""
+        if self._runs is None:
+            self._runs = _run_rows(self.rows)
+        start, stop = self._runs.get(run_id, (0, 0))
+        return list(self._files(self.rows.slice(start, stop - start)))
+
+    def _files(self, rows) -> Iterator[StoreFile]:
+        cols = [rows.column(c).to_pylist() for c in ("run_id", "name", "size", "token", "metadata", "columns",
+                                                     "stamp_ns")]
+        for run_id, name, size, token, metadata, columns, stamp in zip(*cols):
+            yield StoreFile(self.table, self.folder, run_id, name, size, token, metadata, _column_names(columns),
+                            stamp)
+
+
+def _run_rows(rows: pa.Table) -> dict[str, tuple[int, int]]:
+    """run_id -> (first row, row after its last) of a table's files sorted by path (one entry per run)."""
+    if rows.num_rows == 0 or rows.column("run_id").null_count == rows.num_rows:
+        return {}
+    runs = pc.run_end_encode(rows.column("run_id").combine_chunks())
+    ends = runs.run_ends.to_pylist()
+    return {intern(r): (a, b) for r, a, b in zip(runs.values.to_pylist(), [0, *ends[:-1]], ends)}
+
+
+def _of_run(files: Sequence[StoreFile], run_id: str) -> list[StoreFile]:
+    """``run_id``'s files among ``files`` (a scan's :class:`TableFiles`, or a list of files)."""
+    if isinstance(files, TableFiles):
+        return files.of_run(run_id)
+    return [f for f in files if f.run_id == run_id]
+
+
 @dataclass
 class StoreScan:
-    """Files per table that belong, and the foreign ones with their reasons."""
+    """Files per table that belong (:class:`TableFiles`, or lists of :class:`StoreFile` for a scan put together
+    by hand), and the foreign ones with their reasons."""
 
     store: str
-    files: dict[str, list[StoreFile]]
+    files: dict[str, Sequence[StoreFile]]
     foreign: list[tuple[str, str, str]]  # (table, path, reason)
-    _by_run: Optional[dict[str, dict[str, list[StoreFile]]]] = field(default=None, repr=False, compare=False)
 
     def run_files(self, run_id: str, tables: Iterable[str]) -> dict[str, list[StoreFile]]:
-        """``run_id``'s files of each of ``tables`` (from a map of run -> table -> files built at the first call,
-        so asking for every run costs one pass over the scan, not one per run)."""
-        if self._by_run is None:
-            self._by_run = {}
-            for table, found in self.files.items():
-                for f in found:
-                    if f.run_id is not None:
-                        self._by_run.setdefault(f.run_id, {}).setdefault(table, []).append(f)
-        mine = self._by_run.get(run_id, {})
-        return {t: list(mine.get(t, ())) for t in tables}
+        """``run_id``'s files of each of ``tables``."""
+        return {t: _of_run(self.files.get(t, ()), run_id) for t in tables}
 
     def tables(self) -> list[str]:
         """Tables that hold at least one file that belongs."""
@@ -167,49 +234,31 @@ def _kv(meta: pq.FileMetaData) -> str:
                        if not k.startswith(b"ARROW")}, sort_keys=True)
 
 
-class _TableCheck:
-    """Checks the files of one table's listing, through its index when ``indexed`` (``saving``: then writing it)."""
-
-    def __init__(self, store: str, table: str, fs: pafs.FileSystem, indexed: bool, saving: bool):
-        self.store, self.table, self.fs, self.indexed = store, table, fs, indexed
-        self.saving = indexed and saving
-        self.known = load_entries(store, table) if indexed else {}
-        self.entries: dict[str, Entry] = {}
-        self.checked_ns: Optional[int] = None  # set before the first footer this scan reads
-
-    def entry(self, listed: Listed, run_id: Optional[str]) -> Entry:
-        """What checking the file ``listed`` finds, from the index when it holds it unchanged."""
-        key, rel = listed.stamp, listed.rel
-        cached = self.known.get(rel)
-        if cached is not None and cached.size == listed.size and cached.stamp_ns == key:
-            self.entries[rel] = cached
-            return cached
-        if self.checked_ns is None and self.saving:  # the store's clock, asked only by a scan that saves
-            self.checked_ns = clock_ns(self.store, self.fs)
-        meta, token, problem = check_file(self.table, self.fs, listed.inner, listed.size, run_id)
-        found = Entry(listed.size, key, token, tuple(meta.schema.to_arrow_schema().names) if meta is not None else (),
-                      _kv(meta) if meta is not None else "{}", problem)
-        if key >= 0 and still(self.fs, listed.inner, listed.size, key):
-            self.entries[rel] = found
-        return found
-
-    def save(self) -> None:
-        """Write the table's index when this scan checked a footer (the store unwritable: it stays as it was)."""
-        if self.saving and self.checked_ns is not None:
-            save_entries(self.store, self.table, self.entries, self.checked_ns)
+#: Files a batch of a listing or of footer checks holds as Python values before it becomes Arrow columns.
+BATCH = 16384
+#: A table's files as listed and placed (``problem``: why the file's place is not one of the table's layout).
+_PLACED = pa.schema([("rel", pa.string()), ("run_id", pa.string()), ("name", pa.string()), ("size", pa.int64()),
+                     ("stamp_ns", pa.int64()), ("problem", pa.string())])
+#: What checking the files found (``problem``: why one does not belong; ``keep``: its entry may be indexed).
+_CHECKED = pa.schema([*FILE_COLUMNS, ("problem", pa.string()), ("keep", pa.bool_())])
 
 
-class Listed(NamedTuple):
-    """One file as a table's listing gives it."""
+def _as_table(rows: Iterable[tuple], schema: pa.Schema) -> pa.Table:
+    """``rows`` (tuples in ``schema``'s column order) as an Arrow table, :data:`BATCH` rows at a time."""
+    batches, chunk = [], []
+    for row in rows:
+        chunk.append(row)
+        if len(chunk) == BATCH:
+            batches.append(pa.RecordBatch.from_arrays(list(map(pa.array, zip(*chunk), schema.types)), schema=schema))
+            chunk = []
+    if chunk:
+        batches.append(pa.RecordBatch.from_arrays(list(map(pa.array, zip(*chunk), schema.types)), schema=schema))
+    return pa.Table.from_batches(batches, schema=schema)
 
-    rel: str    # path inside the table's folder
-    size: int
-    stamp: int  # change stamp (:func:`dynstudy.store_contract.index.stamp_ns`)
-    inner: str  # path as its filesystem names it
 
-
-def _local_files(folder: str, rel: str) -> Iterator[Listed]:
-    """The files under a local ``folder`` (``rel``: its path inside the table's folder), one stat each."""
+def _local_files(folder: str, rel: str) -> Iterator[tuple[str, int, int]]:
+    """(path inside the table's folder, size, change stamp) of the files under a local ``folder`` (``rel``: its
+    path inside the table's folder), one stat each."""
     try:
         entries = list(os.scandir(folder))
     except (FileNotFoundError, NotADirectoryError):
@@ -221,31 +270,100 @@ def _local_files(folder: str, rel: str) -> Iterator[Listed]:
                 yield from _local_files(e.path, inside)
             elif e.is_file():
                 st = e.stat()
-                yield Listed(inside, st.st_size, st.st_ctime_ns, e.path)
+                yield inside, st.st_size, st.st_ctime_ns
         except FileNotFoundError:
             continue  # removed while listed
 
 
-def _listing(store: str, table: str, run_ids: Optional[Sequence[str]]) -> list[Listed]:
-    """The files under ``table``'s folder (under its ``run_ids``' folders alone, when given), sorted by path.
-    Hidden files (``.name``: the atomic writer's temporaries) are passed over."""
+def _remote_files(fs: pafs.FileSystem, base: str, inner_prefix: str) -> Iterator[tuple[str, int, int]]:
+    """(path inside the table's folder, size, change stamp) of the objects under ``base``."""
+    for info in fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True)):
+        if info.type == pafs.FileType.File:
+            yield info.path[len(inner_prefix.rstrip("/")) + 1:], info.size, stamp_ns(fs, info)
+
+
+def _placed(table: str, listed: Iterable[tuple[str, int, int]]) -> Iterator[tuple]:
+    """Rows of :data:`_PLACED` for the ``listed`` files that are not hidden (``.name``: the atomic writer's
+    temporaries)."""
+    for rel, size, stamp in listed:
+        if not rel.rsplit("/", 1)[-1].startswith("."):
+            run_id, name, problem = _place(table, rel)
+            yield rel, run_id, name, size, stamp, problem
+
+
+def _listing(store: str, table: str, run_ids: Optional[Sequence[str]]) -> pa.Table:
+    """The files under ``table``'s folder (under its ``run_ids``' folders alone, when given) as :data:`_PLACED`,
+    sorted by path."""
     problems = [run_folder_problem(r) for r in run_ids or ()]
     if any(problems):
         raise ValueError(next(p for p in problems if p) + ": give run ids as the runs table lists them")
-    prefix = table_dir(store, table)
+    fs, inner_prefix = filesystem(table_dir(store, table))
     folders = [""] if run_ids is None else [f"run_id={r}" for r in sorted(set(run_ids))]
-    fs, inner_prefix = filesystem(prefix)
-    found = []
+    parts = [_PLACED.empty_table()]
     for folder in folders:
         base = f"{inner_prefix}/{folder}" if folder else inner_prefix
-        if isinstance(fs, pafs.LocalFileSystem):
-            found += _local_files(base, folder)
-            continue
-        for info in fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True)):
-            if info.type == pafs.FileType.File:
-                found.append(Listed(info.path[len(inner_prefix.rstrip("/")) + 1:], info.size, stamp_ns(fs, info),
-                                    info.path))
-    return sorted((f for f in found if not f.rel.rsplit("/", 1)[-1].startswith(".")), key=lambda f: f.rel)
+        listed = _local_files(base, folder) if isinstance(fs, pafs.LocalFileSystem) \
+            else _remote_files(fs, base, inner_prefix)
+        parts.append(_as_table(_placed(table, listed), _PLACED))
+    return pa.concat_tables(parts).sort_by("rel")
+
+
+def _checks(table: str, fs: pafs.FileSystem, inner_prefix: str, todo: pa.Table) -> Iterator[tuple]:
+    """Rows of :data:`_CHECKED` for the placed files ``todo``, each footer read once."""
+    for batch in todo.to_batches(max_chunksize=BATCH):
+        for rel, run_id, name, size, stamp in zip(*(batch.column(c).to_pylist()
+                                                    for c in ("rel", "run_id", "name", "size", "stamp_ns"))):
+            inner = f"{inner_prefix.rstrip('/')}/{rel}"
+            meta, token, problem = check_file(table, fs, inner, size, run_id)
+            columns = json.dumps(meta.schema.to_arrow_schema().names) if meta is not None else "[]"
+            yield (rel, run_id, name, size, stamp, token, columns, _kv(meta) if meta is not None else "{}", problem,
+                   stamp >= 0 and still(fs, inner, size, stamp))
+
+
+def _from_index(placed: pa.Table, entries: pa.Table, trusted_before: int) -> tuple[pa.Table, pa.Table]:
+    """(rows of :data:`_CHECKED` for the ``placed`` files whose index ``entries`` hold them unchanged, the other
+    placed files): an entry counts when path, size and change stamp all match and it is trusted."""
+    right = entries.rename_columns([f"i_{c}" for c in entries.column_names])
+    joined = placed.join(right, keys="rel", right_keys=f"i_{ENTRY_SCHEMA.names[0]}", join_type="left outer")
+    stamp = joined.column("i_stamp_ns")
+    hit = pc.fill_null(pc.and_(pc.and_(pc.equal(joined.column("i_size"), joined.column("size")),
+                                       pc.equal(stamp, joined.column("stamp_ns"))),
+                               pc.and_(pc.greater_equal(stamp, 0), pc.less(stamp, trusted_before))), False)
+    cached = joined.filter(hit)
+    n = cached.num_rows
+    found = pa.table([cached.column(c) for c in ("rel", "run_id", "name", "size", "stamp_ns", "i_token",
+                                                  "i_columns", "i_metadata", "i_problem")]
+                     + [pa.array([True] * n, pa.bool_())], schema=_CHECKED)
+    return found, joined.filter(pc.invert(hit)).select(_PLACED.names)
+
+
+def _scan_table(store: str, table: str, run_ids: Optional[Sequence[str]], write_index: bool
+                ) -> tuple[TableFiles, list[tuple[str, str, str]]]:
+    """(the files of ``table`` that belong, the foreign ones): a whole table's through its index (``write_index``:
+    then updating it when a footer was read), some runs' partitions (``run_ids``) directly."""
+    prefix = table_dir(store, table)
+    fs, inner_prefix = filesystem(prefix)
+    placed = _listing(store, table, run_ids)
+    misplaced = placed.filter(pc.is_valid(placed.column("problem")))
+    todo = placed.filter(pc.is_null(placed.column("problem")))
+    entries, trusted_before = load_index(store, table) if run_ids is None else (None, 0)
+    cached = _CHECKED.empty_table()
+    if entries is not None:
+        cached, todo = _from_index(todo, entries, trusted_before)
+    saving = run_ids is None and write_index and todo.num_rows > 0
+    checked_ns = clock_ns(store, fs) if saving else None  # the store's clock, before the first footer is read
+    checked = pa.concat_tables([cached, _as_table(_checks(table, fs, inner_prefix, todo), _CHECKED)]).sort_by("rel")
+    if saving:
+        kept = checked.filter(checked.column("keep"))
+        save_index(store, table, pa.table([kept.column(c) for c in ("rel", "size", "stamp_ns", "token", "columns",
+                                                                    "metadata", "problem")], schema=ENTRY_SCHEMA),
+                   checked_ns)
+    problems = pa.concat_tables([misplaced.select(["rel", "problem"]),
+                                 checked.filter(pc.is_valid(checked.column("problem"))).select(["rel", "problem"])])
+    foreign = [(table, f"{prefix}/{rel}", why) for rel, why in sorted(zip(*(problems.column(c).to_pylist()
+                                                                            for c in ("rel", "problem"))))]
+    belong = checked.filter(pc.is_null(checked.column("problem"))).select(FILE_COLUMNS.names)
+    return TableFiles(table, prefix, belong.combine_chunks()), foreign
 
 
 def scan_store(store: str, tables: Iterable[str] = tuple(TABLES), run_id: Optional[str] = None,
@@ -262,30 +380,13 @@ def scan_store(store: str, tables: Iterable[str] = tuple(TABLES), run_id: Option
     """
     if run_id is not None:
         run_ids = [run_id]
-    files: dict[str, list[StoreFile]] = {}
+    files: dict[str, Sequence[StoreFile]] = {}
     foreign: list[tuple[str, str, str]] = []
     for table in tables:
         if run_ids is not None and table in UNPARTITIONED:
             continue
-        prefix = table_dir(store, table)
-        fs, _ = filesystem(prefix)
-        check = _TableCheck(store, table, fs, indexed=run_ids is None, saving=write_index)
-        found = []
-        for listed in _listing(store, table, run_ids):
-            path = f"{prefix}/{listed.rel}"
-            rid, name, problem = _place(table, listed.rel)
-            rid, name = intern(rid) if rid else rid, intern(name) if name else name  # one string per run, per name
-            if problem is None:
-                entry = check.entry(listed, rid)
-                problem = entry.problem
-            if problem is not None:
-                foreign.append((table, path, problem))
-                continue
-            found.append(StoreFile(table, prefix, rid, name, listed.size, entry.token, entry.metadata, entry.columns,
-                                   entry.stamp_ns))
-        if write_index:
-            check.save()
-        files[table] = found
+        files[table], found = _scan_table(store, table, run_ids, write_index)
+        foreign += found
     return StoreScan(store, files, foreign)
 
 

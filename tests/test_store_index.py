@@ -83,6 +83,36 @@ def test_a_damaged_index_never_makes_a_file_missed_or_counted_twice(store, monke
     assert analyze(str(path), out=io.StringIO())["current"] == len(ids) - 1  # the damaged run stays skipped
 
 
+def test_an_index_naming_a_file_twice_is_not_trusted_even_with_its_digest_right(store, monkeypatch):
+    path, _ = store
+    expected = _seen(path)
+    for f in _index_files(path):
+        content = pq.read_table(f)
+        if "problem" in content.column_names:  # an entries index: every file's entry twice, the name's digest kept true
+            buf = io.BytesIO()
+            pq.write_table(pa.concat_tables([content, content]), buf)
+            data = buf.getvalue()
+            f.unlink()
+            stem = f.name.split(".")[0]
+            (f.parent / f"{stem}.{__import__('hashlib').sha256(data).hexdigest()}.parquet").write_bytes(data)
+    read = _footers_read(monkeypatch)
+    assert _seen(path) == expected
+    assert read  # the index was not used: the footers were read again
+
+
+def test_a_runs_files_are_found_among_runs_whose_ids_share_a_prefix():
+    rows = [{"rel": f"run_id={r}/{n}.parquet", "run_id": r, "name": n, "size": 1, "stamp_ns": 1, "token": f"{r}{n}",
+             "columns": '["run_id"]', "metadata": "{}"}
+            for r in ("a", "a-b", "a.b", "ab", "b") for n in ("epoch=000001", "epoch=000002")]
+    listed = pa.Table.from_pylist(rows, schema=scan.FILE_COLUMNS).sort_by("rel")
+    files = scan.TableFiles("train_metrics", "/s/train_metrics", listed)
+    assert len(files) == 10 and [f.token for f in files] == listed.column("token").to_pylist()
+    for r in ("a", "a-b", "a.b", "ab", "b"):
+        assert [f.token for f in files.of_run(r)] == [f"{r}epoch=000001", f"{r}epoch=000002"]
+        assert all(f.path == f"/s/train_metrics/run_id={r}/{f.name}.parquet" for f in files.of_run(r))
+    assert files.of_run("c") == [] and files[-1].run_id == "b" and files[0].columns == ("run_id",)
+
+
 def test_a_file_rewritten_after_its_check_is_checked_again(store, monkeypatch):
     path, ids = store
     _seen(path)

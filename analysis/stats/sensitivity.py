@@ -28,6 +28,8 @@ from __future__ import annotations
 from collections import defaultdict
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from dynstudy.analysis.kernels import dynamics
 from dynstudy.analysis.kernels.params import PLATEAU_POINTS
@@ -102,21 +104,40 @@ def _recompute(summary: dict, series: dict, params: dict, curve) -> dict:
             "noise_h_raw_mean": float(np.nanmean(noise)) if np.isfinite(noise).any() else None}
 
 
-def run_series(window_rows: list[dict]) -> dict:
+#: The window_sensitivity columns :func:`run_series` reads.
+WINDOW_COLUMNS = ("run_id", "kind", "epoch", "smooth_window", "probe_size", "h_raw", "metastability", "noise_h_raw")
+
+
+def run_series(windows: pa.Table) -> dict:
     """(run_id, window, probe size) -> (epochs, h_raw, metastability, noise h_raw) over end-of-epoch captures.
 
-    Rows without a probe size (the whole probe, size not recorded) get -1.
+    ``windows``: window_sensitivity rows with (at least) the columns :data:`WINDOW_COLUMNS`. Rows without a
+    probe size (the whole probe, size not recorded) get -1. Each series is in epoch order.
     """
-    acc = defaultdict(list)
-    for r in window_rows:
-        if r.get("kind") == "epoch":
-            key = (r["run_id"], r["smooth_window"], r.get("probe_size") or -1)
-            acc[key].append((r["epoch"], r["h_raw"], r["metastability"], r["noise_h_raw"]))
-    out = {}
-    for key, rows in acc.items():
-        rows.sort()
-        out[key] = tuple(np.array([row[i] for row in rows], dtype=float if i else int) for i in range(4))
-    return out
+    t = windows.select(list(WINDOW_COLUMNS))
+    t = t.filter(pc.fill_null(pc.equal(t["kind"], "epoch"), False))
+    probe = t["probe_size"].cast(pa.int64())
+    t = t.set_column(t.schema.get_field_index("probe_size"), "probe_size",
+                     pc.if_else(pc.fill_null(pc.greater(probe, 0), False), probe, -1))
+    keys = ("run_id", "smooth_window", "probe_size")
+    t = t.sort_by([(c, "ascending") for c in (*keys, "epoch", "h_raw", "metastability", "noise_h_raw")])
+    if not t.num_rows:
+        return {}
+    new = np.zeros(t.num_rows, dtype=bool)
+    new[0] = True
+    for c in keys:
+        new[1:] |= _differs(t[c][1:], t[c][:-1])
+    starts = np.flatnonzero(new)
+    key_rows = list(zip(*(t[c].take(starts).to_pylist() for c in keys)))
+    cols = [t["epoch"].to_numpy().astype(int)] + [pc.fill_null(t[c].cast(pa.float64()), np.nan).to_numpy()
+                                                  for c in ("h_raw", "metastability", "noise_h_raw")]
+    return {key: tuple(c[a:b] for c in cols) for key, a, b in zip(key_rows, starts, [*starts[1:], t.num_rows])}
+
+
+def _differs(a, b) -> np.ndarray:
+    """Elementwise: ``a`` and ``b`` (Arrow arrays of one length) hold different values (null equals null)."""
+    same = pc.or_(pc.fill_null(pc.equal(a, b), False), pc.and_(pc.is_null(a), pc.is_null(b)))
+    return ~same.to_numpy(zero_copy_only=False)
 
 
 def sensitivity(summaries: list[dict], params_by_run: dict, series: dict, curves: dict,

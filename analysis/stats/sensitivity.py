@@ -88,8 +88,8 @@ def null_study(summaries: list[dict], seed: int = NULL_SEED) -> list[dict]:
     return out
 
 
-def _recompute(summary: dict, series: dict, params: dict, curve) -> dict:
-    """A run summary recomputed from its per-epoch (epoch, h_raw, M, noise h_raw) at ``params``."""
+def _recomputed(series: tuple, params: dict, curve) -> dict:
+    """The run-summary values recomputed from a run's per-epoch (epoch, h_raw, M, noise h_raw) at ``params``."""
     epochs, h_raw, meta, noise = series
     h_eff = dynamics.integration(h_raw, params["h_opt"], params["sigma_h"])
     acc = np.full(len(epochs), np.nan)
@@ -98,7 +98,7 @@ def _recompute(summary: dict, series: dict, params: dict, curve) -> dict:
         acc = np.array([lookup.get(int(e), np.nan) for e in epochs])
     rm = dynamics.run_metrics(h_eff, meta, acc, epochs=epochs, **{k: params[k] for k in RUN_KEYS})
     finite = np.isfinite(h_raw)
-    return {**summary, "h_eff_mean": rm["h_eff_mean"], "r_hz_mz": rm["r_hz_mz"], "state": rm["state"],
+    return {"h_eff_mean": rm["h_eff_mean"], "r_hz_mz": rm["r_hz_mz"], "state": rm["state"],
             "trigger_epoch": rm["trigger_epoch"],
             "h_raw_mean": float(h_raw[finite].mean()) if finite.any() else None,
             "noise_h_raw_mean": float(np.nanmean(noise)) if np.isfinite(noise).any() else None}
@@ -160,27 +160,36 @@ def sensitivity(summaries: list[dict], params_by_run: dict, series: dict, curves
 
     params_of = {s["run_id"]: params_by_run[s["run_id"]] for s in usable}
 
-    def verdicts(runs_in: list[dict], override: dict):
+    def verdicts(runs_in: list[dict], override: dict, known: dict, fresh: dict):
+        # a run's recomputed values depend on its series, curve and settings alone, not on its dataset label:
+        # those of the real study serve the null study at the same setting (``fresh``), those at the runs' own
+        # settings (``known``) every setting that leaves a run's as they are
         runs, params = [], {}
         for s in runs_in:
             params[s["run_id"]] = p = {**params_of[s["run_id"]], **override}
             key = (s["run_id"], p["smooth_window"], p.get("probe_size") or whole[s["run_id"]])
             if key in series:
-                runs.append(_recompute(s, series[key], p, curves.get(s["run_id"])))
+                values_key = (key, *(p[k] for k in ("h_opt", "sigma_h", *RUN_KEYS)))
+                values = known.get(values_key) or fresh.get(values_key)
+                if values is None:
+                    fresh[values_key] = values = _recomputed(series[key], p, curves.get(s["run_id"]))
+                runs.append({**s, **values})
         claims = {(c["claim"], c["model"], c["optimizer"], c["dataset"]): c
                   for c in all_claims(runs, curves, plateau_points, params=params)}
         return claims, {r["run_id"]: r["state"] for r in runs}
 
     null = null_study(usable, null_seed)
-    base_claims, base_states = verdicts(usable, {})
-    null_base, _ = verdicts(null, {})
+    known = {}
+    base_claims, base_states = verdicts(usable, {}, {}, known)
+    null_base, _ = verdicts(null, {}, known, {})
     out = []
     for param, values in GRID.items():
         for value in values:
-            claims, states = verdicts(usable, {param: value})
+            fresh = {}
+            claims, states = verdicts(usable, {param: value}, known, fresh)
             if not states:  # no run has this setting (a probe larger than every run's)
                 continue
-            null_claims, _ = verdicts(null, {param: value})
+            null_claims, _ = verdicts(null, {param: value}, known, fresh)
             null_flips = sum(verdict_change((null_base.get(k) or {}).get("verdict"), c["verdict"]) == FLIP
                              for k, c in null_claims.items())
             changed = sum(1 for rid, st in states.items() if st != base_states.get(rid))

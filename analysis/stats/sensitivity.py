@@ -170,10 +170,10 @@ def sensitivity(summaries: list[dict], params_by_run: dict, series: dict, curves
             key = (s["run_id"], p["smooth_window"], p.get("probe_size") or whole[s["run_id"]])
             if key in series:
                 values_key = (key, *(p[k] for k in ("h_opt", "sigma_h", *RUN_KEYS)))
-                values = known.get(values_key) or fresh.get(values_key)
-                if values is None:
-                    fresh[values_key] = values = _recomputed(series[key], p, curves.get(s["run_id"]))
-                runs.append({**s, **values})
+                got = known.get(values_key) or fresh.get(values_key)
+                if got is None:
+                    fresh[values_key] = got = _recomputed(series[key], p, curves.get(s["run_id"]))
+                runs.append({**s, **got})
         claims = {(c["claim"], c["model"], c["optimizer"], c["dataset"]): c
                   for c in all_claims(runs, curves, plateau_points, params=params)}
         return claims, {r["run_id"]: r["state"] for r in runs}

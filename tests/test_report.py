@@ -18,6 +18,7 @@ import pytest
 from dynstudy.analysis.kernels.params import PLATEAU_POINTS
 from dynstudy.analysis.pipeline.analyze import analyze
 from dynstudy.analysis.pipeline.catalog import open_catalog
+from dynstudy.analysis.pipeline.table_read import split_by_run
 from dynstudy.analysis.report import build as report
 from dynstudy.analysis.report import data as rd
 from dynstudy.analysis.report import html
@@ -89,9 +90,9 @@ def synthetic_tables(seed: int = 0) -> dict:
                                 "init_h_raw": float(h_raw[0])})
     from dynstudy.analysis.stats import stopping
     from dynstudy.analysis.stats.variability import cell_variability
-    curves = stopping.run_curves([(r["run_id"], r["epoch"], r["val_loss"], r["val_acc"]) for r in train],
-                                 [(c["run_id"], c["epoch"], c["h_eff"], c["metastability"]) for c in caps
-                                  if c["epoch"] >= 1], {})
+    curves = stopping.run_curves(split_by_run(pa.Table.from_pylist(train), ("epoch",)),
+                                 split_by_run(pa.Table.from_pylist([c for c in caps if c["epoch"] >= 1]), ("epoch",)),
+                                 {})
     stops = stopping.replay(summary, curves)
     return {"runs": runs, "train_metrics": train, "capture_metrics": caps, "run_summary": summary,
             "cell_variability": cell_variability(summary), "controls": controls, "stopping": stops,

@@ -123,7 +123,7 @@ def analysed_store(tmp_path_factory):
 
 
 def test_the_bulk_read_is_the_catalogs_rows_and_keeps_stray_files_out(analysed_store, tmp_path, monkeypatch):
-    from dynstudy.analysis.pipeline import report_catalog as source
+    from dynstudy.analysis.pipeline import table_read as source
 
     monkeypatch.setattr(source, "FILES_PER_QUERY", 2)  # a table in several queries
     store, _ = analysed_store

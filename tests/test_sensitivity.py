@@ -4,10 +4,19 @@ from __future__ import annotations
 import re
 
 import numpy as np
+import pyarrow as pa
 
 from dynstudy.analysis.report.conclusions import sensitivity_section
 from dynstudy.analysis.run.capture_plan import DEFAULT_PARAMS, channel_draws
+from dynstudy.analysis.stats import sensitivity as sens
 from dynstudy.analysis.stats.sensitivity import GRID, null_study, run_series, sensitivity, verdict_change
+from dynstudy.store_contract.schemas import TABLES
+
+
+def _table(windows: list[dict]) -> pa.Table:
+    """``windows`` as window_sensitivity's columns (a row without a probe size has it null)."""
+    schema = TABLES["window_sensitivity"]
+    return pa.Table.from_pylist(windows, schema=pa.schema([schema.field(c) for c in sens.WINDOW_COLUMNS]))
 
 
 def _straddling_runs(rng, settings):
@@ -37,7 +46,7 @@ def test_a_conclusion_that_hinges_on_h_opt_flips():
     """Two datasets whose H_raw straddle 0.7 symmetrically have the same H_eff only when H_opt = 0.7."""
     summaries, windows, curves, params = _straddling_runs(np.random.default_rng(0),
                                                           [(w, None, 0.0) for w in GRID["smooth_window"]])
-    rows = sensitivity(summaries, params, run_series(windows), curves)
+    rows = sensitivity(summaries, params, run_series(_table(windows)), curves)
     n_claims = len({(r["claim"], r["dataset"]) for r in rows})
     # no probe sizes stored: the probe_size settings have no runs and no rows
     assert len(rows) == sum(len(v) for k, v in GRID.items() if k != "probe_size") * n_claims
@@ -74,7 +83,7 @@ def test_vol_threshold_is_recomputed_from_the_stored_series():
             for e, hr, mm in zip(epochs, h, m):
                 windows.append({"run_id": run_id, "kind": "epoch", "epoch": int(e), "smooth_window": window,
                                 "h_raw": hr, "metastability": mm, "noise_h_raw": 0.6})
-    rows = sensitivity(summaries, params, run_series(windows), curves)
+    rows = sensitivity(summaries, params, run_series(_table(windows)), curves)
     vol = [r for r in rows if r["parameter"] == "vol_threshold"]
     assert len(vol) == 3 * len({(r["claim"], r["dataset"], r["model"]) for r in rows})
     assert all(r["states_changed"] == 0 for r in vol)  # the state does not depend on the trigger
@@ -102,7 +111,8 @@ def test_probe_size_uses_the_first_p_samples_where_the_probe_has_them():
     # at 256 samples both datasets sit far above 0.7
     settings = [(5, 512, 0.0), (1, 512, 0.0), (15, 512, 0.0), (5, 256, 0.3)]
     summaries, windows, curves, params = _straddling_runs(np.random.default_rng(1), settings)
-    rows = [r for r in sensitivity(summaries, params, run_series(windows), curves) if r["parameter"] == "probe_size"]
+    rows = [r for r in sensitivity(summaries, params, run_series(_table(windows)), curves)
+            if r["parameter"] == "probe_size"]
     assert {r["value"] for r in rows} == {256.0, 512.0}
     assert all(r["n_runs"] == 8 for r in rows)
     assert not any(r["flipped"] for r in rows if r["value"] == 512.0)  # the runs' own probe

@@ -45,27 +45,25 @@ import multiprocessing
 import os
 import re
 import sys
-from collections import defaultdict
 from concurrent.futures import ProcessPoolExecutor
-
-import numpy as np
 
 from dynstudy.analysis.kernels.params import PLATEAU_POINTS
 from dynstudy.analysis.pipeline.catalog import open_catalog
 from dynstudy.analysis.pipeline.seed_agreement import seed_agreement
 from dynstudy.analysis.pipeline.stopping_compare import comparison
+from dynstudy.analysis.pipeline.table_read import read_columns, runs_files, split_by_run
 from dynstudy.analysis.pipeline.worker_env import single_threaded_children
 from dynstudy.analysis.run.capture_plan import run_params
 from dynstudy.analysis.run.inventory import ANALYSIS_VERSION, damaged_files, file_gaps, is_current, run_inputs
 from dynstudy.analysis.run.run_analysis import analyze_and_write, analyze_in_worker, fast_source, write_table
 from dynstudy.analysis.stats.claims import all_claims
 from dynstudy.analysis.stats.claims_temporal import temporal_claims
-from dynstudy.analysis.stats.sensitivity import run_series, sensitivity
+from dynstudy.analysis.stats.sensitivity import WINDOW_COLUMNS, run_series, sensitivity
 from dynstudy.analysis.stats.variability import cell_variability
 from dynstudy.store_contract.compaction import begin_change, compact, end_change
 from dynstudy.store_contract.files import remove_run_files, resolve_store
 from dynstudy.store_contract.scan import StoreScan, files_digest, scan_store
-from dynstudy.store_contract.schemas import INPUT_DIGEST_KEY, RUN_INPUTS, RUN_OUTPUTS, UNPARTITIONED
+from dynstudy.store_contract.schemas import INPUT_DIGEST_KEY, RUN_INPUTS, RUN_OUTPUTS, TABLES, UNPARTITIONED
 
 #: The run of a file's path (its ``run_id=<id>`` folder).
 _RUN_FOLDER = re.compile(r"/run_id=([^/]+)/")
@@ -172,30 +170,21 @@ def write_cross_run_tables(store: str, scan: StoreScan, summaries: list[dict], r
     ``incomplete`` summaries and the runs without a current summary as dropped runs. Each file records ``digest``
     (:func:`cross_run_digest`)."""
     write_table(store, "cell_variability", cell_variability(summaries), digest=digest)
-    con = open_catalog(store, scan=scan, tables=("train_metrics", "window_sensitivity", "capture_metrics"))
     ids = {s["run_id"] for s in summaries}
-    curves, epoch_steps = defaultdict(lambda: ([], [], [])), defaultdict(dict)
-    train = con.execute("SELECT run_id, epoch, val_acc, val_loss, step FROM train_metrics ORDER BY run_id, epoch"
-                        ).fetchall()
-    for run_id, epoch, acc, loss, step in train:
-        if run_id in ids:
-            for part, v in zip(curves[run_id], (epoch, acc, loss)):
-                part.append(v)
-            epoch_steps[run_id][epoch] = step
-    curves = {k: tuple(np.array(p, dtype=float if i else int) for i, p in enumerate(v)) for k, v in curves.items()}
+    train = split_by_run(read_columns(runs_files(scan.files.get("train_metrics", ()), ids), TABLES["train_metrics"],
+                                      ("run_id", "epoch", "val_acc", "val_loss", "step")), ("epoch",))
+    curves = {rid: (c["epoch"].astype(int), c["val_acc"], c["val_loss"]) for rid, c in train.items()}
+    epoch_steps = {rid: dict(zip(c["epoch"].tolist(), c["step"].tolist())) for rid, c in train.items()}
     params = {r["run_id"]: run_params(r["config"])[0] for r in runs if r["run_id"] in ids}
     counted = claim_inputs(summaries, list(incomplete), runs)
     claims = (all_claims(counted, curves, plateau_points, params=params)
               + temporal_claims(counted, curves, epoch_steps, plateau_points, params=params))
     write_table(store, "claims", [{**r, "plateau_points": plateau_points} for r in claims], digest=digest)
-    windows = []
-    if "window_sensitivity" in _views(con):
-        cols = ("run_id", "kind", "epoch", "smooth_window", "probe_size", "h_raw", "metastability", "noise_h_raw")
-        found = con.execute(f"SELECT {', '.join(cols)} FROM window_sensitivity").fetchall()
-        windows = [dict(zip(cols, r)) for r in found if r[0] in ids]
+    windows = read_columns(runs_files(scan.files.get("window_sensitivity", ()), ids), TABLES["window_sensitivity"],
+                           WINDOW_COLUMNS, where={"kind": "epoch"})
     write_table(store, "sensitivity", sensitivity(summaries, params, run_series(windows), curves, plateau_points),
                 digest=digest)
-    stops, stop_summary = comparison(con, summaries, runs, train=[(r[0], r[1], r[3], r[2]) for r in train])
+    stops, stop_summary = comparison(scan, summaries, runs, train=train)
     write_table(store, "stopping", stops, digest=digest)
     write_table(store, "stopping_summary", stop_summary, digest=digest)
     write_table(store, "seed_agreement", seed_agreement(summaries, scan), digest=digest)

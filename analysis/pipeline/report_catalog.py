@@ -3,64 +3,28 @@
 The catalog's views (:func:`dynstudy.analysis.pipeline.catalog.open_catalog`) read a table file by file
 through pyarrow, which costs about 0.7 ms a file; a report reads every per-run table whole (train_metrics
 holds a file per run and epoch: 120,000 files at 10,000 runs). On a local store :func:`report_catalog`
-reads each of those tables once with DuckDB's own Parquet reader over exactly the scan's files (about
-0.2 ms a file) and puts the rows in place of the view, so nothing is read twice and the report's
-queries stay the same. An object store keeps the catalog's views (DuckDB has no extension for it here).
+reads each of those tables once with :func:`dynstudy.analysis.pipeline.table_read.read_columns` (DuckDB's
+own Parquet reader over exactly the scan's files, about 0.2 ms a file) and puts the rows in place of the view, so
+nothing is read twice and the report's queries stay the same. An object store keeps the catalog's views.
 The files read are the scan's, so a file the scan left out (foreign, truncated) stays out and is
 still named in ``unreadable_files``.
 """
 from __future__ import annotations
 
 import os
-from collections import defaultdict
 
 import duckdb
-import pyarrow as pa
 
 from dynstudy.analysis.pipeline.catalog import open_catalog
+from dynstudy.analysis.pipeline.table_read import read_columns
 from dynstudy.store_contract.files import is_remote, resolve_store
 from dynstudy.store_contract.index import ROW_CACHED_TABLES
-from dynstudy.store_contract.scan import StoreFile, scan_store
+from dynstudy.store_contract.scan import scan_store
 from dynstudy.store_contract.schemas import PARTITIONED, TABLES
 
 #: Per-run tables the report reads whole (activations it never reads; the row-cached ones the catalog reads
 #: at once already).
 WHOLE_TABLES = tuple(t for t in PARTITIONED if t != "activations" and t not in ROW_CACHED_TABLES)
-#: Files one DuckDB query reads at most.
-FILES_PER_QUERY = 5000
-
-
-def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
-    """``table`` with exactly the columns of ``schema``, cast to its types; a column it lacks is all null."""
-    n = table.num_rows
-    cols = [table.column(f.name).cast(f.type) if f.name in table.column_names else pa.nulls(n, f.type)
-            for f in schema]
-    return pa.Table.from_arrays(cols, schema=schema)
-
-
-def read_whole(files: list[StoreFile], schema: pa.Schema) -> pa.Table:
-    """Every row of the local Parquet ``files`` with the contract's ``schema``, read by DuckDB in one pass per
-    set of column names the files have (the scan records each file's)."""
-    groups = defaultdict(list)
-    for f in files:
-        groups[tuple(f.columns)].append(f.path)
-    con = duckdb.connect(config={"autoinstall_known_extensions": False, "autoload_known_extensions": False})
-    # one thread, a bounded number of files per query: DuckDB's memory grows with the files one query reads
-    # (about 17 kB a file on 2 threads, 1.4 kB like this, at the same speed)
-    con.execute("SET enable_progress_bar = false")
-    con.execute("SET threads = 1")
-    parts = [pa.Table.from_pylist([], schema=schema)]
-    query = "SELECT * FROM read_parquet($files, hive_partitioning = false, union_by_name = {})"
-    for paths in groups.values():
-        for i in range(0, len(paths), FILES_PER_QUERY):
-            chunk = paths[i:i + FILES_PER_QUERY]
-            try:
-                got = con.sql(query.format("false"), params={"files": chunk}).to_arrow_table()
-            except duckdb.Error:  # same column names, different types: let DuckDB unify them file by file
-                got = con.sql(query.format("true"), params={"files": chunk}).to_arrow_table()
-            parts.append(conform(got, schema))
-    con.close()
-    return pa.concat_tables(parts)
 
 
 def report_catalog(store: str) -> duckdb.DuckDBPyConnection:
@@ -80,5 +44,5 @@ def report_catalog(store: str) -> duckdb.DuckDBPyConnection:
         return con
     for table in WHOLE_TABLES:
         if scan.files.get(table):
-            con.register(table, read_whole(scan.files[table], TABLES[table]))
+            con.register(table, read_columns(scan.files[table], TABLES[table]))
     return con

@@ -6,38 +6,38 @@ analysed store, one written by any trainer included.
 """
 from __future__ import annotations
 
+from dynstudy.analysis.pipeline.table_read import read_columns, runs_files, split_by_run
 from dynstudy.analysis.run.capture_plan import run_params
 from dynstudy.analysis.stats import stopping
+from dynstudy.store_contract.scan import StoreScan
+from dynstudy.store_contract.schemas import TABLES
 
 
-def _views(con) -> set[str]:
-    return {r[0] for r in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
-
-
-def run_curves(con, summaries: list[dict], runs: list[dict], train=None) -> dict[str, dict]:
+def run_curves(scan: StoreScan, summaries: list[dict], runs: list[dict], train=None) -> dict[str, dict]:
     """run_id -> the curves the rules replay, for the runs of ``summaries``: train_metrics' val_loss and val_acc,
-    and the end-of-epoch captures' H_eff and M (``con``: a catalog with those views), with each run's settings.
-    ``train``: the (run_id, epoch, val_loss, val_acc) rows in epoch order, when the caller has read them."""
+    and the end-of-epoch captures' H_eff and M (read through ``scan``, a scan listing those tables), with each
+    run's settings. ``train``: run_id -> column -> array of (at least) epoch, val_loss and val_acc in epoch order
+    (:func:`dynstudy.analysis.pipeline.table_read.split_by_run`), when the caller has read them."""
     ids = {s["run_id"] for s in summaries}
     if train is None:
-        if "train_metrics" not in _views(con):
-            return {}
-        train = con.execute("SELECT run_id, epoch, val_loss, val_acc FROM train_metrics ORDER BY run_id, epoch"
-                            ).fetchall()
-    train = [r for r in train if r[0] in ids]
-    caps = []
-    if "capture_metrics" in _views(con):
-        caps = [r for r in con.execute("SELECT run_id, epoch, h_eff, metastability FROM capture_metrics "
-                                       "WHERE kind = 'epoch' ORDER BY run_id, epoch").fetchall() if r[0] in ids]
+        train = _read(scan, "train_metrics", ids, ("run_id", "epoch", "val_loss", "val_acc"))
+    train = {k: v for k, v in train.items() if k in ids}
+    caps = _read(scan, "capture_metrics", ids, ("run_id", "epoch", "h_eff", "metastability"), {"kind": "epoch"})
     params = {r["run_id"]: run_params(r["config"])[0] for r in runs if r["run_id"] in ids}
     return stopping.run_curves(train, caps, params)
 
 
-def comparison(con, summaries: list[dict], runs: list[dict], tolerance: float = stopping.TOLERANCE,
+def _read(scan: StoreScan, table: str, ids: set, columns: tuple, where=None) -> dict[str, dict]:
+    """run_id -> column -> array of ``table``'s rows of the runs ``ids``, in epoch order."""
+    files = runs_files(scan.files.get(table, ()), ids)
+    return split_by_run(read_columns(files, TABLES[table], columns, where), ("epoch",))
+
+
+def comparison(scan: StoreScan, summaries: list[dict], runs: list[dict], tolerance: float = stopping.TOLERANCE,
                margin: float = stopping.MARGIN, train=None) -> tuple[list[dict], list[dict]]:
-    """(``stopping`` rows, ``stopping_summary`` rows) of the whole, current ``summaries`` (``train``: as
-    :func:`run_curves` takes it)."""
-    rows = stopping.replay(summaries, run_curves(con, summaries, runs, train))
+    """(``stopping`` rows, ``stopping_summary`` rows) of the whole, current ``summaries`` (``scan`` and ``train``:
+    as :func:`run_curves` takes them)."""
+    rows = stopping.replay(summaries, run_curves(scan, summaries, runs, train))
     return rows, stopping.summary(rows, tolerance, margin)
 
 
@@ -60,5 +60,4 @@ def compare_store(store: str, tolerance: float = stopping.TOLERANCE,
     if not whole:
         raise ValueError(f"store {store!r} has no current analysis of a whole run: run `dynstudy analyze --store "
                          f"{store}` first")
-    return comparison(open_catalog(store, scan=scan, tables=("train_metrics", "capture_metrics")), whole, runs,
-                      tolerance, margin)
+    return comparison(scan, whole, runs, tolerance, margin)

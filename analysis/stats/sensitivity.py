@@ -28,6 +28,8 @@ from __future__ import annotations
 from collections import defaultdict
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from dynstudy.analysis.kernels import dynamics
 from dynstudy.analysis.kernels.params import PLATEAU_POINTS
@@ -86,8 +88,8 @@ def null_study(summaries: list[dict], seed: int = NULL_SEED) -> list[dict]:
     return out
 
 
-def _recompute(summary: dict, series: dict, params: dict, curve) -> dict:
-    """A run summary recomputed from its per-epoch (epoch, h_raw, M, noise h_raw) at ``params``."""
+def _recomputed(series: tuple, params: dict, curve) -> dict:
+    """The run-summary values recomputed from a run's per-epoch (epoch, h_raw, M, noise h_raw) at ``params``."""
     epochs, h_raw, meta, noise = series
     h_eff = dynamics.integration(h_raw, params["h_opt"], params["sigma_h"])
     acc = np.full(len(epochs), np.nan)
@@ -96,27 +98,46 @@ def _recompute(summary: dict, series: dict, params: dict, curve) -> dict:
         acc = np.array([lookup.get(int(e), np.nan) for e in epochs])
     rm = dynamics.run_metrics(h_eff, meta, acc, epochs=epochs, **{k: params[k] for k in RUN_KEYS})
     finite = np.isfinite(h_raw)
-    return {**summary, "h_eff_mean": rm["h_eff_mean"], "r_hz_mz": rm["r_hz_mz"], "state": rm["state"],
+    return {"h_eff_mean": rm["h_eff_mean"], "r_hz_mz": rm["r_hz_mz"], "state": rm["state"],
             "trigger_epoch": rm["trigger_epoch"],
             "h_raw_mean": float(h_raw[finite].mean()) if finite.any() else None,
             "noise_h_raw_mean": float(np.nanmean(noise)) if np.isfinite(noise).any() else None}
 
 
-def run_series(window_rows: list[dict]) -> dict:
+#: The window_sensitivity columns :func:`run_series` reads.
+WINDOW_COLUMNS = ("run_id", "kind", "epoch", "smooth_window", "probe_size", "h_raw", "metastability", "noise_h_raw")
+
+
+def run_series(windows: pa.Table) -> dict:
     """(run_id, window, probe size) -> (epochs, h_raw, metastability, noise h_raw) over end-of-epoch captures.
 
-    Rows without a probe size (the whole probe, size not recorded) get -1.
+    ``windows``: window_sensitivity rows with (at least) the columns :data:`WINDOW_COLUMNS`. Rows without a
+    probe size (the whole probe, size not recorded) get -1. Each series is in epoch order.
     """
-    acc = defaultdict(list)
-    for r in window_rows:
-        if r.get("kind") == "epoch":
-            key = (r["run_id"], r["smooth_window"], r.get("probe_size") or -1)
-            acc[key].append((r["epoch"], r["h_raw"], r["metastability"], r["noise_h_raw"]))
-    out = {}
-    for key, rows in acc.items():
-        rows.sort()
-        out[key] = tuple(np.array([row[i] for row in rows], dtype=float if i else int) for i in range(4))
-    return out
+    t = windows.select(list(WINDOW_COLUMNS))
+    t = t.filter(pc.fill_null(pc.equal(t["kind"], "epoch"), False))
+    probe = t["probe_size"].cast(pa.int64())
+    t = t.set_column(t.schema.get_field_index("probe_size"), "probe_size",
+                     pc.if_else(pc.fill_null(pc.greater(probe, 0), False), probe, -1))
+    keys = ("run_id", "smooth_window", "probe_size")
+    t = t.sort_by([(c, "ascending") for c in (*keys, "epoch", "h_raw", "metastability", "noise_h_raw")])
+    if not t.num_rows:
+        return {}
+    new = np.zeros(t.num_rows, dtype=bool)
+    new[0] = True
+    for c in keys:
+        new[1:] |= _differs(t[c][1:], t[c][:-1])
+    starts = np.flatnonzero(new)
+    key_rows = list(zip(*(t[c].take(starts).to_pylist() for c in keys)))
+    cols = [t["epoch"].to_numpy().astype(int)] + [pc.fill_null(t[c].cast(pa.float64()), np.nan).to_numpy()
+                                                  for c in ("h_raw", "metastability", "noise_h_raw")]
+    return {key: tuple(c[a:b] for c in cols) for key, a, b in zip(key_rows, starts, [*starts[1:], t.num_rows])}
+
+
+def _differs(a, b) -> np.ndarray:
+    """Elementwise: ``a`` and ``b`` (Arrow arrays of one length) hold different values (null equals null)."""
+    same = pc.or_(pc.fill_null(pc.equal(a, b), False), pc.and_(pc.is_null(a), pc.is_null(b)))
+    return ~same.to_numpy(zero_copy_only=False)
 
 
 def sensitivity(summaries: list[dict], params_by_run: dict, series: dict, curves: dict,
@@ -139,27 +160,36 @@ def sensitivity(summaries: list[dict], params_by_run: dict, series: dict, curves
 
     params_of = {s["run_id"]: params_by_run[s["run_id"]] for s in usable}
 
-    def verdicts(runs_in: list[dict], override: dict):
+    def verdicts(runs_in: list[dict], override: dict, known: dict, fresh: dict):
+        # a run's recomputed values depend on its series, curve and settings alone, not on its dataset label:
+        # those of the real study serve the null study at the same setting (``fresh``), those at the runs' own
+        # settings (``known``) every setting that leaves a run's as they are
         runs, params = [], {}
         for s in runs_in:
             params[s["run_id"]] = p = {**params_of[s["run_id"]], **override}
             key = (s["run_id"], p["smooth_window"], p.get("probe_size") or whole[s["run_id"]])
             if key in series:
-                runs.append(_recompute(s, series[key], p, curves.get(s["run_id"])))
+                values_key = (key, *(p[k] for k in ("h_opt", "sigma_h", *RUN_KEYS)))
+                got = known.get(values_key) or fresh.get(values_key)
+                if got is None:
+                    fresh[values_key] = got = _recomputed(series[key], p, curves.get(s["run_id"]))
+                runs.append({**s, **got})
         claims = {(c["claim"], c["model"], c["optimizer"], c["dataset"]): c
                   for c in all_claims(runs, curves, plateau_points, params=params)}
         return claims, {r["run_id"]: r["state"] for r in runs}
 
     null = null_study(usable, null_seed)
-    base_claims, base_states = verdicts(usable, {})
-    null_base, _ = verdicts(null, {})
+    known = {}
+    base_claims, base_states = verdicts(usable, {}, {}, known)
+    null_base, _ = verdicts(null, {}, known, {})
     out = []
     for param, values in GRID.items():
         for value in values:
-            claims, states = verdicts(usable, {param: value})
+            fresh = {}
+            claims, states = verdicts(usable, {param: value}, known, fresh)
             if not states:  # no run has this setting (a probe larger than every run's)
                 continue
-            null_claims, _ = verdicts(null, {param: value})
+            null_claims, _ = verdicts(null, {param: value}, known, fresh)
             null_flips = sum(verdict_change((null_base.get(k) or {}).get("verdict"), c["verdict"]) == FLIP
                              for k, c in null_claims.items())
             changed = sum(1 for rid, st in states.items() if st != base_states.get(rid))

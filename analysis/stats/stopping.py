@@ -197,23 +197,23 @@ def _verdicts(out: list[dict], chosen: dict, margin: float) -> list[dict]:
     return out
 
 
-def run_curves(train_rows, capture_rows, params: dict[str, dict]) -> dict[str, dict]:
-    """run_id -> the curves :func:`replay` reads: ``train_rows`` (run_id, epoch, val_loss, val_acc) in epoch
-    order, ``capture_rows`` (run_id, epoch, h_eff, metastability) of the end-of-epoch captures in epoch order,
-    ``params``: each run's analysis settings (its vol_window and w_h)."""
+def run_curves(train: dict[str, dict], captures: dict[str, dict], params: dict[str, dict]) -> dict[str, dict]:
+    """run_id -> the curves :func:`replay` reads, for each run of ``train``.
+
+    Parameters
+    ----------
+    train : run_id -> {"epoch", "val_loss", "val_acc"} -> array, in epoch order (NaN or None where missing).
+    captures : run_id -> {"epoch", "h_eff", "metastability"} -> array of the end-of-epoch captures, in epoch order.
+    params : run_id -> the run's analysis settings (its vol_window and w_h).
+    """
     out = {}
-    for run_id, epoch, loss, acc in train_rows:
-        c = out.setdefault(run_id, {"epochs": [], "val_loss": [], "val_acc": [], "cap_epochs": [], "h_eff": [],
-                                    "metastability": []})
-        for key, v in (("epochs", epoch), ("val_loss", loss), ("val_acc", acc)):
-            c[key].append(np.nan if v is None else v)
-    for run_id, epoch, h, m in capture_rows:
-        if run_id in out:
-            for key, v in (("cap_epochs", epoch), ("h_eff", h), ("metastability", m)):
-                out[run_id][key].append(np.nan if v is None else v)
-    for run_id, c in out.items():
-        p = params.get(run_id, {})
-        for key in c:
-            c[key] = np.asarray(c[key], dtype=np.int64 if key.endswith("epochs") else float)
-        c["vol_window"], c["w_h"] = p.get("vol_window", DEFAULTS.vol_window), p.get("w_h", DEFAULTS.w_h)
+    for run_id, t in train.items():
+        c, p = captures.get(run_id, {}), params.get(run_id, {})
+        # np.asarray(..., float) reads None as NaN
+        out[run_id] = {"epochs": np.asarray(t["epoch"], np.int64), "val_loss": np.asarray(t["val_loss"], float),
+                       "val_acc": np.asarray(t["val_acc"], float),
+                       "cap_epochs": np.asarray(c.get("epoch", ()), np.int64),
+                       "h_eff": np.asarray(c.get("h_eff", ()), float),
+                       "metastability": np.asarray(c.get("metastability", ()), float),
+                       "vol_window": p.get("vol_window", DEFAULTS.vol_window), "w_h": p.get("w_h", DEFAULTS.w_h)}
     return out

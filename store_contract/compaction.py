@@ -131,7 +131,7 @@ def end_change(store: str, table: str, change: Optional[str]) -> None:
 def _read_compaction(fs: pafs.FileSystem, info: pafs.FileInfo, table: str) -> Optional[pa.Table]:
     """The rows of one compaction file, or None when it is damaged, hand-edited or of another version."""
     try:
-        with fs.open_input_stream(info.path) as fh:
+        with fs.open_input_file(info.path) as fh:  # read whole in one request (a stream reads in chunks)
             data = fh.read()
         if hashlib.sha256(data).hexdigest() != _compaction_name(table).fullmatch(info.base_name).group(1):
             return None

@@ -116,7 +116,7 @@ def _read_checked(store: str, table: str, rows: bool) -> tuple[Optional[pa.Table
     fs, _ = filesystem(index_dir(store))
     for info in _versions(store, table, rows):
         try:
-            with fs.open_input_stream(info.path) as fh:
+            with fs.open_input_file(info.path) as fh:  # read whole in one request (a stream reads in chunks)
                 data = fh.read()
             if hashlib.sha256(data).hexdigest() != info.base_name.split(".")[-2]:
                 continue

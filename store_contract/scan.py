@@ -323,18 +323,20 @@ def _checks(table: str, fs: pafs.FileSystem, inner_prefix: str, todo: pa.Table) 
 def _from_index(placed: pa.Table, entries: pa.Table, trusted_before: int) -> tuple[pa.Table, pa.Table]:
     """(rows of :data:`_CHECKED` for the ``placed`` files whose index ``entries`` hold them unchanged, the other
     placed files): an entry counts when path, size and change stamp all match and it is trusted."""
-    right = entries.rename_columns([f"i_{c}" for c in entries.column_names])
-    joined = placed.join(right, keys="rel", right_keys=f"i_{ENTRY_SCHEMA.names[0]}", join_type="left outer")
-    stamp = joined.column("i_stamp_ns")
-    hit = pc.fill_null(pc.and_(pc.and_(pc.equal(joined.column("i_size"), joined.column("size")),
-                                       pc.equal(stamp, joined.column("stamp_ns"))),
-                               pc.and_(pc.greater_equal(stamp, 0), pc.less(stamp, trusted_before))), False)
-    cached = joined.filter(hit)
-    n = cached.num_rows
-    found = pa.table([cached.column(c) for c in ("rel", "run_id", "name", "size", "stamp_ns", "i_token",
-                                                  "i_columns", "i_metadata", "i_problem")]
-                     + [pa.array([True] * n, pa.bool_())], schema=_CHECKED)
-    return found, joined.filter(pc.invert(hit)).select(_PLACED.names)
+    at = pc.index_in(placed.column("rel"), value_set=entries.column(ENTRY_SCHEMA.names[0]))  # entry of each file
+    found = pc.is_valid(at)
+    mine = entries.take(pc.fill_null(at, 0))  # a file without an entry takes the first one, never a hit below
+    stamp = mine.column("stamp_ns")
+    hit = pc.and_(pc.and_(found, pc.equal(mine.column("size"), placed.column("size"))),
+                  pc.and_(pc.and_(pc.equal(stamp, placed.column("stamp_ns")), pc.greater_equal(stamp, 0)),
+                          pc.less(stamp, trusted_before)))
+    hit = pc.fill_null(hit, False)
+    cached, known = placed.filter(hit), mine.filter(hit)
+    keep = pc.is_valid(cached.column("rel"))  # an entry from the index may be indexed again: all true
+    found = pa.Table.from_arrays([cached.column(c) for c in ("rel", "run_id", "name", "size", "stamp_ns")]
+                                 + [known.column(c) for c in ("token", "columns", "metadata", "problem")] + [keep],
+                                 schema=_CHECKED)
+    return found, placed.filter(pc.invert(hit))
 
 
 def _scan_table(store: str, table: str, run_ids: Optional[Sequence[str]], write_index: bool
@@ -362,8 +364,12 @@ def _scan_table(store: str, table: str, run_ids: Optional[Sequence[str]], write_
                                  checked.filter(pc.is_valid(checked.column("problem"))).select(["rel", "problem"])])
     foreign = [(table, f"{prefix}/{rel}", why) for rel, why in sorted(zip(*(problems.column(c).to_pylist()
                                                                             for c in ("rel", "problem"))))]
-    belong = checked.filter(pc.is_null(checked.column("problem"))).select(FILE_COLUMNS.names)
-    return TableFiles(table, prefix, belong.combine_chunks()), foreign
+    belong = checked.filter(pc.is_null(checked.column("problem"))).select(FILE_COLUMNS.names).combine_chunks()
+    at = belong.schema.get_field_index("columns")  # the files of a table share a few column lists: stored once each
+    belong = belong.set_column(at, "columns", pc.dictionary_encode(belong.column("columns")))
+    del placed, todo, cached, checked
+    pa.default_memory_pool().release_unused()  # the listing and the index are gone: hand their pages back
+    return TableFiles(table, prefix, belong), foreign
 
 
 def scan_store(store: str, tables: Iterable[str] = tuple(TABLES), run_id: Optional[str] = None,

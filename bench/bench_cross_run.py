@@ -61,7 +61,7 @@ def main() -> None:
     cell_variability(whole)
     steps.done("cell_variability")
     ids = {s["run_id"] for s in whole}
-    train = split_by_run(a.train_rows(store, sources, ids), ("epoch",))
+    train = split_by_run(a.train_rows(sources, ids), ("epoch",))
     steps.done("train_metrics")
     curves = {rid: (c["epoch"].astype(int), c["val_acc"], c["val_loss"]) for rid, c in train.items()}
     epoch_steps = {rid: dict(zip(c["epoch"].tolist(), c["step"].tolist())) for rid, c in train.items()}

@@ -4,10 +4,9 @@ A scan of a whole table (:func:`dynstudy.store_contract.scan.scan_store`) lists 
 cheap, and checks each file's Parquet footer, which is not (one read per file, one GET per object). The index
 keeps each check's result, keyed by the file's path in its table, size and change stamp (:func:`stamp_ns`), in
 ``<store>/_index/<table>.<sha256>.parquet`` (the file's own digest in its name); the next scan reads the
-footers only of the files whose key it does not hold. For the per-run tables of short files
-(:data:`ROW_CACHED_TABLES`: one per run, or per run and epoch) it also keeps the files' rows, in
-``<store>/_index/<table>.rows.<sha256>.parquet``, so a query over the whole table reads one object instead of
-one per file.
+footers only of the files whose key it does not hold. For the small per-run tables (:data:`ROW_CACHED_TABLES`:
+one short file per run) it also keeps the files' rows, in ``<store>/_index/<table>.rows.<sha256>.parquet``, so
+a query over the whole table reads one object instead of one per run.
 
 What the index may and may not do:
 
@@ -41,8 +40,8 @@ from dynstudy.store_contract.files import filesystem, write_bytes_atomic
 
 #: Folder of the index inside a store; no table's scan lists it.
 INDEX_DIR = "_index"
-#: Tables whose rows the index keeps beside the checks (one short file per run, or per run and epoch).
-ROW_CACHED_TABLES = ("runs", "run_summary", "train_metrics")
+#: Tables whose rows the index keeps beside the checks (one short file per run).
+ROW_CACHED_TABLES = ("runs", "run_summary")
 #: An entry is trusted only for a file at least this much older than the check that wrote it.
 RACY_MARGIN_NS = 2_000_000_000
 #: Bumped when the index's columns change: an index of another version is ignored.

@@ -1,7 +1,7 @@
-"""The rows of a per-run table of short files (:data:`dynstudy.store_contract.index.ROW_CACHED_TABLES`), in one read.
+"""The rows of a small per-run table (:data:`dynstudy.store_contract.index.ROW_CACHED_TABLES`), in one read.
 
-``runs`` and ``run_summary`` hold one short file per run and ``train_metrics`` one per run and epoch, so
-reading them file by file costs one open (one GET) per file. :func:`table_rows` takes a scan's files of
+``runs`` and ``run_summary`` hold one short file per run, so reading them file by file costs one open (one
+GET) per run. :func:`table_rows` takes a scan's files of
 such a table and returns their rows: those of files the index's rows cache holds unchanged (same path,
 size and change stamp) from the cache, the others read from their files (:data:`FILES_PER_READ` at a
 time); then it rewrites the cache when it read any file. The files are exactly the scan's, so a row is

@@ -48,7 +48,6 @@ import sys
 from concurrent.futures import ProcessPoolExecutor
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from dynstudy.analysis.kernels.params import PLATEAU_POINTS
 from dynstudy.analysis.pipeline.catalog import open_catalog
@@ -67,7 +66,6 @@ from dynstudy.store_contract.compaction import begin_change, compact, end_change
 from dynstudy.store_contract.files import remove_run_files, resolve_store
 from dynstudy.store_contract.scan import StoreScan, files_digest, scan_store
 from dynstudy.store_contract.schemas import INPUT_DIGEST_KEY, RUN_INPUTS, RUN_OUTPUTS, TABLES, UNPARTITIONED
-from dynstudy.store_contract.small_tables import table_rows
 
 #: The run of a file's path (its ``run_id=<id>`` folder).
 _RUN_FOLDER = re.compile(r"/run_id=([^/]+)/")
@@ -164,13 +162,11 @@ def cross_run_tables_current(scan: StoreScan, digest: str) -> bool:
                for t in UNPARTITIONED)
 
 
-def train_rows(store: str, scan: StoreScan, ids: set[str]) -> pa.Table:
-    """run_id, epoch, val_acc, val_loss and step of the train_metrics of the runs ``ids``, read whole through the
-    index's rows cache (:func:`dynstudy.store_contract.small_tables.table_rows`, which this updates: the report
-    then reads the table from one file)."""
-    rows = table_rows(store, "train_metrics", scan.files.get("train_metrics", ()))
-    wanted = rows.filter(pc.is_in(rows.column("run_id"), value_set=pa.array(sorted(ids), pa.string())))
-    return wanted.select(["run_id", "epoch", "val_acc", "val_loss", "step"])
+def train_rows(scan: StoreScan, ids: set[str]) -> pa.Table:
+    """run_id, epoch, val_acc, val_loss and step of the train_metrics of the runs ``ids`` (read in bounded batches
+    of files: :func:`dynstudy.analysis.pipeline.table_read.read_columns`)."""
+    return read_columns(runs_files(scan.files.get("train_metrics", ()), ids), TABLES["train_metrics"],
+                        ("run_id", "epoch", "val_acc", "val_loss", "step"))
 
 
 def write_cross_run_tables(store: str, scan: StoreScan, summaries: list[dict], runs: list[dict],
@@ -184,7 +180,7 @@ def write_cross_run_tables(store: str, scan: StoreScan, summaries: list[dict], r
     (:func:`cross_run_digest`)."""
     write_table(store, "cell_variability", cell_variability(summaries), digest=digest)
     ids = {s["run_id"] for s in summaries}
-    train = split_by_run(train_rows(store, scan, ids), ("epoch",))
+    train = split_by_run(train_rows(scan, ids), ("epoch",))
     curves = {rid: (c["epoch"].astype(int), c["val_acc"], c["val_loss"]) for rid, c in train.items()}
     epoch_steps = {rid: dict(zip(c["epoch"].tolist(), c["step"].tolist())) for rid, c in train.items()}
     params = {r["run_id"]: run_params(r["config"])[0] for r in runs if r["run_id"] in ids}

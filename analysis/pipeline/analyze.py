@@ -45,7 +45,10 @@ import multiprocessing
 import os
 import re
 import sys
+from collections import deque
 from concurrent.futures import ProcessPoolExecutor
+from itertools import islice
+from typing import Iterator
 
 import pyarrow as pa
 
@@ -77,7 +80,8 @@ def _views(con) -> set[str]:
 
 
 def plan_runs(scan: StoreScan, runs: list[dict], force: bool) -> tuple[list, int, dict]:
-    """(runs to analyse with their inputs and gap, how many are current, failed run -> reason)."""
+    """(runs to analyse with the gap in their files, how many are current, failed run -> reason). A run's input
+    files are listed again when it is handed out (:func:`jobs`), so the plan holds no file of any run."""
     todo, current, failed = [], 0, {}
     suspects = {m.group(1) for _, path, _ in scan.foreign for m in [_RUN_FOLDER.search(path)] if m}
     for run in runs:
@@ -89,28 +93,44 @@ def plan_runs(scan: StoreScan, runs: list[dict], force: bool) -> tuple[list, int
         if not force and is_current(scan, inputs):
             current += 1
             continue
-        todo.append((run, inputs, file_gaps(run, inputs)))
+        todo.append((run, file_gaps(run, inputs)))
     return todo, current, failed
 
 
-def _run_all(store: str, todo: list, workers: int | None, open_source=fast_source, address: str | None = None):
-    """Results of :func:`analyze_and_write` for ``todo``: as Ray tasks on the cluster at ``address``
+def jobs(store: str, scan: StoreScan, todo: list, open_source=fast_source) -> Iterator[tuple]:
+    """The arguments of :func:`analyze_and_write` for each run of ``todo`` (as :func:`plan_runs` gives it), each
+    run's input files listed from ``scan`` as its job is made."""
+    for run, reason in todo:
+        yield store, run, run_inputs(scan, run["run_id"]), reason, open_source
+
+
+#: Jobs handed to each worker ahead of its results: enough to keep it busy, few enough that the jobs in flight
+#: hold a few runs' input files, not every run's.
+AHEAD_PER_WORKER = 2
+
+
+def _run_all(store: str, scan: StoreScan, todo: list, workers: int | None, open_source=fast_source,
+             address: str | None = None):
+    """Results of :func:`analyze_and_write` for ``todo``, in its order: as Ray tasks on the cluster at ``address``
     (:mod:`dynstudy.analysis.pipeline.ray_dispatch`), else in ``workers`` local processes (one: in this process)."""
+    made = jobs(store, scan, todo, open_source)
     if address is not None:
         from dynstudy.analysis.pipeline.ray_dispatch import run_on_cluster
 
-        yield from run_on_cluster(address, store, todo, open_source)
+        yield from run_on_cluster(address, made)
         return
     workers = max(1, min(workers or os.cpu_count() or 1, len(todo)))
-    jobs = [(store, run, inputs, reason, open_source) for run, inputs, reason in todo]
     if workers == 1:
-        yield from (analyze_and_write(*job) for job in jobs)
+        yield from (analyze_and_write(*job) for job in made)
         return
     # spawn, not fork: the parent holds a multi-threaded DuckDB connection
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        with single_threaded_children():  # map submits every job, so every worker starts, inside this block
-            results = pool.map(analyze_in_worker, *zip(*jobs))
-        yield from results
+        with single_threaded_children():  # the first jobs start every worker, inside this block
+            ahead = deque(pool.submit(analyze_in_worker, *job) for job in islice(made, workers * AHEAD_PER_WORKER))
+        while ahead:
+            result = ahead.popleft().result()
+            ahead.extend(pool.submit(analyze_in_worker, *job) for job in islice(made, 1))
+            yield result
 
 
 #: What the cross-run tables are computed from: the runs' inputs and the summaries (and windows) of their analyses.
@@ -230,7 +250,7 @@ def analyze(store: str, *, force: bool = False, workers: int | None = 1, plateau
         remove_run_files(store, run_id, RUN_OUTPUTS)  # no stale outputs of a run that cannot be read
         print(f"analyze: skipped run {run_id}: {why}", file=out, flush=True)
     done = 0
-    for run_id, error, n_captures, summary in _run_all(store, todo, workers, open_source, address):
+    for run_id, error, n_captures, summary in _run_all(store, scan, todo, workers, open_source, address):
         if error:
             failed[run_id] = error
             remove_run_files(store, run_id, RUN_OUTPUTS)

@@ -16,6 +16,8 @@ has none, and says so with the extra that brings it.
 from __future__ import annotations
 
 import os
+from itertools import islice
+from typing import Iterator
 
 #: Times Ray re-runs a run's task whose worker or node died.
 TASK_RETRIES = 3
@@ -31,10 +33,16 @@ def _ray():
     return ray
 
 
-def run_on_cluster(address: str, store: str, todo: list, open_source=None):
-    """Results of :func:`dynstudy.analysis.run.run_analysis.analyze_and_write` for ``todo`` ((run, inputs, reason)
-    each), one Ray
-    task per run on the cluster at ``address`` (an existing connection is used as it is), in completion order."""
+#: Tasks in flight per CPU of the cluster: enough to keep every CPU busy, few enough that the driver holds a
+#: few runs' input files, not every run's.
+AHEAD_PER_CPU = 2
+
+
+def run_on_cluster(address: str, jobs: Iterator[tuple]):
+    """Results of :func:`dynstudy.analysis.run.run_analysis.analyze_and_write` for ``jobs`` (its arguments, as
+    :func:`dynstudy.analysis.pipeline.analyze.jobs` makes them), one Ray task per run on the cluster at ``address``
+    (an existing connection is used as it is), in completion order; at most :data:`AHEAD_PER_CPU` tasks per CPU
+    of the cluster are in flight."""
     ray = _ray()
     from dynstudy.analysis.run.run_analysis import analyze_in_worker
 
@@ -45,10 +53,11 @@ def run_on_cluster(address: str, store: str, todo: list, open_source=None):
         connected = True
     try:
         task = ray.remote(num_cpus=1, max_retries=TASK_RETRIES)(analyze_in_worker)
-        extra = [open_source] if open_source else []
-        pending = [task.remote(store, run, inputs, reason, *extra) for run, inputs, reason in todo]
+        ahead = max(1, int(ray.cluster_resources().get("CPU", 1))) * AHEAD_PER_CPU
+        pending = [task.remote(*job) for job in islice(jobs, ahead)]
         while pending:
             done, pending = ray.wait(pending, num_returns=1)
+            pending += [task.remote(*job) for job in islice(jobs, 1)]
             try:
                 yield ray.get(done[0])
             except ray.exceptions.RayTaskError as err:  # a write failed (a full store, ...): as locally, it stops

@@ -252,7 +252,7 @@ class StudySpec(_Strict):
     seeds: list[int] = Field(min_length=1)
     train: TrainSpec = TrainSpec()
     capture: CaptureSpec = CaptureSpec()
-    analysis: AnalysisSpec = AnalysisSpec()
+    analysis: AnalysisSpec = Field(default_factory=AnalysisSpec)  # built when asked: its check imports the kernels
     resources: ResourceSpec = ResourceSpec()
     overrides: list[Override] = Field(default_factory=list)
     tracking: TrackingSpec = Field(TrackingSpec(), description="experiment trackers each run logs to "

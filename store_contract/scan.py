@@ -92,6 +92,12 @@ def _column_names(text: str) -> tuple:
     return tuple(json.loads(text or "[]"))
 
 
+#: Files of a table :meth:`TableFiles.of_run` turns into Python values at once: asking for every run in path order
+#: converts each block once, and one block is held at a time.
+BLOCK_FILES = 4096
+_FILE_FIELDS = ("run_id", "name", "size", "token", "metadata", "columns", "stamp_ns")
+
+
 class TableFiles:
     """The files of one table that belong, sorted by path, as one Arrow table (:data:`FILE_COLUMNS`).
 
@@ -104,33 +110,44 @@ class TableFiles:
     def __init__(self, table: str, folder: str, rows: pa.Table):
         self.table, self.folder, self.rows = table, folder, rows
         self._runs: Optional[dict[str, tuple[int, int]]] = None
+        self._block: tuple[int, int, list] = (0, 0, [])  # (first row, row after the last, their values by field)
 
     def __len__(self) -> int:
         return self.rows.num_rows
 
     def __iter__(self) -> Iterator[StoreFile]:
         for batch in self.rows.to_batches(max_chunksize=8192):
-            yield from self._files(batch)
+            yield from self._files(_values(batch), 0, batch.num_rows)
 
     def __getitem__(self, i: int) -> StoreFile:
         n = len(self)
         if not -n <= i < n:
             raise IndexError(f"file {i} of {n}")
-        return next(self._files(self.rows.slice(i % n, 1)))
+        return next(self._files(_values(self.rows.slice(i % n, 1)), 0, 1))
 
     def of_run(self, run_id: str) -> list[StoreFile]:
         """``run_id``'s files, in path order."""
         if self._runs is None:
             self._runs = _run_rows(self.rows)
         start, stop = self._runs.get(run_id, (0, 0))
-        return list(self._files(self.rows.slice(start, stop - start)))
+        if start == stop:
+            return []
+        first, end, values = self._block
+        if not (first <= start and stop <= end):
+            end = max(stop, min(start + BLOCK_FILES, len(self)))
+            first, values = start, _values(self.rows.slice(start, end - start))
+            self._block = (first, end, values)
+        return list(self._files(values, start - first, stop - first))
 
-    def _files(self, rows) -> Iterator[StoreFile]:
-        cols = [rows.column(c).to_pylist() for c in ("run_id", "name", "size", "token", "metadata", "columns",
-                                                     "stamp_ns")]
-        for run_id, name, size, token, metadata, columns, stamp in zip(*cols):
+    def _files(self, values: list, start: int, stop: int) -> Iterator[StoreFile]:
+        for run_id, name, size, token, metadata, columns, stamp in zip(*(v[start:stop] for v in values)):
             yield StoreFile(self.table, self.folder, run_id, name, size, token, metadata, _column_names(columns),
                             stamp)
+
+
+def _values(rows) -> list[list]:
+    """The values of each of :data:`_FILE_FIELDS` of some of a table's files (a table or record batch)."""
+    return [rows.column(c).to_pylist() for c in _FILE_FIELDS]
 
 
 def _run_rows(rows: pa.Table) -> dict[str, tuple[int, int]]:

@@ -100,14 +100,16 @@ def test_an_index_naming_a_file_twice_is_not_trusted_even_with_its_digest_right(
     assert read  # the index was not used: the footers were read again
 
 
-def test_a_runs_files_are_found_among_runs_whose_ids_share_a_prefix():
+@pytest.mark.parametrize("block", [1, 3, 4096])
+def test_a_runs_files_are_found_among_runs_whose_ids_share_a_prefix(monkeypatch, block):
+    monkeypatch.setattr(scan, "BLOCK_FILES", block)  # a run's files across blocks, in one, or all in one
     rows = [{"rel": f"run_id={r}/{n}.parquet", "run_id": r, "name": n, "size": 1, "stamp_ns": 1, "token": f"{r}{n}",
              "columns": '["run_id"]', "metadata": "{}"}
             for r in ("a", "a-b", "a.b", "ab", "b") for n in ("epoch=000001", "epoch=000002")]
     listed = pa.Table.from_pylist(rows, schema=scan.FILE_COLUMNS).sort_by("rel")
     files = scan.TableFiles("train_metrics", "/s/train_metrics", listed)
     assert len(files) == 10 and [f.token for f in files] == listed.column("token").to_pylist()
-    for r in ("a", "a-b", "a.b", "ab", "b"):
+    for r in ("a", "a-b", "a.b", "ab", "b", "a.b", "a"):  # in path order, then back
         assert [f.token for f in files.of_run(r)] == [f"{r}epoch=000001", f"{r}epoch=000002"]
         assert all(f.path == f"/s/train_metrics/run_id={r}/{f.name}.parquet" for f in files.of_run(r))
     assert files.of_run("c") == [] and files[-1].run_id == "b" and files[0].columns == ("run_id",)

@@ -1,11 +1,10 @@
 """The rows of a small per-run table (:data:`dynstudy.store_contract.index.ROW_CACHED_TABLES`), in one read.
 
 ``runs`` and ``run_summary`` hold one short file per run, so reading them file by file costs one open (one
-GET) per run. :func:`table_rows` takes a scan's files of
-such a table and returns their rows: those of files the index's rows cache holds unchanged (same path,
-size and change stamp) from the cache, the others read from their files (:data:`FILES_PER_READ` at a
-time); then it rewrites the cache when it read any file. The files are exactly the scan's, so a row is
-never missed or counted twice.
+GET) per run. :func:`table_rows` takes a scan's files of such a table and returns their rows: those of
+files the index's rows cache holds unchanged (same path, size and change stamp) from the cache, the others
+read from their files (:data:`FILES_PER_READ` at a time); then it rewrites the cache when it read any file.
+The files are exactly the scan's, so a row is never missed or counted twice.
 """
 from __future__ import annotations
 
@@ -33,7 +32,7 @@ def file_keys(files: Sequence[StoreFile]) -> pa.Table:
     return pa.Table.from_pylist([{"rel": f.rel, "size": f.size, "stamp_ns": f.stamp_ns} for f in files], schema=_KEYS)
 
 
-def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
     """``table`` with exactly ``schema``'s columns, cast to its types; a column it lacks is null."""
     n = table.num_rows
     return pa.Table.from_arrays([table.column(f.name).cast(f.type) if f.name in table.column_names
@@ -50,9 +49,9 @@ def _read_chunk(fs: pafs.FileSystem, inner: str, rels: list[str], sizes: list[in
         tables.append(got.append_column(ROW_PATH_COLUMN, pa.array([rel] * got.num_rows, pa.string())))
     wanted = schema.append(pa.field(ROW_PATH_COLUMN, pa.string()))
     try:  # files of one table share their columns, or lack some: one cast for the whole chunk
-        return _conform(pa.concat_tables(tables, promote_options="permissive"), wanted)
+        return conform(pa.concat_tables(tables, promote_options="permissive"), wanted)
     except (pa.ArrowException, ValueError):
-        return pa.concat_tables([_conform(t, wanted) for t in tables])
+        return pa.concat_tables([conform(t, wanted) for t in tables])
 
 
 def read_files(store: str, table: str, keys: pa.Table, schema: pa.Schema) -> pa.Table:

@@ -23,19 +23,12 @@ import pyarrow.dataset as ds
 
 from dynstudy.store_contract.files import filesystem, inner_path, is_remote
 from dynstudy.store_contract.scan import StoreFile
+from dynstudy.store_contract.small_tables import conform
 
 #: Files one query reads at most.
 FILES_PER_QUERY = 5000
 #: DuckDB settings of the reader's connection: no extension installed or loaded (nothing downloaded).
 _NO_EXTENSIONS = {"autoinstall_known_extensions": False, "autoload_known_extensions": False}
-
-
-def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
-    """``table`` with exactly the columns of ``schema``, cast to its types; a column it lacks is all null."""
-    n = table.num_rows
-    cols = [table.column(f.name).cast(f.type) if f.name in table.column_names else pa.nulls(n, f.type)
-            for f in schema]
-    return pa.Table.from_arrays(cols, schema=schema)
 
 
 def _wanted(schema: pa.Schema, columns: Sequence[str] | None, where: Mapping[str, object]) -> pa.Schema:
